@@ -1,0 +1,317 @@
+// Copyright (c) hevit developers. MIT license.
+//
+// Binding only: every function here converts arguments, releases the GIL around the C++ call and
+// converts the result. No logic lives here; see cpp/include/hevit for the documented API.
+#include "hevit/encrypted_batch.h"
+#include "hevit/errors.h"
+#include "hevit/linear_plan.h"
+#include "hevit/params.h"
+#include "hevit/public_context.h"
+#include "hevit/secret_context.h"
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+namespace py = pybind11;
+using namespace hevit;
+
+namespace
+{
+    using DoubleArray = py::array_t<double, py::array::c_style | py::array::forcecast>;
+
+    CkksParams make_params(std::size_t n, const std::vector<int> &bits, int scale_bits, double max_norm)
+    {
+        CkksParams params;
+        params.poly_modulus_degree = n;
+        params.coeff_modulus_bits = bits;
+        params.scale_bits = scale_bits;
+        params.max_norm = max_norm;
+        return params;
+    }
+
+    void check_matrix(const DoubleArray &array, const char *what)
+    {
+        if (array.ndim() != 2)
+        {
+            throw LayoutError(std::string(what) + " must be a 2-D array, got " + std::to_string(array.ndim()) + " dimensions");
+        }
+    }
+
+    py::bytes to_py_bytes(std::string &&bytes)
+    {
+        return py::bytes(bytes.data(), bytes.size());
+    }
+
+    std::string_view view_of(const py::bytes &bytes)
+    {
+        char *data = nullptr;
+        Py_ssize_t size = 0;
+        if (PyBytes_AsStringAndSize(bytes.ptr(), &data, &size) != 0)
+        {
+            throw py::error_already_set();
+        }
+        return std::string_view(data, static_cast<std::size_t>(size));
+    }
+
+    py::array_t<double> decrypt_to_array(const SecretContext &sk, const EncryptedBatch &batch, int threads)
+    {
+        py::array_t<double> out({ batch.rows(), batch.cols() });
+        double *ptr = out.mutable_data();
+        {
+            py::gil_scoped_release release;
+            sk.decrypt(batch, ptr, threads);
+        }
+        return out;
+    }
+
+    std::shared_ptr<PublicContext> unconst(std::shared_ptr<const PublicContext> ptr)
+    {
+        return std::const_pointer_cast<PublicContext>(std::move(ptr));
+    }
+
+    void register_errors(py::module_ &m)
+    {
+        py::module_ errors = py::module_::import("hevit.errors");
+        static py::handle parameter_error = py::object(errors.attr("ParameterError")).release();
+        static py::handle value_range_error = py::object(errors.attr("ValueRangeError")).release();
+        static py::handle layout_error = py::object(errors.attr("LayoutError")).release();
+        static py::handle context_mismatch_error = py::object(errors.attr("ContextMismatchError")).release();
+        static py::handle serialization_error = py::object(errors.attr("SerializationError")).release();
+        static py::handle missing_key_error = py::object(errors.attr("MissingKeyError")).release();
+        static py::handle secret_key_required_error = py::object(errors.attr("SecretKeyRequiredError")).release();
+        py::register_exception_translator([](std::exception_ptr p) {
+            try
+            {
+                if (p)
+                {
+                    std::rethrow_exception(p);
+                }
+            }
+            catch (const ParameterError &e)
+            {
+                PyErr_SetString(parameter_error.ptr(), e.what());
+            }
+            catch (const ValueRangeError &e)
+            {
+                PyErr_SetString(value_range_error.ptr(), e.what());
+            }
+            catch (const LayoutError &e)
+            {
+                PyErr_SetString(layout_error.ptr(), e.what());
+            }
+            catch (const ContextMismatchError &e)
+            {
+                PyErr_SetString(context_mismatch_error.ptr(), e.what());
+            }
+            catch (const SerializationError &e)
+            {
+                PyErr_SetString(serialization_error.ptr(), e.what());
+            }
+            catch (const MissingKeyError &e)
+            {
+                PyErr_SetString(missing_key_error.ptr(), e.what());
+            }
+            catch (const SecretKeyRequiredError &e)
+            {
+                PyErr_SetString(secret_key_required_error.ptr(), e.what());
+            }
+        });
+    }
+} // namespace
+
+PYBIND11_MODULE(_core, m)
+{
+    m.doc() = "hevit private C++ core over Microsoft SEAL 4.1 (CKKS). Use hevit.he instead.";
+    register_errors(m);
+
+    m.attr("SEAL_VERSION") = std::to_string(SEAL_VERSION_MAJOR) + "." + std::to_string(SEAL_VERSION_MINOR) + "." +
+                             std::to_string(SEAL_VERSION_PATCH);
+    m.def("max_secure_coeff_modulus_bits", &max_secure_coeff_modulus_bits, py::arg("poly_modulus_degree"));
+    m.def(
+        "validate_params",
+        [](std::size_t n, const std::vector<int> &bits, int scale_bits, double max_norm) {
+            validate_params(make_params(n, bits, scale_bits, max_norm));
+        },
+        py::arg("poly_modulus_degree"), py::arg("coeff_modulus_bits"), py::arg("scale_bits"), py::arg("max_norm"));
+
+    py::class_<PublicContext, std::shared_ptr<PublicContext>>(m, "PublicContext")
+        .def_static(
+            "from_bytes",
+            [](const py::bytes &data) {
+                const std::string_view view = view_of(data);
+                std::shared_ptr<const PublicContext> ctx;
+                {
+                    py::gil_scoped_release release;
+                    ctx = PublicContext::from_bytes(view);
+                }
+                return unconst(std::move(ctx));
+            },
+            py::arg("data"))
+        .def("to_bytes", [](const PublicContext &self) {
+            std::string out;
+            {
+                py::gil_scoped_release release;
+                out = self.to_bytes();
+            }
+            return to_py_bytes(std::move(out));
+        })
+        .def_property_readonly("poly_modulus_degree", [](const PublicContext &c) { return c.params().poly_modulus_degree; })
+        .def_property_readonly("coeff_modulus_bits", [](const PublicContext &c) { return c.params().coeff_modulus_bits; })
+        .def_property_readonly("scale_bits", [](const PublicContext &c) { return c.params().scale_bits; })
+        .def_property_readonly("max_norm", [](const PublicContext &c) { return c.params().max_norm; })
+        .def_property_readonly("primes", [](const PublicContext &c) {
+            std::vector<std::uint64_t> primes;
+            for (const auto &q : c.seal_context().key_context_data()->parms().coeff_modulus())
+            {
+                primes.push_back(q.value());
+            }
+            return primes;
+        })
+        .def_property_readonly("rotation_steps", &PublicContext::rotation_steps)
+        .def_property_readonly("slot_count", &PublicContext::slot_count)
+        .def_property_readonly("params_fingerprint", [](const PublicContext &c) {
+            return py::bytes(reinterpret_cast<const char *>(c.params_fingerprint().data()), c.params_fingerprint().size());
+        })
+        .def_property_readonly("keyset_id", [](const PublicContext &c) {
+            return py::bytes(reinterpret_cast<const char *>(c.keyset_id().data()), c.keyset_id().size());
+        })
+        .def(
+            "encrypt",
+            [](std::shared_ptr<PublicContext> self, const DoubleArray &x, const std::string &layout, int threads) {
+                check_matrix(x, "x");
+                const Layout lay = parse_layout(layout);
+                py::gil_scoped_release release;
+                return EncryptedBatch::encrypt_public(
+                    self, x.data(), static_cast<std::size_t>(x.shape(0)), static_cast<std::size_t>(x.shape(1)), lay, threads);
+            },
+            py::arg("x"), py::arg("layout"), py::arg("threads"));
+
+    py::class_<SecretContext, std::shared_ptr<SecretContext>>(m, "SecretContext")
+        .def_static(
+            "generate",
+            [](std::size_t n, const std::vector<int> &bits, int scale_bits, double max_norm, const std::vector<int> &steps) {
+                const CkksParams params = make_params(n, bits, scale_bits, max_norm);
+                py::gil_scoped_release release;
+                return SecretContext::generate(params, steps);
+            },
+            py::arg("poly_modulus_degree"), py::arg("coeff_modulus_bits"), py::arg("scale_bits"), py::arg("max_norm"),
+            py::arg("rotation_steps"))
+        .def("public_context", [](const SecretContext &self) { return unconst(self.public_context()); })
+        .def(
+            "encrypt",
+            [](const SecretContext &self, const DoubleArray &x, const std::string &layout, int threads) {
+                check_matrix(x, "x");
+                const Layout lay = parse_layout(layout);
+                py::gil_scoped_release release;
+                return self.encrypt(
+                    x.data(), static_cast<std::size_t>(x.shape(0)), static_cast<std::size_t>(x.shape(1)), lay, threads);
+            },
+            py::arg("x"), py::arg("layout"), py::arg("threads"))
+        .def("decrypt", &decrypt_to_array, py::arg("batch"), py::arg("threads"))
+        .def("to_bytes", [](const SecretContext &self) {
+            std::string out;
+            {
+                py::gil_scoped_release release;
+                out = self.to_bytes();
+            }
+            return to_py_bytes(std::move(out));
+        })
+        .def_static(
+            "from_bytes",
+            [](const py::bytes &data) {
+                const std::string_view view = view_of(data);
+                py::gil_scoped_release release;
+                return SecretContext::from_bytes(view);
+            },
+            py::arg("data"));
+
+    py::class_<EncryptedBatch, std::shared_ptr<EncryptedBatch>>(m, "EncryptedBatch")
+        .def_property_readonly("layout", [](const EncryptedBatch &b) { return std::string(layout_name(b.layout())); })
+        .def_property_readonly("rows", &EncryptedBatch::rows)
+        .def_property_readonly("cols", &EncryptedBatch::cols)
+        .def_property_readonly("period", &EncryptedBatch::period)
+        .def_property_readonly("norm_bound", &EncryptedBatch::norm_bound)
+        .def_property_readonly("scale", &EncryptedBatch::scale)
+        .def_property_readonly("prime_count", &EncryptedBatch::prime_count)
+        .def_property_readonly("seeded", &EncryptedBatch::seeded)
+        .def_property_readonly("ciphertext_count", [](const EncryptedBatch &b) { return b.ciphertexts().size(); })
+        .def_property_readonly("byte_size", &EncryptedBatch::byte_size)
+        .def_property_readonly("context", [](const EncryptedBatch &b) { return unconst(b.context()); })
+        .def("to_bytes", [](const EncryptedBatch &self) {
+            std::string out;
+            {
+                py::gil_scoped_release release;
+                out = self.to_bytes();
+            }
+            return to_py_bytes(std::move(out));
+        })
+        .def_static(
+            "from_bytes",
+            [](const py::bytes &data, std::shared_ptr<PublicContext> context, int threads) {
+                const std::string_view view = view_of(data);
+                py::gil_scoped_release release;
+                return EncryptedBatch::from_bytes(view, context, threads);
+            },
+            py::arg("data"), py::arg("context"), py::arg("threads"))
+        .def_static(
+            "sum",
+            [](const std::vector<std::shared_ptr<EncryptedBatch>> &batches, int threads) {
+                std::vector<const EncryptedBatch *> ptrs;
+                for (const auto &b : batches)
+                {
+                    ptrs.push_back(b.get());
+                }
+                py::gil_scoped_release release;
+                return EncryptedBatch::sum(ptrs, threads);
+            },
+            py::arg("batches"), py::arg("threads"));
+
+    py::class_<LinearPlan, std::shared_ptr<LinearPlan>>(m, "LinearPlan")
+        .def_static(
+            "rotation_steps_for",
+            [](std::size_t n, const std::vector<int> &bits, int scale_bits, double max_norm, std::size_t in_dim,
+               std::size_t out_dim, const std::string &layout) {
+                return LinearPlan::rotation_steps(make_params(n, bits, scale_bits, max_norm), in_dim, out_dim, parse_layout(layout));
+            },
+            py::arg("poly_modulus_degree"), py::arg("coeff_modulus_bits"), py::arg("scale_bits"), py::arg("max_norm"),
+            py::arg("in_dim"), py::arg("out_dim"), py::arg("layout"))
+        .def_static(
+            "compile",
+            [](std::shared_ptr<PublicContext> context, const DoubleArray &weights, std::optional<DoubleArray> bias,
+               const std::string &layout, double input_norm_bound) {
+                check_matrix(weights, "weights");
+                const auto out_dim = static_cast<std::size_t>(weights.shape(0));
+                const auto in_dim = static_cast<std::size_t>(weights.shape(1));
+                const double *bias_ptr = nullptr;
+                if (bias)
+                {
+                    if (bias->ndim() != 1 || static_cast<std::size_t>(bias->shape(0)) != out_dim)
+                    {
+                        throw LayoutError(
+                            "bias must have shape (" + std::to_string(out_dim) + ",) to match weights of shape (" +
+                            std::to_string(out_dim) + ", " + std::to_string(in_dim) + ")");
+                    }
+                    bias_ptr = bias->data();
+                }
+                const Layout lay = parse_layout(layout);
+                py::gil_scoped_release release;
+                return std::make_shared<LinearPlan>(
+                    context, weights.data(), out_dim, in_dim, bias_ptr, lay, input_norm_bound);
+            },
+            py::arg("context"), py::arg("weights"), py::arg("bias"), py::arg("layout"), py::arg("input_norm_bound"))
+        .def(
+            "apply",
+            [](const LinearPlan &self, const EncryptedBatch &batch, int threads) {
+                py::gil_scoped_release release;
+                return self.apply(batch, threads);
+            },
+            py::arg("batch"), py::arg("threads"))
+        .def_property_readonly("layout", [](const LinearPlan &p) { return std::string(layout_name(p.layout())); })
+        .def_property_readonly("in_dim", &LinearPlan::in_dim)
+        .def_property_readonly("out_dim", &LinearPlan::out_dim)
+        .def_property_readonly("rotation_steps", &LinearPlan::steps)
+        .def_property_readonly("key_switches", &LinearPlan::key_switches)
+        .def_property_readonly("weight_scale_bits", &LinearPlan::weight_scale_bits)
+        .def_property_readonly("input_norm_bound", &LinearPlan::input_norm_bound)
+        .def_property_readonly("output_norm_bound", &LinearPlan::output_norm_bound);
+}

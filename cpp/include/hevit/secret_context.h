@@ -1,0 +1,56 @@
+// Copyright (c) hevit developers. MIT license.
+#pragma once
+
+#include "hevit/encrypted_batch.h"
+#include "hevit/public_context.h"
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace hevit
+{
+    /**
+    The key holder's context: a PublicContext plus the secret key. Encrypts (symmetric, seeded,
+    about half the bytes of public-key encryption) and decrypts. Its serialized form has its own
+    object kind, so it can never be loaded where a PublicContext is expected.
+    */
+    class SecretContext
+    {
+    public:
+        /**
+        Generates a fresh key set: secret key, public key, and Galois keys for exactly
+        rotation_steps (none if empty).
+
+        @throws ParameterError for invalid parameters, or rotations asked of parameters without a
+        special prime
+        */
+        static std::shared_ptr<SecretContext> generate(const CkksParams &params, const std::vector<int> &rotation_steps);
+
+        const std::shared_ptr<const PublicContext> &public_context() const noexcept { return public_; }
+
+        /**
+        Encrypts a row-major (rows x cols) matrix in layout with the secret key (seeded).
+
+        @throws ValueRangeError for NaN/inf or a row whose L2 norm exceeds params().max_norm
+        @throws LayoutError for shapes the layout cannot hold
+        */
+        EncryptedBatch encrypt(const double *values, std::size_t rows, std::size_t cols, Layout layout, int threads) const;
+
+        /** Decrypts into a row-major (rows x cols) buffer. */
+        void decrypt(const EncryptedBatch &batch, double *out, int threads) const;
+
+        /** Secret key material in SEAL's form, for the key holder's own storage and tests. */
+        const seal::SecretKey &secret_key() const noexcept { return secret_key_; }
+
+        /** Serialized form (kind SecretContext): public context bytes + secret key. */
+        std::string to_bytes() const;
+        static std::shared_ptr<SecretContext> from_bytes(std::string_view bytes);
+
+        SecretContext(std::shared_ptr<const PublicContext> public_context, seal::SecretKey secret_key);
+
+    private:
+        std::shared_ptr<const PublicContext> public_;
+        seal::SecretKey secret_key_;
+    };
+} // namespace hevit

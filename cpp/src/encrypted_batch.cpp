@@ -1,0 +1,440 @@
+// Copyright (c) hevit developers. MIT license.
+#include "hevit/encrypted_batch.h"
+#include "hevit/errors.h"
+#include "hevit/parallel.h"
+#include "seal/util/rlwe.h"
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <sstream>
+
+namespace hevit
+{
+    namespace
+    {
+        // Largest number of rows a sample-layout batch may hold (bounds memory from one call or
+        // one serialized header).
+        constexpr std::size_t max_sample_rows = std::size_t(1) << 16;
+        constexpr std::size_t max_cols = std::size_t(1) << 20;
+
+        std::shared_ptr<const seal::SEALContext::ContextData> level_with_primes(
+            const seal::SEALContext &context, std::size_t prime_count)
+        {
+            for (auto cd = context.first_context_data(); cd; cd = cd->next_context_data())
+            {
+                if (cd->parms().coeff_modulus().size() == prime_count)
+                {
+                    return cd;
+                }
+            }
+            return nullptr;
+        }
+
+        std::size_t packed_poly_bytes(const seal::SEALContext::ContextData &cd)
+        {
+            std::size_t bytes = 0;
+            for (const auto &q : cd.parms().coeff_modulus())
+            {
+                bytes += packed_size(cd.parms().poly_modulus_degree(), q.bit_count());
+            }
+            return bytes;
+        }
+    } // namespace
+
+    namespace detail
+    {
+        std::size_t check_plain_input(
+            const PublicContext &context, const double *values, std::size_t rows, std::size_t cols, Layout layout)
+        {
+            const std::size_t n = context.params().poly_modulus_degree;
+            const std::size_t slots = n / 2;
+            if (rows == 0 || cols == 0)
+            {
+                throw LayoutError("cannot encrypt an empty matrix: got shape (" + std::to_string(rows) + ", " +
+                                  std::to_string(cols) + ")");
+            }
+            if (cols > max_cols)
+            {
+                throw LayoutError("too many columns: " + std::to_string(cols));
+            }
+            std::size_t period = 0;
+            if (layout == Layout::batch)
+            {
+                if (rows > n)
+                {
+                    throw LayoutError(
+                        "batch layout holds at most N=" + std::to_string(n) + " rows per EncryptedBatch with these "
+                        "parameters, got " + std::to_string(rows) + "; split the rows into chunks of " +
+                        std::to_string(n));
+                }
+            }
+            else
+            {
+                period = next_pow2(cols);
+                if (period > slots)
+                {
+                    throw LayoutError(
+                        "sample layout needs next_pow2(cols)=" + std::to_string(period) + " <= N/2=" +
+                        std::to_string(slots) + " slots; use the batch layout or a larger poly_modulus_degree");
+                }
+                if (rows > max_sample_rows)
+                {
+                    throw LayoutError(
+                        "sample layout holds at most " + std::to_string(max_sample_rows) + " rows per EncryptedBatch, got " +
+                        std::to_string(rows) + "; split the rows or use the batch layout");
+                }
+            }
+            const double max_norm = context.params().max_norm;
+            for (std::size_t r = 0; r < rows; r++)
+            {
+                double norm2 = 0.0;
+                const double *row = values + r * cols;
+                for (std::size_t c = 0; c < cols; c++)
+                {
+                    if (!std::isfinite(row[c]))
+                    {
+                        throw ValueRangeError(
+                            "input has a non-finite value (NaN or inf) at row " + std::to_string(r) + ", column " +
+                            std::to_string(c));
+                    }
+                    norm2 += row[c] * row[c];
+                }
+                const double norm = std::sqrt(norm2);
+                if (norm > max_norm * (1.0 + 1e-12))
+                {
+                    std::ostringstream out;
+                    out << "row " << r << " has L2 norm " << norm << " above max_norm=" << max_norm
+                        << " of these parameters (values too large for the chosen scale); rescale the features "
+                           "or use CkksParams with a larger max_norm (and enough data modulus bits)";
+                    throw ValueRangeError(out.str());
+                }
+            }
+            return period;
+        }
+
+        void pack_slots(
+            const PublicContext &context, const double *values, std::size_t rows, std::size_t cols, Layout layout,
+            std::size_t period, std::size_t index, std::vector<std::complex<double>> &slots)
+        {
+            const std::size_t n = context.params().poly_modulus_degree;
+            const std::size_t half = n / 2;
+            slots.assign(half, std::complex<double>(0.0, 0.0));
+            if (layout == Layout::batch)
+            {
+                const std::size_t g = index / cols;
+                const std::size_t j = index % cols;
+                const std::size_t base = g * n;
+                for (std::size_t s = 0; s < half; s++)
+                {
+                    const std::size_t re_row = base + s;
+                    const std::size_t im_row = base + half + s;
+                    const double re = re_row < rows ? values[re_row * cols + j] : 0.0;
+                    const double im = im_row < rows ? values[im_row * cols + j] : 0.0;
+                    slots[s] = std::complex<double>(re, im);
+                }
+                return;
+            }
+            const std::size_t re_row = 2 * index;
+            const std::size_t im_row = re_row + 1;
+            for (std::size_t s = 0; s < period && s < cols; s++)
+            {
+                const double re = values[re_row * cols + s];
+                const double im = im_row < rows ? values[im_row * cols + s] : 0.0;
+                slots[s] = std::complex<double>(re, im);
+            }
+            for (std::size_t start = period; start < half; start += period)
+            {
+                std::copy(slots.begin(), slots.begin() + static_cast<std::ptrdiff_t>(period), slots.begin() + static_cast<std::ptrdiff_t>(start));
+            }
+        }
+
+        void unpack_slots(
+            const std::vector<std::complex<double>> &slots, std::size_t rows, std::size_t cols, Layout layout,
+            std::size_t n, std::size_t index, double *out)
+        {
+            const std::size_t half = n / 2;
+            if (layout == Layout::batch)
+            {
+                const std::size_t g = index / cols;
+                const std::size_t j = index % cols;
+                const std::size_t base = g * n;
+                for (std::size_t s = 0; s < half; s++)
+                {
+                    if (base + s < rows)
+                    {
+                        out[(base + s) * cols + j] = slots[s].real();
+                    }
+                    if (base + half + s < rows)
+                    {
+                        out[(base + half + s) * cols + j] = slots[s].imag();
+                    }
+                }
+                return;
+            }
+            const std::size_t re_row = 2 * index;
+            for (std::size_t c = 0; c < cols; c++)
+            {
+                out[re_row * cols + c] = slots[c].real();
+                if (re_row + 1 < rows)
+                {
+                    out[(re_row + 1) * cols + c] = slots[c].imag();
+                }
+            }
+        }
+
+        void expand_seed(const seal::SEALContext &context, const seal::prng_seed_type &seed, seal::Ciphertext &ct)
+        {
+            auto cd = context.get_context_data(ct.parms_id());
+            auto prng = seal::Blake2xbPRNGFactory().create(seed);
+            seal::util::sample_poly_uniform(prng, cd->parms(), ct.data(1));
+        }
+    } // namespace detail
+
+    EncryptedBatch::EncryptedBatch(
+        std::shared_ptr<const PublicContext> context, Layout layout, std::size_t rows, std::size_t cols,
+        std::size_t period, double norm_bound, std::vector<seal::Ciphertext> ciphertexts,
+        std::vector<seal::prng_seed_type> seeds)
+        : context_(std::move(context)), layout_(layout), rows_(rows), cols_(cols), period_(period),
+          norm_bound_(norm_bound), ciphertexts_(std::move(ciphertexts)), seeds_(std::move(seeds))
+    {
+        if (ciphertexts_.size() != ciphertext_count(layout_, rows_, cols_, context_->params().poly_modulus_degree))
+        {
+            throw std::logic_error("EncryptedBatch: ciphertext count does not match shape and layout");
+        }
+        if (!seeds_.empty() && seeds_.size() != ciphertexts_.size())
+        {
+            throw std::logic_error("EncryptedBatch: seed count does not match ciphertext count");
+        }
+    }
+
+    EncryptedBatch EncryptedBatch::encrypt_public(
+        std::shared_ptr<const PublicContext> context, const double *values, std::size_t rows, std::size_t cols,
+        Layout layout, int threads)
+    {
+        const std::size_t period = detail::check_plain_input(*context, values, rows, cols, layout);
+        const std::size_t count = ciphertext_count(layout, rows, cols, context->params().poly_modulus_degree);
+        std::vector<seal::Ciphertext> cts(count);
+        const seal::Encryptor encryptor(context->seal_context(), context->public_key());
+        parallel_for(count, threads, [&](std::size_t i) {
+            std::vector<std::complex<double>> slots;
+            detail::pack_slots(*context, values, rows, cols, layout, period, i, slots);
+            seal::Plaintext pt;
+            context->encoder().encode(slots, context->data_parms_id(), context->scale(), pt);
+            encryptor.encrypt(pt, cts[i]);
+        });
+        const double bound = context->params().max_norm;
+        return EncryptedBatch(std::move(context), layout, rows, cols, period, bound, std::move(cts));
+    }
+
+    EncryptedBatch EncryptedBatch::sum(const std::vector<const EncryptedBatch *> &batches, int threads)
+    {
+        if (batches.empty())
+        {
+            throw LayoutError("sum needs at least one EncryptedBatch");
+        }
+        const EncryptedBatch &first = *batches.front();
+        double bound = 0.0;
+        for (std::size_t b = 0; b < batches.size(); b++)
+        {
+            const EncryptedBatch &other = *batches[b];
+            if (!other.context_->same_keys_as(*first.context_))
+            {
+                throw ContextMismatchError(
+                    "batch " + std::to_string(b) + " was encrypted under another key set or other parameters; "
+                    "all clients must use the same public context");
+            }
+            if (other.layout_ != first.layout_ || other.rows_ != first.rows_ || other.cols_ != first.cols_ ||
+                other.period_ != first.period_)
+            {
+                std::ostringstream out;
+                out << "batch " << b << " has layout '" << layout_name(other.layout_) << "' and shape (" << other.rows_
+                    << ", " << other.cols_ << "), batch 0 has layout '" << layout_name(first.layout_) << "' and shape ("
+                    << first.rows_ << ", " << first.cols_ << "); sum adds batches of one layout and shape";
+                throw LayoutError(out.str());
+            }
+            if (other.prime_count() != first.prime_count() || other.scale() != first.scale())
+            {
+                throw LayoutError("batch " + std::to_string(b) + " is at another level or scale than batch 0");
+            }
+            bound += other.norm_bound_;
+        }
+        std::vector<seal::Ciphertext> cts(first.ciphertexts_.size());
+        const seal::Evaluator evaluator(first.context_->seal_context());
+        parallel_for(cts.size(), threads, [&](std::size_t i) {
+            cts[i] = first.ciphertexts_[i];
+            for (std::size_t b = 1; b < batches.size(); b++)
+            {
+                evaluator.add_inplace(cts[i], batches[b]->ciphertexts_[i]);
+            }
+        });
+        return EncryptedBatch(first.context_, first.layout_, first.rows_, first.cols_, first.period_, bound, std::move(cts));
+    }
+
+    std::size_t EncryptedBatch::byte_size() const noexcept
+    {
+        auto cd = context_->seal_context().get_context_data(ciphertexts_.front().parms_id());
+        const std::size_t poly = packed_poly_bytes(*cd);
+        const std::size_t per_ct = seeded() ? sizeof(seal::prng_seed_type) + poly : 2 * poly;
+        return wire_header_size + 4 * 8 + 8 + ciphertexts_.size() * per_ct;
+    }
+
+    std::string EncryptedBatch::to_bytes() const
+    {
+        auto cd = context_->seal_context().get_context_data(ciphertexts_.front().parms_id());
+        const auto &primes = cd->parms().coeff_modulus();
+        const std::size_t n = cd->parms().poly_modulus_degree();
+        const std::size_t poly = packed_poly_bytes(*cd);
+        const std::size_t per_ct = seeded() ? sizeof(seal::prng_seed_type) + poly : 2 * poly;
+
+        ByteWriter w;
+        w.u8(static_cast<std::uint8_t>(layout_));
+        w.u8(seeded() ? 1 : 0);
+        w.u8(0);
+        w.u8(0);
+        w.u32(static_cast<std::uint32_t>(primes.size()));
+        w.u64(rows_);
+        w.u64(cols_);
+        w.u64(period_);
+        w.f64(scale());
+        w.f64(norm_bound_);
+        w.u64(ciphertexts_.size());
+        std::string &out = w.str();
+        const std::size_t body = out.size();
+        out.resize(body + ciphertexts_.size() * per_ct);
+        auto *dst = reinterpret_cast<std::uint8_t *>(out.data() + body);
+        parallel_for(ciphertexts_.size(), 0, [&](std::size_t i) {
+            std::uint8_t *p = dst + i * per_ct;
+            const auto &ct = ciphertexts_[i];
+            if (seeded())
+            {
+                std::memcpy(p, seeds_[i].data(), sizeof(seal::prng_seed_type));
+                p += sizeof(seal::prng_seed_type);
+            }
+            for (std::size_t poly_index = 0; poly_index < (seeded() ? 1u : 2u); poly_index++)
+            {
+                for (std::size_t l = 0; l < primes.size(); l++)
+                {
+                    pack_bits(ct.data(poly_index) + l * n, n, primes[l].bit_count(), p);
+                    p += packed_size(n, primes[l].bit_count());
+                }
+            }
+        });
+        WireHeader header{ ObjectKind::encrypted_batch, context_->params_fingerprint(), context_->keyset_id() };
+        return wrap_payload(header, out);
+    }
+
+    EncryptedBatch EncryptedBatch::from_bytes(
+        std::string_view bytes, std::shared_ptr<const PublicContext> context, int threads)
+    {
+        WireHeader header;
+        ByteReader r(unwrap_payload(bytes, ObjectKind::encrypted_batch, header));
+        if (header.params_fingerprint != context->params_fingerprint())
+        {
+            throw ContextMismatchError(
+                "these EncryptedBatch bytes were made under other CKKS parameters than the given context");
+        }
+        if (header.keyset_id != context->keyset_id())
+        {
+            throw ContextMismatchError(
+                "these EncryptedBatch bytes were encrypted under another key set than the given context");
+        }
+        const std::uint8_t layout_code = r.u8();
+        const std::uint8_t seeded = r.u8();
+        r.u8();
+        r.u8();
+        if (layout_code != static_cast<std::uint8_t>(Layout::batch) &&
+            layout_code != static_cast<std::uint8_t>(Layout::sample))
+        {
+            throw SerializationError("malformed EncryptedBatch: unknown layout code " + std::to_string(layout_code));
+        }
+        if (seeded > 1)
+        {
+            throw SerializationError("malformed EncryptedBatch: bad seeded flag");
+        }
+        const auto layout = static_cast<Layout>(layout_code);
+        const std::uint32_t prime_count = r.u32();
+        const std::uint64_t rows = r.u64();
+        const std::uint64_t cols = r.u64();
+        const std::uint64_t period = r.u64();
+        const double scale = r.f64();
+        const double norm_bound = r.f64();
+        const std::uint64_t count = r.u64();
+
+        const std::size_t n = context->params().poly_modulus_degree;
+        const auto cd = level_with_primes(context->seal_context(), prime_count);
+        if (!cd)
+        {
+            throw SerializationError("malformed EncryptedBatch: no level with " + std::to_string(prime_count) + " primes");
+        }
+        const bool rows_ok = rows >= 1 && rows <= (layout == Layout::batch ? n : max_sample_rows);
+        const bool cols_ok = cols >= 1 && cols <= max_cols;
+        const bool period_ok = layout == Layout::batch
+                                   ? period == 0
+                                   : (period >= next_pow2(cols) && period <= n / 2 && (period & (period - 1)) == 0);
+        if (!rows_ok || !cols_ok || !period_ok)
+        {
+            throw SerializationError("malformed EncryptedBatch: impossible shape or period for this context");
+        }
+        if (count != ciphertext_count(layout, rows, cols, n))
+        {
+            throw SerializationError("malformed EncryptedBatch: ciphertext count does not match its shape");
+        }
+        const double max_log_scale = cd->total_coeff_modulus_bit_count();
+        if (!std::isfinite(scale) || !(scale >= 1.0) || std::log2(scale) >= max_log_scale)
+        {
+            throw SerializationError("malformed EncryptedBatch: scale out of range");
+        }
+        if (!std::isfinite(norm_bound) || norm_bound < 0.0)
+        {
+            throw SerializationError("malformed EncryptedBatch: bad norm bound");
+        }
+        const std::size_t poly = packed_poly_bytes(*cd);
+        const std::size_t per_ct = seeded ? sizeof(seal::prng_seed_type) + poly : 2 * poly;
+        if (r.remaining() != count * per_ct)
+        {
+            throw SerializationError(
+                "malformed EncryptedBatch: expected " + std::to_string(count * per_ct) + " ciphertext bytes, found " +
+                std::to_string(r.remaining()));
+        }
+        const auto *src = reinterpret_cast<const std::uint8_t *>(r.raw(count * per_ct).data());
+        const auto &primes = cd->parms().coeff_modulus();
+
+        std::vector<seal::Ciphertext> cts(count);
+        std::vector<seal::prng_seed_type> seeds(seeded ? count : 0);
+        std::atomic<bool> bad{ false };
+        parallel_for(count, threads, [&](std::size_t i) {
+            const std::uint8_t *p = src + i * per_ct;
+            auto &ct = cts[i];
+            ct.resize(context->seal_context(), cd->parms_id(), 2);
+            ct.is_ntt_form() = true;
+            ct.scale() = scale;
+            if (seeded)
+            {
+                std::memcpy(seeds[i].data(), p, sizeof(seal::prng_seed_type));
+                p += sizeof(seal::prng_seed_type);
+            }
+            for (std::size_t poly_index = 0; poly_index < (seeded ? 1u : 2u); poly_index++)
+            {
+                for (std::size_t l = 0; l < primes.size(); l++)
+                {
+                    if (!unpack_bits(p, n, primes[l].bit_count(), primes[l].value(), ct.data(poly_index) + l * n))
+                    {
+                        bad = true;
+                        return;
+                    }
+                    p += packed_size(n, primes[l].bit_count());
+                }
+            }
+            if (seeded)
+            {
+                detail::expand_seed(context->seal_context(), seeds[i], ct);
+            }
+        });
+        if (bad)
+        {
+            throw SerializationError("malformed EncryptedBatch: a coefficient is not reduced modulo its prime");
+        }
+        return EncryptedBatch(
+            std::move(context), layout, rows, cols, period, norm_bound, std::move(cts), std::move(seeds));
+    }
+} // namespace hevit

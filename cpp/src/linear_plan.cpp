@@ -1,0 +1,552 @@
+// Copyright (c) hevit developers. MIT license.
+#include "hevit/linear_plan.h"
+#include "hevit/errors.h"
+#include "hevit/parallel.h"
+#include "seal/util/ntt.h"
+#include "seal/util/uintarithsmallmod.h"
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+
+namespace hevit
+{
+    namespace
+    {
+        constexpr std::size_t coefficient_block = 128;
+
+        std::size_t log2_exact(std::size_t v) noexcept
+        {
+            std::size_t l = 0;
+            while ((std::size_t(1) << l) < v)
+            {
+                l++;
+            }
+            return l;
+        }
+
+        struct SampleShape
+        {
+            std::size_t padded_out;
+            std::size_t period;
+            std::size_t baby;
+            std::size_t giant;
+        };
+
+        SampleShape sample_shape(std::size_t slots, std::size_t in_dim, std::size_t out_dim)
+        {
+            SampleShape shape{};
+            shape.padded_out = next_pow2(out_dim);
+            shape.period = std::max(next_pow2(in_dim), shape.padded_out);
+            if (shape.period > slots)
+            {
+                std::ostringstream out;
+                out << "a " << out_dim << " x " << in_dim << " layer needs " << shape.period
+                    << " slots in the sample layout but these parameters have " << slots
+                    << "; use the batch layout or a larger poly_modulus_degree";
+                throw LayoutError(out.str());
+            }
+            const std::size_t log_c = log2_exact(shape.padded_out);
+            shape.baby = std::size_t(1) << ((log_c + 1) / 2);
+            shape.giant = shape.padded_out / shape.baby;
+            return shape;
+        }
+
+        double log2_modulus(const seal::SEALContext::ContextData &cd)
+        {
+            double bits = 0.0;
+            for (const auto &q : cd.parms().coeff_modulus())
+            {
+                bits += std::log2(static_cast<double>(q.value()));
+            }
+            return bits;
+        }
+
+        /** Exact residue of the integer nearest to value modulo q (value may exceed 2^64). */
+        std::uint64_t residue_of(double value, const seal::Modulus &q)
+        {
+            using namespace seal::util;
+            double v = std::nearbyint(value);
+            const bool negative = v < 0;
+            v = std::fabs(v);
+            std::uint64_t mantissa;
+            std::uint64_t shift = 0;
+            if (v < 9007199254740992.0) // 2^53: v is an exact integer that fits
+            {
+                mantissa = static_cast<std::uint64_t>(v);
+            }
+            else
+            {
+                int exponent = 0;
+                const double m = std::frexp(v, &exponent); // v = m * 2^exponent, m in [0.5, 1)
+                mantissa = static_cast<std::uint64_t>(std::ldexp(m, 53));
+                shift = static_cast<std::uint64_t>(exponent - 53);
+            }
+            std::uint64_t r = barrett_reduce_64(mantissa, q);
+            if (shift > 0)
+            {
+                r = multiply_uint_mod(r, exponentiate_uint_mod(2, shift, q), q);
+            }
+            return negative ? negate_uint_mod(r, q) : r;
+        }
+    } // namespace
+
+    std::vector<int> LinearPlan::rotation_steps(
+        const CkksParams &params, std::size_t in_dim, std::size_t out_dim, Layout layout)
+    {
+        validate_params(params);
+        if (in_dim == 0 || out_dim == 0)
+        {
+            throw LayoutError("in_dim and out_dim must be positive");
+        }
+        if (layout == Layout::batch)
+        {
+            return {};
+        }
+        const SampleShape shape = sample_shape(params.poly_modulus_degree / 2, in_dim, out_dim);
+        std::vector<int> steps;
+        for (std::size_t b = 1; b < shape.baby; b++)
+        {
+            steps.push_back(static_cast<int>(b));
+        }
+        for (std::size_t g = 1; g < shape.giant; g++)
+        {
+            steps.push_back(static_cast<int>(g * shape.baby));
+        }
+        for (std::size_t s = shape.period / 2; s >= shape.padded_out && s > 0; s /= 2)
+        {
+            steps.push_back(static_cast<int>(s));
+        }
+        std::sort(steps.begin(), steps.end());
+        steps.erase(std::unique(steps.begin(), steps.end()), steps.end());
+        return steps;
+    }
+
+    LinearPlan::LinearPlan(
+        std::shared_ptr<const PublicContext> context, const double *weights, std::size_t out_dim, std::size_t in_dim,
+        const double *bias, Layout layout, double input_norm_bound)
+        : context_(std::move(context)), layout_(layout), in_dim_(in_dim), out_dim_(out_dim),
+          input_norm_bound_(input_norm_bound > 0 ? input_norm_bound : context_->params().max_norm)
+    {
+        if (in_dim == 0 || out_dim == 0)
+        {
+            throw LayoutError("weights must be a non-empty (out_dim, in_dim) matrix");
+        }
+        if (!std::isfinite(input_norm_bound_))
+        {
+            throw ValueRangeError("input_norm_bound must be finite");
+        }
+        double sum_sq = 0.0;
+        for (std::size_t k = 0; k < out_dim; k++)
+        {
+            double row_sq = 0.0;
+            for (std::size_t j = 0; j < in_dim; j++)
+            {
+                const double w = weights[k * in_dim + j];
+                if (!std::isfinite(w))
+                {
+                    throw ValueRangeError("weights contain a non-finite value at (" + std::to_string(k) + ", " + std::to_string(j) + ")");
+                }
+                row_sq += w * w;
+            }
+            const double b = bias ? bias[k] : 0.0;
+            if (!std::isfinite(b))
+            {
+                throw ValueRangeError("bias contains a non-finite value at " + std::to_string(k));
+            }
+            const double bound = std::sqrt(row_sq) * input_norm_bound_ + std::fabs(b);
+            max_abs_output_ = std::max(max_abs_output_, bound);
+            sum_sq += bound * bound;
+        }
+        output_norm_bound_ = std::sqrt(sum_sq);
+        if (layout == Layout::batch)
+        {
+            compile_batch(weights, bias);
+        }
+        else
+        {
+            compile_sample(weights, bias);
+        }
+    }
+
+    std::size_t LinearPlan::key_switches() const noexcept
+    {
+        if (layout_ == Layout::batch)
+        {
+            return 0;
+        }
+        return (baby_ - 1) + (giant_ - 1) + log2_exact(period_ / padded_out_);
+    }
+
+    void LinearPlan::compile_batch(const double *weights, const double *bias)
+    {
+        const auto cd = context_->seal_context().first_context_data();
+        const auto &primes = cd->parms().coeff_modulus();
+        const std::size_t n = cd->parms().poly_modulus_degree();
+        const double scale_log = std::log2(context_->scale());
+        const double bound_log = std::log2(std::max(max_abs_output_, 1.0));
+        // Results (complex slots up to sqrt(2) * bound) must stay below a quarter of the modulus.
+        const double capacity = log2_modulus(*cd) - 2.5 - scale_log - bound_log;
+        double max_w = 0.0;
+        for (std::size_t i = 0; i < out_dim_ * in_dim_; i++)
+        {
+            max_w = std::max(max_w, std::fabs(weights[i]));
+        }
+        // 128-bit accumulation of in_dim products c * w with c < 2^60 must not overflow.
+        const double int_bits = std::min(62.0, 125.0 - 60.0 - std::ceil(std::log2(std::max<double>(in_dim_, 2))));
+        const double int_cap = max_w > 0 ? int_bits - std::log2(max_w) : capacity;
+        const double e = std::floor(std::min(capacity, int_cap));
+        if (e < 8)
+        {
+            std::ostringstream out;
+            out << "this layer does not fit the modulus: outputs can reach " << max_abs_output_
+                << " (||w_k|| * input_norm_bound + |b_k|) which leaves " << e
+                << " bits for the weight scale (need >= 8); use the 'precise' preset, or a smaller max_norm / "
+                   "input_norm_bound";
+            throw ParameterError(out.str());
+        }
+        weight_scale_bits_ = e;
+        const double weight_scale = std::ldexp(1.0, static_cast<int>(e));
+        int_weights_.resize(out_dim_ * in_dim_);
+        for (std::size_t i = 0; i < int_weights_.size(); i++)
+        {
+            int_weights_[i] = static_cast<std::int64_t>(std::llround(weights[i] * weight_scale));
+        }
+        for (std::size_t j = 0; j < in_dim_; j++)
+        {
+            for (std::size_t k = 0; k < out_dim_; k++)
+            {
+                if (int_weights_[k * in_dim_ + j] != 0)
+                {
+                    active_columns_.push_back(j);
+                    break;
+                }
+            }
+        }
+        // Bias b_k in every slot, real and imaginary part: b_k (1 + i) is the polynomial
+        // b_k + b_k X^(N/2), since X^(N/2) evaluates to i at every CKKS slot root.
+        bias_ntt_.assign(out_dim_, std::vector<std::uint64_t>(primes.size() * n, 0));
+        const double out_scale = context_->scale() * weight_scale;
+        for (std::size_t k = 0; k < out_dim_ && bias; k++)
+        {
+            for (std::size_t l = 0; l < primes.size(); l++)
+            {
+                std::uint64_t *poly = bias_ntt_[k].data() + l * n;
+                const std::uint64_t r = residue_of(bias[k] * out_scale, primes[l]);
+                poly[0] = r;
+                poly[n / 2] = r;
+                seal::util::ntt_negacyclic_harvey(poly, cd->small_ntt_tables()[l]);
+            }
+        }
+    }
+
+    void LinearPlan::compile_sample(const double *weights, const double *bias)
+    {
+        const auto &params = context_->params();
+        const std::size_t slots = context_->slot_count();
+        steps_ = rotation_steps(params, in_dim_, out_dim_, Layout::sample);
+        for (int step : steps_)
+        {
+            if (!context_->has_rotation_step(step))
+            {
+                std::ostringstream out;
+                out << "rotation step " << step << " has no Galois key in this context; generate keys with "
+                    << "rotation_steps=LinearPlan.rotation_steps(params, in_dim=" << in_dim_ << ", out_dim=" << out_dim_
+                    << ", layout='sample')";
+                throw MissingKeyError(out.str());
+            }
+        }
+        const SampleShape shape = sample_shape(slots, in_dim_, out_dim_);
+        period_ = shape.period;
+        padded_out_ = shape.padded_out;
+        baby_ = shape.baby;
+        giant_ = shape.giant;
+
+        const auto &seal_context = context_->seal_context();
+        const auto cd = seal_context.first_context_data();
+        const auto &primes = cd->parms().coeff_modulus();
+        const double scale = context_->scale();
+        const double bound_log = std::log2(std::max(max_abs_output_, 1.0));
+        double weight_scale;
+        rescale_ = primes.size() >= 2;
+        if (rescale_)
+        {
+            // Encode at exactly the prime that rescaling removes: the weights keep full precision
+            // and the result returns to the input scale.
+            weight_scale = static_cast<double>(primes.back().value());
+            output_scale_ = (scale * weight_scale) / weight_scale; // the same expression SEAL evaluates
+            const auto next = cd->next_context_data();
+            output_parms_id_ = next->parms_id();
+            weight_scale_bits_ = std::log2(weight_scale);
+            if (std::log2(output_scale_) + bound_log + 2.5 > log2_modulus(*next))
+            {
+                std::ostringstream out;
+                out << "this layer does not fit the modulus: outputs can reach " << max_abs_output_
+                    << " (||w_k|| * input_norm_bound + |b_k|) but after rescaling only "
+                    << std::floor(log2_modulus(*next) - std::log2(output_scale_) - 2.5)
+                    << " bits of headroom remain; use the 'precise' preset, or a smaller max_norm / input_norm_bound";
+                throw ParameterError(out.str());
+            }
+        }
+        else
+        {
+            const double e = std::floor(std::min(60.0, log2_modulus(*cd) - 2.5 - std::log2(scale) - bound_log));
+            if (e < 8)
+            {
+                throw ParameterError(
+                    "this layer does not fit the modulus with one data prime: use the 'sample' or 'precise' preset");
+            }
+            weight_scale = std::ldexp(1.0, static_cast<int>(e));
+            weight_scale_bits_ = e;
+            output_scale_ = scale * weight_scale;
+            output_parms_id_ = cd->parms_id();
+        }
+
+        const auto padded_weight = [&](std::size_t row, std::size_t col) -> double {
+            return row < out_dim_ && col < in_dim_ ? weights[row * in_dim_ + col] : 0.0;
+        };
+        const auto &encoder = context_->encoder();
+        diagonals_.assign(giant_, std::vector<seal::Plaintext>(baby_));
+        diagonal_nonzero_.assign(giant_ * baby_, false);
+        std::vector<double> values(slots);
+        for (std::size_t g = 0; g < giant_; g++)
+        {
+            for (std::size_t b = 0; b < baby_; b++)
+            {
+                const std::size_t i = g * baby_ + b;
+                bool any = false;
+                for (std::size_t s = 0; s < slots; s++)
+                {
+                    // pre-rotated by -g*baby so that the giant-step rotation lines it up again
+                    const std::size_t j = (s + slots - (g * baby_) % slots) % slots;
+                    values[s] = padded_weight(j % padded_out_, (j + i) % period_);
+                    any |= values[s] != 0.0;
+                }
+                if (!any)
+                {
+                    continue;
+                }
+                encoder.encode(values, cd->parms_id(), weight_scale, diagonals_[g][b]);
+                // A diagonal too small to survive encoding would make SEAL's product transparent.
+                diagonal_nonzero_[i] = !diagonals_[g][b].is_zero();
+            }
+        }
+        std::vector<std::complex<double>> bias_slots(slots, { 0.0, 0.0 });
+        for (std::size_t k = 0; k < out_dim_ && bias; k++)
+        {
+            bias_slots[k] = { bias[k], bias[k] };
+        }
+        encoder.encode(bias_slots, output_parms_id_, output_scale_, bias_plain_);
+    }
+
+    EncryptedBatch LinearPlan::apply(const EncryptedBatch &batch, int threads) const
+    {
+        if (!batch.context()->same_keys_as(*context_))
+        {
+            throw ContextMismatchError("this EncryptedBatch was made under another key set than the plan's context");
+        }
+        if (batch.layout() != layout_)
+        {
+            throw LayoutError(
+                std::string("plan was compiled for the '") + layout_name(layout_) + "' layout but the batch is in the '" +
+                layout_name(batch.layout()) + "' layout");
+        }
+        if (batch.cols() != in_dim_)
+        {
+            throw LayoutError(
+                "plan expects rows of " + std::to_string(in_dim_) + " values, the batch has " + std::to_string(batch.cols()));
+        }
+        if (batch.prime_count() != context_->seal_context().first_context_data()->parms().coeff_modulus().size() ||
+            batch.scale() != context_->scale())
+        {
+            throw LayoutError("plan inputs must be fresh-level ciphertexts at the context scale (not plan outputs)");
+        }
+        if (batch.norm_bound() > input_norm_bound_ * (1.0 + 1e-9))
+        {
+            std::ostringstream out;
+            out << "batch rows may have L2 norm up to " << batch.norm_bound() << " (for example a sum of batches) but "
+                << "the plan was compiled for input_norm_bound=" << input_norm_bound_
+                << "; compile the plan with input_norm_bound >= " << batch.norm_bound();
+            throw ValueRangeError(out.str());
+        }
+        return layout_ == Layout::batch ? apply_batch(batch, threads) : apply_sample(batch, threads);
+    }
+
+    EncryptedBatch LinearPlan::apply_batch(const EncryptedBatch &batch, int threads) const
+    {
+        const auto &seal_context = context_->seal_context();
+        const auto cd = seal_context.get_context_data(batch.ciphertexts().front().parms_id());
+        const auto &primes = cd->parms().coeff_modulus();
+        const std::size_t n = cd->parms().poly_modulus_degree();
+        const std::size_t groups = batch_groups(batch.rows(), n);
+        const std::size_t limbs = primes.size();
+        const std::size_t blocks = n / coefficient_block;
+        const double out_scale = batch.scale() * std::ldexp(1.0, static_cast<int>(weight_scale_bits_));
+        const auto &in = batch.ciphertexts();
+
+        std::vector<seal::Ciphertext> out(groups * out_dim_);
+        for (auto &ct : out)
+        {
+            ct.resize(seal_context, cd->parms_id(), 2);
+            ct.is_ntt_form() = true;
+            ct.scale() = out_scale;
+        }
+        const std::size_t tasks = groups * limbs * 2 * blocks;
+        parallel_for(tasks, threads, [&](std::size_t task) {
+            const std::size_t block = task % blocks;
+            const std::size_t poly = (task / blocks) % 2;
+            const std::size_t l = (task / blocks / 2) % limbs;
+            const std::size_t g = task / blocks / 2 / limbs;
+            const std::size_t offset = l * n + block * coefficient_block;
+            std::vector<__int128> acc(out_dim_ * coefficient_block, 0);
+            for (std::size_t j : active_columns_)
+            {
+                const std::uint64_t *src = in[g * in_dim_ + j].data(poly) + offset;
+                for (std::size_t k = 0; k < out_dim_; k++)
+                {
+                    const std::int64_t w = int_weights_[k * in_dim_ + j];
+                    if (w == 0)
+                    {
+                        continue;
+                    }
+                    __int128 *a = acc.data() + k * coefficient_block;
+                    for (std::size_t i = 0; i < coefficient_block; i++)
+                    {
+                        a[i] += static_cast<__int128>(w) * static_cast<std::int64_t>(src[i]);
+                    }
+                }
+            }
+            const seal::Modulus &q = primes[l];
+            for (std::size_t k = 0; k < out_dim_; k++)
+            {
+                std::uint64_t *dst = out[g * out_dim_ + k].data(poly) + offset;
+                const __int128 *a = acc.data() + k * coefficient_block;
+                const std::uint64_t *bias = poly == 0 ? bias_ntt_[k].data() + offset : nullptr;
+                for (std::size_t i = 0; i < coefficient_block; i++)
+                {
+                    const bool negative = a[i] < 0;
+                    const unsigned __int128 mag = static_cast<unsigned __int128>(negative ? -a[i] : a[i]);
+                    const std::uint64_t words[2] = { static_cast<std::uint64_t>(mag), static_cast<std::uint64_t>(mag >> 64) };
+                    std::uint64_t r = seal::util::barrett_reduce_128(words, q);
+                    if (negative)
+                    {
+                        r = seal::util::negate_uint_mod(r, q);
+                    }
+                    if (bias)
+                    {
+                        r = seal::util::add_uint_mod(r, bias[i], q);
+                    }
+                    dst[i] = r;
+                }
+            }
+        });
+        return EncryptedBatch(context_, Layout::batch, batch.rows(), out_dim_, 0, output_norm_bound_, std::move(out));
+    }
+
+    EncryptedBatch LinearPlan::apply_sample(const EncryptedBatch &batch, int threads) const
+    {
+        if (batch.period() > period_ || period_ % batch.period() != 0)
+        {
+            throw LayoutError(
+                "batch slot period " + std::to_string(batch.period()) + " does not divide the plan's period " +
+                std::to_string(period_));
+        }
+        const auto &seal_context = context_->seal_context();
+        const seal::GaloisKeys *keys = context_->galois_keys();
+        const seal::Evaluator evaluator(seal_context);
+        const auto &in = batch.ciphertexts();
+        std::vector<seal::Ciphertext> out(in.size());
+        std::vector<bool> baby_used(baby_, false);
+        bool any_term = false;
+        for (std::size_t i = 0; i < diagonal_nonzero_.size(); i++)
+        {
+            if (diagonal_nonzero_[i])
+            {
+                baby_used[i % baby_] = true;
+                any_term = true;
+            }
+        }
+        parallel_for(in.size(), threads, [&](std::size_t m) {
+            if (!any_term)
+            {
+                // W is zero: the result is the bias alone, encrypted fresh with the public key.
+                const seal::Encryptor encryptor(seal_context, context_->public_key());
+                encryptor.encrypt(bias_plain_, out[m]);
+                return;
+            }
+            std::vector<seal::Ciphertext> rotated(baby_);
+            for (std::size_t b = 0; b < baby_; b++)
+            {
+                if (!baby_used[b])
+                {
+                    continue;
+                }
+                if (b == 0)
+                {
+                    rotated[0] = in[m];
+                }
+                else
+                {
+                    evaluator.rotate_vector(in[m], static_cast<int>(b), *keys, rotated[b]);
+                }
+            }
+            seal::Ciphertext z;
+            bool z_set = false;
+            seal::Ciphertext term;
+            for (std::size_t g = 0; g < giant_; g++)
+            {
+                seal::Ciphertext acc;
+                bool acc_set = false;
+                for (std::size_t b = 0; b < baby_; b++)
+                {
+                    if (!diagonal_nonzero_[g * baby_ + b])
+                    {
+                        continue;
+                    }
+                    if (acc_set)
+                    {
+                        evaluator.multiply_plain(rotated[b], diagonals_[g][b], term);
+                        evaluator.add_inplace(acc, term);
+                    }
+                    else
+                    {
+                        evaluator.multiply_plain(rotated[b], diagonals_[g][b], acc);
+                        acc_set = true;
+                    }
+                }
+                if (!acc_set)
+                {
+                    continue;
+                }
+                if (g > 0)
+                {
+                    evaluator.rotate_vector_inplace(acc, static_cast<int>(g * baby_), *keys);
+                }
+                if (z_set)
+                {
+                    evaluator.add_inplace(z, acc);
+                }
+                else
+                {
+                    z = std::move(acc);
+                    z_set = true;
+                }
+            }
+            // Key-switching noise is absolute (set by q / P, not by the scale), so every rotation
+            // after the product happens before rescaling, while the values sit at scale
+            // input_scale * weight_scale and the noise is negligible against them.
+            for (std::size_t s = period_ / 2; s >= padded_out_ && s > 0; s /= 2)
+            {
+                evaluator.rotate_vector(z, static_cast<int>(s), *keys, term);
+                evaluator.add_inplace(z, term);
+            }
+            if (rescale_)
+            {
+                evaluator.rescale_to_next_inplace(z);
+            }
+            evaluator.add_plain_inplace(z, bias_plain_);
+            out[m] = std::move(z);
+        });
+        return EncryptedBatch(
+            context_, Layout::sample, batch.rows(), out_dim_, period_, output_norm_bound_, std::move(out));
+    }
+} // namespace hevit

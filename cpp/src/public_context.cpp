@@ -1,0 +1,224 @@
+// Copyright (c) hevit developers. MIT license.
+#include "hevit/public_context.h"
+#include "hevit/errors.h"
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+
+namespace hevit
+{
+    namespace
+    {
+        // Upper bound of SEAL's own serialized size for an object of poly_count polynomials over
+        // prime_count primes at ring degree n (uncompressed), plus header slack.
+        std::size_t seal_poly_bytes(std::size_t n, std::size_t prime_count, std::size_t poly_count)
+        {
+            return poly_count * prime_count * n * sizeof(std::uint64_t) + 4096;
+        }
+
+        constexpr std::size_t max_rotation_steps = 4096;
+
+        template <class T>
+        void seal_load(T &object, const seal::SEALContext &context, std::string_view bytes, const char *what)
+        {
+            try
+            {
+                object.load(context, reinterpret_cast<const seal::seal_byte *>(bytes.data()), bytes.size());
+            }
+            catch (const std::exception &e)
+            {
+                throw SerializationError(std::string("corrupted ") + what + ": " + e.what());
+            }
+        }
+
+        template <class T>
+        std::string seal_save(const T &object)
+        {
+            std::string out(static_cast<std::size_t>(object.save_size(seal::compr_mode_type::none)), '\0');
+            const auto written = object.save(
+                reinterpret_cast<seal::seal_byte *>(out.data()), out.size(), seal::compr_mode_type::none);
+            out.resize(static_cast<std::size_t>(written));
+            return out;
+        }
+    } // namespace
+
+    std::shared_ptr<const seal::SEALContext> PublicContext::make_seal_context(const CkksParams &params)
+    {
+        validate_params(params);
+        seal::EncryptionParameters parms(seal::scheme_type::ckks);
+        parms.set_poly_modulus_degree(params.poly_modulus_degree);
+        try
+        {
+            parms.set_coeff_modulus(seal::CoeffModulus::Create(params.poly_modulus_degree, params.coeff_modulus_bits));
+        }
+        catch (const std::exception &e)
+        {
+            throw ParameterError(std::string("SEAL cannot make these primes: ") + e.what());
+        }
+        auto context = std::make_shared<const seal::SEALContext>(parms, true, seal::sec_level_type::tc128);
+        if (!context->parameters_set())
+        {
+            throw ParameterError(
+                std::string("SEAL rejects these parameters: ") + context->parameter_error_message());
+        }
+        return context;
+    }
+
+    PublicContext::PublicContext(
+        const CkksParams &params, seal::PublicKey public_key, std::optional<seal::GaloisKeys> galois_keys,
+        std::vector<int> rotation_steps)
+        : params_(params), seal_context_(make_seal_context(params)), public_key_(std::move(public_key)),
+          galois_keys_(std::move(galois_keys)), rotation_steps_(std::move(rotation_steps))
+    {
+        std::sort(rotation_steps_.begin(), rotation_steps_.end());
+        rotation_steps_.erase(std::unique(rotation_steps_.begin(), rotation_steps_.end()), rotation_steps_.end());
+        if (!seal::is_valid_for(public_key_, *seal_context_))
+        {
+            throw SerializationError("public key is not valid for these parameters");
+        }
+        if (galois_keys_ && !seal::is_valid_for(*galois_keys_, *seal_context_))
+        {
+            throw SerializationError("Galois keys are not valid for these parameters");
+        }
+        // Every listed step must really have its key, and the key set must hold no others.
+        const auto galois_tool = seal_context_->key_context_data()->galois_tool();
+        if (!rotation_steps_.empty() && !galois_keys_)
+        {
+            throw SerializationError("rotation steps are listed but there are no Galois keys");
+        }
+        if (galois_keys_)
+        {
+            if (galois_keys_->size() != rotation_steps_.size())
+            {
+                throw SerializationError("Galois keys do not match the listed rotation steps");
+            }
+            for (int step : rotation_steps_)
+            {
+                if (!galois_keys_->has_key(galois_tool->get_elt_from_step(step)))
+                {
+                    throw SerializationError("no Galois key for listed rotation step " + std::to_string(step));
+                }
+            }
+        }
+        encoder_ = std::make_unique<seal::CKKSEncoder>(*seal_context_);
+        const std::string encoded = encode_params(params_, *seal_context_);
+        params_fingerprint_ = digest16(encoded.data(), encoded.size());
+        const auto &pk = public_key_.data();
+        keyset_id_ = digest16(pk.data(), pk.dyn_array().size() * sizeof(std::uint64_t));
+    }
+
+    bool PublicContext::has_rotation_step(int step) const noexcept
+    {
+        return std::binary_search(rotation_steps_.begin(), rotation_steps_.end(), step);
+    }
+
+    double PublicContext::scale() const noexcept
+    {
+        return std::ldexp(1.0, params_.scale_bits);
+    }
+
+    bool PublicContext::same_keys_as(const PublicContext &other) const noexcept
+    {
+        return params_fingerprint_ == other.params_fingerprint_ && keyset_id_ == other.keyset_id_;
+    }
+
+    std::string PublicContext::encode_params(const CkksParams &params, const seal::SEALContext &context)
+    {
+        ByteWriter w;
+        const auto &primes = context.key_context_data()->parms().coeff_modulus();
+        w.u64(params.poly_modulus_degree);
+        w.u32(static_cast<std::uint32_t>(primes.size()));
+        for (const auto &prime : primes)
+        {
+            w.u64(prime.value());
+        }
+        w.i32(params.scale_bits);
+        w.f64(params.max_norm);
+        return std::move(w.str());
+    }
+
+    CkksParams PublicContext::decode_params(ByteReader &r)
+    {
+        CkksParams params;
+        params.poly_modulus_degree = static_cast<std::size_t>(r.u64());
+        const std::uint32_t prime_count = r.u32();
+        if (prime_count == 0 || prime_count > 64)
+        {
+            throw SerializationError("malformed parameters: " + std::to_string(prime_count) + " primes");
+        }
+        std::vector<std::uint64_t> primes(prime_count);
+        for (auto &p : primes)
+        {
+            p = r.u64();
+            params.coeff_modulus_bits.push_back(seal::util::get_significant_bit_count(p));
+        }
+        params.scale_bits = r.i32();
+        params.max_norm = r.f64();
+        // Re-derive the primes from their sizes and insist on the same values: a context can only
+        // be rebuilt from parameters hevit itself would have generated.
+        auto context = PublicContext::make_seal_context(params);
+        const auto &made = context->key_context_data()->parms().coeff_modulus();
+        for (std::size_t i = 0; i < primes.size(); i++)
+        {
+            if (made[i].value() != primes[i])
+            {
+                throw SerializationError("malformed parameters: unexpected prime in coeff_modulus");
+            }
+        }
+        return params;
+    }
+
+    std::string PublicContext::to_bytes() const
+    {
+        ByteWriter w;
+        w.blob(encode_params(params_, *seal_context_));
+        w.u32(static_cast<std::uint32_t>(rotation_steps_.size()));
+        for (int step : rotation_steps_)
+        {
+            w.i32(step);
+        }
+        w.blob(seal_save(public_key_));
+        w.blob(galois_keys_ ? seal_save(*galois_keys_) : std::string());
+        WireHeader header{ ObjectKind::public_context, params_fingerprint_, keyset_id_ };
+        return wrap_payload(header, w.str());
+    }
+
+    std::shared_ptr<const PublicContext> PublicContext::from_bytes(std::string_view bytes)
+    {
+        WireHeader header;
+        ByteReader r(unwrap_payload(bytes, ObjectKind::public_context, header));
+        ByteReader pr(r.blob(1024));
+        CkksParams params = decode_params(pr);
+        pr.expect_end();
+        auto context = make_seal_context(params);
+        const std::size_t n = params.poly_modulus_degree;
+        const std::size_t k = params.coeff_modulus_bits.size();
+
+        const std::uint32_t step_count = r.u32();
+        if (step_count > max_rotation_steps)
+        {
+            throw SerializationError("malformed context: " + std::to_string(step_count) + " rotation steps");
+        }
+        std::vector<int> steps(step_count);
+        for (auto &step : steps)
+        {
+            step = r.i32();
+        }
+        seal::PublicKey public_key;
+        seal_load(public_key, *context, r.blob(seal_poly_bytes(n, k, 2)), "public key");
+        std::optional<seal::GaloisKeys> galois_keys;
+        const std::string_view gk = r.blob(seal_poly_bytes(n, k, 2 * (k - 1) * step_count + 2));
+        if (!gk.empty())
+        {
+            galois_keys.emplace();
+            seal_load(*galois_keys, *context, gk, "Galois keys");
+        }
+        r.expect_end();
+        auto result = std::make_shared<const PublicContext>(params, std::move(public_key), std::move(galois_keys), steps);
+        if (result->params_fingerprint() != header.params_fingerprint || result->keyset_id() != header.keyset_id)
+        {
+            throw SerializationError("corrupted context: header fingerprint does not match its contents");
+        }
+        return result;
+    }
+} // namespace hevit

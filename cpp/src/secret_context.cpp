@@ -1,0 +1,180 @@
+// Copyright (c) hevit developers. MIT license.
+#include "hevit/secret_context.h"
+#include "hevit/errors.h"
+#include "hevit/parallel.h"
+#include "seal/util/ntt.h"
+#include "seal/util/polyarithsmallmod.h"
+#include "seal/util/rlwe.h"
+
+namespace hevit
+{
+    namespace
+    {
+        /**
+        Symmetric CKKS encryption of an NTT-form plaintext whose c1 comes from a fresh public seed,
+        so that only c0 and the seed need to travel. This mirrors SEAL's encrypt_zero_symmetric
+        (same samplers, same seed expansion) but hands the seed back to us instead of hiding it
+        inside SEAL's own serialization.
+        */
+        void encrypt_seeded(
+            const seal::SEALContext &context, const seal::SecretKey &secret_key, const seal::Plaintext &plain,
+            seal::Ciphertext &destination, seal::prng_seed_type &seed)
+        {
+            using namespace seal::util;
+            const auto cd = context.get_context_data(plain.parms_id());
+            const auto &parms = cd->parms();
+            const auto &primes = parms.coeff_modulus();
+            const std::size_t n = parms.poly_modulus_degree();
+            const std::size_t k = primes.size();
+            const auto *ntt_tables = cd->small_ntt_tables();
+
+            destination.resize(context, plain.parms_id(), 2);
+            destination.is_ntt_form() = true;
+            destination.scale() = plain.scale();
+
+            // The bootstrap generator is seeded from the OS; it draws the public seed and the noise.
+            auto bootstrap = parms.random_generator()->create();
+            bootstrap->generate(seal::prng_seed_byte_count, reinterpret_cast<seal::seal_byte *>(seed.data()));
+            detail::expand_seed(context, seed, destination);
+
+            std::vector<std::uint64_t> noise(n * k);
+            sample_poly_cbd(bootstrap, parms, noise.data());
+            std::uint64_t *c0 = destination.data(0);
+            const std::uint64_t *c1 = destination.data(1);
+            const std::uint64_t *s = secret_key.data().data();
+            for (std::size_t i = 0; i < k; i++)
+            {
+                // c0 = -(c1 * s + e) + m, all in NTT form
+                dyadic_product_coeffmod(s + i * n, c1 + i * n, n, primes[i], c0 + i * n);
+                ntt_negacyclic_harvey(noise.data() + i * n, ntt_tables[i]);
+                add_poly_coeffmod(noise.data() + i * n, c0 + i * n, n, primes[i], c0 + i * n);
+                negate_poly_coeffmod(c0 + i * n, n, primes[i], c0 + i * n);
+                add_poly_coeffmod(c0 + i * n, plain.data() + i * n, n, primes[i], c0 + i * n);
+            }
+            std::fill(noise.begin(), noise.end(), 0);
+        }
+    } // namespace
+
+    SecretContext::SecretContext(std::shared_ptr<const PublicContext> public_context, seal::SecretKey secret_key)
+        : public_(std::move(public_context)), secret_key_(std::move(secret_key))
+    {
+        if (!seal::is_valid_for(secret_key_, public_->seal_context()))
+        {
+            throw SerializationError("secret key is not valid for these parameters");
+        }
+    }
+
+    std::shared_ptr<SecretContext> SecretContext::generate(const CkksParams &params, const std::vector<int> &rotation_steps)
+    {
+        auto context = PublicContext::make_seal_context(params);
+        const std::size_t slots = params.poly_modulus_degree / 2;
+        std::vector<int> steps;
+        for (int step : rotation_steps)
+        {
+            if (step == 0 || step <= -static_cast<int>(slots) || step >= static_cast<int>(slots))
+            {
+                throw ParameterError(
+                    "rotation step " + std::to_string(step) + " is out of range: use nonzero steps in (-" +
+                    std::to_string(slots) + ", " + std::to_string(slots) + ")");
+            }
+            steps.push_back(step);
+        }
+        if (!steps.empty() && !context->using_keyswitching())
+        {
+            throw ParameterError(
+                "rotations need a special (key-switching) prime: these parameters have a single prime; use "
+                "the 'sample' or 'precise' preset or add a prime to coeff_modulus_bits");
+        }
+        seal::KeyGenerator keygen(*context);
+        seal::PublicKey public_key;
+        keygen.create_public_key(public_key);
+        std::optional<seal::GaloisKeys> galois_keys;
+        if (!steps.empty())
+        {
+            galois_keys.emplace();
+            keygen.create_galois_keys(steps, *galois_keys);
+        }
+        auto pub = std::make_shared<const PublicContext>(params, std::move(public_key), std::move(galois_keys), steps);
+        return std::make_shared<SecretContext>(std::move(pub), keygen.secret_key());
+    }
+
+    EncryptedBatch SecretContext::encrypt(
+        const double *values, std::size_t rows, std::size_t cols, Layout layout, int threads) const
+    {
+        const PublicContext &context = *public_;
+        const std::size_t period = detail::check_plain_input(context, values, rows, cols, layout);
+        const std::size_t count = ciphertext_count(layout, rows, cols, context.params().poly_modulus_degree);
+        std::vector<seal::Ciphertext> cts(count);
+        std::vector<seal::prng_seed_type> seeds(count);
+        parallel_for(count, threads, [&](std::size_t i) {
+            std::vector<std::complex<double>> slots;
+            detail::pack_slots(context, values, rows, cols, layout, period, i, slots);
+            seal::Plaintext pt;
+            context.encoder().encode(slots, context.data_parms_id(), context.scale(), pt);
+            encrypt_seeded(context.seal_context(), secret_key_, pt, cts[i], seeds[i]);
+        });
+        return EncryptedBatch(
+            public_, layout, rows, cols, period, context.params().max_norm, std::move(cts), std::move(seeds));
+    }
+
+    void SecretContext::decrypt(const EncryptedBatch &batch, double *out, int threads) const
+    {
+        if (!batch.context()->same_keys_as(*public_))
+        {
+            throw ContextMismatchError(
+                "this EncryptedBatch was encrypted under another key set; it cannot be decrypted with this key");
+        }
+        const std::size_t n = public_->params().poly_modulus_degree;
+        const auto &cts = batch.ciphertexts();
+        parallel_for(cts.size(), threads, [&](std::size_t i) {
+            seal::Decryptor decryptor(public_->seal_context(), secret_key_);
+            seal::Plaintext pt;
+            decryptor.decrypt(cts[i], pt);
+            std::vector<std::complex<double>> slots;
+            public_->encoder().decode(pt, slots);
+            detail::unpack_slots(slots, batch.rows(), batch.cols(), batch.layout(), n, i, out);
+        });
+    }
+
+    std::string SecretContext::to_bytes() const
+    {
+        ByteWriter w;
+        w.blob(public_->to_bytes());
+        std::string sk(static_cast<std::size_t>(secret_key_.save_size(seal::compr_mode_type::none)), '\0');
+        const auto written = secret_key_.save(
+            reinterpret_cast<seal::seal_byte *>(sk.data()), sk.size(), seal::compr_mode_type::none);
+        sk.resize(static_cast<std::size_t>(written));
+        w.blob(sk);
+        std::fill(sk.begin(), sk.end(), '\0');
+        WireHeader header{ ObjectKind::secret_context, public_->params_fingerprint(), public_->keyset_id() };
+        std::string out = wrap_payload(header, w.str());
+        std::fill(w.str().begin(), w.str().end(), '\0');
+        return out;
+    }
+
+    std::shared_ptr<SecretContext> SecretContext::from_bytes(std::string_view bytes)
+    {
+        WireHeader header;
+        ByteReader r(unwrap_payload(bytes, ObjectKind::secret_context, header));
+        auto pub = PublicContext::from_bytes(r.blob(r.remaining()));
+        const auto &params = pub->params();
+        const std::string_view sk_bytes =
+            r.blob(params.poly_modulus_degree * params.coeff_modulus_bits.size() * sizeof(std::uint64_t) + 4096);
+        r.expect_end();
+        seal::SecretKey secret_key;
+        try
+        {
+            secret_key.load(
+                pub->seal_context(), reinterpret_cast<const seal::seal_byte *>(sk_bytes.data()), sk_bytes.size());
+        }
+        catch (const std::exception &e)
+        {
+            throw SerializationError(std::string("corrupted secret key: ") + e.what());
+        }
+        if (pub->params_fingerprint() != header.params_fingerprint || pub->keyset_id() != header.keyset_id)
+        {
+            throw SerializationError("corrupted SecretContext: header does not match its public context");
+        }
+        return std::make_shared<SecretContext>(std::move(pub), std::move(secret_key));
+    }
+} // namespace hevit

@@ -1,0 +1,48 @@
+"""Exceptions raised by hevit.
+
+Every error caused by bad input subclasses :class:`ValueError` as well as :class:`HevitError`,
+so callers can catch either. The C++ core raises these same classes.
+"""
+
+__all__ = [
+    "HevitError",
+    "ParameterError",
+    "ValueRangeError",
+    "LayoutError",
+    "ContextMismatchError",
+    "SerializationError",
+    "MissingKeyError",
+    "SecretKeyRequiredError",
+]
+
+
+class HevitError(Exception):
+    """Base class of all hevit errors."""
+
+
+class ParameterError(HevitError, ValueError):
+    """CKKS parameters that are insecure (above the HomomorphicEncryption.org 128-bit table) or unusable."""
+
+
+class ValueRangeError(HevitError, ValueError):
+    """Input values that are NaN/inf or too large for the chosen scale and norm bound."""
+
+
+class LayoutError(HevitError, ValueError):
+    """Wrong dtype, shape, dimension or slot layout."""
+
+
+class ContextMismatchError(HevitError, ValueError):
+    """Objects made under different parameters or key sets were combined."""
+
+
+class SerializationError(HevitError, ValueError):
+    """Bytes that are truncated, corrupted, of the wrong kind or of an unsupported version."""
+
+
+class MissingKeyError(HevitError, ValueError):
+    """A Galois key needed for a rotation step is not in the context."""
+
+
+class SecretKeyRequiredError(HevitError, TypeError):
+    """An operation that needs the secret key was asked of a public (server-side) object."""

@@ -1,0 +1,115 @@
+"""Encrypted matrices: what travels between clients and server."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .. import _core
+from ._arrays import as_bytes, resolve_threads
+
+__all__ = ["EncryptedBatch"]
+
+
+class EncryptedBatch:
+    """A (rows, cols) matrix of reals encrypted in one slot layout under one key set.
+
+    Obtain one from ``SecretContext.encrypt``, ``PublicContext.encrypt``, ``LinearPlan.apply``,
+    :meth:`sum` or :meth:`from_bytes`.
+    """
+
+    __slots__ = ("_core",)
+
+    def __init__(self, core: _core.EncryptedBatch) -> None:
+        if not isinstance(core, _core.EncryptedBatch):
+            raise TypeError("EncryptedBatch objects come from encrypt(), apply(), sum() or from_bytes()")
+        self._core = core
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Logical (rows, cols) of the encrypted matrix."""
+        return (self._core.rows, self._core.cols)
+
+    @property
+    def layout(self) -> str:
+        """``"batch"`` or ``"sample"``."""
+        return self._core.layout
+
+    @property
+    def ciphertext_count(self) -> int:
+        return self._core.ciphertext_count
+
+    @property
+    def nbytes(self) -> int:
+        """Size of :meth:`to_bytes` in bytes (computed without serializing)."""
+        return self._core.byte_size
+
+    @property
+    def norm_bound(self) -> float:
+        """Public bound on the L2 norm of every row."""
+        return self._core.norm_bound
+
+    @property
+    def scale(self) -> float:
+        return self._core.scale
+
+    @property
+    def seeded(self) -> bool:
+        """True for fresh symmetric encryptions, which serialize as c0 plus a seed."""
+        return self._core.seeded
+
+    @property
+    def context(self):
+        from .context import PublicContext
+
+        return PublicContext(self._core.context)
+
+    def to_bytes(self) -> bytes:
+        """Compact wire form: hevit header, metadata, bit-packed coefficients (seeds for c1)."""
+        return self._core.to_bytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, context, *, threads: int | None = None) -> EncryptedBatch:
+        """Loads bytes made under ``context``'s key set.
+
+        Raises
+        ------
+        hevit.errors.SerializationError
+            Truncated, corrupted or malformed bytes, or bytes of another object kind.
+        hevit.errors.ContextMismatchError
+            Bytes made under other parameters or another key set.
+        """
+        core_ctx = _public_core(context)
+        return cls(
+            _core.EncryptedBatch.from_bytes(as_bytes(data, what="data"), core_ctx, resolve_threads(threads))
+        )
+
+    @staticmethod
+    def sum(batches: Sequence[EncryptedBatch], *, threads: int | None = None) -> EncryptedBatch:
+        """Elementwise sum (aggregation across clients).
+
+        Raises
+        ------
+        hevit.errors.ContextMismatchError, hevit.errors.LayoutError
+            Batches of different key sets, layouts, shapes or levels.
+        """
+        batches = list(batches)
+        for b in batches:
+            if not isinstance(b, EncryptedBatch):
+                raise TypeError(f"sum takes EncryptedBatch objects, got {type(b).__name__}")
+        return EncryptedBatch(_core.EncryptedBatch.sum([b._core for b in batches], resolve_threads(threads)))
+
+    def __add__(self, other: EncryptedBatch) -> EncryptedBatch:
+        return EncryptedBatch.sum([self, other])
+
+    def __repr__(self) -> str:
+        return f"EncryptedBatch(shape={self.shape}, layout={self.layout!r}, nbytes={self.nbytes})"
+
+
+def _public_core(context) -> _core.PublicContext:
+    from .context import PublicContext, SecretContext
+
+    if isinstance(context, SecretContext):
+        context = context.public_context()
+    if not isinstance(context, PublicContext):
+        raise TypeError(f"context must be a PublicContext, got {type(context).__name__}")
+    return context._core

@@ -1,0 +1,175 @@
+"""Key holders and public contexts.
+
+A :class:`SecretContext` is what a hospital (key holder) keeps: it generates keys, encrypts and
+decrypts. A :class:`PublicContext` is what may leave the hospital: parameters, the public key and
+Galois keys for exactly the rotation steps a plan needs. It has no secret key and cannot get one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from .. import _core
+from ..errors import SecretKeyRequiredError
+from ._arrays import as_bytes, as_matrix, check_layout, resolve_threads
+from .batch import EncryptedBatch
+from .params import CkksParams
+
+__all__ = ["PublicContext", "SecretContext"]
+
+
+class PublicContext:
+    """Parameters, public key and evaluation keys: everything a server may hold.
+
+    Make one with :meth:`SecretContext.public_context` or :meth:`from_bytes`.
+    """
+
+    __slots__ = ("_core",)
+
+    def __init__(self, core: _core.PublicContext) -> None:
+        if not isinstance(core, _core.PublicContext):
+            raise TypeError("use SecretContext.public_context() or PublicContext.from_bytes()")
+        self._core = core
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> PublicContext:
+        """Loads a serialized public context (validating parameters, sizes and checksum)."""
+        return cls(_core.PublicContext.from_bytes(as_bytes(data, what="data")))
+
+    def to_bytes(self) -> bytes:
+        """Serialized form: hevit header + parameters + public key + Galois keys (seeded)."""
+        return self._core.to_bytes()
+
+    @property
+    def params(self) -> CkksParams:
+        c = self._core
+        return CkksParams(c.poly_modulus_degree, tuple(c.coeff_modulus_bits), c.scale_bits, c.max_norm)
+
+    @property
+    def rotation_steps(self) -> tuple[int, ...]:
+        """Rotation steps that have a Galois key, sorted."""
+        return tuple(self._core.rotation_steps)
+
+    @property
+    def keyset_id(self) -> bytes:
+        """16-byte identifier of the key set (hash of the public key)."""
+        return self._core.keyset_id
+
+    @property
+    def params_fingerprint(self) -> bytes:
+        """16-byte hash of the canonical parameter encoding."""
+        return self._core.params_fingerprint
+
+    def encrypt(self, x, *, layout: str, threads: int | None = None) -> EncryptedBatch:
+        """Encrypts a (rows, features) matrix with the public key.
+
+        For parties without the secret key. The ciphertexts are not seeded, so they take about
+        twice the bytes of :meth:`SecretContext.encrypt`.
+        """
+        arr = as_matrix(x, name="x")
+        core = self._core.encrypt(arr, check_layout(layout), resolve_threads(threads))
+        return EncryptedBatch(core)
+
+    def decrypt(self, batch: EncryptedBatch, *, threads: int | None = None) -> np.ndarray:
+        """Always raises: a public context holds no secret key."""
+        raise SecretKeyRequiredError(
+            "this is a PublicContext (server side): it holds no secret key and cannot decrypt; "
+            "send the ciphertext to a key holder, whose SecretContext.decrypt returns the values"
+        )
+
+    def __repr__(self) -> str:
+        p = self.params
+        return (
+            f"PublicContext(N={p.poly_modulus_degree}, coeff_modulus_bits={p.coeff_modulus_bits}, "
+            f"scale_bits={p.scale_bits}, rotation_steps={len(self.rotation_steps)})"
+        )
+
+
+class SecretContext:
+    """The key holder's context: secret key plus the matching :class:`PublicContext`.
+
+    Never send this object or its bytes to a server. :meth:`to_bytes` exists for the key
+    holder's own storage; its bytes carry their own object kind, so they are refused wherever
+    a public context is expected.
+    """
+
+    __slots__ = ("_core", "_public")
+
+    def __init__(self, core: _core.SecretContext) -> None:
+        if not isinstance(core, _core.SecretContext):
+            raise TypeError("use SecretContext.generate() or SecretContext.from_bytes()")
+        self._core = core
+        self._public = PublicContext(core.public_context())
+
+    @classmethod
+    def generate(cls, params: CkksParams, *, rotation_steps: Iterable[int] = ()) -> SecretContext:
+        """Generates a fresh key set.
+
+        Parameters
+        ----------
+        params : CkksParams
+        rotation_steps : iterable of int
+            Galois keys are made for exactly these steps (e.g. ``LinearPlan.rotation_steps(...)``).
+
+        Raises
+        ------
+        hevit.errors.ParameterError
+            For a step out of range, or rotations with parameters that have no special prime.
+        """
+        if not isinstance(params, CkksParams):
+            raise TypeError(f"params must be a CkksParams, got {type(params).__name__}")
+        steps = sorted({int(s) for s in rotation_steps})
+        core = _core.SecretContext.generate(
+            params.poly_modulus_degree,
+            list(params.coeff_modulus_bits),
+            params.scale_bits,
+            params.max_norm,
+            steps,
+        )
+        return cls(core)
+
+    def public_context(self) -> PublicContext:
+        """The public part: what the server and other parties receive."""
+        return self._public
+
+    @property
+    def params(self) -> CkksParams:
+        return self._public.params
+
+    def encrypt(self, x, *, layout: str, threads: int | None = None) -> EncryptedBatch:
+        """Encrypts a (rows, features) matrix with the secret key.
+
+        Symmetric and seeded: only c0 and a 64-byte seed travel, about half the bytes of
+        public-key encryption. Each row's L2 norm must be at most ``params.max_norm``.
+
+        Raises
+        ------
+        hevit.errors.ValueRangeError
+            NaN/inf, or a row norm above ``max_norm``.
+        hevit.errors.LayoutError
+            Not a real 2-D array, or more rows/columns than the layout holds.
+        """
+        arr = as_matrix(x, name="x")
+        return EncryptedBatch(self._core.encrypt(arr, check_layout(layout), resolve_threads(threads)))
+
+    def decrypt(self, batch: EncryptedBatch, *, threads: int | None = None) -> np.ndarray:
+        """Decrypts to a float64 array of the batch's logical shape.
+
+        The values are exact CKKS decryptions and must stay with the key holder (IND-CPA-D).
+        """
+        if not isinstance(batch, EncryptedBatch):
+            raise TypeError(f"batch must be an EncryptedBatch, got {type(batch).__name__}")
+        return self._core.decrypt(batch._core, resolve_threads(threads))
+
+    def to_bytes(self) -> bytes:
+        """Serialized key holder state, including the secret key. Keep it private."""
+        return self._core.to_bytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SecretContext:
+        return cls(_core.SecretContext.from_bytes(as_bytes(data, what="data")))
+
+    def __repr__(self) -> str:
+        return f"SecretContext(<secret key hidden>, public={self._public!r})"

@@ -1,0 +1,107 @@
+"""CKKS parameters: a frozen dataclass checked by the C++ core on construction."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .. import _core
+
+__all__ = ["CkksParams", "PRESETS", "max_secure_coeff_modulus_bits"]
+
+
+def max_secure_coeff_modulus_bits(poly_modulus_degree: int) -> int:
+    """Largest total coefficient-modulus size (bits, special prime included) with 128-bit security.
+
+    From the HomomorphicEncryption.org standard table (ternary secret); 0 for an unsupported ring.
+    """
+    return _core.max_secure_coeff_modulus_bits(int(poly_modulus_degree))
+
+
+@dataclass(frozen=True)
+class CkksParams:
+    """CKKS encryption parameters.
+
+    Parameters
+    ----------
+    poly_modulus_degree : int
+        Ring dimension N (power of two, 1024 to 32768). One ciphertext carries N real values
+        (real and imaginary part of N/2 complex slots).
+    coeff_modulus_bits : tuple of int
+        Bit sizes of the RNS primes. With more than one prime the last one is the special
+        (key-switching) prime. The total must not exceed the 128-bit security table for N.
+    scale_bits : int
+        log2 of the encoding scale of fresh ciphertexts.
+    max_norm : float
+        Public bound on the L2 norm of every encrypted row (checked at encryption). Linear plans
+        size their weight scale from it so results can never wrap around the modulus.
+
+    Raises
+    ------
+    hevit.errors.ParameterError
+        If the parameters are insecure or cannot hold values of norm ``max_norm`` at this scale.
+    """
+
+    poly_modulus_degree: int
+    coeff_modulus_bits: tuple[int, ...]
+    scale_bits: int
+    max_norm: float = 64.0
+    name: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "poly_modulus_degree", int(self.poly_modulus_degree))
+        object.__setattr__(self, "coeff_modulus_bits", tuple(int(b) for b in self.coeff_modulus_bits))
+        object.__setattr__(self, "scale_bits", int(self.scale_bits))
+        object.__setattr__(self, "max_norm", float(self.max_norm))
+        _core.validate_params(
+            self.poly_modulus_degree, list(self.coeff_modulus_bits), self.scale_bits, self.max_norm
+        )
+
+    @classmethod
+    def preset(cls, name: str, *, max_norm: float | None = None) -> CkksParams:
+        """Named parameter sets (see ``PRESETS``): ``batch``, ``sample`` or ``precise``."""
+        try:
+            spec = PRESETS[name]
+        except KeyError:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+        kwargs = dict(spec)
+        if max_norm is not None:
+            kwargs["max_norm"] = max_norm
+        return cls(**kwargs, name=name)
+
+    @property
+    def slot_count(self) -> int:
+        """Complex slots per ciphertext (N/2); each carries two real values."""
+        return self.poly_modulus_degree // 2
+
+    @property
+    def data_modulus_bits(self) -> int:
+        """Bits of the data modulus (all primes but the special one)."""
+        bits = self.coeff_modulus_bits
+        return sum(bits[:-1]) if len(bits) > 1 else bits[0]
+
+    @property
+    def supports_rotations(self) -> bool:
+        """True when there is a special prime, so Galois keys (rotations) can exist."""
+        return len(self.coeff_modulus_bits) > 1
+
+    def fresh_noise_std(self) -> float:
+        """Standard deviation of the encryption noise of one real value, in value units.
+
+        CKKS fresh noise is a polynomial with centred-binomial coefficients (sigma 3.2); decoded
+        at a slot it is a sum of N such terms, so each of the real and imaginary parts has
+        standard deviation sigma * sqrt(N / 2), divided by the scale.
+        """
+        return 3.2 * math.sqrt(self.poly_modulus_degree / 2) / 2.0**self.scale_bits
+
+
+#: Named parameter sets. Bytes per value on the wire = data-modulus bits / 8.
+PRESETS: dict[str, dict] = {
+    # Throughput: one 60-bit prime, no key switching; 7.5 bytes per value on the wire.
+    "batch": dict(poly_modulus_degree=4096, coeff_modulus_bits=(60,), scale_bits=26),
+    # Latency: rotations with a 39-bit special prime; diagonals encoded at the 30-bit prime and
+    # rescaled once, leaving the 40-bit prime for the result.
+    "sample": dict(poly_modulus_degree=4096, coeff_modulus_bits=(40, 30, 39), scale_bits=28),
+    # Precision: N=8192, errors around 1e-8 in both layouts.
+    "precise": dict(poly_modulus_degree=8192, coeff_modulus_bits=(60, 40, 60), scale_bits=40),
+}

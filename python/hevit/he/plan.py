@@ -1,0 +1,139 @@
+"""Compiled linear layers on encrypted rows (plan/apply split)."""
+
+from __future__ import annotations
+
+from .. import _core
+from ._arrays import as_matrix, as_vector, check_layout, resolve_threads
+from .batch import EncryptedBatch, _public_core
+from .params import CkksParams
+
+__all__ = ["LinearPlan"]
+
+
+class _StepsDescriptor:
+    """``LinearPlan.rotation_steps(params, ...)`` on the class, ``plan.rotation_steps`` on a plan.
+
+    Both spellings are part of the public contract: the class-level function tells a key holder
+    which Galois keys to generate before any plan exists; the instance attribute lists the steps
+    a compiled plan actually uses.
+    """
+
+    def __init__(self, func):
+        self._func = func
+        self.__doc__ = func.__doc__
+
+    def __get__(self, instance, owner):
+        if instance is None:
+            return self._func
+        return tuple(instance._core.rotation_steps)
+
+
+class LinearPlan:
+    """y = W x + b with plaintext W (out_dim, in_dim) and b, evaluated on encrypted rows.
+
+    ``compile`` does all static work once; ``apply`` does only ciphertext work and is safe to call
+    from many threads at once.
+
+    Layouts
+    -------
+    batch
+        Throughput. Scalar weights as signed integers multiplied directly into the RNS limbs with
+        128-bit lazy accumulation. No rotation and no evaluation key.
+    sample
+        Latency. Hybrid diagonal method with baby-step/giant-step rotations:
+        ``(baby-1) + (giant-1) + log2(D'/C')`` key switches per ciphertext, e.g. 10 for 768 -> 3.
+    """
+
+    __slots__ = ("_core", "_context")
+
+    def __init__(self, core: _core.LinearPlan, context) -> None:
+        self._core = core
+        self._context = context
+
+    @_StepsDescriptor
+    def rotation_steps(params: CkksParams, *, in_dim: int, out_dim: int, layout: str) -> tuple[int, ...]:
+        """Rotation steps (Galois keys) a plan of this shape needs; empty for ``batch``."""
+        if not isinstance(params, CkksParams):
+            raise TypeError(f"params must be a CkksParams, got {type(params).__name__}")
+        return tuple(
+            _core.LinearPlan.rotation_steps_for(
+                params.poly_modulus_degree,
+                list(params.coeff_modulus_bits),
+                params.scale_bits,
+                params.max_norm,
+                int(in_dim),
+                int(out_dim),
+                check_layout(layout),
+            )
+        )
+
+    @classmethod
+    def compile(
+        cls,
+        context,
+        weights,
+        bias=None,
+        *,
+        layout: str,
+        input_norm_bound: float | None = None,
+    ) -> LinearPlan:
+        """Compiles ``W`` (out_dim, in_dim) and ``b`` (out_dim,) for ``context``.
+
+        Parameters
+        ----------
+        context : PublicContext
+            Needs Galois keys for ``LinearPlan.rotation_steps(...)`` in the sample layout.
+        input_norm_bound : float, optional
+            Bound on the L2 norm of input rows; default the context's ``max_norm``. Pass
+            ``k * max_norm`` to apply the plan to a sum of ``k`` client batches.
+
+        Raises
+        ------
+        hevit.errors.MissingKeyError
+            A rotation step without a Galois key (the message names it).
+        hevit.errors.ParameterError
+            The layer's outputs cannot fit the modulus at this bound.
+        """
+        core_ctx = _public_core(context)
+        w = as_matrix(weights, name="weights")
+        b = None if bias is None else as_vector(bias, name="bias")
+        bound = 0.0 if input_norm_bound is None else float(input_norm_bound)
+        if input_norm_bound is not None and not bound > 0:
+            raise ValueError(f"input_norm_bound must be positive, got {input_norm_bound}")
+        core = _core.LinearPlan.compile(core_ctx, w, b, check_layout(layout), bound)
+        return cls(core, context)
+
+    def apply(self, batch: EncryptedBatch, *, threads: int | None = None) -> EncryptedBatch:
+        """Evaluates the layer; the result has logical shape (rows, out_dim)."""
+        if not isinstance(batch, EncryptedBatch):
+            raise TypeError(f"batch must be an EncryptedBatch, got {type(batch).__name__}")
+        return EncryptedBatch(self._core.apply(batch._core, resolve_threads(threads)))
+
+    @property
+    def layout(self) -> str:
+        return self._core.layout
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(out_dim, in_dim) of W."""
+        return (self._core.out_dim, self._core.in_dim)
+
+    @property
+    def key_switches(self) -> int:
+        """Key switches (rotations) per ciphertext in ``apply``."""
+        return self._core.key_switches
+
+    @property
+    def weight_scale_bits(self) -> float:
+        """log2 of the scale the weights were quantised or encoded at."""
+        return self._core.weight_scale_bits
+
+    @property
+    def output_norm_bound(self) -> float:
+        return self._core.output_norm_bound
+
+    def __repr__(self) -> str:
+        return (
+            f"LinearPlan(shape={self.shape}, layout={self.layout!r}, key_switches={self.key_switches}, "
+            f"weight_scale_bits={self.weight_scale_bits:.1f})"
+        )
