@@ -312,6 +312,10 @@ PYBIND11_MODULE(_core, m)
         .def_property_readonly("rotation_steps", &LinearPlan::steps)
         .def_property_readonly("key_switches", &LinearPlan::key_switches)
         .def_property_readonly("weight_scale_bits", &LinearPlan::weight_scale_bits)
+        .def_property_readonly("baby_rotations", &LinearPlan::baby_rotations)
+        .def_property_readonly("giant_rotations", &LinearPlan::giant_rotations)
+        .def_property_readonly("fold_rotations", &LinearPlan::fold_rotations)
+        .def_property_readonly("rescales", &LinearPlan::rescales)
         .def_property_readonly("input_norm_bound", &LinearPlan::input_norm_bound)
         .def_property_readonly("output_norm_bound", &LinearPlan::output_norm_bound);
 }

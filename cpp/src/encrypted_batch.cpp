@@ -16,6 +16,9 @@ namespace hevit
         // one serialized header).
         constexpr std::size_t max_sample_rows = std::size_t(1) << 16;
         constexpr std::size_t max_cols = std::size_t(1) << 20;
+        // layout, seeded, 2 reserved (4 x u8), prime count (u32), rows, cols, period (3 x u64),
+        // scale, norm bound (2 x f64), ciphertext count (u64)
+        constexpr std::size_t batch_metadata_size = 4 + 4 + 3 * 8 + 2 * 8 + 8;
 
         std::shared_ptr<const seal::SEALContext::ContextData> level_with_primes(
             const seal::SEALContext &context, std::size_t prime_count)
@@ -275,7 +278,7 @@ namespace hevit
         auto cd = context_->seal_context().get_context_data(ciphertexts_.front().parms_id());
         const std::size_t poly = packed_poly_bytes(*cd);
         const std::size_t per_ct = seeded() ? sizeof(seal::prng_seed_type) + poly : 2 * poly;
-        return wire_header_size + 4 * 8 + 8 + ciphertexts_.size() * per_ct;
+        return wire_header_size + batch_metadata_size + ciphertexts_.size() * per_ct;
     }
 
     std::string EncryptedBatch::to_bytes() const

@@ -45,8 +45,29 @@ namespace hevit
                     << "; use the batch layout or a larger poly_modulus_degree";
                 throw LayoutError(out.str());
             }
-            const std::size_t log_c = log2_exact(shape.padded_out);
-            shape.baby = std::size_t(1) << ((log_c + 1) / 2);
+            // Baby-step rotations act on the input at its (small) scale, so their key-switching
+            // noise reaches the output; giant steps and folds act on the product at scale
+            // input_scale * weight_scale, where the same noise is negligible. So take as few baby
+            // steps as possible while staying within ceil(log2 in_dim) + out_dim - 1 key switches
+            // (the budget of the rectangular hybrid method), and the fewest key switches overall
+            // when nothing fits that budget.
+            const std::size_t folds = log2_exact(shape.period / shape.padded_out);
+            const std::size_t budget = log2_exact(in_dim) + out_dim - 1;
+            std::size_t best_total = ~std::size_t(0);
+            for (std::size_t baby = 1; baby <= shape.padded_out; baby *= 2)
+            {
+                const std::size_t total = (baby - 1) + (shape.padded_out / baby - 1) + folds;
+                if (total <= budget)
+                {
+                    shape.baby = baby;
+                    break;
+                }
+                if (total < best_total)
+                {
+                    best_total = total;
+                    shape.baby = baby;
+                }
+            }
             shape.giant = shape.padded_out / shape.baby;
             return shape;
         }
@@ -59,34 +80,6 @@ namespace hevit
                 bits += std::log2(static_cast<double>(q.value()));
             }
             return bits;
-        }
-
-        /** Exact residue of the integer nearest to value modulo q (value may exceed 2^64). */
-        std::uint64_t residue_of(double value, const seal::Modulus &q)
-        {
-            using namespace seal::util;
-            double v = std::nearbyint(value);
-            const bool negative = v < 0;
-            v = std::fabs(v);
-            std::uint64_t mantissa;
-            std::uint64_t shift = 0;
-            if (v < 9007199254740992.0) // 2^53: v is an exact integer that fits
-            {
-                mantissa = static_cast<std::uint64_t>(v);
-            }
-            else
-            {
-                int exponent = 0;
-                const double m = std::frexp(v, &exponent); // v = m * 2^exponent, m in [0.5, 1)
-                mantissa = static_cast<std::uint64_t>(std::ldexp(m, 53));
-                shift = static_cast<std::uint64_t>(exponent - 53);
-            }
-            std::uint64_t r = barrett_reduce_64(mantissa, q);
-            if (shift > 0)
-            {
-                r = multiply_uint_mod(r, exponentiate_uint_mod(2, shift, q), q);
-            }
-            return negative ? negate_uint_mod(r, q) : r;
         }
     } // namespace
 
@@ -222,20 +215,20 @@ namespace hevit
                 }
             }
         }
-        // Bias b_k in every slot, real and imaginary part: b_k (1 + i) is the polynomial
-        // b_k + b_k X^(N/2), since X^(N/2) evaluates to i at every CKKS slot root.
+        // Bias b_k in every slot, in the real and the imaginary part (both halves of the batch),
+        // encoded once at the output scale; apply adds it to c0 limb by limb.
         bias_ntt_.assign(out_dim_, std::vector<std::uint64_t>(primes.size() * n, 0));
         const double out_scale = context_->scale() * weight_scale;
         for (std::size_t k = 0; k < out_dim_ && bias; k++)
         {
-            for (std::size_t l = 0; l < primes.size(); l++)
+            if (bias[k] == 0.0)
             {
-                std::uint64_t *poly = bias_ntt_[k].data() + l * n;
-                const std::uint64_t r = residue_of(bias[k] * out_scale, primes[l]);
-                poly[0] = r;
-                poly[n / 2] = r;
-                seal::util::ntt_negacyclic_harvey(poly, cd->small_ntt_tables()[l]);
+                continue;
             }
+            const std::vector<std::complex<double>> slots(n / 2, { bias[k], bias[k] });
+            seal::Plaintext plain;
+            context_->encoder().encode(slots, cd->parms_id(), out_scale, plain);
+            std::copy(plain.data(), plain.data() + primes.size() * n, bias_ntt_[k].begin());
         }
     }
 

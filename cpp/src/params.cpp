@@ -49,13 +49,13 @@ namespace hevit
                 out << "(54,), scale_bits=20)";
                 break;
             case 4096:
-                out << "(40, 30, 39), scale_bits=30)";
+                out << "(39, 30, 40), scale_bits=27)";
                 break;
             case 8192:
-                out << "(60, 40, 40, 60), scale_bits=40)";
+                out << "(60, 40, 60), scale_bits=40)";
                 break;
             default:
-                out << "(60, 40, 40, 60), scale_bits=40) with poly_modulus_degree=8192";
+                out << "(60, 40, 60), scale_bits=40) with poly_modulus_degree=8192";
             }
             return out.str();
         }

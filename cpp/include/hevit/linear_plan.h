@@ -67,6 +67,12 @@ namespace hevit
         double weight_scale_bits() const noexcept { return weight_scale_bits_; }
         /** Key switches per ciphertext in apply (0 for the batch layout). */
         std::size_t key_switches() const noexcept;
+        /** Sample layout schedule: baby-step rotations (at the input scale), giant steps, folds. */
+        std::size_t baby_rotations() const noexcept { return layout_ == Layout::sample ? baby_ - 1 : 0; }
+        std::size_t giant_rotations() const noexcept { return layout_ == Layout::sample ? giant_ - 1 : 0; }
+        std::size_t fold_rotations() const noexcept { return key_switches() - baby_rotations() - giant_rotations(); }
+        /** True when the sample-layout result is rescaled once (two or more data primes). */
+        bool rescales() const noexcept { return rescale_; }
 
     private:
         EncryptedBatch apply_batch(const EncryptedBatch &batch, int threads) const;

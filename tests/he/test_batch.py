@@ -1,0 +1,147 @@
+import numpy as np
+import pytest
+
+from hevit import he
+from hevit.errors import ContextMismatchError, LayoutError, SerializationError, ValueRangeError
+
+from tests.helpers import rows_with_norm
+
+PRESETS = sorted(he.PRESETS)
+
+
+def full_rows(params, layout):
+    return params.poly_modulus_degree if layout == "batch" else 64
+
+
+@pytest.mark.parametrize("layout", ["batch", "sample"])
+@pytest.mark.parametrize("preset", PRESETS)
+def test_round_trip_within_scale_derived_tolerance(keys, rng, preset, layout):
+    sk = keys.get(preset)
+    params = sk.params
+    tol = he.reference.round_trip_tolerance(params)
+    for rows, cols in [(1, 768), (7, 5), (full_rows(params, layout), 768)]:
+        x = rows_with_norm(rng, rows, cols, params.max_norm)
+        enc = sk.encrypt(x, layout=layout)
+        assert enc.shape == (rows, cols) and enc.layout == layout and enc.seeded
+        y = sk.decrypt(enc)
+        assert y.shape == x.shape and y.dtype == np.float64
+        err = np.abs(y - x).max()
+        assert err <= tol, (rows, cols, err, tol)
+
+
+@pytest.mark.parametrize("layout", ["batch", "sample"])
+def test_serialization_round_trip_is_exact(keys, rng, layout):
+    sk = keys.get("sample")
+    pub = he.PublicContext.from_bytes(sk.public_context().to_bytes())
+    x = rows_with_norm(rng, 33, 768, 20.0)
+    enc = sk.encrypt(x, layout=layout)
+    blob = enc.to_bytes()
+    assert len(blob) == enc.nbytes
+    loaded = he.EncryptedBatch.from_bytes(blob, pub)
+    assert loaded.seeded and loaded.shape == enc.shape and loaded.layout == layout
+    assert loaded.to_bytes() == blob
+    np.testing.assert_array_equal(sk.decrypt(loaded), sk.decrypt(enc))
+
+
+def test_wire_size_is_bit_packed_seeded_and_half_of_public_key_encryption(keys, rng):
+    sk = keys.get("batch")
+    params = sk.params
+    n = params.poly_modulus_degree
+    x = rows_with_norm(rng, n, 768, 30.0)
+    seeded = sk.encrypt(x, layout="batch")
+    # 768 ciphertexts, each c0 packed at 60 bits per coefficient plus a 64-byte seed
+    per_ct = n * 60 // 8 + 64
+    assert seeded.nbytes - 768 * per_ct < 200
+    assert seeded.nbytes / n < 6000  # bytes per 768-dim sample
+    public = sk.public_context().encrypt(x, layout="batch")
+    assert 1.9 < public.nbytes / seeded.nbytes < 2.0
+
+
+@pytest.mark.parametrize("layout", ["batch", "sample"])
+def test_sum_aggregates_clients(keys, rng, layout):
+    sk = keys.get("batch")
+    xs = [rows_with_norm(rng, 10, 20, 30.0) for _ in range(3)]
+    total = he.EncryptedBatch.sum([sk.encrypt(x, layout=layout) for x in xs])
+    assert not total.seeded and total.norm_bound == pytest.approx(3 * sk.params.max_norm)
+    blob = total.to_bytes()
+    total = he.EncryptedBatch.from_bytes(blob, sk.public_context())
+    err = np.abs(sk.decrypt(total) - sum(xs)).max()
+    assert err <= he.reference.sum_tolerance(sk.params, 3)
+
+
+def test_sum_refuses_mismatches(keys, rng):
+    sk = keys.get("batch")
+    a = sk.encrypt(rng.standard_normal((4, 5)), layout="batch")
+    with pytest.raises(LayoutError, match="sum adds batches of one layout and shape"):
+        he.EncryptedBatch.sum([a, sk.encrypt(rng.standard_normal((4, 5)), layout="sample")])
+    with pytest.raises(LayoutError, match="sum adds batches of one layout and shape"):
+        he.EncryptedBatch.sum([a, sk.encrypt(rng.standard_normal((5, 5)), layout="batch")])
+    other = he.SecretContext.generate(sk.params)
+    with pytest.raises(ContextMismatchError, match="another key set"):
+        he.EncryptedBatch.sum([a, other.encrypt(rng.standard_normal((4, 5)), layout="batch")])
+    with pytest.raises(LayoutError, match="at least one"):
+        he.EncryptedBatch.sum([])
+
+
+@pytest.mark.parametrize(
+    "x, error, match",
+    [
+        (np.full((2, 3), np.nan), ValueRangeError, "non-finite value"),
+        (np.array([[1.0, np.inf]]), ValueRangeError, "non-finite value"),
+        (np.full((2, 3), 100.0), ValueRangeError, "L2 norm .* above max_norm=64"),
+        (np.zeros((2, 3), dtype=complex), LayoutError, "must hold real numbers"),
+        (np.array([["a", "b"]]), LayoutError, "must hold real numbers"),
+        (np.zeros(5), LayoutError, "must be a 2-D array"),
+        (np.zeros((2, 3, 4)), LayoutError, "must be a 2-D array"),
+        (np.zeros((0, 3)), LayoutError, "empty matrix"),
+        (np.zeros((4097, 2)), LayoutError, "batch layout holds at most N=4096 rows"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(keys, x, error, match):
+    with pytest.raises(error, match=match):
+        keys.get("batch").encrypt(x, layout="batch")
+
+
+def test_sample_layout_limits(keys):
+    sk = keys.get("batch")
+    with pytest.raises(LayoutError, match="sample layout needs next_pow2"):
+        sk.encrypt(np.zeros((1, 2049)), layout="sample")
+    with pytest.raises(LayoutError, match="unknown layout 'rows'"):
+        sk.encrypt(np.zeros((1, 2)), layout="rows")
+
+
+def test_integer_input_is_accepted(keys):
+    sk = keys.get("batch")
+    x = np.arange(12).reshape(3, 4)
+    np.testing.assert_allclose(sk.decrypt(sk.encrypt(x, layout="batch")), x, atol=1e-4, rtol=0)
+
+
+def test_truncated_and_corrupted_bytes_are_refused(keys, rng):
+    sk = keys.get("batch")
+    blob = sk.encrypt(rng.standard_normal((3, 4)), layout="batch").to_bytes()
+    pub = sk.public_context()
+    with pytest.raises(SerializationError, match="truncated bytes"):
+        he.EncryptedBatch.from_bytes(blob[:10], pub)
+    with pytest.raises(SerializationError, match="truncated or padded"):
+        he.EncryptedBatch.from_bytes(blob[:-1], pub)
+    flipped = bytearray(blob)
+    flipped[len(blob) // 2] ^= 0x10
+    with pytest.raises(SerializationError, match="checksum mismatch"):
+        he.EncryptedBatch.from_bytes(bytes(flipped), pub)
+    with pytest.raises(SerializationError, match="bad magic"):
+        he.EncryptedBatch.from_bytes(b"X" + blob[1:], pub)
+    with pytest.raises(SerializationError, match="hold a PublicContext, expected a EncryptedBatch"):
+        he.EncryptedBatch.from_bytes(pub.to_bytes(), pub)
+    future = bytearray(blob)
+    future[4] = 9
+    with pytest.raises(SerializationError, match="unsupported hevit format version 9"):
+        he.EncryptedBatch.from_bytes(bytes(future), pub)
+
+
+def test_threads_give_identical_results(keys, rng):
+    sk = keys.get("batch")
+    x = rows_with_norm(rng, 100, 64, 30.0)
+    enc = sk.encrypt(x, layout="batch", threads=2)
+    np.testing.assert_array_equal(sk.decrypt(enc, threads=1), sk.decrypt(enc, threads=2))
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        sk.decrypt(enc, threads=0)

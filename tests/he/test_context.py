@@ -1,0 +1,100 @@
+import numpy as np
+import pytest
+
+from hevit import he
+from hevit.errors import ContextMismatchError, SecretKeyRequiredError, SerializationError
+
+from tests.helpers import rows_with_norm
+
+
+def test_public_context_round_trips_and_keeps_its_identity(keys):
+    sk = keys.get("sample", rotation_steps=(1, 2, 512))
+    pub = sk.public_context()
+    loaded = he.PublicContext.from_bytes(pub.to_bytes())
+    assert loaded.rotation_steps == (1, 2, 512)
+    assert loaded.params == pub.params
+    assert loaded.keyset_id == pub.keyset_id and loaded.params_fingerprint == pub.params_fingerprint
+    assert loaded.to_bytes() == pub.to_bytes()
+
+
+def test_public_context_encrypts_for_the_key_holder(keys, rng):
+    sk = keys.get("batch")
+    pub = he.PublicContext.from_bytes(sk.public_context().to_bytes())
+    x = rows_with_norm(rng, 9, 12, 64.0)
+    enc = pub.encrypt(x, layout="batch")
+    assert not enc.seeded
+    tol = he.reference.public_round_trip_tolerance(sk.params)
+    np.testing.assert_allclose(sk.decrypt(enc), x, atol=tol, rtol=0)
+
+
+def test_public_context_cannot_decrypt(keys, rng):
+    pub = keys.get("batch").public_context()
+    enc = pub.encrypt(rng.standard_normal((2, 3)), layout="batch")
+    with pytest.raises(SecretKeyRequiredError, match="holds no secret key and cannot decrypt"):
+        pub.decrypt(enc)
+
+
+def test_public_context_has_no_secret_key_attribute(keys):
+    pub = keys.get("batch").public_context()
+    assert not any("secret" in name for name in dir(pub._core))
+    assert not hasattr(pub, "secret_key")
+
+
+def test_secret_context_round_trip_decrypts_old_ciphertexts(keys, rng):
+    sk = keys.get("batch")
+    x = rows_with_norm(rng, 5, 7, 10.0)
+    blob = sk.encrypt(x, layout="sample").to_bytes()
+    restored = he.SecretContext.from_bytes(sk.to_bytes())
+    assert restored.public_context().keyset_id == sk.public_context().keyset_id
+    enc = he.EncryptedBatch.from_bytes(blob, restored.public_context())
+    np.testing.assert_allclose(restored.decrypt(enc), x, atol=he.reference.round_trip_tolerance(sk.params), rtol=0)
+
+
+def test_secret_context_bytes_are_refused_as_a_public_context(keys):
+    sk_bytes = keys.get("batch").to_bytes()
+    with pytest.raises(SerializationError, match="hold a SecretContext, expected a PublicContext"):
+        he.PublicContext.from_bytes(sk_bytes)
+
+
+def test_public_bytes_are_refused_as_a_secret_context(keys):
+    with pytest.raises(SerializationError, match="hold a PublicContext, expected a SecretContext"):
+        he.SecretContext.from_bytes(keys.get("batch").public_context().to_bytes())
+
+
+def test_secret_key_bytes_never_appear_in_public_bytes(keys):
+    sk = keys.get("sample", rotation_steps=(1,))
+    secret_blob = sk.to_bytes()
+    public_blob = sk.public_context().to_bytes()
+    # The secret context is the public context plus the secret key: whatever follows the
+    # embedded public context is key material, and no 64-byte window of it is in the public bytes.
+    start = secret_blob.index(public_blob) + len(public_blob)
+    key_part = secret_blob[start + 8 :]
+    assert len(key_part) > 4096 * 8
+    windows = {key_part[i : i + 64] for i in range(200, len(key_part) - 64, 997)}
+    assert not any(w in public_blob for w in windows)
+
+
+def test_decrypting_under_another_key_set_is_refused(rng):
+    params = he.CkksParams.preset("batch")
+    a = he.SecretContext.generate(params)
+    b = he.SecretContext.generate(params)
+    enc = a.encrypt(rng.standard_normal((3, 4)), layout="batch")
+    with pytest.raises(ContextMismatchError, match="another key set"):
+        b.decrypt(enc)
+    with pytest.raises(ContextMismatchError, match="another key set"):
+        he.EncryptedBatch.from_bytes(enc.to_bytes(), b.public_context())
+
+
+def test_other_parameters_are_refused(keys, rng):
+    enc = keys.get("batch").encrypt(rng.standard_normal((3, 4)), layout="batch")
+    with pytest.raises(ContextMismatchError, match="other CKKS parameters"):
+        he.EncryptedBatch.from_bytes(enc.to_bytes(), keys.get("sample").public_context())
+
+
+def test_facade_types_are_checked(keys):
+    with pytest.raises(TypeError, match="params must be a CkksParams"):
+        he.SecretContext.generate({"poly_modulus_degree": 4096})
+    with pytest.raises(TypeError, match="must be bytes"):
+        he.PublicContext.from_bytes("not bytes")
+    with pytest.raises(TypeError, match="batch must be an EncryptedBatch"):
+        keys.get("batch").decrypt(np.zeros((2, 2)))

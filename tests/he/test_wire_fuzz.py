@@ -1,0 +1,116 @@
+"""Hostile bytes: random truncations, bit flips and rewritten payloads never crash the process.
+
+Two campaigns per serialized kind:
+- raw mutations (the checksum catches them: always a SerializationError or, for a changed
+  fingerprint or key-set id in the header, a ContextMismatchError);
+- payload mutations with the checksum recomputed, which exercise the structural validators
+  behind it: every outcome is either a hevit error or a well-formed object.
+"""
+
+import hashlib
+import struct
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hevit import he
+from hevit.errors import HevitError
+
+HEADER = 64
+
+
+@pytest.fixture(scope="module")
+def samples():
+    params = he.CkksParams.preset("sample")
+    sk = he.SecretContext.generate(params, rotation_steps=(1, 4))
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 20))
+    pub = sk.public_context()
+    seeded = sk.encrypt(x, layout="batch")
+    return {
+        "public_context": (pub.to_bytes(), lambda b: he.PublicContext.from_bytes(b)),
+        "secret_context": (sk.to_bytes(), lambda b: he.SecretContext.from_bytes(b)),
+        "batch_seeded": (seeded.to_bytes(), lambda b: he.EncryptedBatch.from_bytes(b, pub)),
+        "batch_full": (
+            he.EncryptedBatch.sum([seeded, seeded]).to_bytes(),
+            lambda b: he.EncryptedBatch.from_bytes(b, pub),
+        ),
+        "batch_sample": (sk.encrypt(x, layout="sample").to_bytes(), lambda b: he.EncryptedBatch.from_bytes(b, pub)),
+    }
+
+
+KINDS = ["public_context", "secret_context", "batch_seeded", "batch_full", "batch_sample"]
+FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def with_checksum(blob: bytes) -> bytes:
+    """Rewrites payload size and checksum so the mutation reaches the structural validators."""
+    payload = blob[HEADER:]
+    digest = hashlib.blake2b(payload, digest_size=16).digest()
+    return blob[:40] + struct.pack("<Q", len(payload)) + digest + payload
+
+
+def test_checksum_is_blake2b_128(samples):
+    blob, load = samples["batch_seeded"]
+    assert with_checksum(blob) == blob
+    load(blob)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@FUZZ
+@given(data=st.data())
+def test_truncation_is_refused(samples, kind, data):
+    blob, load = samples[kind]
+    cut = data.draw(st.integers(0, len(blob) - 1))
+    with pytest.raises(HevitError):
+        load(blob[:cut])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@FUZZ
+@given(data=st.data())
+def test_bit_flips_are_refused(samples, kind, data):
+    blob, load = samples[kind]
+    mutated = bytearray(blob)
+    for _ in range(data.draw(st.integers(1, 8))):
+        pos = data.draw(st.integers(0, len(blob) - 1))
+        mutated[pos] ^= 1 << data.draw(st.integers(0, 7))
+    if bytes(mutated) == blob:
+        return
+    with pytest.raises(HevitError):
+        load(bytes(mutated))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@FUZZ
+@given(data=st.data())
+def test_rewritten_payloads_never_crash(samples, kind, data):
+    blob, load = samples[kind]
+    mutated = bytearray(blob)
+    # mutate mostly the first payload bytes, where sizes, counts and shapes live
+    limit = data.draw(st.sampled_from([HEADER + 64, HEADER + 512, len(blob)]))
+    for _ in range(data.draw(st.integers(1, 6))):
+        pos = data.draw(st.integers(HEADER, min(limit, len(blob)) - 1))
+        mutated[pos] = data.draw(st.integers(0, 255))
+    if data.draw(st.booleans()):
+        cut = data.draw(st.integers(HEADER, len(mutated)))
+        mutated = mutated[:cut]
+    try:
+        load(with_checksum(bytes(mutated)))
+    except HevitError:
+        pass
+
+
+@pytest.mark.parametrize("kind", ["batch_seeded", "batch_full"])
+def test_huge_announced_sizes_fail_before_allocating(samples, kind):
+    blob, load = samples[kind]
+    payload = bytearray(blob[HEADER:])
+    payload[16:24] = struct.pack("<Q", 1 << 40)  # rows
+    with pytest.raises(HevitError, match="impossible shape"):
+        load(with_checksum(blob[:HEADER] + bytes(payload)))
+    payload = bytearray(blob[HEADER:])
+    payload[48:56] = struct.pack("<Q", 1 << 62)  # ciphertext count
+    with pytest.raises(HevitError, match="ciphertext count"):
+        load(with_checksum(blob[:HEADER] + bytes(payload)))
