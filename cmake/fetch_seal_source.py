@@ -51,8 +51,13 @@ def _pip_config() -> dict[str, str]:
 
 
 def _default_index() -> str:
-    from pip._internal.models.index import PyPI  # pip's own default, so we never name a host
-
+    try:
+        from pip._internal.models.index import PyPI  # pip's own default: we never name a host
+    except ImportError as exc:
+        raise SystemExit(
+            "pip is not importable in this build environment, so its default index is unknown; "
+            "set PIP_INDEX_URL or HEVIT_SEAL_SOURCE_DIR"
+        ) from exc
     return PyPI.simple_url
 
 
