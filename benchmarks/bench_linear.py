@@ -12,7 +12,7 @@ import pytest
 
 from hevit import he
 
-from .conftest import IN_DIM, OUT_DIM, Row, make_features, make_head
+from .conftest import IN_DIM, OUT_DIM, SETUPS, Row, make_features, make_head
 
 BATCHES = [1, 16, 256, 4096]
 
@@ -27,10 +27,14 @@ def check_logits(y, x, w, b, params, plan):
     assert np.abs(y - ref).max() <= he.reference.linear_tolerance(params, w, x, plan)
 
 
+SETUP_IDS = [f"{layout}/{preset}" for layout, preset in SETUPS]
+
+
 @pytest.mark.parametrize("batch", BATCHES)
-@pytest.mark.parametrize("layout", ["batch", "sample"])
-def test_hevit_end_to_end(benchmark, hevit_setups, registry, layout, batch):
-    s = hevit_setups[layout]
+@pytest.mark.parametrize("setup", SETUP_IDS)
+def test_hevit_end_to_end(benchmark, hevit_setups, registry, setup, batch):
+    s = hevit_setups[setup]
+    layout = s.layout
     x = make_features(batch)
     client_view = s.key_holder.public_context()
     sizes = {}
@@ -50,13 +54,14 @@ def test_hevit_end_to_end(benchmark, hevit_setups, registry, layout, batch):
         down_bytes_per_image=sizes["down"] / batch, key_switches=s.plan.key_switches,
         server_key_bytes=len(s.server.to_bytes()),
     )
-    registry.add(Row(f"hevit {layout}", "end-to-end", batch, benchmark, sizes["up"] / batch, sizes["down"] / batch))
+    registry.add(Row(f"hevit {setup}", "end-to-end", batch, benchmark, sizes["up"] / batch, sizes["down"] / batch))
 
 
 @pytest.mark.parametrize("batch", BATCHES)
-@pytest.mark.parametrize("layout", ["batch", "sample"])
-def test_hevit_server_only(benchmark, hevit_setups, registry, layout, batch):
-    s = hevit_setups[layout]
+@pytest.mark.parametrize("setup", SETUP_IDS)
+def test_hevit_server_only(benchmark, hevit_setups, registry, setup, batch):
+    s = hevit_setups[setup]
+    layout = s.layout
     upload = s.key_holder.encrypt(make_features(batch), layout=layout).to_bytes()
 
     def serve():
@@ -64,7 +69,7 @@ def test_hevit_server_only(benchmark, hevit_setups, registry, layout, batch):
 
     benchmark.pedantic(serve, rounds=rounds_for(batch), iterations=1)
     benchmark.extra_info.update(layout=layout, batch=batch)
-    registry.add(Row(f"hevit {layout}", "server", batch, benchmark))
+    registry.add(Row(f"hevit {setup}", "server", batch, benchmark))
 
 
 @pytest.mark.parametrize("batch", BATCHES)

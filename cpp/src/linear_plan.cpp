@@ -447,86 +447,103 @@ namespace hevit
         const seal::GaloisKeys *keys = context_->galois_keys();
         const seal::Evaluator evaluator(seal_context);
         const auto &in = batch.ciphertexts();
-        std::vector<seal::Ciphertext> out(in.size());
+        const std::size_t count = in.size();
+        std::vector<seal::Ciphertext> out(count);
+
         std::vector<bool> baby_used(baby_, false);
-        bool any_term = false;
+        std::vector<bool> giant_used(giant_, false);
         for (std::size_t i = 0; i < diagonal_nonzero_.size(); i++)
         {
             if (diagonal_nonzero_[i])
             {
                 baby_used[i % baby_] = true;
-                any_term = true;
+                giant_used[i / baby_] = true;
             }
         }
-        parallel_for(in.size(), threads, [&](std::size_t m) {
-            if (!any_term)
+        const bool any_term = std::find(giant_used.begin(), giant_used.end(), true) != giant_used.end();
+        if (!any_term)
+        {
+            // W is zero: the result is the bias alone, encrypted fresh with the public key.
+            const seal::Encryptor encryptor(seal_context, context_->public_key());
+            parallel_for(count, threads, [&](std::size_t m) { encryptor.encrypt(bias_plain_, out[m]); });
+            return EncryptedBatch(
+                context_, Layout::sample, batch.rows(), out_dim_, period_, output_norm_bound_, std::move(out));
+        }
+
+        // Three parallel phases, so that even a single ciphertext uses every thread on its
+        // independent rotations: (1) baby-step rotations of the input, (2) per giant step the
+        // sum of diagonal products rotated into place, (3) per ciphertext the sum over giant
+        // steps, the folds, the rescale and the bias.
+        std::vector<seal::Ciphertext> rotated(count * baby_);
+        parallel_for(count * baby_, threads, [&](std::size_t task) {
+            const std::size_t m = task / baby_;
+            const std::size_t b = task % baby_;
+            if (b > 0 && baby_used[b])
             {
-                // W is zero: the result is the bias alone, encrypted fresh with the public key.
-                const seal::Encryptor encryptor(seal_context, context_->public_key());
-                encryptor.encrypt(bias_plain_, out[m]);
+                evaluator.rotate_vector(in[m], static_cast<int>(b), *keys, rotated[task]);
+            }
+        });
+        const auto input = [&](std::size_t m, std::size_t b) -> const seal::Ciphertext & {
+            return b == 0 ? in[m] : rotated[m * baby_ + b];
+        };
+
+        std::vector<seal::Ciphertext> partial(count * giant_);
+        parallel_for(count * giant_, threads, [&](std::size_t task) {
+            const std::size_t m = task / giant_;
+            const std::size_t g = task % giant_;
+            if (!giant_used[g])
+            {
                 return;
             }
-            std::vector<seal::Ciphertext> rotated(baby_);
+            seal::Ciphertext &acc = partial[task];
+            seal::Ciphertext term;
+            bool acc_set = false;
             for (std::size_t b = 0; b < baby_; b++)
             {
-                if (!baby_used[b])
+                if (!diagonal_nonzero_[g * baby_ + b])
                 {
                     continue;
                 }
-                if (b == 0)
+                if (acc_set)
                 {
-                    rotated[0] = in[m];
+                    evaluator.multiply_plain(input(m, b), diagonals_[g][b], term);
+                    evaluator.add_inplace(acc, term);
                 }
                 else
                 {
-                    evaluator.rotate_vector(in[m], static_cast<int>(b), *keys, rotated[b]);
+                    evaluator.multiply_plain(input(m, b), diagonals_[g][b], acc);
+                    acc_set = true;
                 }
             }
+            if (g > 0)
+            {
+                evaluator.rotate_vector_inplace(acc, static_cast<int>(g * baby_), *keys);
+            }
+        });
+
+        parallel_for(count, threads, [&](std::size_t m) {
             seal::Ciphertext z;
             bool z_set = false;
-            seal::Ciphertext term;
             for (std::size_t g = 0; g < giant_; g++)
             {
-                seal::Ciphertext acc;
-                bool acc_set = false;
-                for (std::size_t b = 0; b < baby_; b++)
-                {
-                    if (!diagonal_nonzero_[g * baby_ + b])
-                    {
-                        continue;
-                    }
-                    if (acc_set)
-                    {
-                        evaluator.multiply_plain(rotated[b], diagonals_[g][b], term);
-                        evaluator.add_inplace(acc, term);
-                    }
-                    else
-                    {
-                        evaluator.multiply_plain(rotated[b], diagonals_[g][b], acc);
-                        acc_set = true;
-                    }
-                }
-                if (!acc_set)
+                if (!giant_used[g])
                 {
                     continue;
-                }
-                if (g > 0)
-                {
-                    evaluator.rotate_vector_inplace(acc, static_cast<int>(g * baby_), *keys);
                 }
                 if (z_set)
                 {
-                    evaluator.add_inplace(z, acc);
+                    evaluator.add_inplace(z, partial[m * giant_ + g]);
                 }
                 else
                 {
-                    z = std::move(acc);
+                    z = std::move(partial[m * giant_ + g]);
                     z_set = true;
                 }
             }
             // Key-switching noise is absolute (set by q / P, not by the scale), so every rotation
             // after the product happens before rescaling, while the values sit at scale
             // input_scale * weight_scale and the noise is negligible against them.
+            seal::Ciphertext term;
             for (std::size_t s = period_ / 2; s >= padded_out_ && s > 0; s /= 2)
             {
                 evaluator.rotate_vector(z, static_cast<int>(s), *keys, term);

@@ -99,7 +99,10 @@ class CkksParams:
 PRESETS: dict[str, dict] = {
     # Throughput: one 60-bit prime, no key switching; 7.5 bytes per value on the wire.
     "batch": dict(poly_modulus_degree=4096, coeff_modulus_bits=(60,), scale_bits=26),
-    # Latency: N=4096 holds one 768-value row (replicated twice). Diagonals are encoded at the
+    # Lowest single-image latency: one data prime, so every rotation switches one digit; no
+    # rescale, the weights get a 2^23 scale sized from max_norm. Logit errors around 2e-4.
+    "latency": dict(poly_modulus_degree=4096, coeff_modulus_bits=(54, 55), scale_bits=22),
+    # Sample layout with 1e-5 logit errors: N=4096 holds one 768-value row (replicated twice). Diagonals are encoded at the
     # 30-bit prime and rescaled away once, leaving the 39-bit prime for the result. The special
     # prime is the largest, since key-switching noise grows with q_i / P.
     "sample": dict(poly_modulus_degree=4096, coeff_modulus_bits=(39, 30, 40), scale_bits=27),
