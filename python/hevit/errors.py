@@ -13,6 +13,8 @@ __all__ = [
     "SerializationError",
     "MissingKeyError",
     "SecretKeyRequiredError",
+    "DataError",
+    "ModelError",
 ]
 
 
@@ -46,3 +48,11 @@ class MissingKeyError(HevitError, ValueError):
 
 class SecretKeyRequiredError(HevitError, TypeError):
     """An operation that needs the secret key was asked of a public (server-side) object."""
+
+
+class DataError(HevitError, ValueError):
+    """A dataset folder or image that cannot be used (empty, single class, corrupt file)."""
+
+
+class ModelError(HevitError, ValueError):
+    """A model, weight file or exported graph that cannot be used as asked."""

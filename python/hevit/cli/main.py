@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -32,6 +33,40 @@ def _demo(args: argparse.Namespace) -> int:
     return 1 if disagreements else 0
 
 
+def _extract(args: argparse.Namespace) -> int:
+    from ..jobs.extract import extract_features, make_spec
+
+    spec = make_spec(args.model, img_size=args.img_size, patch_size=args.patch_size)
+    features = extract_features(
+        args.data, spec=spec, weights=args.weights, seed=args.seed, batch_size=args.batch_size,
+        providers=args.providers, threads=args.threads, int8=args.int8, fp16=args.fp16,
+        limit_per_class=args.limit_per_class, cache_dir=args.cache_dir,
+    )
+    path = features.save(args.out)
+    meta = features.metadata
+    print(
+        f"wrote {path}: features {features.features.shape} float32, labels {features.labels.shape}; "
+        f"{meta['images_per_second']:.2f} images/s on {meta['provider']}"
+    )
+    return 0
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="vit_base_patch16_224", help="any timm ViT name")
+    p.add_argument("--img-size", type=int, default=None, help="override the input size (paper: 200)")
+    p.add_argument("--patch-size", type=int, default=None, help="override the patch size (paper: 25)")
+    p.add_argument(
+        "--weights", default="random",
+        help="'random' (seeded init, the offline default), 'pretrained' (timm hub) or a checkpoint path",
+    )
+    p.add_argument("--providers", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--int8", action="store_true", help="dynamic int8 quantisation (faster on CPU)")
+    p.add_argument("--fp16", action="store_true", help="half precision (CUDA only)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--cache-dir", default=None, help="ONNX cache (default ~/.cache/hevit/onnx or $HEVIT_CACHE_DIR)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hevit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -42,10 +77,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--out", default=None, help="directory for report.json and report.md")
     demo.set_defaults(func=_demo)
+
+    extract = sub.add_parser("extract", help="image folder -> [CLS] features (.npz) with ONNX Runtime")
+    extract.add_argument("--data", required=True, help="folder with one sub-folder of images per class")
+    extract.add_argument("--out", required=True, help="output .npz (features, labels, paths, classes, metadata)")
+    extract.add_argument("--seed", type=int, default=0)
+    extract.add_argument("--limit-per-class", type=int, default=None)
+    _add_model_options(extract)
+    extract.set_defaults(func=_extract)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     return args.func(args)
 

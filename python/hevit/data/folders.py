@@ -1,0 +1,119 @@
+"""Class-per-folder image datasets (the LC25000 layout: ``root/<class>/<image>``)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+
+__all__ = ["ImageFolder", "ImageRecord", "IMAGE_EXTENSIONS"]
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    path: Path
+    label: int
+
+
+class ImageFolder:
+    """Images under ``root/<class name>/``; class indices follow sorted class names.
+
+    Parameters
+    ----------
+    root : path
+    mode_policy : {"convert", "reject"}
+        What to do with images that are not RGB (grayscale, RGBA, palette, CMYK): convert them to
+        RGB (each conversion is logged) or raise :class:`hevit.errors.DataError`.
+    limit_per_class : int, optional
+        Keep only the first N files (sorted by name) of each class.
+
+    Raises
+    ------
+    hevit.errors.DataError
+        Missing or empty folder, fewer than two classes, a class folder without images.
+    """
+
+    def __init__(self, root, *, mode_policy: str = "convert", limit_per_class: int | None = None) -> None:
+        if mode_policy not in ("convert", "reject"):
+            raise ValueError(f"mode_policy must be 'convert' or 'reject', got {mode_policy!r}")
+        self.root = Path(root)
+        self.mode_policy = mode_policy
+        if not self.root.is_dir():
+            raise DataError(f"dataset folder {self.root} does not exist or is not a folder")
+        class_dirs = sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        records: list[ImageRecord] = []
+        classes: list[str] = []
+        for class_dir in class_dirs:
+            files = sorted(
+                p for p in class_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+            )
+            if limit_per_class is not None:
+                files = files[:limit_per_class]
+            if not files:
+                raise DataError(f"class folder {class_dir} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+            classes.append(class_dir.name)
+            records.extend(ImageRecord(p, len(classes) - 1) for p in files)
+        if not classes:
+            raise DataError(
+                f"dataset folder {self.root} is empty: expected one sub-folder of images per class"
+            )
+        if len(classes) < 2:
+            raise DataError(
+                f"dataset folder {self.root} has a single class ({classes[0]}): classification needs at least two"
+            )
+        self.classes: tuple[str, ...] = tuple(classes)
+        self.records: tuple[ImageRecord, ...] = tuple(records)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([r.label for r in self.records], dtype=np.int64)
+
+    @property
+    def paths(self) -> list[str]:
+        return [str(r.path) for r in self.records]
+
+    def class_counts(self) -> dict[str, int]:
+        counts = np.bincount(self.labels, minlength=len(self.classes))
+        return {name: int(c) for name, c in zip(self.classes, counts)}
+
+    def load(self, index: int):
+        """Returns the image as an RGB ``PIL.Image`` (decoded fully, so corrupt files fail here)."""
+        from PIL import Image, UnidentifiedImageError
+
+        path = self.records[index].path
+        try:
+            with Image.open(path) as img:
+                img.load()
+                mode = img.mode
+                if mode != "RGB":
+                    if self.mode_policy == "reject":
+                        raise DataError(f"{path}: image mode {mode} is not RGB (mode_policy='reject')")
+                    log.info("%s: converting image mode %s to RGB", path, mode)
+                    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
+                        # composite on white (the slide background) instead of dropping alpha
+                        rgba = img.convert("RGBA")
+                        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                        img = Image.alpha_composite(background, rgba).convert("RGB")
+                    else:
+                        img = img.convert("RGB")
+                else:
+                    img = img.copy()
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            if isinstance(exc, DataError):
+                raise
+            raise DataError(f"{path}: cannot read image ({exc})") from exc
+        return img
+
+    def __repr__(self) -> str:
+        return f"ImageFolder({str(self.root)!r}, classes={self.classes}, images={len(self)})"

@@ -1,0 +1,162 @@
+"""ONNX export of a [CLS] model: cached by content, checked against PyTorch on export."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ModelError
+from .preprocess import PreprocessConfig
+from .vit import ClsTokenModel, ViTSpec, WeightsInfo, cls_dim
+
+__all__ = ["ExportedModel", "export_onnx", "default_cache_dir", "PARITY_LIMIT", "OPSET"]
+
+log = logging.getLogger(__name__)
+
+#: ONNX opset of exported graphs.
+OPSET = 18
+#: Largest acceptable max-abs difference between ONNX Runtime and PyTorch [CLS] outputs.
+PARITY_LIMIT = 1e-4
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("HEVIT_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "hevit" / "onnx"
+
+
+@dataclass(frozen=True)
+class ExportedModel:
+    """An exported graph and what is known about it (stored next to it as JSON)."""
+
+    onnx_path: str
+    spec: dict
+    weights: dict
+    preprocess: dict
+    cls_dim: int
+    parity_max_abs: float
+    opset: int
+    key: str
+
+    @property
+    def preprocess_config(self) -> PreprocessConfig:
+        return PreprocessConfig.from_dict(self.preprocess)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def load(cls, onnx_path) -> ExportedModel:
+        meta = Path(onnx_path).with_suffix(".json")
+        return cls(**json.loads(meta.read_text()))
+
+
+def _cache_key(spec: ViTSpec, weights: WeightsInfo) -> str:
+    import torch
+
+    payload = json.dumps(
+        {"spec": spec.to_dict(), "weights": weights.digest, "opset": OPSET, "torch": torch.__version__},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+def parity_check(model, onnx_path: str, images: np.ndarray) -> float:
+    """Max abs difference of the [CLS] outputs of PyTorch and ONNX Runtime (CPU) on ``images``."""
+    import onnxruntime as ort
+    import torch
+
+    with torch.no_grad():
+        ref = ClsTokenModel(model)(torch.from_numpy(images)).numpy()
+    session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    got = session.run(None, {"images": images})[0]
+    return float(np.abs(got - ref).max())
+
+
+def export_onnx(model, spec: ViTSpec, weights: WeightsInfo, *, cache_dir=None, parity_images=None) -> ExportedModel:
+    """Exports (or reuses from the cache) the [CLS] graph of ``model``.
+
+    The graph has input ``images`` (batch, 3, H, W) float32 with a dynamic batch axis and output
+    ``cls`` (batch, D) float32. On export, the ONNX Runtime output is compared with PyTorch on a
+    seeded random batch (plus ``parity_images`` if given); above :data:`PARITY_LIMIT` the export is
+    deleted and :class:`hevit.errors.ModelError` raised.
+    """
+    import timm
+    import torch
+
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    key = _cache_key(spec, weights)
+    onnx_path = cache / f"{key}.onnx"
+    meta_path = onnx_path.with_suffix(".json")
+    if onnx_path.is_file() and meta_path.is_file():
+        log.info("reusing cached ONNX export %s", onnx_path)
+        return ExportedModel.load(onnx_path)
+
+    data_config = timm.data.resolve_data_config({}, model=model)
+    patch_embed = getattr(model, "patch_embed", None)
+    if patch_embed is not None and getattr(patch_embed, "img_size", None):
+        # timm resolves input_size from the pretrained config, which ignores an img_size override
+        data_config["input_size"] = (3, *patch_embed.img_size)
+    preprocess = PreprocessConfig.from_timm(data_config)
+    _, h, w = preprocess.input_size
+    wrapper = ClsTokenModel(model).eval()
+    dummy = torch.zeros(2, 3, h, w)
+    tmp = onnx_path.with_suffix(".onnx.tmp")
+    with torch.no_grad():
+        torch.onnx.export(
+            wrapper,
+            (dummy,),
+            str(tmp),
+            input_names=["images"],
+            output_names=["cls"],
+            dynamic_axes={"images": {0: "batch"}, "cls": {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    rng = np.random.default_rng(0)
+    check = rng.standard_normal((2, 3, h, w)).astype(np.float32)
+    if parity_images is not None:
+        check = np.concatenate([check, np.asarray(parity_images, dtype=np.float32)])
+    diff = parity_check(model, str(tmp), check)
+    if not diff <= PARITY_LIMIT:
+        tmp.unlink(missing_ok=True)
+        raise ModelError(
+            f"ONNX export of {spec.describe()} differs from PyTorch by {diff:.3g} (limit {PARITY_LIMIT})"
+        )
+    os.replace(tmp, onnx_path)
+    exported = ExportedModel(
+        onnx_path=str(onnx_path),
+        spec=spec.to_dict(),
+        weights=weights.to_dict(),
+        preprocess=preprocess.to_dict(),
+        cls_dim=cls_dim(model),
+        parity_max_abs=diff,
+        opset=OPSET,
+        key=key,
+    )
+    meta_path.write_text(json.dumps(exported.to_dict(), indent=2))
+    log.info("exported %s to %s (parity max abs diff %.2e)", spec.describe(), onnx_path, diff)
+    return exported
+
+
+def quantize_int8(exported: ExportedModel) -> ExportedModel:
+    """Dynamic int8 quantisation of the weights (ONNX Runtime), cached beside the fp32 graph."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    src = Path(exported.onnx_path)
+    dst = src.with_name(src.stem + ".int8.onnx")
+    meta = dst.with_suffix(".json")
+    if dst.is_file() and meta.is_file():
+        return ExportedModel.load(dst)
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+    result = ExportedModel(**{**exported.to_dict(), "onnx_path": str(dst), "key": exported.key + ".int8",
+                              "parity_max_abs": float("nan")})
+    meta.write_text(json.dumps(result.to_dict(), indent=2))
+    return result

@@ -1,0 +1,195 @@
+"""[CLS] extraction with ONNX Runtime: provider selection, batching, streaming, progress."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ModelError
+from .export import ExportedModel
+from .preprocess import preprocess_images
+
+__all__ = ["ClsExtractor", "FeatureSet", "select_providers", "gpu_visible"]
+
+log = logging.getLogger(__name__)
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+
+
+def gpu_visible() -> bool:
+    """True when the CUDA driver loads and reports at least one device."""
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    count = ctypes.c_int(0)
+    if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return False
+    return count.value > 0
+
+
+def select_providers(requested: str, *, available: list[str], gpu: bool) -> tuple[list[str], str]:
+    """Chooses ONNX Runtime execution providers and says why.
+
+    ``requested`` is ``auto`` (CUDA when onnxruntime-gpu is installed and a GPU is visible, else
+    CPU), ``cpu`` or ``cuda`` (an error when CUDA cannot be used, never a quiet CPU run).
+    """
+    cuda_installed = CUDA in available
+    if requested == "cpu":
+        return [CPU], "CPU requested"
+    if requested == "cuda":
+        if not cuda_installed:
+            raise ModelError("CUDA requested but onnxruntime has no CUDA provider: pip install 'hevit[gpu]'")
+        if not gpu:
+            raise ModelError("CUDA requested but no GPU is visible to the CUDA driver")
+        return [CUDA, CPU], "CUDA requested"
+    if requested != "auto":
+        raise ValueError(f"providers must be 'auto', 'cpu' or 'cuda', got {requested!r}")
+    if cuda_installed and gpu:
+        return [CUDA, CPU], "auto: onnxruntime-gpu with a visible GPU"
+    if cuda_installed:
+        return [CPU], "auto: CPU because the CUDA provider is installed but no GPU is visible"
+    return [CPU], "auto: CPU because onnxruntime has no CUDA provider (install hevit[gpu] on a GPU machine)"
+
+
+@dataclass
+class FeatureSet:
+    """Features of a set of images: (N, D) float32, labels, paths and how they were made."""
+
+    features: np.ndarray
+    labels: np.ndarray
+    paths: list[str]
+    classes: tuple[str, ...]
+    metadata: dict = field(default_factory=dict)
+
+    def save(self, path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(
+            path,
+            features=self.features.astype(np.float32),
+            labels=self.labels.astype(np.int64),
+            paths=np.array(self.paths),
+            classes=np.array(self.classes),
+            metadata=np.array(json.dumps(self.metadata)),
+        )
+        return path
+
+    @classmethod
+    def load(cls, path) -> FeatureSet:
+        with np.load(path, allow_pickle=False) as data:
+            return cls(
+                features=data["features"],
+                labels=data["labels"],
+                paths=[str(p) for p in data["paths"]],
+                classes=tuple(str(c) for c in data["classes"]),
+                metadata=json.loads(str(data["metadata"])),
+            )
+
+    def subset(self, indices) -> FeatureSet:
+        indices = np.asarray(indices)
+        return FeatureSet(
+            self.features[indices], self.labels[indices], [self.paths[i] for i in indices], self.classes,
+            dict(self.metadata),
+        )
+
+
+class ClsExtractor:
+    """Runs an exported [CLS] graph with ONNX Runtime.
+
+    Parameters
+    ----------
+    exported : ExportedModel
+    providers : {"auto", "cpu", "cuda"}
+    threads : int, optional
+        Intra-op threads on CPU (default: every core this process may use).
+    fp16 : bool
+        Run in half precision; CUDA only (an error on CPU).
+    """
+
+    def __init__(self, exported: ExportedModel, *, providers: str = "auto", threads: int | None = None,
+                 fp16: bool = False) -> None:
+        import onnxruntime as ort
+
+        chosen, reason = select_providers(providers, available=ort.get_available_providers(), gpu=gpu_visible())
+        if fp16 and chosen[0] != CUDA:
+            raise ModelError("fp16 extraction needs the CUDA provider; on CPU use fp32 or the int8 model")
+        path = exported.onnx_path
+        if fp16:
+            from onnxruntime.transformers.float16 import convert_float_to_float16
+            import onnx
+
+            fp16_path = str(Path(path).with_suffix(".fp16.onnx"))
+            if not os.path.exists(fp16_path):
+                onnx.save(convert_float_to_float16(onnx.load(path), keep_io_types=True), fp16_path)
+            path = fp16_path
+        options = ort.SessionOptions()
+        if threads is None:
+            threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        options.intra_op_num_threads = int(threads)
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(path, options, providers=chosen)
+        used = self.session.get_providers()[0]
+        if used != chosen[0]:
+            raise ModelError(f"ONNX Runtime could not start {chosen[0]} (it fell back to {used})")
+        self.exported = exported
+        self.provider = used
+        self.provider_reason = reason
+        self.threads = int(threads)
+        self.fp16 = fp16
+        self.preprocess = exported.preprocess_config
+        log.info("ONNX Runtime provider: %s (%s), %d intra-op threads", used, reason, self.threads)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Preprocessed (B, 3, H, W) float32 -> (B, D) float32."""
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if self.provider == CUDA:
+            binding = self.session.io_binding()
+            binding.bind_cpu_input("images", batch)
+            binding.bind_output("cls", "cuda")
+            self.session.run_with_iobinding(binding)
+            return binding.copy_outputs_to_cpu()[0].astype(np.float32)
+        return self.session.run(None, {"images": batch})[0]
+
+    def extract_images(self, images) -> np.ndarray:
+        return self.run(preprocess_images(list(images), self.preprocess))
+
+    def extract_folder(self, folder, *, indices=None, batch_size: int = 16, progress: bool = True) -> FeatureSet:
+        """Streams ``folder`` (an :class:`hevit.data.ImageFolder`) in batches; memory stays at one
+        batch of images plus the (N, D) result."""
+        from tqdm.auto import tqdm
+
+        indices = np.arange(len(folder)) if indices is None else np.asarray(indices)
+        out = np.empty((len(indices), self.exported.cls_dim), dtype=np.float32)
+        start = time.perf_counter()
+        bar = tqdm(total=len(indices), unit="img", desc=f"[CLS] {self.provider}", disable=not progress)
+        for lo in range(0, len(indices), batch_size):
+            chunk = indices[lo : lo + batch_size]
+            out[lo : lo + len(chunk)] = self.extract_images(folder.load(int(i)) for i in chunk)
+            bar.update(len(chunk))
+        bar.close()
+        seconds = time.perf_counter() - start
+        labels = folder.labels[indices]
+        metadata = {
+            "model": self.exported.spec,
+            "weights": self.exported.weights,
+            "onnx": {"path": self.exported.onnx_path, "opset": self.exported.opset,
+                     "parity_max_abs": self.exported.parity_max_abs},
+            "provider": self.provider,
+            "provider_reason": self.provider_reason,
+            "threads": self.threads,
+            "fp16": self.fp16,
+            "preprocess": self.exported.preprocess,
+            "data": str(folder.root),
+            "seconds": seconds,
+            "images_per_second": len(indices) / seconds if seconds > 0 else float("inf"),
+        }
+        return FeatureSet(out, labels, [folder.paths[int(i)] for i in indices], folder.classes, metadata)

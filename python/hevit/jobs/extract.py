@@ -1,0 +1,55 @@
+"""``hevit extract``: an image folder -> (N, D) float32 [CLS] features, labels and metadata."""
+
+from __future__ import annotations
+
+import logging
+
+from ..data import ImageFolder
+from ..features import ClsExtractor, FeatureSet
+from ..features.export import export_onnx, quantize_int8
+from ..features.vit import ViTSpec, build_model
+
+__all__ = ["make_spec", "prepare_extractor", "extract_features"]
+
+log = logging.getLogger(__name__)
+
+
+def make_spec(model: str = "vit_base_patch16_224", *, img_size: int | None = None,
+              patch_size: int | None = None) -> ViTSpec:
+    kwargs = {}
+    if img_size is not None:
+        kwargs["img_size"] = img_size
+    if patch_size is not None:
+        kwargs["patch_size"] = patch_size
+    return ViTSpec.make(model, **kwargs)
+
+
+def prepare_extractor(spec: ViTSpec, *, weights="random", seed: int = 0, providers: str = "auto",
+                      threads: int | None = None, int8: bool = False, fp16: bool = False,
+                      cache_dir=None) -> ClsExtractor:
+    """Builds the model (recording where its weights came from), exports or reuses its ONNX
+    graph, optionally quantises it to int8, and opens an ONNX Runtime session."""
+    model, info = build_model(spec, weights=weights, seed=seed)
+    print(f"weights: {info.description}")
+    exported = export_onnx(model, spec, info, cache_dir=cache_dir)
+    print(f"ONNX: {exported.onnx_path} (opset {exported.opset}, max abs diff vs PyTorch {exported.parity_max_abs:.2e})")
+    if int8:
+        exported = quantize_int8(exported)
+        print(f"int8 dynamic quantisation: {exported.onnx_path}")
+    extractor = ClsExtractor(exported, providers=providers, threads=threads, fp16=fp16)
+    print(f"execution provider: {extractor.provider} ({extractor.provider_reason})")
+    return extractor
+
+
+def extract_features(data_dir, *, spec: ViTSpec | None = None, weights="random", seed: int = 0,
+                     batch_size: int = 16, providers: str = "auto", threads: int | None = None,
+                     int8: bool = False, fp16: bool = False, limit_per_class: int | None = None,
+                     cache_dir=None, progress: bool = True) -> FeatureSet:
+    folder = ImageFolder(data_dir, limit_per_class=limit_per_class)
+    print(f"data: {folder.root} ({len(folder)} images, classes {folder.class_counts()})")
+    extractor = prepare_extractor(spec or make_spec(), weights=weights, seed=seed, providers=providers,
+                                  threads=threads, int8=int8, fp16=fp16, cache_dir=cache_dir)
+    features = extractor.extract_folder(folder, batch_size=batch_size, progress=progress)
+    features.metadata["int8"] = int8
+    features.metadata["seed"] = seed
+    return features
