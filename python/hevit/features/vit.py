@@ -133,9 +133,12 @@ def build_model(spec: ViTSpec = DEFAULT_VIT, *, weights: str | Path = "random", 
         dropped = [k for k in state if k.startswith("head.") and k not in own]
         for k in dropped:
             state.pop(k)
-        missing, unexpected = model.load_state_dict(state, strict=False)
         bad_shapes = [k for k, v in state.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
-        if missing or unexpected or bad_shapes:
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        if not (missing or unexpected or bad_shapes):
+            model.load_state_dict(state, strict=True)
+        else:
             raise ModelError(
                 f"{path} does not fit {spec.describe()}: missing {sorted(missing)[:5]}, unexpected "
                 f"{sorted(unexpected)[:5]}, wrong shapes {bad_shapes[:5]}"

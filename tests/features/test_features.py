@@ -1,0 +1,144 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hevit.data import ImageFolder
+from hevit.errors import ModelError
+from hevit.features import ClsExtractor, FeatureSet, preprocess_images, select_providers
+from hevit.features.export import PARITY_LIMIT, export_onnx, quantize_int8
+from hevit.features.vit import ClsTokenModel, ViTSpec, build_model
+
+from tests.helpers import require_lc25000
+
+MODELS = ["vit_b16_224", "paper_200_p25"]
+
+
+def real_images(count, start=0):
+    folder = ImageFolder(require_lc25000())
+    picks = np.linspace(0, len(folder) - 1, count + start).astype(int)[start:]
+    return [folder.load(int(i)) for i in picks]
+
+
+def test_preprocessing_matches_timm_transform():
+    import timm
+
+    model, _ = build_model(ViTSpec.make("vit_base_patch16_224", img_size=200, patch_size=25))
+    config = timm.data.resolve_data_config({}, model=model)
+    config["input_size"] = (3, 200, 200)
+    transform = timm.data.create_transform(**config)
+    from hevit.features.preprocess import PreprocessConfig
+
+    ours = preprocess_images(real_images(3), PreprocessConfig.from_timm(config))
+    ref = np.stack([transform(img).numpy() for img in real_images(3)])
+    assert ours.shape == ref.shape == (3, 3, 200, 200)
+    assert np.abs(ours - ref).max() < 1e-5
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_onnx_matches_pytorch_on_random_and_real_images_at_dynamic_batch_sizes(vit_models, name):
+    model, info, exported = vit_models[name]
+    assert exported.cls_dim == 768 and exported.parity_max_abs <= PARITY_LIMIT
+    extractor = ClsExtractor(exported, providers="cpu")
+    wrapper = ClsTokenModel(model)
+    _, h, w = exported.preprocess_config.input_size
+    rng = np.random.default_rng(11)
+    images = real_images(32)
+    for batch in (1, 3, 32):
+        real = preprocess_images(images[:batch], exported.preprocess_config)
+        noise = rng.standard_normal((batch, 3, h, w)).astype(np.float32)
+        for x in (real, noise):
+            got = extractor.run(x)
+            with torch.no_grad():
+                ref = wrapper(torch.from_numpy(x)).numpy()
+            assert got.shape == (batch, 768) and got.dtype == np.float32
+            assert np.abs(got - ref).max() <= PARITY_LIMIT
+
+
+def test_export_is_cached_by_content(vit_models, onnx_cache):
+    model, info, exported = vit_models["paper_200_p25"]
+    spec = ViTSpec(**{"name": exported.spec["name"], "kwargs": tuple(sorted(exported.spec["kwargs"].items()))})
+    again = export_onnx(model, spec, info, cache_dir=onnx_cache)
+    assert again.onnx_path == exported.onnx_path
+    other_model, other_info = build_model(spec, weights="random", seed=1)
+    assert other_info.digest != info.digest
+    assert export_onnx(other_model, spec, other_info, cache_dir=onnx_cache).onnx_path != exported.onnx_path
+
+
+def test_weights_from_a_local_checkpoint(tmp_path, vit_models):
+    from safetensors.torch import save_file
+
+    model, info, _ = vit_models["paper_200_p25"]
+    spec = ViTSpec.make("vit_base_patch16_224", img_size=200, patch_size=25)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, tmp_path / "w.safetensors")
+    torch.save({"model": state}, tmp_path / "w.pth")
+    for path in (tmp_path / "w.safetensors", tmp_path / "w.pth"):
+        loaded, loaded_info = build_model(spec, weights=path, seed=123)
+        assert loaded_info.source == "file" and loaded_info.digest == info.digest
+    with pytest.raises(ModelError, match="does not fit"):
+        build_model(ViTSpec.make("vit_small_patch16_224", img_size=200, patch_size=25), weights=tmp_path / "w.pth")
+    with pytest.raises(ModelError, match="does not exist"):
+        build_model(spec, weights=tmp_path / "missing.pth")
+
+
+def test_pretrained_weights_fail_loudly_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError, match="could not load pretrained weights"):
+        build_model(ViTSpec.make("vit_base_patch16_224", img_size=200, patch_size=25), weights="pretrained")
+
+
+def test_random_weights_are_labelled_and_seeded(vit_models):
+    _, info, _ = vit_models["vit_b16_224"]
+    assert info.source == "random" and "RANDOM" in info.description and info.seed == 0
+
+
+@pytest.mark.parametrize(
+    "requested, available, gpu, expected, reason",
+    [
+        ("auto", ["CPUExecutionProvider"], False, ["CPUExecutionProvider"], "no CUDA provider"),
+        ("auto", ["CUDAExecutionProvider", "CPUExecutionProvider"], False, ["CPUExecutionProvider"], "no GPU is visible"),
+        ("auto", ["CUDAExecutionProvider", "CPUExecutionProvider"], True,
+         ["CUDAExecutionProvider", "CPUExecutionProvider"], "visible GPU"),
+        ("cpu", ["CUDAExecutionProvider", "CPUExecutionProvider"], True, ["CPUExecutionProvider"], "requested"),
+    ],
+)
+def test_provider_selection(requested, available, gpu, expected, reason):
+    chosen, why = select_providers(requested, available=available, gpu=gpu)
+    assert chosen == expected and reason in why
+
+
+def test_cuda_requests_fail_instead_of_falling_back(vit_models):
+    with pytest.raises(ModelError, match="no CUDA provider"):
+        select_providers("cuda", available=["CPUExecutionProvider"], gpu=False)
+    with pytest.raises(ModelError, match="no GPU is visible"):
+        select_providers("cuda", available=["CUDAExecutionProvider", "CPUExecutionProvider"], gpu=False)
+    with pytest.raises(ModelError, match="fp16 extraction needs the CUDA provider"):
+        ClsExtractor(vit_models["paper_200_p25"][2], providers="cpu", fp16=True)
+
+
+def test_extract_folder_streams_and_round_trips(tmp_path, vit_models):
+    exported = vit_models["paper_200_p25"][2]
+    folder = ImageFolder(require_lc25000(), limit_per_class=3)
+    extractor = ClsExtractor(exported, providers="auto", threads=2)
+    assert extractor.provider == "CPUExecutionProvider"
+    fs = extractor.extract_folder(folder, batch_size=4, progress=False)
+    assert fs.features.shape == (9, 768) and fs.features.dtype == np.float32
+    np.testing.assert_array_equal(fs.labels, folder.labels)
+    assert fs.metadata["provider"] == "CPUExecutionProvider" and fs.metadata["weights"]["source"] == "random"
+    direct = extractor.extract_images([folder.load(i) for i in range(9)])
+    np.testing.assert_allclose(fs.features, direct, atol=1e-5)
+    loaded = FeatureSet.load(fs.save(tmp_path / "f.npz"))
+    np.testing.assert_array_equal(loaded.features, fs.features)
+    assert loaded.classes == folder.classes
+    assert loaded.metadata == json.loads(json.dumps(fs.metadata))
+
+
+def test_int8_model_stays_close_to_fp32(vit_models):
+    exported = vit_models["paper_200_p25"][2]
+    x = preprocess_images(real_images(6), exported.preprocess_config)
+    fp32 = ClsExtractor(exported, providers="cpu").run(x)
+    int8 = ClsExtractor(quantize_int8(exported), providers="cpu").run(x)
+    cos = np.sum(fp32 * int8, axis=1) / (np.linalg.norm(fp32, axis=1) * np.linalg.norm(int8, axis=1))
+    assert cos.min() > 0.95, cos
