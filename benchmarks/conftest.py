@@ -99,18 +99,17 @@ def registry() -> Registry:
 def _table(rows: list[Row]) -> tuple[str, list[dict]]:
     records = []
     for r in rows:
-        records.append(
-            dict(
-                impl=r.impl,
-                what=r.what,
-                batch=r.batch,
-                ms_per_image=r.ms_per_image(),
-                up_bytes_per_image=r.up_bytes,
-                down_bytes_per_image=r.down_bytes,
-                note=r.note,
-                **r.extra,
-            )
+        record = dict(r.extra)
+        record.update(
+            impl=r.impl,
+            what=r.what,
+            batch=r.batch,
+            ms_per_image=r.ms_per_image(),
+            up_bytes_per_image=r.up_bytes,
+            down_bytes_per_image=r.down_bytes,
+            note=r.note,
         )
+        records.append(record)
     e2e = [x for x in records if x["what"] == "end-to-end" and x["ms_per_image"] is not None]
     lines = [
         "| B | implementation | e2e ms/image | up B/image | down B/image | vs best TenSEAL |",
@@ -132,6 +131,19 @@ def _table(rows: list[Row]) -> tuple[str, list[dict]]:
         for x in sorted(core, key=lambda x: (x["impl"], x["batch"])):
             size = f"{x['up_bytes_per_image']:,.0f}" if x["up_bytes_per_image"] else ""
             lines.append(f"| {x['batch']} | {x['impl']} | {x['ms_per_image']:.4f} | {size} |")
+    feats = [x for x in records if x["what"] == "features" and x["ms_per_image"] is not None]
+    if feats:
+        lines += ["", "| model | engine | ms/image | images/s | vs PyTorch | int8 cos to fp32 (min) |",
+                  "|---|---|---|---|---|---|"]
+        for x in sorted(feats, key=lambda x: x["impl"]):
+            model = x["impl"].split()[0]
+            torch_ms = next((y["ms_per_image"] for y in feats if y["impl"] == f"{model} torch"), None)
+            ratio = f"{torch_ms / x['ms_per_image']:.2f}x" if torch_ms else ""
+            cos = x.get("cls_cosine_to_fp32_min")
+            lines.append(
+                f"| {model} | {x['impl'].split()[1]} | {x['ms_per_image']:.1f} | {1e3 / x['ms_per_image']:.2f} | "
+                f"{ratio} | {'' if cos is None else f'{cos:.4f}'} |"
+            )
     server = [x for x in records if x["what"] == "server" and x["ms_per_image"] is not None]
     if server:
         lines += ["", "| B | implementation | server-only ms/image |", "|---|---|---|"]
