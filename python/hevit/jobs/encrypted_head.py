@@ -14,23 +14,7 @@ import numpy as np
 
 from .. import he
 
-__all__ = ["EncryptedHeadReport", "run_encrypted_head", "synthetic_cls_features"]
-
-
-def synthetic_cls_features(
-    *, rows: int, dim: int = 768, classes: int = 3, norm: float = 28.0, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded synthetic stand-ins for ViT [CLS] tokens: class-conditional Gaussians.
-
-    Rows are scaled to L2 norm ``norm`` (a LayerNorm output of width 768 has norm near
-    sqrt(768) ~ 28). These are SYNTHETIC features, not image features.
-    """
-    rng = np.random.default_rng(seed)
-    means = rng.standard_normal((classes, dim))
-    labels = rng.integers(0, classes, size=rows)
-    x = means[labels] * 0.09 + rng.standard_normal((rows, dim))
-    x *= norm / np.linalg.norm(x, axis=1, keepdims=True)
-    return x, labels
+__all__ = ["EncryptedHeadReport", "fit_ridge_head", "run_encrypted_head"]
 
 
 def fit_ridge_head(x: np.ndarray, labels: np.ndarray, classes: int, *, alpha: float = 10.0):
