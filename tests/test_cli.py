@@ -37,3 +37,19 @@ def test_extract_writes_features_labels_and_metadata(tmp_path, capsys):
     assert fs.classes == ("lung_aca", "lung_n", "lung_scc")
     assert fs.metadata["provider"] == "CPUExecutionProvider"
     assert "wrote" in capsys.readouterr().out
+
+
+def test_attack_job_writes_table_report_and_grid(tmp_path, capsys):
+    out = tmp_path / "attack"
+    code = main([
+        "attack", "--data", str(require_lc25000()), "--n-images", "1", "--out", str(out),
+        "--strategies", "plain-fedavg,he-cls,leak-cls", "--ig-iterations", "2", "--fi-iterations", "2",
+    ])
+    assert code == 0
+    report = json.loads((out / "attack_report.json").read_text())
+    summary = report["summary"]
+    assert summary["plain-fedavg/analytic"]["psnr"][0] >= 40
+    assert summary["plain-fedavg/analytic"]["ssim"][0] >= 0.95
+    assert summary["he-cls/ciphertext-only"]["psnr"][0] < 12
+    assert (out / "attack_grid.png").stat().st_size > 1000
+    assert "PSNR 52.26" in (out / "attack_report.md").read_text()

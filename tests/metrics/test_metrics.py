@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+
+from hevit import metrics
+from hevit.errors import ModelError
+
+
+def test_psnr_pinned_to_closed_form():
+    # MSE = 0.1^2 = 0.01 with data_range 1  ->  PSNR = 10 log10(1 / 0.01) = 20 dB exactly
+    a = np.full((16, 16, 3), 0.25)
+    b = np.full((16, 16, 3), 0.35)
+    assert metrics.psnr(a, b, data_range=1.0) == pytest.approx(20.0, abs=1e-9)
+    assert metrics.psnr(a * 255, b * 255, data_range=255.0) == pytest.approx(20.0, abs=1e-9)
+
+
+def test_identical_and_independent_images(rng):
+    a = rng.random((64, 64, 3))
+    c = rng.random((64, 64, 3))
+    assert metrics.ssim(a, a, data_range=1.0) == pytest.approx(1.0)
+    assert metrics.nmi(a, a, data_range=1.0) == pytest.approx(1.0)
+    assert metrics.nmi_skimage(a, a) == pytest.approx(2.0)
+    assert metrics.lpips(a, a, data_range=1.0) == pytest.approx(0.0, abs=1e-6)
+    assert abs(metrics.ssim(a, c, data_range=1.0)) < 0.05
+    assert metrics.nmi(a, c, data_range=1.0) < 0.02
+    assert metrics.nmi_skimage(a, c) < 1.1
+    assert metrics.lpips(a, c, data_range=1.0) > 0.1
+
+
+def test_metrics_degrade_monotonically_with_noise(rng):
+    from tests.helpers import require_lc25000
+    from PIL import Image
+
+    path = sorted((require_lc25000() / "lung_aca").iterdir())[0]
+    a = np.asarray(Image.open(path).convert("RGB"), dtype=np.float64) / 255.0
+    scores = []
+    for sigma in (0.01, 0.05, 0.2):
+        b = np.clip(a + rng.normal(0, sigma, a.shape), 0, 1)
+        scores.append([metrics.psnr(a, b, data_range=1.0), metrics.ssim(a, b, data_range=1.0),
+                       metrics.nmi(a, b, data_range=1.0), -metrics.lpips(a, b, data_range=1.0)])
+    scores = np.array(scores)
+    assert np.all(np.diff(scores, axis=0) < 0)
+
+
+def test_lpips_is_symmetric(rng):
+    a, b = rng.random((48, 48, 3)), rng.random((48, 48, 3))
+    assert metrics.lpips(a, b, data_range=1.0) == pytest.approx(metrics.lpips(b, a, data_range=1.0), rel=1e-5)
+
+
+def test_bad_inputs():
+    a = np.zeros((8, 8, 3))
+    with pytest.raises(TypeError):
+        metrics.psnr(a, a)  # data_range is required, never guessed
+    with pytest.raises(ValueError, match="data_range must be positive"):
+        metrics.ssim(a, a, data_range=0)
+    with pytest.raises(ValueError, match="differ in shape"):
+        metrics.psnr(a, np.zeros((8, 9, 3)), data_range=1.0)
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.nmi(a, np.full((8, 8, 3), np.nan), data_range=1.0)
+
+
+def test_lpips_refuses_weights_that_are_not_the_pinned_file(tmp_path, monkeypatch):
+    import importlib
+
+    lpips_module = importlib.import_module("hevit.metrics.lpips")
+
+    fake = tmp_path / "alexnet.ckpt"
+    fake.write_bytes(b"not the weights")
+    monkeypatch.setattr(lpips_module, "alexnet_weights_path", lambda: fake)
+    with pytest.raises(ModelError, match="is not the pinned LPIPS v0.1 AlexNet file"):
+        lpips_module.Lpips()
