@@ -200,9 +200,14 @@ namespace hevit
             throw SerializationError("malformed context: " + std::to_string(step_count) + " rotation steps");
         }
         std::vector<int> steps(step_count);
+        const auto slots = static_cast<std::int64_t>(params.poly_modulus_degree / 2);
         for (auto &step : steps)
         {
             step = r.i32();
+            if (step == 0 || step <= -slots || step >= slots)
+            {
+                throw SerializationError("malformed context: rotation step " + std::to_string(step) + " out of range");
+            }
         }
         seal::PublicKey public_key;
         seal_load(public_key, *context, r.blob(seal_poly_bytes(n, k, 2)), "public key");

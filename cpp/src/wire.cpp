@@ -82,7 +82,10 @@ namespace hevit
                 std::string("wrong object kind: these bytes hold a ") + object_kind_name(kind) + ", expected a " +
                 expected);
         }
-        r.u8();
+        if (r.u8() != 0)
+        {
+            throw SerializationError("corrupted header: reserved byte is not zero");
+        }
         header.kind = kind;
         std::memcpy(header.params_fingerprint.data(), r.raw(16).data(), 16);
         std::memcpy(header.keyset_id.data(), r.raw(16).data(), 16);

@@ -8,6 +8,7 @@ Two campaigns per serialized kind:
 """
 
 import hashlib
+import os
 import struct
 
 import numpy as np
@@ -42,7 +43,10 @@ def samples():
 
 
 KINDS = ["public_context", "secret_context", "batch_seeded", "batch_full", "batch_sample"]
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# CI runs a bounded, derandomised campaign; HEVIT_FUZZ_EXAMPLES=5000 runs a long random one.
+_EXAMPLES = int(os.environ.get("HEVIT_FUZZ_EXAMPLES", "60"))
+FUZZ = settings(max_examples=_EXAMPLES, deadline=None, derandomize="HEVIT_FUZZ_EXAMPLES" not in os.environ,
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
 def with_checksum(blob: bytes) -> bytes:
@@ -113,4 +117,15 @@ def test_huge_announced_sizes_fail_before_allocating(samples, kind):
     payload = bytearray(blob[HEADER:])
     payload[48:56] = struct.pack("<Q", 1 << 62)  # ciphertext count
     with pytest.raises(HevitError, match="ciphertext count"):
+        load(with_checksum(blob[:HEADER] + bytes(payload)))
+
+
+def test_out_of_range_rotation_step_in_a_context_is_refused(samples):
+    """Regression (found by the fuzz campaign): SEAL itself raised a plain ValueError here."""
+    blob, load = samples["public_context"]
+    payload = bytearray(blob[HEADER:])
+    params_len = struct.unpack_from("<Q", payload, 0)[0]
+    first_step = 8 + params_len + 4
+    payload[first_step : first_step + 4] = struct.pack("<i", 1 << 20)
+    with pytest.raises(HevitError, match="rotation step 1048576 out of range"):
         load(with_checksum(blob[:HEADER] + bytes(payload)))
