@@ -31,7 +31,7 @@ def real_victim(tiny_vit):
     path = sorted((require_lc25000() / "lung_scc").iterdir())[3]
     img = np.asarray(Image.open(path).convert("RGB").resize((32, 32), Image.Resampling.BICUBIC), np.float32) / 255
     x = ((img - 0.5) / 0.5).transpose(2, 0, 1)[None].copy()
-    return Victim(tiny_vit, x, 2, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 8)
+    return Victim(tiny_vit, x, (2,), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 8)
 
 
 def test_analytic_attack_recovers_the_input_of_a_linear_layer(rng):
@@ -76,7 +76,7 @@ def test_encrypted_threats_need_the_clients_key(real_victim):
 @pytest.mark.slow
 def test_inverting_gradients_improves_its_objective(real_victim, tiny_vit):
     obs = observe("plain-fedavg", real_victim)
-    trace = inverting_gradients(tiny_vit, obs.plaintext, [real_victim.label], image_shape=real_victim.image.shape,
+    trace = inverting_gradients(tiny_vit, obs.plaintext, real_victim.labels, image_shape=real_victim.image.shape,
                                 iterations=25, seed=1)
     assert trace.image.shape == real_victim.image.shape
     assert trace.objective[-1] < 0.8 * trace.objective[0]
@@ -89,3 +89,14 @@ def test_feature_inversion_improves_its_objective(real_victim, tiny_vit):
     target = observe("leak-cls", real_victim).plaintext["cls"]
     trace = feature_inversion(tiny_vit, target, image_shape=real_victim.image.shape, iterations=25, seed=1)
     assert trace.objective[-1] < 0.5 * trace.objective[0]
+
+
+@pytest.mark.slow
+def test_inverting_gradients_on_a_batch_of_two(real_victim, tiny_vit):
+    pair = Victim(tiny_vit, np.concatenate([real_victim.image, real_victim.image[:, :, ::-1].copy()]), (2, 0),
+                  real_victim.mean, real_victim.std, 8)
+    obs = observe("plain-fedavg", pair)
+    trace = inverting_gradients(tiny_vit, obs.plaintext, pair.labels, image_shape=pair.image.shape, iterations=25,
+                                seed=2)
+    assert trace.image.shape == (2, 3, 32, 32)
+    assert trace.objective[-1] < 0.8 * trace.objective[0]

@@ -98,3 +98,21 @@ def test_facade_types_are_checked(keys):
         he.PublicContext.from_bytes("not bytes")
     with pytest.raises(TypeError, match="batch must be an EncryptedBatch"):
         keys.get("batch").decrypt(np.zeros((2, 2)))
+
+
+def test_introspection_bindings(keys, rng):
+    sk = keys.get("sample", rotation_steps=(1,))
+    core = sk.public_context()._core
+    assert core.slot_count == 2048
+    assert len(core.primes) == 3 and all(p.bit_length() == b for p, b in zip(core.primes, (39, 30, 40)))
+    enc = sk.encrypt(rng.standard_normal((3, 20)), layout="sample")
+    assert enc._core.period == 32 and enc._core.prime_count == 2
+    assert enc.context.keyset_id == sk.public_context().keyset_id
+    assert "EncryptedBatch(shape=(3, 20), layout='sample'" in repr(enc)
+    assert "<secret key hidden>" in repr(sk) and "PublicContext(N=4096" in repr(sk.public_context())
+    plan = he.LinearPlan.compile(sk.public_context(), np.ones((1, 20)) * 0.1, layout="batch")
+    assert plan._core.input_norm_bound == sk.params.max_norm
+    assert plan.output_norm_bound == pytest.approx(np.sqrt(20) * 0.1 * sk.params.max_norm)
+    assert plan.shape == (1, 20) and "LinearPlan(shape=(1, 20), layout='batch'" in repr(plan)
+    total = enc + enc
+    assert total.norm_bound == 2 * sk.params.max_norm

@@ -38,23 +38,24 @@ THREAT_MODELS: dict[str, ThreatModel] = {
 class Victim:
     """One client's private image and the shared model the clients fine-tune.
 
-    ``model`` is a timm ViT with a classification head (its ``num_classes`` matches ``label``);
-    ``image`` is the preprocessed (1, 3, H, W) float32 input; ``mean``/``std`` undo the
-    normalisation so reconstructions can be scored in [0, 1].
+    ``model`` is a timm ViT with a classification head; ``image`` is the preprocessed
+    (B, 3, H, W) float32 batch of one local step (B = 1 for the analytic attack) and ``labels``
+    its B labels; ``mean``/``std`` undo the normalisation so reconstructions can be scored in
+    [0, 1].
     """
 
     model: object
     image: np.ndarray
-    label: int
+    labels: tuple[int, ...]
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     patch_size: int
 
-    def to_unit_range(self, x: np.ndarray) -> np.ndarray:
-        """(1, 3, H, W) normalised -> (H, W, 3) in [0, 1]."""
+    def to_unit_range(self, x: np.ndarray, index: int = 0) -> np.ndarray:
+        """Image ``index`` of a normalised (B, 3, H, W) batch -> (H, W, 3) in [0, 1]."""
         mean = np.asarray(self.mean).reshape(3, 1, 1)
         std = np.asarray(self.std).reshape(3, 1, 1)
-        return np.clip(x[0] * std + mean, 0.0, 1.0).transpose(1, 2, 0)
+        return np.clip(x[index] * std + mean, 0.0, 1.0).transpose(1, 2, 0)
 
 
 @dataclass
@@ -73,7 +74,7 @@ def client_update(victim: Victim) -> dict[str, np.ndarray]:
     model = victim.model
     model.zero_grad(set_to_none=True)
     logits = model(torch.from_numpy(victim.image))
-    loss = torch.nn.functional.cross_entropy(logits, torch.tensor([victim.label]))
+    loss = torch.nn.functional.cross_entropy(logits, torch.tensor(list(victim.labels)))
     loss.backward()
     grads = {n: p.grad.detach().double().numpy().copy() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad(set_to_none=True)

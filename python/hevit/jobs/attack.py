@@ -133,7 +133,7 @@ def run_attacks(data_dir, *, threats, n_images: int = 4, seed: int = 0, img_size
     bar = tqdm(total=len(picks) * len(rows), desc="attacks", disable=not progress)
     for k, i in enumerate(picks):
         image = preprocess_images([folder.load(int(i))], config)
-        victim = Victim(model, image, int(folder.labels[i]), config.mean, config.std, patch_size)
+        victim = Victim(model, image, (int(folder.labels[i]),), config.mean, config.std, patch_size)
         truth = victim.to_unit_range(image)
         grid["original"].append(truth)
         for (threat, attack), row in rows.items():
@@ -144,7 +144,7 @@ def run_attacks(data_dir, *, threats, n_images: int = 4, seed: int = 0, img_size
                                              image_size=(img_size, img_size))
             elif attack == "inverting-gradients":
                 trace = inverting_gradients(
-                    model, obs.plaintext, [victim.label], image_shape=image.shape, iterations=ig_iterations,
+                    model, obs.plaintext, victim.labels, image_shape=image.shape, iterations=ig_iterations,
                     seed=seed + k, parameter_names=["patch_embed.proj.weight", "pos_embed", "head.weight"])
                 rec = trace.image
                 row.objective_first_last.append((trace.objective[0], trace.objective[-1]))
