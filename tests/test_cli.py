@@ -53,3 +53,15 @@ def test_attack_job_writes_table_report_and_grid(tmp_path, capsys):
     assert summary["he-cls/ciphertext-only"]["psnr"][0] < 12
     assert (out / "attack_grid.png").stat().st_size > 1000
     assert "PSNR 52.26" in (out / "attack_report.md").read_text()
+
+
+def test_extract_with_local_finetuning_records_it(tmp_path, capsys):
+    out = tmp_path / "ft.npz"
+    code = main([
+        "extract", "--data", str(require_lc25000()), "--limit-per-class", "2", "--out", str(out),
+        "--img-size", "200", "--patch-size", "25", "--cache-dir", str(tmp_path / "cache"), "--finetune-epochs", "1",
+    ])
+    assert code == 0
+    fs = FeatureSet.load(out)
+    assert "fine-tuned locally for 1 epoch(s) on 6 images" in fs.metadata["weights"]["description"]
+    assert len(fs.metadata["weights"]["extra"]["finetune"]["loss_per_epoch"]) == 1

@@ -175,6 +175,23 @@ namespace hevit
         {
             throw SerializationError("corrupted SecretContext: header does not match its public context");
         }
+        // The secret key must belong to the public key: a public-key encryption of zeros must
+        // decrypt to (nearly) zero. A foreign key decrypts it to values near the modulus.
+        seal::Plaintext zeros;
+        pub->encoder().encode(0.0, pub->data_parms_id(), pub->scale(), zeros);
+        seal::Ciphertext probe;
+        seal::Encryptor(pub->seal_context(), pub->public_key()).encrypt(zeros, probe);
+        seal::Plaintext decrypted;
+        seal::Decryptor(pub->seal_context(), secret_key).decrypt(probe, decrypted);
+        std::vector<std::complex<double>> values;
+        pub->encoder().decode(decrypted, values);
+        for (const auto &v : values)
+        {
+            if (!(std::abs(v) < 1.0))
+            {
+                throw SerializationError("corrupted SecretContext: the secret key does not belong to its public key");
+            }
+        }
         return std::make_shared<SecretContext>(std::move(pub), std::move(secret_key));
     }
 } // namespace hevit

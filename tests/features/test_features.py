@@ -142,3 +142,24 @@ def test_int8_model_stays_close_to_fp32(vit_models):
     int8 = ClsExtractor(quantize_int8(exported), providers="cpu").run(x)
     cos = np.sum(fp32 * int8, axis=1) / (np.linalg.norm(fp32, axis=1) * np.linalg.norm(int8, axis=1))
     assert cos.min() > 0.95, cos
+
+
+def test_local_finetuning_lowers_the_training_loss(tmp_path):
+    import timm
+
+    from hevit.data import write_synthetic_dataset
+    from hevit.features.finetune import finetune_vit
+    from hevit.features.preprocess import PreprocessConfig
+
+    folder = ImageFolder(write_synthetic_dataset(tmp_path / "syn", per_class=8, size=48, seed=3))
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=2, num_classes=0).eval()
+    config = PreprocessConfig((3, 32, 32), "bicubic", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 0.9)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = finetune_vit(model, folder, np.arange(len(folder)), config, epochs=4, lr=1e-3, batch_size=8,
+                          progress=False)
+    assert len(result.loss_per_epoch) == 4 and result.loss_per_epoch[-1] < result.loss_per_epoch[0]
+    assert not model.training
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(ValueError, match="epochs must be >= 1"):
+        finetune_vit(model, folder, np.arange(4), config, epochs=0)

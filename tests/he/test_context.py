@@ -116,3 +116,18 @@ def test_introspection_bindings(keys, rng):
     assert plan.shape == (1, 20) and "LinearPlan(shape=(1, 20), layout='batch'" in repr(plan)
     total = enc + enc
     assert total.norm_bound == 2 * sk.params.max_norm
+
+
+def test_secret_context_with_a_foreign_secret_key_is_refused(keys):
+    import hashlib
+    import struct
+
+    a = keys.get("batch")
+    b = he.SecretContext.generate(a.params)
+    blob_a, blob_b = a.to_bytes(), b.to_bytes()
+    pub_len = struct.unpack_from("<Q", blob_a, 64)[0]
+    # a's public context with b's secret key, checksum recomputed: a consistent-looking forgery
+    payload = blob_a[64 : 64 + 8 + pub_len] + blob_b[64 + 8 + struct.unpack_from("<Q", blob_b, 64)[0] :]
+    forged = blob_a[:40] + struct.pack("<Q", len(payload)) + hashlib.blake2b(payload, digest_size=16).digest() + payload
+    with pytest.raises(SerializationError, match="does not belong to its public key"):
+        he.SecretContext.from_bytes(forged)

@@ -59,7 +59,7 @@ def _extract(args: argparse.Namespace) -> int:
     features = extract_features(
         args.data, spec=spec, weights=args.weights, seed=args.seed, batch_size=args.batch_size,
         providers=args.providers, threads=args.threads, int8=args.int8, fp16=args.fp16,
-        limit_per_class=args.limit_per_class, cache_dir=args.cache_dir,
+        limit_per_class=args.limit_per_class, cache_dir=args.cache_dir, finetune_epochs=args.finetune_epochs,
     )
     path = features.save(args.out)
     meta = features.metadata
@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--out", required=True, help="output .npz (features, labels, paths, classes, metadata)")
     extract.add_argument("--seed", type=int, default=0)
     extract.add_argument("--limit-per-class", type=int, default=None)
+    extract.add_argument("--finetune-epochs", type=int, default=0,
+                         help="fine-tune the ViT locally on these images first (off by default: slow on CPU)")
     _add_model_options(extract)
     extract.set_defaults(func=_extract)
 

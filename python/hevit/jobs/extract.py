@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
+
 from ..data import ImageFolder
 from ..features import ClsExtractor, FeatureSet
 from ..features.export import export_onnx, quantize_int8
@@ -26,11 +28,30 @@ def make_spec(model: str = "vit_base_patch16_224", *, img_size: int | None = Non
 
 def prepare_extractor(spec: ViTSpec, *, weights="random", seed: int = 0, providers: str = "auto",
                       threads: int | None = None, int8: bool = False, fp16: bool = False,
-                      cache_dir=None) -> ClsExtractor:
-    """Builds the model (recording where its weights came from), exports or reuses its ONNX
-    graph, optionally quantises it to int8, and opens an ONNX Runtime session."""
+                      cache_dir=None, finetune_on=None, finetune_epochs: int = 0) -> ClsExtractor:
+    """Builds the model (recording where its weights came from), optionally fine-tunes it on
+    ``finetune_on`` (an ImageFolder) for ``finetune_epochs``, exports or reuses its ONNX graph,
+    optionally quantises it to int8, and opens an ONNX Runtime session."""
     model, info = build_model(spec, weights=weights, seed=seed)
     print(f"weights: {info.description}")
+    if finetune_epochs > 0:
+        import dataclasses
+
+        import timm
+
+        from ..features.finetune import finetune_vit
+        from ..features.preprocess import PreprocessConfig
+        from ..features.vit import _state_digest
+
+        config = timm.data.resolve_data_config({}, model=model)
+        config["input_size"] = (3, *model.patch_embed.img_size)
+        result = finetune_vit(model, finetune_on, np.arange(len(finetune_on)), PreprocessConfig.from_timm(config),
+                              epochs=finetune_epochs, seed=seed)
+        info = dataclasses.replace(
+            info, description=f"{info.description}, then fine-tuned locally for {finetune_epochs} epoch(s) on "
+            f"{result.images} images (loss {result.loss_per_epoch})", digest=_state_digest(model),
+            extra={**info.extra, "finetune": dataclasses.asdict(result)})
+        print(f"weights: {info.description}")
     exported = export_onnx(model, spec, info, cache_dir=cache_dir)
     print(f"ONNX: {exported.onnx_path} (opset {exported.opset}, max abs diff vs PyTorch {exported.parity_max_abs:.2e})")
     if int8:
@@ -44,11 +65,12 @@ def prepare_extractor(spec: ViTSpec, *, weights="random", seed: int = 0, provide
 def extract_features(data_dir, *, spec: ViTSpec | None = None, weights="random", seed: int = 0,
                      batch_size: int = 16, providers: str = "auto", threads: int | None = None,
                      int8: bool = False, fp16: bool = False, limit_per_class: int | None = None,
-                     cache_dir=None, progress: bool = True) -> FeatureSet:
+                     cache_dir=None, progress: bool = True, finetune_epochs: int = 0) -> FeatureSet:
     folder = ImageFolder(data_dir, limit_per_class=limit_per_class)
     print(f"data: {folder.root} ({len(folder)} images, classes {folder.class_counts()})")
     extractor = prepare_extractor(spec or make_spec(), weights=weights, seed=seed, providers=providers,
-                                  threads=threads, int8=int8, fp16=fp16, cache_dir=cache_dir)
+                                  threads=threads, int8=int8, fp16=fp16, cache_dir=cache_dir,
+                                  finetune_on=folder, finetune_epochs=finetune_epochs)
     features = extractor.extract_folder(folder, batch_size=batch_size, progress=progress)
     features.metadata["int8"] = int8
     features.metadata["seed"] = seed
