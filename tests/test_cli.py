@@ -23,6 +23,9 @@ def test_demo_runs_end_to_end_on_synthetic_tiles(tmp_path, capsys):
     assert {r["layout"] for r in layouts} == {"batch", "sample"}
     assert all(r["agreement"] == 1.0 for r in layouts)
     assert report["features"]["weights"]["source"] == "random"
+    balance = report["report"]["client_class_balance"]
+    assert len(balance) == 3 and sum(map(sum, balance)) == layouts[0]["rows"]
+    assert "client 0 encrypts" in out
 
 
 def test_extract_writes_features_labels_and_metadata(tmp_path, capsys):

@@ -38,6 +38,8 @@ def _demo(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     print(f"plaintext accuracy of the ridge head on held-out tiles: {report.accuracy_plaintext:.4f}")
+    for k, counts in enumerate(report.client_class_balance):
+        print(f"client {k} encrypts {sum(counts)} test tiles, per class {counts}")
     print(report.table())
     if args.out:
         out = Path(args.out)

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .. import he
+from ..data import class_balance, iid_partition
 
 __all__ = ["EncryptedHeadReport", "fit_ridge_head", "run_encrypted_head"]
 
@@ -50,6 +51,8 @@ class EncryptedHeadReport:
     dim: int
     seed: int
     accuracy_plaintext: float
+    #: (clients, classes) counts of the test rows each client encrypts
+    client_class_balance: list[list[int]] = field(default_factory=list)
     layouts: list[LayoutResult] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -70,7 +73,7 @@ class EncryptedHeadReport:
         return head + body
 
 
-def _run_layout(layout, preset, w, b, x_test, y_test, plain_logits, clients, threads) -> LayoutResult:
+def _run_layout(layout, preset, w, b, x_test, y_test, plain_logits, parts, threads) -> LayoutResult:
     params = he.CkksParams.preset(preset)
     steps = he.LinearPlan.rotation_steps(params, in_dim=w.shape[1], out_dim=w.shape[0], layout=layout)
     key_holder = he.SecretContext.generate(params, rotation_steps=steps)
@@ -82,7 +85,7 @@ def _run_layout(layout, preset, w, b, x_test, y_test, plain_logits, clients, thr
     up = down = 0
     t_enc = t_srv = t_dec = 0.0
     # rows are split across clients; each client sends its rows in chunks the layout holds
-    for part in np.array_split(np.arange(len(x_test)), clients):
+    for part in parts:
         for start in range(0, len(part), chunk):
             idx = part[start : start + chunk]
             t0 = time.perf_counter()
@@ -132,6 +135,7 @@ def run_encrypted_head(
     """Fits a ridge head on plaintext training features, then runs encrypted inference on the
     test features in each (layout, preset) and reports agreement, bytes and time."""
     classes = int(max(y_train.max(), y_test.max()) + 1)
+    parts = iid_partition(np.arange(len(x_test)), clients=clients, seed=seed)
     w, b = fit_ridge_head(x_train, y_train, classes)
     plain_logits = he.reference.linear(x_test, w, b)
     report = EncryptedHeadReport(
@@ -141,7 +145,8 @@ def run_encrypted_head(
         dim=x_train.shape[1],
         seed=seed,
         accuracy_plaintext=float(np.mean(plain_logits.argmax(axis=1) == y_test)),
+        client_class_balance=class_balance(y_test, parts, classes).tolist(),
     )
     for layout, preset in layouts:
-        report.layouts.append(_run_layout(layout, preset, w, b, x_test, y_test, plain_logits, clients, threads))
+        report.layouts.append(_run_layout(layout, preset, w, b, x_test, y_test, plain_logits, parts, threads))
     return report
