@@ -131,3 +131,20 @@ def test_secret_context_with_a_foreign_secret_key_is_refused(keys):
     forged = blob_a[:40] + struct.pack("<Q", len(payload)) + hashlib.blake2b(payload, digest_size=16).digest() + payload
     with pytest.raises(SerializationError, match="does not belong to its public key"):
         he.SecretContext.from_bytes(forged)
+
+
+def test_secret_context_file_is_private_and_never_overwritten(tmp_path, keys, rng):
+    import os
+    import stat
+
+    sk = keys.get("batch")
+    path = sk.save(tmp_path / "key.hevit")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    with pytest.raises(FileExistsError):
+        sk.save(path)
+    x = rng.standard_normal((2, 3))
+    restored = he.SecretContext.load(path)
+    assert np.abs(restored.decrypt(sk.encrypt(x, layout="batch")) - x).max() < 1e-4
+    os.chmod(path, 0o644)
+    with pytest.raises(PermissionError, match="accessible to other users"):
+        he.SecretContext.load(path)

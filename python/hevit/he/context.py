@@ -7,7 +7,10 @@ Galois keys for exactly the rotation steps a plan needs. It has no secret key an
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 
@@ -170,6 +173,27 @@ class SecretContext:
     @classmethod
     def from_bytes(cls, data: bytes) -> SecretContext:
         return cls(_core.SecretContext.from_bytes(as_bytes(data, what="data")))
+
+    def save(self, path) -> Path:
+        """Writes the key holder's state (secret key included) to a new file readable by the
+        owner only (mode 0600, created exclusively: an existing file is never overwritten)."""
+        path = Path(path)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(self.to_bytes())
+        return path
+
+    @classmethod
+    def load(cls, path) -> SecretContext:
+        """Reads a file written by :meth:`save`; refuses one that other users can read or write."""
+        path = Path(path)
+        mode = path.stat().st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise PermissionError(
+                f"{path} holds a secret key but is accessible to other users (mode {stat.filemode(mode)}); "
+                f"run `chmod 600 {path}`"
+            )
+        return cls.from_bytes(path.read_bytes())
 
     def __repr__(self) -> str:
         return f"SecretContext(<secret key hidden>, public={self._public!r})"
