@@ -15,6 +15,8 @@ __all__ = [
     "SecretKeyRequiredError",
     "DataError",
     "ModelError",
+    "ProtocolError",
+    "QuorumError",
 ]
 
 
@@ -56,3 +58,12 @@ class DataError(HevitError, ValueError):
 
 class ModelError(HevitError, ValueError):
     """A model, weight file or exported graph that cannot be used as asked."""
+
+
+class ProtocolError(HevitError, ValueError):
+    """A federated message that must be rejected: unknown sender, stale or duplicated round,
+    wrong strategy or kind, or content that does not match what the round expects."""
+
+
+class QuorumError(HevitError, RuntimeError):
+    """A federated round ended with fewer valid client contributions than the quorum requires."""

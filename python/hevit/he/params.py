@@ -59,7 +59,7 @@ class CkksParams:
 
     @classmethod
     def preset(cls, name: str, *, max_norm: float | None = None) -> CkksParams:
-        """Named parameter sets (see ``PRESETS``): ``batch``, ``sample`` or ``precise``."""
+        """Named parameter sets (see ``PRESETS``): ``batch``, ``latency``, ``sample``, ``precise``, ``release``."""
         try:
             spec = PRESETS[name]
         except KeyError:
@@ -108,4 +108,9 @@ PRESETS: dict[str, dict] = {
     "sample": dict(poly_modulus_degree=4096, coeff_modulus_bits=(39, 30, 40), scale_bits=27),
     # Precision: N=8192, errors around 1e-8 in both layouts.
     "precise": dict(poly_modulus_degree=8192, coeff_modulus_bits=(60, 40, 60), scale_bits=40),
+    # Values that are decrypted and then released (aggregates, logits sent on): a 2^80 scale over a
+    # 120-bit data modulus puts the key-dependent noise near 2^-72, so noise flooding at 40-bit
+    # statistical security (hevit.he.flooding) still leaves ~1e-10 precision. Batch layout only
+    # (the third prime is the special prime; sums and batch plans need no rotation).
+    "release": dict(poly_modulus_degree=8192, coeff_modulus_bits=(60, 60, 60), scale_bits=80),
 }

@@ -30,6 +30,8 @@ from .params import CkksParams
 
 __all__ = [
     "SIGMAS",
+    "ckks_noise_std",
+    "fresh_noise_std",
     "linear",
     "round_trip_tolerance",
     "public_round_trip_tolerance",
@@ -51,11 +53,24 @@ def linear(x: np.ndarray, weights: np.ndarray, bias: np.ndarray | None = None) -
     return y
 
 
-def _fresh_std(params: CkksParams) -> float:
+def ckks_noise_std(params: CkksParams) -> float:
+    """Std of the CKKS error of one fresh value in value units: encryption noise (the part that
+    depends on the secret key) and encoding rounding."""
     n = params.poly_modulus_degree
     noise = _ERROR_SIGMA * math.sqrt(n / 2)
     rounding = math.sqrt(n / 2 / 12.0)
     return math.hypot(noise, rounding) / 2.0**params.scale_bits
+
+
+def fresh_noise_std(params: CkksParams) -> float:
+    """Std of the error of one fresh value as decrypted: :func:`ckks_noise_std` plus float64
+    rounding of the encoder's FFT (relative 2^-53 per butterfly level on values up to
+    ``max_norm``), which only matters at scales of 2^50 and above."""
+    float64 = 2.0**-53 * math.log2(params.poly_modulus_degree) * params.max_norm
+    return math.hypot(ckks_noise_std(params), float64)
+
+
+_fresh_std = fresh_noise_std
 
 
 def _key_switch_std(params: CkksParams) -> float:

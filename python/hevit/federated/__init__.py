@@ -1,0 +1,38 @@
+"""Federated training and encrypted inference: hospitals (clients) and a server without the key.
+
+Strategies (names are the contract): ``plain-fedavg`` (unprotected baseline), ``he-fedavg``
+(CKKS-encrypted updates summed on the server), ``he-ridge`` (encrypted sufficient statistics,
+ridge head solved exactly in one round) and ``he-cls`` (encrypted inference of any trained head).
+Clients and servers exchange serialized :class:`Message` bytes only, so the same objects run in
+process (:func:`run_strategy`) and on Flower (``hevit.federated.flower``).
+"""
+
+from .client import HospitalClient
+from .config import STRATEGIES, FederatedConfig
+from .keys import FederationKeys, ServerKeys
+from .messages import Message
+from .models import LinearHead, centralized_ridge, normalize_rows
+from .privacy import DPConfig
+from .server import AggregationServer, InferenceServer
+from .simulation import InferenceRecord, RoundRecord, StrategyResult, make_clients, run_inference, run_strategy
+
+__all__ = [
+    "STRATEGIES",
+    "AggregationServer",
+    "DPConfig",
+    "FederatedConfig",
+    "FederationKeys",
+    "HospitalClient",
+    "InferenceRecord",
+    "InferenceServer",
+    "LinearHead",
+    "Message",
+    "RoundRecord",
+    "ServerKeys",
+    "StrategyResult",
+    "centralized_ridge",
+    "make_clients",
+    "normalize_rows",
+    "run_inference",
+    "run_strategy",
+]

@@ -1,0 +1,218 @@
+"""A hospital: its features stay here; it encrypts what it sends and decrypts what it receives.
+
+Every method maps received bytes (or nothing) to bytes to send, so the same client runs in
+process (``hevit.federated.simulation``) and under Flower (``hevit.federated.flower``).
+Decryptions that leave the hospital (the aggregate becomes the published global model; logits
+reported on) pass through noise flooding; exact decryptions stay inside this object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+
+import numpy as np
+
+from .. import he
+from ..errors import ProtocolError, ValueRangeError
+from ..he.flooding import flood, sum_noise_norm_bound, linear_noise_norm_bound
+from .config import FederatedConfig
+from .keys import FederationKeys
+from .messages import Message
+from .models import LinearHead, normalize_rows, ridge_statistics, ridge_statistics_length, solve_ridge, train_softmax
+from .privacy import RIDGE_RECORD_SENSITIVITY, clip_to_norm, noise_share
+from .vectors import decrypt_vector, encrypt_vector
+
+__all__ = ["HospitalClient", "fedavg_vector_length"]
+
+
+def fedavg_vector_length(classes: int, dim: int) -> int:
+    """A FedAvg contribution: the count-weighted head parameters plus the count."""
+    return classes * dim + classes + 1
+
+
+class HospitalClient:
+    """One hospital's side of every strategy.
+
+    Parameters
+    ----------
+    client_id : str
+    features, labels : its training rows ([CLS] features) and labels; rows are L2-normalised.
+    classes : int
+    keys : FederationKeys or None
+        The shared secret contexts (``None`` restricts the client to ``plain-fedavg``).
+    config : FederatedConfig
+    clients : int
+        Size of the federation (sizes the distributed DP noise shares).
+    """
+
+    def __init__(self, client_id: str, features, labels, *, classes: int, keys: FederationKeys | None,
+                 config: FederatedConfig, clients: int) -> None:
+        self.client_id = str(client_id)
+        self.x = normalize_rows(features)
+        self.y = np.asarray(labels, dtype=np.int64)
+        if len(self.x) != len(self.y) or len(self.x) == 0:
+            raise ValueError(f"client {client_id}: {len(self.x)} feature rows and {len(self.y)} labels")
+        if len(self.x) > config.count_scale:
+            raise ValueRangeError(
+                f"client {client_id} has {len(self.x)} rows, above the public count_scale {config.count_scale:g}; "
+                "raise FederatedConfig.count_scale"
+            )
+        self.classes = int(classes)
+        self.dim = self.x.shape[1]
+        self.keys = keys
+        self.config = config
+        self.clients = int(clients)
+        self.dp_rng = None  # tests may set a Generator; None draws DP noise from OS entropy
+        self.flooding_rng = None  # likewise for noise flooding
+        #: wall time spent here per phase ("train", "encrypt", "decrypt")
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def _phase(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - start
+
+    # ------------------------------------------------------------------ FedAvg (plain and HE)
+    def local_train(self, head: LinearHead, round_: int) -> LinearHead:
+        rng = np.random.default_rng([self.config.seed, round_, _stable_id(self.client_id)])
+        return train_softmax(head, self.x, self.y, epochs=self.config.local_epochs,
+                             learning_rate=self.config.learning_rate, batch_size=self.config.batch_size,
+                             weight_decay=self.config.weight_decay, rng=rng)
+
+    def fedavg_contribution(self, head: LinearHead, round_: int) -> np.ndarray:
+        """The vector this client adds to the sum: count-weighted parameters and the count, or
+        (with DP) the clipped delta plus a noise share and a 1."""
+        with self._phase("train"):
+            local = self.local_train(head, round_)
+        scale = 1.0 / self.config.count_scale
+        if self.config.dp is None:
+            n = len(self.x)
+            return np.concatenate([n * local.to_vector(), [n]]) * scale
+        dp = self.config.dp
+        delta = clip_to_norm(local.to_vector() - head.to_vector(), dp.clip_norm)
+        delta = delta + noise_share(delta.shape, dp.noise_multiplier * dp.clip_norm, self.clients, self.dp_rng)
+        return np.concatenate([delta, [1.0]]) * scale
+
+    def update_message(self, strategy: str, head: LinearHead, round_: int) -> bytes:
+        v = self.fedavg_contribution(head, round_)
+        if strategy == "plain-fedavg":
+            return Message("update", strategy, round_, self.client_id, "", {"update": v}).to_bytes()
+        if strategy != "he-fedavg":
+            raise ProtocolError(f"update_message serves the FedAvg strategies, not {strategy!r}")
+        ctx = self._keys().aggregation
+        with self._phase("encrypt"):
+            blob = encrypt_vector(ctx, v).to_bytes()
+        return Message("update", strategy, round_, self.client_id, ctx.public_context().keyset_id.hex(),
+                       {"update": blob}).to_bytes()
+
+    def read_fedavg_aggregate(self, data: bytes, strategy: str, head: LinearHead, round_: int) -> LinearHead:
+        """The new global head from the server's aggregate message (decrypted and flooded for HE)."""
+        msg = self._check_aggregate(data, strategy, round_)
+        length = fedavg_vector_length(self.classes, self.dim)
+        if strategy == "plain-fedavg":
+            total = np.asarray(msg.blobs["sum"], dtype=np.float64)
+            if total.shape != (length,):
+                raise ProtocolError(f"aggregate has shape {total.shape}, expected ({length},)")
+        else:
+            total = self._release_sum(msg, length, int(msg.meta.get("contributors", 0)))
+        total = total * self.config.count_scale
+        weight = total[-1]
+        if self.config.dp is None:
+            if not weight > 0:
+                raise ProtocolError(f"aggregate carries a non-positive sample count {weight}")
+            return LinearHead.from_vector(total[:-1] / weight, self.classes, self.dim)
+        contributors = max(int(round(weight)), 1)
+        return LinearHead.from_vector(head.to_vector() + total[:-1] / contributors, self.classes, self.dim)
+
+    # ------------------------------------------------------------------ he-ridge
+    def statistics_vector(self) -> np.ndarray:
+        with self._phase("train"):
+            stats = ridge_statistics(self.x, self.y, self.classes)
+        if self.config.dp is not None:
+            dp = self.config.dp
+            stats = stats + noise_share(stats.shape, dp.noise_multiplier * RIDGE_RECORD_SENSITIVITY, self.clients,
+                                        self.dp_rng)
+        return stats / self.config.count_scale
+
+    def statistics_message(self, round_: int = 1) -> bytes:
+        ctx = self._keys().aggregation
+        stats = self.statistics_vector()
+        with self._phase("encrypt"):
+            blob = encrypt_vector(ctx, stats).to_bytes()
+        return Message("statistics", "he-ridge", round_, self.client_id, ctx.public_context().keyset_id.hex(),
+                       {"statistics": blob}).to_bytes()
+
+    def read_ridge_aggregate(self, data: bytes, round_: int = 1) -> LinearHead:
+        msg = self._check_aggregate(data, "he-ridge", round_)
+        length = ridge_statistics_length(self.dim, self.classes)
+        total = self._release_sum(msg, length, int(msg.meta.get("contributors", 0))) * self.config.count_scale
+        return solve_ridge(total, self.dim, self.classes, alpha=self.config.ridge_alpha)
+
+    # ------------------------------------------------------------------ he-cls
+    def inference_request(self, features, round_: int = 0) -> bytes:
+        ctx = self._keys().inference
+        with self._phase("encrypt"):
+            blob = ctx.encrypt(normalize_rows(features), layout=self.config.inference_layout).to_bytes()
+        return Message("infer-request", "he-cls", round_, self.client_id, ctx.public_context().keyset_id.hex(),
+                       {"features": blob}).to_bytes()
+
+    def read_logits(self, data: bytes, round_: int = 0) -> np.ndarray:
+        """Exact logits for this hospital's own use: they must not leave it (see :meth:`release_logits`)."""
+        ctx = self._keys().inference
+        msg = Message.from_bytes(data)
+        if msg.kind != "infer-reply" or msg.round != round_ or msg.keyset_id != ctx.public_context().keyset_id.hex():
+            raise ProtocolError(f"expected an infer-reply for round {round_} under this key set")
+        with self._phase("decrypt"):
+            batch = he.EncryptedBatch.from_bytes(msg.blobs["logits"], ctx.public_context())
+            return ctx.decrypt(batch)
+
+    def release_logits(self, data: bytes, weights, round_: int = 0, *, max_sigma: float = 1e-3) -> np.ndarray:
+        """Logits flooded for release to another party (e.g. a server collecting predictions).
+
+        Raises ParameterError when the inference parameters leave too little precision for the
+        flooding the policy demands (use the ``release`` preset with the batch layout).
+        """
+        logits = self.read_logits(data, round_)
+        bound = linear_noise_norm_bound(self._keys().inference.params, weights, len(logits))
+        return flood(logits, bound, self.config.flooding, max_sigma=max_sigma, rng=self.flooding_rng)
+
+    # ------------------------------------------------------------------ helpers
+    def _keys(self) -> FederationKeys:
+        if self.keys is None:
+            raise ProtocolError(f"client {self.client_id} has no key set: only plain-fedavg can run without one")
+        return self.keys
+
+    def _check_aggregate(self, data: bytes, strategy: str, round_: int) -> Message:
+        msg = Message.from_bytes(data)
+        if msg.kind != "aggregate" or msg.strategy != strategy or msg.round != round_ or msg.sender != "server":
+            raise ProtocolError(
+                f"expected the server's {strategy} aggregate of round {round_}, got {msg.kind} / {msg.strategy} / "
+                f"round {msg.round} from {msg.sender!r}"
+            )
+        return msg
+
+    def _release_sum(self, msg: Message, length: int, contributors: int) -> np.ndarray:
+        ctx = self._keys().aggregation
+        if msg.keyset_id != ctx.public_context().keyset_id.hex():
+            raise ProtocolError("aggregate was made under another key set")
+        if contributors < 1:
+            raise ProtocolError("aggregate does not say how many contributions it sums")
+        with self._phase("decrypt"):
+            batch = he.EncryptedBatch.from_bytes(msg.blobs["sum"], ctx.public_context())
+            exact = decrypt_vector(ctx, batch, length)
+            bound = sum_noise_norm_bound(ctx.params, length, contributors)
+            # released values are sums divided by count_scale; the flooding noise must stay far
+            # below one row's contribution to them (1 / count_scale)
+            return flood(exact, bound, self.config.flooding, max_sigma=1e-4 / self.config.count_scale,
+                         rng=self.flooding_rng)
+
+
+def _stable_id(client_id: str) -> int:
+    """A seed component from the client id that does not depend on Python's hash salt."""
+    return int.from_bytes(hashlib.blake2b(client_id.encode(), digest_size=8).digest(), "little")

@@ -1,0 +1,63 @@
+"""Settings of a federated run: one frozen object shared by clients, server and reports."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from ..he.flooding import FloodingPolicy
+from .privacy import DPConfig
+
+__all__ = ["FederatedConfig", "STRATEGIES"]
+
+#: Training strategies (names are the contract). ``he-cls`` is encrypted inference and runs for
+#: every trained head.
+STRATEGIES = ("plain-fedavg", "he-fedavg", "he-ridge")
+
+
+@dataclass(frozen=True)
+class FederatedConfig:
+    """
+    Parameters
+    ----------
+    rounds : FedAvg rounds (``he-ridge`` always takes one).
+    local_epochs, learning_rate, batch_size, weight_decay : local softmax-regression training.
+    ridge_alpha : ridge penalty of ``he-ridge``.
+    aggregation_preset : CKKS preset of encrypted updates and statistics (released after
+        decryption, so it needs the precision left after noise flooding: ``release``).
+    inference_preset, inference_layout : CKKS preset and slot layout of ``he-cls``.
+    count_scale : public bound on one client's number of training rows; updates and statistics
+        are divided by it so every encrypted value is at most about one.
+    quorum : fewest client contributions a round needs (``None``: all clients); with fewer
+        the round fails with ``QuorumError``.
+    flooding : noise flooding of released decryptions.
+    dp : optional differential privacy (client-level for FedAvg, record-level for ridge).
+    seed : data split, partition, initialisation and local shuffling.
+    """
+
+    rounds: int = 10
+    local_epochs: int = 5
+    learning_rate: float = 0.5
+    batch_size: int = 32
+    weight_decay: float = 1e-4
+    ridge_alpha: float = 1.0
+    aggregation_preset: str = "release"
+    inference_preset: str = "sample"
+    inference_layout: str = "sample"
+    count_scale: float = 1e4
+    quorum: int | None = None
+    flooding: FloodingPolicy = field(default_factory=FloodingPolicy)
+    dp: DPConfig | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise ValueError(f"rounds must be >= 1, got {self.rounds}")
+        if self.local_epochs < 1 or self.batch_size < 1:
+            raise ValueError("local_epochs and batch_size must be >= 1")
+        if self.quorum is not None and self.quorum < 1:
+            raise ValueError(f"quorum must be >= 1, got {self.quorum}")
+        if self.inference_layout not in ("batch", "sample"):
+            raise ValueError(f"inference_layout must be 'batch' or 'sample', got {self.inference_layout!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)

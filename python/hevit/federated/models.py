@@ -1,0 +1,126 @@
+"""What clients train: a linear head on L2-normalised [CLS] features, as numpy.
+
+Rows are normalised to unit L2 norm on each client (a per-image operation, so no statistics
+cross hospitals and encrypted rows always meet the public norm bound). The head is trained by
+softmax regression (FedAvg strategies) or solved in closed form from sufficient statistics
+(``he-ridge``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["LinearHead", "normalize_rows", "train_softmax", "ridge_statistics", "ridge_statistics_length",
+           "solve_ridge", "centralized_ridge"]
+
+
+def normalize_rows(x) -> np.ndarray:
+    """Rows scaled to unit L2 norm, never above it (all-zero rows stay zero): encrypted rows are
+    checked against the inference key set's public bound ``max_norm = 1``."""
+    x = np.asarray(x, dtype=np.float64)
+    norms = np.linalg.norm(x, axis=1, keepdims=True) * (1.0 + 1e-12)
+    return x / np.maximum(norms, 1e-12)
+
+
+@dataclass(frozen=True)
+class LinearHead:
+    """``logits = x @ weights.T + bias`` with weights (classes, dim)."""
+
+    weights: np.ndarray
+    bias: np.ndarray
+
+    @classmethod
+    def zeros(cls, classes: int, dim: int) -> LinearHead:
+        return cls(np.zeros((classes, dim)), np.zeros(classes))
+
+    @property
+    def classes(self) -> int:
+        return self.weights.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.weights.shape[1]
+
+    @property
+    def size(self) -> int:
+        return self.weights.size + self.bias.size
+
+    def to_vector(self) -> np.ndarray:
+        return np.concatenate([self.weights.ravel(), self.bias])
+
+    @classmethod
+    def from_vector(cls, v, classes: int, dim: int) -> LinearHead:
+        v = np.asarray(v, dtype=np.float64)
+        if v.shape != (classes * dim + classes,):
+            raise ValueError(f"a {classes}x{dim} head has {classes * dim + classes} parameters, got {v.shape}")
+        return cls(v[: classes * dim].reshape(classes, dim).copy(), v[classes * dim :].copy())
+
+    def logits(self, x) -> np.ndarray:
+        return np.asarray(x, dtype=np.float64) @ self.weights.T + self.bias
+
+    def predict(self, x) -> np.ndarray:
+        return self.logits(x).argmax(axis=1)
+
+    def accuracy(self, x, y) -> float:
+        return float(np.mean(self.predict(x) == np.asarray(y)))
+
+
+def train_softmax(head: LinearHead, x, y, *, epochs: int, learning_rate: float, batch_size: int,
+                  weight_decay: float, rng: np.random.Generator) -> LinearHead:
+    """Mini-batch SGD on the softmax cross-entropy from ``head``; returns the new head."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y)
+    w, b = head.weights.copy(), head.bias.copy()
+    onehot = np.eye(head.classes)[y]
+    for _ in range(epochs):
+        order = rng.permutation(len(x))
+        for start in range(0, len(x), batch_size):
+            idx = order[start : start + batch_size]
+            z = x[idx] @ w.T + b
+            z -= z.max(axis=1, keepdims=True)
+            p = np.exp(z)
+            p /= p.sum(axis=1, keepdims=True)
+            g = (p - onehot[idx]) / len(idx)
+            w -= learning_rate * (g.T @ x[idx] + weight_decay * w)
+            b -= learning_rate * g.sum(axis=0)
+    return LinearHead(w, b)
+
+
+def ridge_statistics_length(dim: int, classes: int) -> int:
+    """Entries of the statistics vector: upper triangle of the (dim+1)^2 Gram matrix + (dim+1) x classes."""
+    d = dim + 1
+    return d * (d + 1) // 2 + d * classes
+
+
+def ridge_statistics(x, y, classes: int) -> np.ndarray:
+    """Sufficient statistics of ridge regression onto one-hot targets, as one flat vector:
+    the upper triangle of ``A = Xa^T Xa`` and ``B = Xa^T Y`` with ``Xa = [x, 1]`` (so ``B``'s last
+    row is the class counts)."""
+    x = np.asarray(x, dtype=np.float64)
+    xa = np.hstack([x, np.ones((len(x), 1))])
+    gram = xa.T @ xa
+    cross = xa.T @ np.eye(classes)[np.asarray(y)]
+    return np.concatenate([gram[np.triu_indices(xa.shape[1])], cross.ravel()])
+
+
+def solve_ridge(stats, dim: int, classes: int, *, alpha: float) -> LinearHead:
+    """The ridge head from (summed) statistics: ``(A + alpha I) W = B``; the bias column is
+    penalised like the weights (as in :func:`centralized_ridge`)."""
+    stats = np.asarray(stats, dtype=np.float64)
+    d = dim + 1
+    tri = d * (d + 1) // 2
+    if stats.shape != (ridge_statistics_length(dim, classes),):
+        raise ValueError(f"expected {ridge_statistics_length(dim, classes)} statistics, got {stats.shape}")
+    gram = np.zeros((d, d))
+    gram[np.triu_indices(d)] = stats[:tri]
+    gram = gram + np.triu(gram, 1).T
+    cross = stats[tri:].reshape(d, classes)
+    coef = np.linalg.solve(gram + alpha * np.eye(d), cross)
+    return LinearHead(coef[:-1].T.copy(), coef[-1].copy())
+
+
+def centralized_ridge(x, y, classes: int, *, alpha: float) -> LinearHead:
+    """The same ridge head computed on pooled plaintext data: the reference for ``he-ridge``."""
+    return solve_ridge(ridge_statistics(x, y, classes), np.asarray(x).shape[1], classes, alpha=alpha)

@@ -1,0 +1,302 @@
+"""The server: aggregates and infers on ciphertexts, holds public contexts only.
+
+:class:`AggregationServer` runs the rounds of one strategy. It validates every incoming message
+before anything is folded into the round's sum (sender registered, round current and not yet
+answered by that sender, strategy and kind right, same key set, bytes well-formed, shape as
+expected); a rejected message is logged with its reason and recorded, never aggregated. After
+each round it writes its state atomically (temporary file, fsync, rename) when given a
+checkpoint path, and :meth:`AggregationServer.resume` continues from the last completed round.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import he
+from ..errors import HevitError, ProtocolError, QuorumError, SecretKeyRequiredError, SerializationError
+from .messages import Message
+
+__all__ = ["AggregationServer", "InferenceServer", "Rejection"]
+
+log = logging.getLogger(__name__)
+
+_KIND_OF = {"plain-fedavg": "update", "he-fedavg": "update", "he-ridge": "statistics"}
+_BLOB_OF = {"update": "update", "statistics": "statistics"}
+
+
+@dataclass
+class Rejection:
+    round: int
+    sender: str
+    reason: str
+
+
+@dataclass
+class RoundState:
+    round: int
+    contributors: list[str]
+    dropped: list[str]
+    aggregate: bytes
+    seconds: float
+    #: bytes of each accepted contribution (upload) this round
+    bytes_up: dict[str, int] = field(default_factory=dict)
+
+
+def _public_only(context) -> he.PublicContext | None:
+    if isinstance(context, he.SecretContext):
+        raise SecretKeyRequiredError("server-side objects take a PublicContext; a SecretContext was given")
+    if context is not None and not isinstance(context, he.PublicContext):
+        raise TypeError(f"context must be a PublicContext, got {type(context).__name__}")
+    return context
+
+
+class AggregationServer:
+    """Sums client contributions round by round for one strategy.
+
+    Parameters
+    ----------
+    strategy : ``plain-fedavg``, ``he-fedavg`` or ``he-ridge``
+    context : PublicContext or None
+        Required for the HE strategies; ``None`` for ``plain-fedavg``.
+    clients : ids of the registered clients
+    quorum : fewest contributions a round needs (``None``: all registered clients)
+    expected_length : length of the contribution vector (plaintext) or ``None`` to take the
+        first accepted ciphertext's shape as the round's shape
+    checkpoint : path of the state file written after every round, or ``None``
+    """
+
+    def __init__(self, strategy: str, context: he.PublicContext | None, *, clients, quorum: int | None = None,
+                 expected_length: int | None = None, checkpoint=None) -> None:
+        if strategy not in _KIND_OF:
+            raise ValueError(f"unknown strategy {strategy!r}; expected one of {sorted(_KIND_OF)}")
+        self.strategy = strategy
+        self.context = _public_only(context)
+        if strategy != "plain-fedavg" and self.context is None:
+            raise ValueError(f"{strategy} needs the federation's PublicContext")
+        self.clients = tuple(str(c) for c in clients)
+        if len(set(self.clients)) != len(self.clients) or not self.clients:
+            raise ValueError("client ids must be unique and non-empty")
+        self.quorum = len(self.clients) if quorum is None else int(quorum)
+        if not 1 <= self.quorum <= len(self.clients):
+            raise ValueError(f"quorum {self.quorum} must be between 1 and {len(self.clients)}")
+        self.expected_length = expected_length
+        self.checkpoint = Path(checkpoint) if checkpoint is not None else None
+        self.completed: list[RoundState] = []
+        self.rejections: list[Rejection] = []
+        self.bytes_received: dict[str, int] = {c: 0 for c in self.clients}
+        self._round = 0
+        self._accepted: dict[str, he.EncryptedBatch | np.ndarray] = {}
+        self._sizes: dict[str, int] = {}
+        self._opened = 0.0
+
+    # ------------------------------------------------------------------ rounds
+    @property
+    def round(self) -> int:
+        """The open round (0 before the first :meth:`open_round`)."""
+        return self._round
+
+    @property
+    def last_completed_round(self) -> int:
+        return self.completed[-1].round if self.completed else 0
+
+    def open_round(self) -> int:
+        if self._accepted:
+            raise ProtocolError(f"round {self._round} still has unaggregated contributions")
+        self._round = self.last_completed_round + 1
+        self._opened = time.perf_counter()
+        return self._round
+
+    def receive(self, data: bytes) -> bool:
+        """Validates one client message and keeps it for this round's sum.
+
+        Returns False (and logs and records why) for anything that must not be aggregated.
+        """
+        sender = "?"
+        try:
+            if self._round == 0:
+                raise ProtocolError("no round is open")
+            msg = Message.from_bytes(data)
+            sender = msg.sender
+            self._validate_header(msg)
+            contribution = self._load(msg)
+        except (HevitError, ValueError) as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            log.warning("round %d: rejected a message from %r: %s", self._round, sender, reason)
+            self.rejections.append(Rejection(self._round, sender, reason))
+            return False
+        self._accepted[msg.sender] = contribution
+        self._sizes[msg.sender] = len(data)
+        self.bytes_received[msg.sender] += len(data)
+        return True
+
+    def close_round(self) -> bytes:
+        """Sums the accepted contributions and returns the aggregate message for the clients.
+
+        Clients that sent nothing valid are recorded as dropped. Fewer contributions than the
+        quorum raise :class:`QuorumError` (the round stays open: nothing is published).
+        """
+        if self._round == 0:
+            raise ProtocolError("no round is open")
+        contributors = sorted(self._accepted)
+        dropped = [c for c in self.clients if c not in self._accepted]
+        if len(contributors) < self.quorum:
+            raise QuorumError(
+                f"round {self._round}: {len(contributors)} valid contribution(s) from {contributors}, quorum is "
+                f"{self.quorum}; missing {dropped}"
+            )
+        if dropped:
+            log.warning("round %d: completing without %s", self._round, dropped)
+        parts = [self._accepted[c] for c in contributors]
+        keyset = ""
+        if self.strategy == "plain-fedavg":
+            total = np.sum(parts, axis=0)
+        else:
+            total = he.EncryptedBatch.sum(parts).to_bytes()
+            keyset = self.context.keyset_id.hex()
+        aggregate = Message("aggregate", self.strategy, self._round, "server", keyset, {"sum": total},
+                            {"contributors": len(contributors)}).to_bytes()
+        state = RoundState(self._round, contributors, dropped, aggregate, time.perf_counter() - self._opened,
+                           dict(self._sizes))
+        self.completed.append(state)
+        self._accepted = {}
+        self._sizes = {}
+        if self.checkpoint is not None:
+            self.save_checkpoint(self.checkpoint)
+        return aggregate
+
+    # ------------------------------------------------------------------ validation
+    def _validate_header(self, msg: Message) -> None:
+        if msg.sender not in self.clients:
+            raise ProtocolError(f"unknown client {msg.sender!r}")
+        if msg.strategy != self.strategy or msg.kind != _KIND_OF[self.strategy]:
+            raise ProtocolError(f"a {msg.kind} message of {msg.strategy!r} in a {self.strategy} round")
+        if msg.round != self._round:
+            raise ProtocolError(f"stale or future round {msg.round} (open round is {self._round})")
+        if msg.sender in self._accepted:
+            raise ProtocolError(f"duplicate contribution from {msg.sender!r} in round {self._round}")
+        expected_keyset = self.context.keyset_id.hex() if self.context is not None else ""
+        if msg.keyset_id != expected_keyset:
+            raise ProtocolError("message made under another key set")
+        if set(msg.blobs) != {_BLOB_OF[msg.kind]}:
+            raise ProtocolError(f"expected exactly the blob {_BLOB_OF[msg.kind]!r}, got {sorted(msg.blobs)}")
+
+    def _load(self, msg: Message):
+        blob = msg.blobs[_BLOB_OF[msg.kind]]
+        if self.strategy == "plain-fedavg":
+            if not isinstance(blob, np.ndarray) or blob.ndim != 1:
+                raise ProtocolError("plain-fedavg updates are float64 vectors")
+            if self.expected_length is not None and blob.shape != (self.expected_length,):
+                raise ProtocolError(f"update of length {blob.shape[0]}, expected {self.expected_length}")
+            return blob
+        if not isinstance(blob, bytes):
+            raise ProtocolError(f"{self.strategy} contributions are ciphertexts, got a plaintext array")
+        batch = he.EncryptedBatch.from_bytes(blob, self.context)
+        if batch.layout != "batch" or not batch.seeded:
+            raise ProtocolError("contributions must be fresh batch-layout encryptions")
+        reference = next(iter(self._accepted.values()), None)
+        if reference is not None and reference.shape != batch.shape:
+            raise ProtocolError(f"contribution shape {batch.shape} differs from this round's {reference.shape}")
+        return batch
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        return {
+            "format": "hevit-aggregation-server/1",
+            "strategy": self.strategy,
+            "clients": list(self.clients),
+            "quorum": self.quorum,
+            "keyset_id": self.context.keyset_id.hex() if self.context is not None else "",
+            "completed": [
+                {**{k: v for k, v in asdict(s).items() if k != "aggregate"},
+                 "aggregate": base64.b64encode(s.aggregate).decode()}
+                for s in self.completed
+            ],
+            "rejections": [asdict(r) for r in self.rejections],
+            "bytes_received": self.bytes_received,
+        }
+
+    def save_checkpoint(self, path) -> Path:
+        """Atomic write: a reader sees the previous complete state or the new one, never a mix."""
+        return atomic_write(Path(path), json.dumps(self.state_dict()).encode())
+
+    @classmethod
+    def resume(cls, path, context: he.PublicContext | None, *, expected_length: int | None = None) -> AggregationServer:
+        """A server continuing from a checkpoint (the next :meth:`open_round` is the round after
+        the last completed one)."""
+        try:
+            state = json.loads(Path(path).read_bytes())
+            if state.get("format") != "hevit-aggregation-server/1":
+                raise SerializationError(f"{path} is not a hevit aggregation-server checkpoint")
+            server = cls(state["strategy"], context, clients=state["clients"], quorum=state["quorum"],
+                         expected_length=expected_length, checkpoint=path)
+            expected_keyset = context.keyset_id.hex() if context is not None else ""
+            if state["keyset_id"] != expected_keyset:
+                raise ProtocolError(f"checkpoint {path} belongs to another key set")
+            server.completed = [
+                RoundState(s["round"], s["contributors"], s["dropped"], base64.b64decode(s["aggregate"]), s["seconds"],
+                           {str(k): int(v) for k, v in s["bytes_up"].items()})
+                for s in state["completed"]
+            ]
+            server.rejections = [Rejection(**r) for r in state["rejections"]]
+            server.bytes_received = {str(k): int(v) for k, v in state["bytes_received"].items()}
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, HevitError):
+                raise
+            raise SerializationError(f"corrupt checkpoint {path}: {exc}") from None
+        rounds = [s.round for s in server.completed]
+        if rounds != list(range(1, len(rounds) + 1)):
+            raise SerializationError(f"checkpoint {path} has rounds {rounds}, not 1..{len(rounds)}")
+        return server
+
+
+def atomic_write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return path
+
+
+class InferenceServer:
+    """Evaluates a released head on encrypted [CLS] rows (``he-cls``)."""
+
+    def __init__(self, context: he.PublicContext, weights, bias, *, layout: str, clients=None) -> None:
+        self.context = _public_only(context)
+        self.plan = he.LinearPlan.compile(self.context, weights, bias, layout=layout)
+        self.layout = layout
+        self.clients = None if clients is None else {str(c) for c in clients}
+
+    def handle(self, data: bytes, *, threads: int | None = None) -> bytes:
+        msg = Message.from_bytes(data)
+        if msg.kind != "infer-request" or msg.strategy != "he-cls":
+            raise ProtocolError(f"expected an he-cls infer-request, got {msg.kind} / {msg.strategy}")
+        if self.clients is not None and msg.sender not in self.clients:
+            raise ProtocolError(f"unknown client {msg.sender!r}")
+        if msg.keyset_id != self.context.keyset_id.hex() or set(msg.blobs) != {"features"}:
+            raise ProtocolError("infer-request under another key set or without a 'features' ciphertext")
+        batch = he.EncryptedBatch.from_bytes(msg.blobs["features"], self.context, threads=threads)
+        if batch.layout != self.layout:
+            raise ProtocolError(f"features in the {batch.layout} layout, the plan is {self.layout}")
+        out = self.plan.apply(batch, threads=threads).to_bytes()
+        return Message("infer-reply", "he-cls", msg.round, "server", msg.keyset_id, {"logits": out}).to_bytes()

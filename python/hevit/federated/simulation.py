@@ -1,0 +1,233 @@
+"""In-process federation: the same clients and server objects Flower runs, driven by a loop.
+
+Every byte between a client and the server is a serialized :class:`~hevit.federated.Message`,
+counted with ``len()`` where it is produced; times are split per phase.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .. import he
+from ..errors import ProtocolError
+from .client import HospitalClient, fedavg_vector_length
+from .config import FederatedConfig
+from .keys import FederationKeys, ServerKeys
+from .models import LinearHead, normalize_rows, ridge_statistics_length
+from .privacy import epsilon as dp_epsilon
+from .server import AggregationServer, InferenceServer
+
+__all__ = ["RoundRecord", "InferenceRecord", "StrategyResult", "make_clients", "run_strategy", "run_inference"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RoundRecord:
+    round: int
+    accuracy: float
+    contributors: list[str]
+    dropped: list[str]
+    bytes_up: dict[str, int]
+    bytes_down: dict[str, int]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.bytes_up.values()) + sum(self.bytes_down.values())
+
+
+@dataclass
+class InferenceRecord:
+    """``he-cls`` on one trained head over the clients' test rows."""
+
+    preset: str
+    layout: str
+    rows: int
+    accuracy_encrypted: float
+    accuracy_plaintext: float
+    agreement: float
+    max_abs_logit_error: float
+    bytes_up_per_image: float
+    bytes_down_per_image: float
+    key_switches: int
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class StrategyResult:
+    strategy: str
+    rounds: list[RoundRecord]
+    #: wall time per phase summed over clients and rounds: train, encrypt, aggregate, decrypt
+    seconds: dict[str, float]
+    head: LinearHead
+    epsilon: float | None
+    rejections: list[dict]
+    inference: InferenceRecord | None = None
+
+    @property
+    def final_accuracy(self) -> float:
+        return self.rounds[-1].accuracy
+
+    def to_dict(self) -> dict:
+        d = {k: v for k, v in asdict(self).items() if k != "head"}
+        d["final_accuracy"] = self.final_accuracy
+        d["bytes_per_round"] = [r.total_bytes for r in self.rounds]
+        return d
+
+
+def make_clients(features, labels, parts, *, classes: int, keys: FederationKeys | None,
+                 config: FederatedConfig) -> list[HospitalClient]:
+    """One :class:`HospitalClient` per index array in ``parts`` (ids ``client-0``, ...)."""
+    return [
+        HospitalClient(f"client-{k}", np.asarray(features)[idx], np.asarray(labels)[idx], classes=classes,
+                       keys=keys, config=config, clients=len(parts))
+        for k, idx in enumerate(parts)
+    ]
+
+
+def run_strategy(strategy: str, clients: list[HospitalClient], server_keys: ServerKeys | None, x_test, y_test,
+                 config: FederatedConfig, *, checkpoint_dir=None, dropouts: dict[int, set[str]] | None = None,
+                 progress: bool = True, on_round_end=None) -> StrategyResult:
+    """Runs one training strategy to completion (resuming from ``checkpoint_dir`` if it holds a
+    checkpoint of this strategy) and returns its per-round record.
+
+    Parameters
+    ----------
+    dropouts : {round: client ids}
+        Clients that vanish in that round after the round started (they send nothing).
+    on_round_end : callable(round) or None
+        Called after each round's checkpoint is written (tests use it to kill the process).
+    """
+    classes, dim = clients[0].classes, clients[0].dim
+    x_test = normalize_rows(x_test)
+    rounds = 1 if strategy == "he-ridge" else config.rounds
+    context = None if strategy == "plain-fedavg" else server_keys.aggregation
+    length = (ridge_statistics_length(dim, classes) if strategy == "he-ridge"
+              else fedavg_vector_length(classes, dim))
+    ids = [c.client_id for c in clients]
+    checkpoint = Path(checkpoint_dir) / f"{strategy}.ckpt.json" if checkpoint_dir is not None else None
+    if checkpoint is not None and checkpoint.exists():
+        server = AggregationServer.resume(checkpoint, context,
+                                          expected_length=length if strategy == "plain-fedavg" else None)
+        log.warning("%s: resuming after round %d from %s", strategy, server.last_completed_round, checkpoint)
+    else:
+        server = AggregationServer(strategy, context, clients=ids, quorum=config.quorum,
+                                   expected_length=length if strategy == "plain-fedavg" else None,
+                                   checkpoint=checkpoint)
+    seconds: dict[str, float] = defaultdict(float)
+    for c in clients:
+        c.seconds.clear()
+    head = LinearHead.zeros(classes, dim)
+    records: list[RoundRecord] = []
+    # rounds already in the checkpoint: replay their aggregates (clients rebuild the global model)
+    for state in server.completed:
+        head = _read_aggregate(strategy, clients, state.aggregate, head, state.round)
+        records.append(_record(state, head, x_test, y_test))
+    dropouts = dropouts or {}
+    bar = tqdm(total=rounds, initial=len(records), desc=strategy, unit="round", disable=not progress, leave=False)
+    while server.last_completed_round < rounds:
+        r = server.open_round()
+        for c in clients:
+            if c.client_id in dropouts.get(r, ()):
+                continue
+            data = c.statistics_message(r) if strategy == "he-ridge" else c.update_message(strategy, head, r)
+            server.receive(data)
+        t0 = time.perf_counter()
+        server.close_round()
+        seconds["aggregate"] += time.perf_counter() - t0
+        state = server.completed[-1]
+        head = _read_aggregate(strategy, clients, state.aggregate, head, r)
+        records.append(_record(state, head, x_test, y_test))
+        bar.update(1)
+        if on_round_end is not None:
+            on_round_end(r)
+    bar.close()
+    for c in clients:
+        for phase, s in c.seconds.items():
+            seconds[phase] += s
+    eps = None
+    if config.dp is not None:
+        releases = 1 if strategy == "he-ridge" else rounds
+        eps = dp_epsilon(config.dp.noise_multiplier, releases, config.dp.delta)
+    return StrategyResult(strategy, records, dict(seconds), head, eps, [asdict(r) for r in server.rejections])
+
+
+def _read_aggregate(strategy, clients, aggregate: bytes, head: LinearHead, round_: int) -> LinearHead:
+    """Every client decrypts (and floods) the aggregate; they must agree on the new global model.
+
+    Independent flooding draws make the clients' copies differ by the flooding noise only; the
+    federation adopts the first client's release (any one key holder's release suffices).
+    """
+    heads = []
+    for c in clients:
+        if strategy == "he-ridge":
+            heads.append(c.read_ridge_aggregate(aggregate, round_))
+        else:
+            heads.append(c.read_fedavg_aggregate(aggregate, strategy, head, round_))
+    spread = max(float(np.abs(h.to_vector() - heads[0].to_vector()).max()) for h in heads)
+    if spread > 1e-3:
+        raise ProtocolError(f"clients decrypted different global models (spread {spread:.3g})")
+    return heads[0]
+
+
+def _record(state, head: LinearHead, x_test, y_test) -> RoundRecord:
+    return RoundRecord(
+        round=state.round,
+        accuracy=head.accuracy(x_test, y_test),
+        contributors=list(state.contributors),
+        dropped=list(state.dropped),
+        bytes_up=dict(state.bytes_up),
+        bytes_down={c: len(state.aggregate) for c in state.contributors},
+    )
+
+
+def run_inference(head: LinearHead, clients: list[HospitalClient], server_keys: ServerKeys, test_parts, x_test,
+                  y_test, config: FederatedConfig, *, threads: int | None = None) -> InferenceRecord:
+    """``he-cls``: each client encrypts its test rows, the server applies the head, the client
+    decrypts; compared with the same head in plaintext."""
+    layout = config.inference_layout
+    params = server_keys.inference.params
+    server = InferenceServer(server_keys.inference, head.weights, head.bias, layout=layout,
+                             clients=[c.client_id for c in clients])
+    chunk = params.poly_modulus_degree if layout == "batch" else 256
+    x_test = np.asarray(x_test, dtype=np.float64)
+    plain = head.logits(normalize_rows(x_test))
+    covered = np.sort(np.concatenate([np.asarray(p, dtype=np.int64) for p in test_parts]))
+    if not np.array_equal(covered, np.arange(len(x_test))):
+        raise ValueError("test_parts must partition the rows of x_test (each row to exactly one client)")
+    logits = np.empty_like(plain)
+    up = down = 0
+    seconds = defaultdict(float)
+    for c in clients:
+        c.seconds.clear()
+    for c, part in zip(clients, test_parts):
+        for start in range(0, len(part), chunk):
+            idx = part[start : start + chunk]
+            request = c.inference_request(x_test[idx])
+            t0 = time.perf_counter()
+            reply = server.handle(request, threads=threads)
+            seconds["infer"] += time.perf_counter() - t0
+            logits[idx] = c.read_logits(reply)
+            up += len(request)
+            down += len(reply)
+    for c in clients:
+        for phase, s in c.seconds.items():
+            seconds[phase] += s
+    n = len(x_test)
+    pred = logits.argmax(axis=1)
+    return InferenceRecord(
+        preset=config.inference_preset, layout=layout, rows=n,
+        accuracy_encrypted=float(np.mean(pred == y_test)),
+        accuracy_plaintext=float(np.mean(plain.argmax(axis=1) == y_test)),
+        agreement=float(np.mean(pred == plain.argmax(axis=1))),
+        max_abs_logit_error=float(np.abs(logits - plain).max()),
+        bytes_up_per_image=up / n, bytes_down_per_image=down / n, key_switches=server.plan.key_switches,
+        seconds=dict(seconds),
+    )

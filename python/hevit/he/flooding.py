@@ -1,0 +1,158 @@
+"""Noise flooding for CKKS decryptions that leave the key holder.
+
+CKKS decryption returns the message *plus the ciphertext noise*, and that noise is a known linear
+function of the secret key: whoever sees a ciphertext together with its exact decryption can
+solve ``c0 + c1 * s = m + e`` for ``s`` (Li and Micciancio, "On the Security of Homomorphic
+Encryption on Approximate Numbers", EUROCRYPT 2021; ``tests/he/test_key_recovery.py`` runs the
+attack). SEAL does nothing about this, so every hevit path that releases decrypted values
+(aggregates that become a published model, logits reported to a server) calls :func:`flood`.
+
+The flooding noise is Gaussian with standard deviation
+
+    sigma = B * sqrt(q / 2) * 2^(s / 2)
+
+where ``B`` bounds the L2 norm of the ciphertext noise over one released vector, ``q`` is the
+number of decryptions under one key set the analysis covers and ``s`` the statistical security
+parameter. With that sigma the Kullback-Leibler divergence between the released values with and
+without the key-dependent noise is ``q * B^2 / (2 sigma^2) = 2^-s`` over all releases, which
+bounds the advantage of any key-recovery (search) adversary at about 2^-s (KL-divergence
+arguments for search problems; Li, Micciancio, Schultz and Sorrell, CRYPTO 2022). The flooded
+values are then rounded to a grid of ``2^-precision_bits`` (the precision the task needs), which
+costs nothing in security (post-processing) and keeps the released numbers short.
+
+Knobs (:class:`FloodingPolicy`): ``statistical_security_bits`` (default 40), ``max_decryptions``
+(default 2^16 per key set; rotate keys before exceeding it) and ``precision_bits`` (default:
+the finest grid at or above sigma). Flooding costs about ``s/2 + log2(sqrt(q/2) * B)`` bits of
+precision: use parameters with a large scale for released values (the ``release`` preset leaves
+~1e-6 precision at the defaults); :func:`flood` raises rather than release values whose
+flooding noise would exceed the caller's ``max_sigma``.
+
+The noise is drawn from the operating system's entropy (``secrets``), never from an experiment
+seed: an adversary who knows the flooding noise can subtract it.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import ParameterError
+from .params import CkksParams
+from .reference import SIGMAS, ckks_noise_std
+
+__all__ = ["FloodingPolicy", "flood", "noise_norm_bound", "sum_noise_norm_bound", "linear_noise_norm_bound"]
+
+
+@dataclass(frozen=True)
+class FloodingPolicy:
+    """How decrypted values are flooded before they leave the key holder.
+
+    Parameters
+    ----------
+    statistical_security_bits : int
+        ``s``: key-recovery advantage about ``2^-s`` over all covered decryptions.
+    max_decryptions : int
+        ``q``: released decryptions under one key set the bound covers.
+    precision_bits : int or None
+        Round released values to multiples of ``2^-precision_bits``; ``None`` picks the finest
+        power-of-two grid not below sigma.
+    """
+
+    statistical_security_bits: int = 40
+    max_decryptions: int = 2**16
+    precision_bits: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 16 <= int(self.statistical_security_bits) <= 128:
+            raise ParameterError(
+                f"statistical_security_bits must be in [16, 128], got {self.statistical_security_bits}"
+            )
+        if int(self.max_decryptions) < 1:
+            raise ParameterError(f"max_decryptions must be >= 1, got {self.max_decryptions}")
+
+    def sigma(self, noise_norm: float) -> float:
+        """Flooding standard deviation for a released vector whose noise norm is <= ``noise_norm``."""
+        if not noise_norm > 0 or not math.isfinite(noise_norm):
+            raise ParameterError(f"noise_norm must be a positive finite bound, got {noise_norm}")
+        return noise_norm * math.sqrt(self.max_decryptions / 2.0) * 2.0 ** (self.statistical_security_bits / 2)
+
+    def grid(self, sigma: float) -> float:
+        """Rounding step of released values."""
+        if self.precision_bits is not None:
+            return 2.0 ** -int(self.precision_bits)
+        return 2.0 ** math.floor(math.log2(sigma))
+
+    def describe(self) -> dict:
+        return {
+            "statistical_security_bits": int(self.statistical_security_bits),
+            "max_decryptions": int(self.max_decryptions),
+            "precision_bits": self.precision_bits,
+        }
+
+
+def noise_norm_bound(std: float, count: int) -> float:
+    """High-probability bound on the L2 norm of ``count`` independent noise values of std ``std``.
+
+    A chi variable with ``count`` degrees of freedom exceeds ``sqrt(count) + t`` standard
+    deviations with probability below ``exp(-t^2 / 2)``; ``t = SIGMAS``.
+    """
+    return std * (math.sqrt(max(int(count), 1)) + SIGMAS)
+
+
+def sum_noise_norm_bound(params: CkksParams, count: int, summands: int) -> float:
+    """Noise norm bound of ``count`` decrypted values of a sum of ``summands`` fresh encryptions."""
+    return noise_norm_bound(ckks_noise_std(params) * math.sqrt(max(int(summands), 1)), count)
+
+
+def linear_noise_norm_bound(params: CkksParams, weights: np.ndarray, rows: int, summands: int = 1) -> float:
+    """Noise norm bound of the ``rows x out_dim`` decrypted outputs of a batch-layout plan.
+
+    The key-dependent part of each output is the input noise through that output's weights.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    row_norm = float(np.max(np.linalg.norm(w, axis=1))) if w.size else 0.0
+    std = ckks_noise_std(params) * math.sqrt(max(int(summands), 1)) * max(row_norm, 1.0)
+    return noise_norm_bound(std, rows * w.shape[0])
+
+
+def flood(values, noise_norm: float, policy: FloodingPolicy | None = None, *, max_sigma: float | None = None,
+          rng: np.random.Generator | None = None) -> np.ndarray:
+    """Returns ``values`` + Gaussian flooding noise, rounded to the policy's grid.
+
+    Parameters
+    ----------
+    values : array
+        Exact CKKS decryptions (one released vector or matrix).
+    noise_norm : float
+        Bound on the L2 norm of the ciphertext noise in ``values`` (see the ``*_noise_norm_bound``
+        helpers).
+    policy : FloodingPolicy
+    max_sigma : float, optional
+        Largest flooding std the task tolerates; exceeding it raises instead of releasing values
+        the task cannot use.
+    rng : numpy Generator, optional
+        Only for tests that need reproducible noise. Production callers leave it ``None`` (OS
+        entropy); a predictable flooding noise can be subtracted by the adversary.
+
+    Raises
+    ------
+    hevit.errors.ParameterError
+        If the flooding noise would exceed ``max_sigma``: use parameters with a larger scale
+        (the ``release`` preset) or relax the policy knowingly.
+    """
+    policy = policy or FloodingPolicy()
+    sigma = policy.sigma(noise_norm)
+    if max_sigma is not None and sigma > max_sigma:
+        raise ParameterError(
+            f"noise flooding at {policy.statistical_security_bits}-bit statistical security over "
+            f"{policy.max_decryptions} decryptions needs sigma {sigma:.3g}, above the task's tolerance "
+            f"{max_sigma:.3g}; encrypt released values under a larger scale (e.g. the 'release' preset)"
+        )
+    arr = np.asarray(values, dtype=np.float64)
+    rng = rng if rng is not None else np.random.default_rng(secrets.randbits(128))
+    noisy = arr + rng.normal(0.0, sigma, size=arr.shape)
+    step = policy.grid(sigma)
+    return np.round(noisy / step) * step
