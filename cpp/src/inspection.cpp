@@ -1,0 +1,60 @@
+// Copyright (c) hevit developers. MIT license.
+#include "hevit/inspection.h"
+#include "hevit/errors.h"
+#include "hevit/packing.h"
+#include "seal/util/ntt.h"
+#include <complex>
+#include <stdexcept>
+
+namespace hevit
+{
+    std::vector<std::uint64_t> Inspection::ciphertext_coefficients(const EncryptedBatch &batch, std::size_t index)
+    {
+        const auto &cts = batch.ciphertexts();
+        if (index >= cts.size())
+        {
+            throw std::invalid_argument("ciphertext index out of range");
+        }
+        const seal::Ciphertext &ct = cts[index];
+        if (ct.size() != 2 || !ct.is_ntt_form())
+        {
+            throw std::invalid_argument("expected a size-2 ciphertext in NTT form");
+        }
+        const auto cd = batch.context()->seal_context().get_context_data(ct.parms_id());
+        const std::size_t n = ct.poly_modulus_degree();
+        std::vector<std::uint64_t> out(2 * n);
+        for (std::size_t p = 0; p < 2; p++)
+        {
+            // polynomial p, first RNS limb
+            std::copy_n(ct.data(p), n, out.begin() + static_cast<std::ptrdiff_t>(p * n));
+            seal::util::inverse_ntt_negacyclic_harvey(out.data() + p * n, cd->small_ntt_tables()[0]);
+        }
+        return out;
+    }
+
+    std::vector<std::uint64_t> Inspection::plaintext_coefficients(
+        const PublicContext &context, const double *values, std::size_t rows, std::size_t cols, Layout layout,
+        std::size_t index)
+    {
+        const std::size_t period = detail::check_plain_input(context, values, rows, cols, layout);
+        const std::size_t n = context.params().poly_modulus_degree;
+        if (index >= ciphertext_count(layout, rows, cols, n))
+        {
+            throw std::invalid_argument("ciphertext index out of range");
+        }
+        std::vector<std::complex<double>> slots;
+        detail::pack_slots(context, values, rows, cols, layout, period, index, slots);
+        seal::Plaintext pt;
+        context.encoder().encode(slots, context.data_parms_id(), context.scale(), pt);
+        const auto cd = context.seal_context().get_context_data(context.data_parms_id());
+        std::vector<std::uint64_t> out(pt.data(), pt.data() + n);
+        seal::util::inverse_ntt_negacyclic_harvey(out.data(), cd->small_ntt_tables()[0]);
+        return out;
+    }
+
+    std::uint64_t Inspection::first_prime(const PublicContext &context)
+    {
+        const auto cd = context.seal_context().get_context_data(context.data_parms_id());
+        return cd->parms().coeff_modulus()[0].value();
+    }
+} // namespace hevit

@@ -1,0 +1,287 @@
+"""``hevit experiment`` / ``hevit demo``: every strategy on the same features and client split.
+
+Writes ``report.json`` (all numbers, parameters, versions, weights and execution provider,
+seeds), ``report.md`` (the tables a person reads, with the paper's numbers beside ours) and PNG
+plots (accuracy per round, bytes per round on a log axis, latency per phase) to the run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+import numpy as np
+
+from ..data import class_balance, dirichlet_partition, iid_partition, stratified_split
+from ..features import FeatureSet
+from ..federated import (
+    FederatedConfig,
+    FederationKeys,
+    StrategyResult,
+    centralized_ridge,
+    make_clients,
+    normalize_rows,
+    run_inference,
+    run_strategy,
+)
+
+__all__ = ["ExperimentReport", "run_experiment", "PAPER_REFERENCE"]
+
+#: The numbers of the paper this project started from (3-client lung histopathology).
+PAPER_REFERENCE = {
+    "plaintext_accuracy": 0.9612,
+    "encrypted_accuracy": 0.9002,
+    "bytes_per_round": 326_000,
+    "traffic_ratio_vs_gradient_encryption": 30.0,
+    "encrypted_inference_ms_per_image": 66.0,
+}
+PHASES = ("extract", "train", "encrypt", "aggregate", "decrypt", "infer")
+
+
+@dataclass
+class ExperimentReport:
+    data: str
+    clients: int
+    classes: list[str]
+    train_rows: int
+    test_rows: int
+    seed: int
+    partition: str
+    config: dict
+    features: dict
+    client_class_balance: list[list[int]]
+    centralized_ridge_accuracy: float
+    keygen_seconds: float
+    strategies: list[dict] = field(default_factory=list)
+    versions: dict = field(default_factory=dict)
+    paper: dict = field(default_factory=lambda: dict(PAPER_REFERENCE))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    # ------------------------------------------------------------------ tables
+    def summary_table(self) -> str:
+        paper = self.paper
+        lines = [
+            "| strategy | rounds | accuracy (plaintext head) | he-cls accuracy | enc/plain agreement "
+            "| up B/client/round | down B/client/round | total bytes | epsilon |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for s in self.strategies:
+            inf = s["inference"]
+            rounds = s["rounds"]
+            up = np.mean([np.mean(list(r["bytes_up"].values())) for r in rounds])
+            down = np.mean([np.mean(list(r["bytes_down"].values())) for r in rounds])
+            eps = "-" if s["epsilon"] is None else f"{s['epsilon']:.2f}"
+            lines.append(
+                f"| {s['strategy']} | {len(rounds)} | {s['final_accuracy']:.4f} | {inf['accuracy_encrypted']:.4f} | "
+                f"{inf['agreement']:.4f} | {up:,.0f} | {down:,.0f} | {sum(s['bytes_per_round']):,} | {eps} |"
+            )
+        lines.append(
+            f"| paper (3 clients, lung) | - | {paper['plaintext_accuracy']:.4f} | {paper['encrypted_accuracy']:.4f} "
+            f"| - | {paper['bytes_per_round']:,} per round | - | - | - |"
+        )
+        return "\n".join(lines)
+
+    def latency_table(self) -> str:
+        lines = [
+            "| strategy | " + " | ".join(f"{p} s" for p in PHASES) + " | he-cls ms/image | he-cls up B/image |",
+            "|---|" + "---|" * (len(PHASES) + 2),
+        ]
+        for s in self.strategies:
+            sec = _phase_seconds(s, self.features)
+            inf = s["inference"]
+            per_image = 1e3 * sum(inf["seconds"].values()) / inf["rows"]
+            lines.append(
+                f"| {s['strategy']} | " + " | ".join(f"{sec[p]:.3f}" for p in PHASES)
+                + f" | {per_image:.2f} | {inf['bytes_up_per_image']:,.0f} |"
+            )
+        lines.append(
+            "| paper | " + " | ".join("-" for _ in PHASES)
+            + f" | {self.paper['encrypted_inference_ms_per_image']:.1f} | - |"
+        )
+        return "\n".join(lines)
+
+    def markdown(self) -> str:
+        f = self.features
+        weights = f.get("weights", {})
+        return "\n".join([
+            "# hevit experiment",
+            "",
+            f"Data: {self.data}; {self.train_rows} training rows split over {self.clients} clients "
+            f"({self.partition}), {self.test_rows} held-out test rows; seed {self.seed}.",
+            f"Features: {f.get('model', {}).get('name', '?')} [CLS], weights: "
+            f"{weights.get('description', '?')}; execution provider {f.get('provider', '?')}.",
+            f"Centralised plaintext ridge head on pooled features (reference): {self.centralized_ridge_accuracy:.4f}.",
+            "",
+            "## Accuracy, traffic, agreement",
+            "",
+            "Accuracy: the trained head in plaintext on the test rows. he-cls: the same head evaluated on",
+            "encrypted [CLS] tokens by the server; agreement = share of identical predictions.",
+            "",
+            self.summary_table(),
+            "",
+            "## Latency per phase (wall seconds over the whole run; extract is shared)",
+            "",
+            self.latency_table(),
+            "",
+            "Client class balance (rows per class per client): "
+            + "; ".join(f"client-{k}: {row}" for k, row in enumerate(self.client_class_balance)),
+            "",
+            "Plots: accuracy_per_round.png, bytes_per_round.png, latency_per_phase.png.",
+            "",
+        ])
+
+    def write(self, out_dir) -> Path:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.json").write_text(json.dumps(self.to_dict(), indent=2, default=_json_default))
+        (out / "report.md").write_text(self.markdown())
+        _plot(self, out)
+        return out
+
+
+def _json_default(obj):
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
+
+
+def _phase_seconds(strategy: dict, features: dict) -> dict[str, float]:
+    sec = {p: 0.0 for p in PHASES}
+    sec["extract"] = float(features.get("seconds", 0.0))
+    for phase, s in strategy["seconds"].items():
+        sec[phase] = sec.get(phase, 0.0) + s
+    for phase, s in strategy["inference"]["seconds"].items():
+        sec[phase] = sec.get(phase, 0.0) + s
+    return sec
+
+
+def _plot(report: ExperimentReport, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for s in report.strategies:
+        rounds = [r["round"] for r in s["rounds"]]
+        ax.plot(rounds, [r["accuracy"] for r in s["rounds"]], marker="o", label=s["strategy"])
+    ax.axhline(report.paper["plaintext_accuracy"], color="grey", ls="--", lw=1, label="paper plaintext")
+    ax.set_xlabel("round")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("Accuracy per round")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "accuracy_per_round.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for s in report.strategies:
+        rounds = [r["round"] for r in s["rounds"]]
+        ax.plot(rounds, s["bytes_per_round"], marker="o", label=s["strategy"])
+    ax.axhline(report.paper["bytes_per_round"], color="grey", ls="--", lw=1, label="paper (326 KB)")
+    ax.set_yscale("log")
+    ax.set_xlabel("round")
+    ax.set_ylabel("bytes per round (all clients, up + down)")
+    ax.set_title("Traffic per round")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "bytes_per_round.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / max(len(report.strategies), 1)
+    for k, s in enumerate(report.strategies):
+        sec = _phase_seconds(s, report.features)
+        ax.bar(np.arange(len(PHASES)) + k * width, [max(sec[p], 1e-6) for p in PHASES], width, label=s["strategy"])
+    ax.set_xticks(np.arange(len(PHASES)) + width * (len(report.strategies) - 1) / 2)
+    ax.set_xticklabels(PHASES)
+    ax.set_yscale("log")
+    ax.set_ylabel("wall seconds")
+    ax.set_title("Latency per phase")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "latency_per_phase.png", dpi=120)
+    plt.close(fig)
+
+
+def _versions() -> dict:
+    versions = {"python": platform.python_version(), "SEAL": "4.1.2 (statically linked)"}
+    for dist in ("hevit", "numpy", "torch", "timm", "onnxruntime", "flwr", "dp-accounting"):
+        try:
+            versions[dist] = importlib_metadata.version(dist)
+        except importlib_metadata.PackageNotFoundError:
+            versions[dist] = None
+    return versions
+
+
+def run_experiment(train: FeatureSet, test: FeatureSet | None = None, *, clients: int = 3,
+                   strategies=("plain-fedavg", "he-fedavg", "he-ridge"), config: FederatedConfig | None = None,
+                   partition: str = "iid", dirichlet_alpha: float = 0.5, test_fraction: float = 0.3,
+                   checkpoint_dir=None, dropouts: dict[int, set[str]] | None = None, progress: bool = True,
+                   threads: int | None = None) -> ExperimentReport:
+    """Runs each strategy on the same features and client split, plus ``he-cls`` inference of
+    every trained head on the held-out rows.
+
+    ``test`` (features of a separate test folder) or else a stratified ``test_fraction`` of
+    ``train`` is held out.
+    """
+    config = config or FederatedConfig()
+    unknown = [s for s in strategies if s not in ("plain-fedavg", "he-fedavg", "he-ridge")]
+    if unknown or not strategies:
+        raise ValueError(f"unknown strategies {unknown}; choose from plain-fedavg, he-fedavg, he-ridge "
+                         "(he-cls inference runs for every trained head)")
+    if test is None:
+        tr, te = stratified_split(train.labels, test_fraction=test_fraction, seed=config.seed)
+        train, test = train.subset(tr), train.subset(te)
+    if tuple(test.classes) != tuple(train.classes):
+        raise ValueError(f"train classes {train.classes} and test classes {test.classes} differ")
+    x, y = train.features.astype(np.float64), train.labels
+    xt, yt = test.features.astype(np.float64), test.labels
+    n_classes = len(train.classes)
+    if partition == "iid":
+        parts = iid_partition(np.arange(len(x)), clients=clients, seed=config.seed)
+    elif partition == "dirichlet":
+        parts = dirichlet_partition(np.arange(len(x)), y, clients=clients, alpha=dirichlet_alpha, seed=config.seed)
+    else:
+        raise ValueError(f"partition must be 'iid' or 'dirichlet', got {partition!r}")
+    test_parts = iid_partition(np.arange(len(xt)), clients=clients, seed=config.seed + 1)
+
+    t0 = time.perf_counter()
+    keys = FederationKeys.generate(aggregation_preset=config.aggregation_preset,
+                                   inference_preset=config.inference_preset,
+                                   inference_layout=config.inference_layout, dim=x.shape[1], classes=n_classes)
+    server_keys = keys.server_keys()
+    keygen = time.perf_counter() - t0
+    hospital = make_clients(x, y, parts, classes=n_classes, keys=keys, config=config)
+    reference = centralized_ridge(normalize_rows(x), y, n_classes, alpha=config.ridge_alpha)
+
+    report = ExperimentReport(
+        data=str(train.metadata.get("data", "?")), clients=clients, classes=list(train.classes),
+        train_rows=len(x), test_rows=len(xt), seed=config.seed,
+        partition=partition if partition == "iid" else f"dirichlet(alpha={dirichlet_alpha})",
+        config=config.to_dict(), features=dict(train.metadata),
+        client_class_balance=class_balance(y, parts, n_classes).tolist(),
+        centralized_ridge_accuracy=reference.accuracy(normalize_rows(xt), yt), keygen_seconds=keygen,
+        versions=_versions(),
+    )
+    for name in strategies:
+        result: StrategyResult = run_strategy(name, hospital, server_keys, xt, yt, config,
+                                              checkpoint_dir=checkpoint_dir, dropouts=dropouts, progress=progress)
+        result.inference = run_inference(result.head, hospital, server_keys, test_parts, xt, yt, config,
+                                         threads=threads)
+        entry = result.to_dict()
+        if name == "he-ridge":
+            entry["max_abs_diff_to_centralized_ridge"] = float(
+                np.abs(result.head.to_vector() - reference.to_vector()).max())
+        report.strategies.append(entry)
+    return report
