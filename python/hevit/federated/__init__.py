@@ -14,7 +14,16 @@ from .messages import Message
 from .models import LinearHead, centralized_ridge, normalize_rows
 from .privacy import DPConfig
 from .server import AggregationServer, InferenceServer
-from .simulation import InferenceRecord, RoundRecord, StrategyResult, make_clients, run_inference, run_strategy
+from .simulation import (
+    InferenceRecord,
+    MomentsRecord,
+    RoundRecord,
+    StrategyResult,
+    make_clients,
+    run_inference,
+    run_moments,
+    run_strategy,
+)
 
 __all__ = [
     "STRATEGIES",
@@ -31,7 +40,9 @@ __all__ = [
     "ServerKeys",
     "StrategyResult",
     "centralized_ridge",
+    "MomentsRecord",
     "make_clients",
+    "run_moments",
     "normalize_rows",
     "run_inference",
     "run_strategy",

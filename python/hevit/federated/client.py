@@ -51,7 +51,11 @@ class HospitalClient:
     def __init__(self, client_id: str, features, labels, *, classes: int, keys: FederationKeys | None,
                  config: FederatedConfig, clients: int) -> None:
         self.client_id = str(client_id)
-        self.x = normalize_rows(features)
+        self.raw = np.asarray(features, dtype=np.float64)
+        #: federation-wide feature mean and std (set by :meth:`read_moments_aggregate`)
+        self.mean: np.ndarray | None = None
+        self.std: np.ndarray | None = None
+        self.x = self.preprocess(self.raw)
         self.y = np.asarray(labels, dtype=np.int64)
         if len(self.x) != len(self.y) or len(self.x) == 0:
             raise ValueError(f"client {client_id}: {len(self.x)} feature rows and {len(self.y)} labels")
@@ -77,6 +81,43 @@ class HospitalClient:
             yield
         finally:
             self.seconds[name] += time.perf_counter() - start
+
+    def preprocess(self, features) -> np.ndarray:
+        """Standardise with the federation's moments (once known), then L2-normalise each row."""
+        x = np.asarray(features, dtype=np.float64)
+        if self.mean is not None:
+            x = (x - self.mean) / self.std
+        return normalize_rows(x)
+
+    # ------------------------------------------------------------------ feature moments
+    def moments_message(self, round_: int = 1) -> bytes:
+        """Encrypted per-feature sums and sums of squares, and the row count (for standardising
+        features with federation-wide statistics)."""
+        v = np.concatenate([self.raw.sum(axis=0), (self.raw**2).sum(axis=0), [len(self.raw)]])
+        ctx = self._keys().aggregation
+        with self._phase("encrypt"):
+            blob = encrypt_vector(ctx, v / self.config.count_scale).to_bytes()
+        return Message("statistics", "moments", round_, self.client_id, ctx.public_context().keyset_id.hex(),
+                       {"statistics": blob}).to_bytes()
+
+    def read_moments_aggregate(self, data: bytes, round_: int = 1) -> None:
+        msg = self._check_aggregate(data, "moments", round_)
+        d = self.raw.shape[1]
+        total = self._release_sum(msg, 2 * d + 1, int(msg.meta.get("contributors", 0))) * self.config.count_scale
+        n = total[-1]
+        if not n > 1:
+            raise ProtocolError(f"moments aggregate carries a row count of {n}")
+        mean = total[:d] / n
+        var = np.maximum(total[d : 2 * d] / n - mean**2, 0.0)
+        self.adopt_moments(mean, np.sqrt(var) + 1e-6)
+
+    def adopt_moments(self, mean, std) -> None:
+        """Uses the federation's released feature moments from now on."""
+        mean, std = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
+        if mean.shape != (self.dim,) or std.shape != (self.dim,) or not np.all(std > 0):
+            raise ValueError(f"moments must be two ({self.dim},) vectors with positive std")
+        self.mean, self.std = mean, std
+        self.x = self.preprocess(self.raw)
 
     # ------------------------------------------------------------------ FedAvg (plain and HE)
     def local_train(self, head: LinearHead, round_: int) -> LinearHead:
@@ -158,7 +199,7 @@ class HospitalClient:
     def inference_request(self, features, round_: int = 0) -> bytes:
         ctx = self._keys().inference
         with self._phase("encrypt"):
-            blob = ctx.encrypt(normalize_rows(features), layout=self.config.inference_layout).to_bytes()
+            blob = ctx.encrypt(self.preprocess(features), layout=self.config.inference_layout).to_bytes()
         return Message("infer-request", "he-cls", round_, self.client_id, ctx.public_context().keyset_id.hex(),
                        {"features": blob}).to_bytes()
 

@@ -21,7 +21,9 @@ class FederatedConfig:
     ----------
     rounds : FedAvg rounds (``he-ridge`` always takes one).
     local_epochs, learning_rate, batch_size, weight_decay : local softmax-regression training.
-    ridge_alpha : ridge penalty of ``he-ridge``.
+    ridge_alpha : ridge penalty of ``he-ridge`` (features are unit-norm rows).
+    standardize : before training, standardise features with the federation's mean and std,
+        learned from one encrypted sum of per-client moments (``run_moments``).
     aggregation_preset : CKKS preset of encrypted updates and statistics (released after
         decryption, so it needs the precision left after noise flooding: ``release``).
     inference_preset, inference_layout : CKKS preset and slot layout of ``he-cls``.
@@ -39,7 +41,8 @@ class FederatedConfig:
     learning_rate: float = 0.5
     batch_size: int = 32
     weight_decay: float = 1e-4
-    ridge_alpha: float = 1.0
+    ridge_alpha: float = 1e-3
+    standardize: bool = True
     aggregation_preset: str = "release"
     inference_preset: str = "sample"
     inference_layout: str = "sample"

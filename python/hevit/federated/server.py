@@ -29,7 +29,7 @@ __all__ = ["AggregationServer", "InferenceServer", "Rejection"]
 
 log = logging.getLogger(__name__)
 
-_KIND_OF = {"plain-fedavg": "update", "he-fedavg": "update", "he-ridge": "statistics"}
+_KIND_OF = {"plain-fedavg": "update", "he-fedavg": "update", "he-ridge": "statistics", "moments": "statistics"}
 _BLOB_OF = {"update": "update", "statistics": "statistics"}
 
 
@@ -64,7 +64,8 @@ class AggregationServer:
 
     Parameters
     ----------
-    strategy : ``plain-fedavg``, ``he-fedavg`` or ``he-ridge``
+    strategy : ``plain-fedavg``, ``he-fedavg``, ``he-ridge`` or ``moments`` (encrypted feature
+        moments for standardisation, one round)
     context : PublicContext or None
         Required for the HE strategies; ``None`` for ``plain-fedavg``.
     clients : ids of the registered clients

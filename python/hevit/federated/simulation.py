@@ -16,15 +16,15 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .. import he
-from ..errors import ProtocolError
 from .client import HospitalClient, fedavg_vector_length
 from .config import FederatedConfig
 from .keys import FederationKeys, ServerKeys
-from .models import LinearHead, normalize_rows, ridge_statistics_length
+from .models import LinearHead, ridge_statistics_length
 from .privacy import epsilon as dp_epsilon
 from .server import AggregationServer, InferenceServer
 
-__all__ = ["RoundRecord", "InferenceRecord", "StrategyResult", "make_clients", "run_strategy", "run_inference"]
+__all__ = ["RoundRecord", "InferenceRecord", "MomentsRecord", "StrategyResult", "make_clients", "run_moments",
+           "run_strategy", "run_inference"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,9 @@ class RoundRecord:
     dropped: list[str]
     bytes_up: dict[str, int]
     bytes_down: dict[str, int]
+    #: largest difference between the hospitals' copies of the global model, relative to its
+    #: largest parameter (independent flooding draws; 0 for plain-fedavg)
+    model_spread: float = 0.0
 
     @property
     def total_bytes(self) -> int:
@@ -106,7 +109,7 @@ def run_strategy(strategy: str, clients: list[HospitalClient], server_keys: Serv
         Called after each round's checkpoint is written (tests use it to kill the process).
     """
     classes, dim = clients[0].classes, clients[0].dim
-    x_test = normalize_rows(x_test)
+    x_test = clients[0].preprocess(x_test)
     rounds = 1 if strategy == "he-ridge" else config.rounds
     context = None if strategy == "plain-fedavg" else server_keys.aggregation
     length = (ridge_statistics_length(dim, classes) if strategy == "he-ridge"
@@ -124,17 +127,19 @@ def run_strategy(strategy: str, clients: list[HospitalClient], server_keys: Serv
     seconds: dict[str, float] = defaultdict(float)
     for c in clients:
         c.seconds.clear()
-    head = LinearHead.zeros(classes, dim)
+    # each hospital holds its own copy of the global model: it decrypts the aggregate itself, and
+    # independent flooding draws make the copies differ by the flooding noise
+    heads = [LinearHead.zeros(classes, dim) for _ in clients]
     records: list[RoundRecord] = []
     # rounds already in the checkpoint: replay their aggregates (clients rebuild the global model)
     for state in server.completed:
-        head = _read_aggregate(strategy, clients, state.aggregate, head, state.round)
-        records.append(_record(state, head, x_test, y_test))
+        heads = _read_aggregate(strategy, clients, state.aggregate, heads, state.round)
+        records.append(_record(state, heads, x_test, y_test))
     dropouts = dropouts or {}
     bar = tqdm(total=rounds, initial=len(records), desc=strategy, unit="round", disable=not progress, leave=False)
     while server.last_completed_round < rounds:
         r = server.open_round()
-        for c in clients:
+        for c, head in zip(clients, heads):
             if c.client_id in dropouts.get(r, ()):
                 continue
             data = c.statistics_message(r) if strategy == "he-ridge" else c.update_message(strategy, head, r)
@@ -143,8 +148,8 @@ def run_strategy(strategy: str, clients: list[HospitalClient], server_keys: Serv
         server.close_round()
         seconds["aggregate"] += time.perf_counter() - t0
         state = server.completed[-1]
-        head = _read_aggregate(strategy, clients, state.aggregate, head, r)
-        records.append(_record(state, head, x_test, y_test))
+        heads = _read_aggregate(strategy, clients, state.aggregate, heads, r)
+        records.append(_record(state, heads, x_test, y_test))
         bar.update(1)
         if on_round_end is not None:
             on_round_end(r)
@@ -156,36 +161,60 @@ def run_strategy(strategy: str, clients: list[HospitalClient], server_keys: Serv
     if config.dp is not None:
         releases = 1 if strategy == "he-ridge" else rounds
         eps = dp_epsilon(config.dp.noise_multiplier, releases, config.dp.delta)
-    return StrategyResult(strategy, records, dict(seconds), head, eps, [asdict(r) for r in server.rejections])
+    # the first hospital releases its copy (already flooded) as the trained head
+    return StrategyResult(strategy, records, dict(seconds), heads[0], eps, [asdict(r) for r in server.rejections])
 
 
-def _read_aggregate(strategy, clients, aggregate: bytes, head: LinearHead, round_: int) -> LinearHead:
-    """Every client decrypts (and floods) the aggregate; they must agree on the new global model.
-
-    Independent flooding draws make the clients' copies differ by the flooding noise only; the
-    federation adopts the first client's release (any one key holder's release suffices).
-    """
-    heads = []
-    for c in clients:
-        if strategy == "he-ridge":
-            heads.append(c.read_ridge_aggregate(aggregate, round_))
-        else:
-            heads.append(c.read_fedavg_aggregate(aggregate, strategy, head, round_))
-    spread = max(float(np.abs(h.to_vector() - heads[0].to_vector()).max()) for h in heads)
-    if spread > 1e-3:
-        raise ProtocolError(f"clients decrypted different global models (spread {spread:.3g})")
-    return heads[0]
+def _read_aggregate(strategy, clients, aggregate: bytes, heads: list[LinearHead], round_: int) -> list[LinearHead]:
+    """Every hospital decrypts (and floods) the aggregate into its own copy of the global model."""
+    if strategy == "he-ridge":
+        return [c.read_ridge_aggregate(aggregate, round_) for c in clients]
+    return [c.read_fedavg_aggregate(aggregate, strategy, h, round_) for c, h in zip(clients, heads)]
 
 
-def _record(state, head: LinearHead, x_test, y_test) -> RoundRecord:
+def _record(state, heads: list[LinearHead], x_test, y_test) -> RoundRecord:
+    reference = heads[0].to_vector()
+    scale = float(np.abs(reference).max()) or 1.0
     return RoundRecord(
         round=state.round,
-        accuracy=head.accuracy(x_test, y_test),
+        accuracy=heads[0].accuracy(x_test, y_test),
         contributors=list(state.contributors),
         dropped=list(state.dropped),
         bytes_up=dict(state.bytes_up),
         bytes_down={c: len(state.aggregate) for c in state.contributors},
+        model_spread=max(float(np.abs(h.to_vector() - reference).max()) for h in heads) / scale,
     )
+
+
+@dataclass
+class MomentsRecord:
+    """The preprocessing round: encrypted feature moments for federation-wide standardisation."""
+
+    contributors: list[str]
+    bytes_up: dict[str, int]
+    bytes_down: dict[str, int]
+    seconds: dict[str, float]
+
+
+def run_moments(clients: list[HospitalClient], server_keys: ServerKeys, config: FederatedConfig) -> MomentsRecord:
+    """Every client learns the federation's feature mean and std from one encrypted sum."""
+    server = AggregationServer("moments", server_keys.aggregation, clients=[c.client_id for c in clients],
+                               quorum=config.quorum)
+    for c in clients:
+        c.seconds.clear()
+    r = server.open_round()
+    for c in clients:
+        server.receive(c.moments_message(r))
+    t0 = time.perf_counter()
+    aggregate = server.close_round()
+    seconds = defaultdict(float, aggregate=time.perf_counter() - t0)
+    for c in clients:
+        c.read_moments_aggregate(aggregate, r)
+        for phase, sec in c.seconds.items():
+            seconds[phase] += sec
+    state = server.completed[-1]
+    return MomentsRecord(state.contributors, dict(state.bytes_up), {c: len(aggregate) for c in state.contributors},
+                         dict(seconds))
 
 
 def run_inference(head: LinearHead, clients: list[HospitalClient], server_keys: ServerKeys, test_parts, x_test,
@@ -198,7 +227,7 @@ def run_inference(head: LinearHead, clients: list[HospitalClient], server_keys: 
                              clients=[c.client_id for c in clients])
     chunk = params.poly_modulus_degree if layout == "batch" else 256
     x_test = np.asarray(x_test, dtype=np.float64)
-    plain = head.logits(normalize_rows(x_test))
+    plain = head.logits(clients[0].preprocess(x_test))
     covered = np.sort(np.concatenate([np.asarray(p, dtype=np.int64) for p in test_parts]))
     if not np.array_equal(covered, np.arange(len(x_test))):
         raise ValueError("test_parts must partition the rows of x_test (each row to exactly one client)")

@@ -24,8 +24,8 @@ from ..federated import (
     StrategyResult,
     centralized_ridge,
     make_clients,
-    normalize_rows,
     run_inference,
+    run_moments,
     run_strategy,
 )
 
@@ -56,6 +56,8 @@ class ExperimentReport:
     client_class_balance: list[list[int]]
     centralized_ridge_accuracy: float
     keygen_seconds: float
+    #: the encrypted feature-moments round (bytes, seconds), or None without standardisation
+    standardization: dict | None = None
     strategies: list[dict] = field(default_factory=list)
     versions: dict = field(default_factory=dict)
     paper: dict = field(default_factory=lambda: dict(PAPER_REFERENCE))
@@ -132,9 +134,19 @@ class ExperimentReport:
             "Client class balance (rows per class per client): "
             + "; ".join(f"client-{k}: {row}" for k, row in enumerate(self.client_class_balance)),
             "",
+            self._standardization_line(),
+            "",
             "Plots: accuracy_per_round.png, bytes_per_round.png, latency_per_phase.png.",
             "",
         ])
+
+    def _standardization_line(self) -> str:
+        if self.standardization is None:
+            return "Features: L2-normalised rows (no standardisation)."
+        s = self.standardization
+        return (f"Features standardised with the federation's mean/std from one encrypted moments round "
+                f"(up {sum(s['bytes_up'].values()):,} B, down {sum(s['bytes_down'].values()):,} B in total; "
+                "not included in the strategies' bytes), then L2-normalised.")
 
     def write(self, out_dir) -> Path:
         out = Path(out_dir)
@@ -263,7 +275,9 @@ def run_experiment(train: FeatureSet, test: FeatureSet | None = None, *, clients
     server_keys = keys.server_keys()
     keygen = time.perf_counter() - t0
     hospital = make_clients(x, y, parts, classes=n_classes, keys=keys, config=config)
-    reference = centralized_ridge(normalize_rows(x), y, n_classes, alpha=config.ridge_alpha)
+    moments = run_moments(hospital, server_keys, config) if config.standardize else None
+    prep = hospital[0].preprocess
+    reference = centralized_ridge(prep(x), y, n_classes, alpha=config.ridge_alpha)
 
     report = ExperimentReport(
         data=str(train.metadata.get("data", "?")), clients=clients, classes=list(train.classes),
@@ -271,8 +285,8 @@ def run_experiment(train: FeatureSet, test: FeatureSet | None = None, *, clients
         partition=partition if partition == "iid" else f"dirichlet(alpha={dirichlet_alpha})",
         config=config.to_dict(), features=dict(train.metadata),
         client_class_balance=class_balance(y, parts, n_classes).tolist(),
-        centralized_ridge_accuracy=reference.accuracy(normalize_rows(xt), yt), keygen_seconds=keygen,
-        versions=_versions(),
+        centralized_ridge_accuracy=reference.accuracy(prep(xt), yt), keygen_seconds=keygen,
+        versions=_versions(), standardization=None if moments is None else asdict(moments),
     )
     for name in strategies:
         result: StrategyResult = run_strategy(name, hospital, server_keys, xt, yt, config,
