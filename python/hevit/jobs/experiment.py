@@ -8,7 +8,9 @@ plots (accuracy per round, bytes per round on a log axis, latency per phase) to 
 from __future__ import annotations
 
 import json
+import os
 import platform
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from importlib import metadata as importlib_metadata
@@ -236,6 +238,26 @@ def _versions() -> dict:
     return versions
 
 
+def _hospital_keys(config: FederatedConfig, dim: int, classes: int, checkpoint_dir) -> FederationKeys:
+    """Fresh keys, or with a checkpoint folder the hospitals' persisted keys (so a resumed run
+    can decrypt the checkpointed aggregates). In this in-process simulation the hospitals'
+    storage is ``checkpoint_dir/hospitals`` (files 0600); the server's is ``checkpoint_dir/server``."""
+    make = lambda: FederationKeys.generate(  # noqa: E731
+        aggregation_preset=config.aggregation_preset, inference_preset=config.inference_preset,
+        inference_layout=config.inference_layout, dim=dim, classes=classes)
+    if checkpoint_dir is None:
+        return make()
+    folder = Path(checkpoint_dir) / "hospitals"
+    if folder.exists():
+        return FederationKeys.load(folder)
+    keys = make()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".hospitals-", dir=folder.parent))
+    keys.save(staging)
+    os.rename(staging, folder)  # atomic: a killed run leaves either no key folder or a complete one
+    return keys
+
+
 def run_experiment(train: FeatureSet, test: FeatureSet | None = None, *, clients: int = 3,
                    strategies=("plain-fedavg", "he-fedavg", "he-ridge"), config: FederatedConfig | None = None,
                    partition: str = "iid", dirichlet_alpha: float = 0.5, test_fraction: float = 0.3,
@@ -269,10 +291,9 @@ def run_experiment(train: FeatureSet, test: FeatureSet | None = None, *, clients
     test_parts = iid_partition(np.arange(len(xt)), clients=clients, seed=config.seed + 1)
 
     t0 = time.perf_counter()
-    keys = FederationKeys.generate(aggregation_preset=config.aggregation_preset,
-                                   inference_preset=config.inference_preset,
-                                   inference_layout=config.inference_layout, dim=x.shape[1], classes=n_classes)
+    keys = _hospital_keys(config, x.shape[1], n_classes, checkpoint_dir)
     server_keys = keys.server_keys()
+    server_checkpoints = None if checkpoint_dir is None else Path(checkpoint_dir) / "server"
     keygen = time.perf_counter() - t0
     hospital = make_clients(x, y, parts, classes=n_classes, keys=keys, config=config)
     moments = run_moments(hospital, server_keys, config) if config.standardize else None
@@ -290,7 +311,8 @@ def run_experiment(train: FeatureSet, test: FeatureSet | None = None, *, clients
     )
     for name in strategies:
         result: StrategyResult = run_strategy(name, hospital, server_keys, xt, yt, config,
-                                              checkpoint_dir=checkpoint_dir, dropouts=dropouts, progress=progress)
+                                              checkpoint_dir=server_checkpoints, dropouts=dropouts,
+                                              progress=progress)
         result.inference = run_inference(result.head, hospital, server_keys, test_parts, xt, yt, config,
                                          threads=threads)
         entry = result.to_dict()
