@@ -103,7 +103,7 @@ class Message:
             raise SerializationError(f"message header length {head_len} is too large or truncated")
         try:
             header = json.loads(data[_PREFIX.size : _PREFIX.size + head_len].decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise SerializationError(f"malformed message header: {exc}") from None
         header = _check_header(header)
         offset = _PREFIX.size + head_len
