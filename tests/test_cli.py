@@ -117,3 +117,20 @@ def test_extract_with_local_finetuning_records_it(tmp_path, capsys):
     fs = FeatureSet.load(out)
     assert "fine-tuned locally for 1 epoch(s) on 6 images" in fs.metadata["weights"]["description"]
     assert len(fs.metadata["weights"]["extra"]["finetune"]["loss_per_epoch"]) == 1
+
+
+def test_keygen_writes_secret_files_0600_and_public_server_files(tmp_path, capsys):
+    import stat
+
+    from hevit import he
+    from hevit.federated import FederationKeys, ServerKeys
+
+    assert main(["keygen", "--dim", "32", "--classes", "3", "--hospital-keys", str(tmp_path / "h"),
+                 "--server-keys", str(tmp_path / "s")]) == 0
+    for name in ("aggregation.key", "inference.key"):
+        assert stat.S_IMODE((tmp_path / "h" / name).stat().st_mode) == 0o600
+    keys, server = FederationKeys.load(tmp_path / "h"), ServerKeys.from_files(tmp_path / "s")
+    assert server.aggregation.keyset_id == keys.aggregation.public_context().keyset_id
+    assert isinstance(server.inference, he.PublicContext)
+    assert set(server.inference.rotation_steps) == set(
+        he.LinearPlan.rotation_steps(keys.inference.params, in_dim=32, out_dim=3, layout="sample"))

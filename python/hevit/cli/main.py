@@ -136,6 +136,18 @@ def _attack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keygen(args: argparse.Namespace) -> int:
+    from ..federated import FederationKeys
+
+    keys = FederationKeys.generate(aggregation_preset=args.aggregation_preset, inference_preset=args.inference_preset,
+                                   inference_layout=args.inference_layout, dim=args.dim, classes=args.classes)
+    keys.save(args.hospital_keys)
+    keys.server_keys().to_files(args.server_keys)
+    print(f"hospital key files (secret, mode 0600; give them to hospitals only): {args.hospital_keys}")
+    print(f"server files (public contexts, no secret key): {args.server_keys}")
+    return 0
+
+
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="vit_base_patch16_224", help="any timm ViT name")
     p.add_argument("--img-size", type=int, default=None, help="override the input size (paper: 200)")
@@ -180,6 +192,17 @@ def build_parser() -> argparse.ArgumentParser:
                          help="fine-tune the ViT locally on these images first (off by default: slow on CPU)")
     _add_model_options(extract)
     extract.set_defaults(func=_extract)
+
+    keygen = sub.add_parser("keygen", help="the federation's key sets: secret files for hospitals, public ones "
+                                           "for the server (e.g. for the Flower apps)")
+    keygen.add_argument("--dim", type=int, default=768, help="[CLS] feature dimension")
+    keygen.add_argument("--classes", type=int, required=True)
+    keygen.add_argument("--hospital-keys", required=True, help="new folder for the hospitals' secret key files")
+    keygen.add_argument("--server-keys", required=True, help="folder for the server's public contexts")
+    keygen.add_argument("--aggregation-preset", default="release")
+    keygen.add_argument("--inference-preset", default="sample")
+    keygen.add_argument("--inference-layout", default="sample", choices=["batch", "sample"])
+    keygen.set_defaults(func=_keygen)
 
     attack = sub.add_parser("attack", help="gradient/feature inversion attacks per strategy, scored by "
                                            "PSNR, SSIM, NMI, LPIPS")

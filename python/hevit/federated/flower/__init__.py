@@ -1,0 +1,23 @@
+"""hevit on Flower: a ``Strategy`` subclass and the ``ClientApp``/``ServerApp`` pair.
+
+Requires ``pip install 'hevit[flower]'``. :func:`app_dir` is the bundled Flower App project to
+pass to ``flwr run`` (its ``pyproject.toml`` names the apps below and the run_config defaults).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+try:
+    import flwr  # noqa: F401
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError("hevit.federated.flower needs Flower: pip install 'hevit[flower]'") from exc
+
+from .strategy import RECORD_KEY, HevitStrategy
+
+__all__ = ["HevitStrategy", "RECORD_KEY", "app_dir"]
+
+
+def app_dir() -> Path:
+    """The Flower App project (``flwr run $(python -c ...) <superlink>``)."""
+    return Path(__file__).resolve().parent / "app"

@@ -1,0 +1,121 @@
+"""The Flower ``ServerApp`` and ``ClientApp`` (Message API; settings in ``run_config``).
+
+run_config keys (defaults in the bundled app's ``pyproject.toml``, see :func:`app_dir`):
+
+- ``strategy``: ``he-fedavg`` or ``he-ridge``; ``num-clients``; ``rounds``; ``quorum`` (0 = all);
+  ``seed``; ``local-epochs``; ``learning-rate``; ``test-fraction``
+- ``features``: path of a FeatureSet ``.npz`` (``hevit extract``); each SuperNode takes the
+  IID part named by its ``partition-id`` node config (the same split the in-process run makes)
+- ``keys-dir``: the hospitals' key folder (``FederationKeys.save``), read by ClientApps only
+- ``server-keys-dir``: the public contexts (``ServerKeys.to_files``), read by the ServerApp
+- ``result-path``: where the ServerApp writes the per-round metrics and aggregates (JSON)
+- ``received-dir``: optional folder where the ServerApp stores every message it receives
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+
+from ..client import HospitalClient
+from ..config import FederatedConfig
+from ..keys import FederationKeys, ServerKeys
+from ..models import LinearHead
+from .strategy import RECORD_KEY, HevitStrategy
+
+__all__ = ["client_app", "server_app", "client_partition", "config_from_run"]
+
+client_app = ClientApp()
+server_app = ServerApp()
+
+
+def config_from_run(run_config) -> FederatedConfig:
+    quorum = int(run_config.get("quorum", 0)) or None
+    return FederatedConfig(rounds=int(run_config["rounds"]), local_epochs=int(run_config["local-epochs"]),
+                           learning_rate=float(run_config["learning-rate"]), quorum=quorum,
+                           seed=int(run_config["seed"]), standardize=False)
+
+
+def client_partition(run_config, partition_id: int):
+    """(train x, train y, test x, test y) of one partition: the experiment's split and IID parts."""
+    from ...data import iid_partition, stratified_split
+    from ...features import FeatureSet
+
+    fs = FeatureSet.load(run_config["features"])
+    seed = int(run_config["seed"])
+    clients = int(run_config["num-clients"])
+    tr, te = stratified_split(fs.labels, test_fraction=float(run_config["test-fraction"]), seed=seed)
+    x, y = fs.features.astype(np.float64)[tr], fs.labels[tr]
+    xt, yt = fs.features.astype(np.float64)[te], fs.labels[te]
+    part = iid_partition(np.arange(len(x)), clients=clients, seed=seed)[partition_id]
+    test_part = iid_partition(np.arange(len(xt)), clients=clients, seed=seed + 1)[partition_id]
+    return x[part], y[part], xt[test_part], yt[test_part], len(fs.classes)
+
+
+def _hospital(context: Context) -> tuple[HospitalClient, np.ndarray, np.ndarray]:
+    run = context.run_config
+    partition = int(context.node_config["partition-id"])
+    x, y, xt, yt, classes = client_partition(run, partition)
+    config = config_from_run(run)
+    keys = FederationKeys.load(run["keys-dir"])
+    client = HospitalClient(f"client-{partition}", x, y, classes=classes, keys=keys, config=config,
+                            clients=int(run["num-clients"]))
+    return client, xt, yt
+
+
+def _global_head(client: HospitalClient, strategy: str, aggregate: bytes, round_: int) -> LinearHead:
+    if strategy == "he-ridge":
+        return client.read_ridge_aggregate(aggregate, round_)
+    return client.read_fedavg_aggregate(aggregate, strategy, LinearHead.zeros(client.classes, client.dim), round_)
+
+
+@client_app.train()
+def train(msg: Message, context: Context) -> Message:
+    client, _, _ = _hospital(context)
+    record = msg.content[RECORD_KEY]
+    r, strategy, aggregate = int(record["round"]), str(record["strategy"]), bytes(record["aggregate"])
+    if strategy == "he-ridge":
+        data = client.statistics_message(r)
+    else:
+        head = LinearHead.zeros(client.classes, client.dim) if r == 1 else _global_head(client, strategy,
+                                                                                          aggregate, r - 1)
+        data = client.update_message(strategy, head, r)
+    return Message(RecordDict({RECORD_KEY: ConfigRecord({"message": data})}), reply_to=msg)
+
+
+@client_app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    client, xt, yt = _hospital(context)
+    record = msg.content[RECORD_KEY]
+    head = _global_head(client, str(record["strategy"]), bytes(record["aggregate"]), int(record["round"]))
+    correct = int(np.sum(head.predict(client.preprocess(xt)) == yt))
+    return Message(RecordDict({"metrics": MetricRecord({"correct": correct, "total": len(yt)})}), reply_to=msg)
+
+
+@server_app.main()
+def main(grid: Grid, context: Context) -> None:
+    run = context.run_config
+    server_keys = ServerKeys.from_files(run["server-keys-dir"])  # public contexts only
+    clients = [f"client-{k}" for k in range(int(run["num-clients"]))]
+    strategy = HevitStrategy(str(run["strategy"]), server_keys.aggregation, clients=clients,
+                             quorum=int(run.get("quorum", 0)) or None,
+                             received_dir=str(run.get("received-dir", "")) or None)
+    rounds = 1 if run["strategy"] == "he-ridge" else int(run["rounds"])
+    result = strategy.start(grid, ArrayRecord(), num_rounds=rounds, timeout=float(run.get("timeout", 600)))
+    out = {
+        "strategy": strategy.name,
+        "rounds": [s.round for s in strategy.server.completed],
+        "contributors": [s.contributors for s in strategy.server.completed],
+        "bytes_up": [s.bytes_up for s in strategy.server.completed],
+        "accuracy": {int(r): float(m["accuracy"]) for r, m in result.evaluate_metrics_clientapp.items()},
+        "aggregates": {r: base64.b64encode(a).decode() for r, a in strategy.aggregates.items()},
+        "received_kinds": strategy.received_kinds,
+        "rejections": [vars(r) for r in strategy.server.rejections],
+    }
+    Path(run["result-path"]).write_text(json.dumps(out))

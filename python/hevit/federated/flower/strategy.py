@@ -1,0 +1,141 @@
+"""A Flower ``Strategy`` that runs ``he-fedavg`` and ``he-ridge`` with hevit's server.
+
+The strategy never holds a secret key: it validates and sums the clients' serialized
+:class:`~hevit.federated.Message` bytes with :class:`~hevit.federated.AggregationServer` and sends
+the encrypted aggregate back. Everything a node replies travels as bytes in a ``ConfigRecord``
+(key ``"hevit"``), so Flower carries ciphertexts and never sees a plaintext parameter.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from ... import he
+from ..messages import Message as HevitMessage
+from ..server import AggregationServer
+
+__all__ = ["HevitStrategy", "RECORD_KEY"]
+
+log = logging.getLogger(__name__)
+
+#: Name of the ConfigRecord that carries hevit bytes in every Flower message.
+RECORD_KEY = "hevit"
+
+
+class HevitStrategy(Strategy):
+    """Encrypted aggregation on Flower's engine.
+
+    Parameters
+    ----------
+    strategy : ``he-fedavg`` or ``he-ridge``
+    context : PublicContext
+        The federation's aggregation context (no secret key).
+    clients : ids the clients report (``client-<partition-id>``)
+    quorum : fewest valid contributions per round (``None``: all)
+    min_nodes : nodes to wait for before a round starts
+    received_dir : if given, every message body the server receives is written there (audits
+        and the deployment test's secret-key search)
+    checkpoint : server state file (atomic, see AggregationServer)
+    """
+
+    def __init__(self, strategy: str, context: he.PublicContext, *, clients, quorum: int | None = None,
+                 min_nodes: int | None = None, received_dir=None, checkpoint=None) -> None:
+        if strategy not in ("he-fedavg", "he-ridge"):
+            raise ValueError(f"the Flower strategy runs he-fedavg or he-ridge, not {strategy!r}")
+        self.name = strategy
+        self.server = AggregationServer(strategy, context, clients=clients, quorum=quorum, checkpoint=checkpoint)
+        self.min_nodes = len(self.server.clients) if min_nodes is None else int(min_nodes)
+        self.received_dir = Path(received_dir) if received_dir else None
+        self.aggregates: dict[int, bytes] = {}
+        self.received_kinds: list[tuple[str, str, tuple[str, ...]]] = []
+
+    def summary(self) -> None:
+        log.info("hevit %s: %d registered clients, quorum %d", self.name, len(self.server.clients),
+                 self.server.quorum)
+
+    # ------------------------------------------------------------------ training rounds
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        node_ids = _wait_for_nodes(grid, self.min_nodes)
+        r = self.server.open_round()
+        if r != server_round:
+            raise RuntimeError(f"Flower round {server_round} but hevit server round {r}")
+        previous = self.aggregates.get(r - 1, b"")
+        record = ConfigRecord({"round": r, "strategy": self.name, "aggregate": previous})
+        return [Message(content=RecordDict({RECORD_KEY: record}), message_type=MessageType.TRAIN, dst_node_id=n)
+                for n in node_ids]
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None,
+                                                                                      MetricRecord | None]:
+        received = 0
+        for reply in replies:
+            if reply.has_error():
+                log.warning("round %d: node %s failed: %s", server_round, reply.metadata.src_node_id,
+                            reply.error.reason)
+                continue
+            try:
+                data = reply.content[RECORD_KEY]["message"]
+            except KeyError:
+                log.warning("round %d: node %s sent no hevit message", server_round, reply.metadata.src_node_id)
+                continue
+            self._audit(server_round, reply.metadata.src_node_id, data)
+            received += int(self.server.receive(data))
+        aggregate = self.server.close_round()
+        self.aggregates[server_round] = aggregate
+        state = self.server.completed[-1]
+        metrics = MetricRecord({"contributors": len(state.contributors), "bytes-up": sum(state.bytes_up.values()),
+                                "bytes-down-per-client": len(aggregate)})
+        return ArrayRecord({"aggregate": Array(np.frombuffer(aggregate, dtype=np.uint8))}), metrics
+
+    # ------------------------------------------------------------------ evaluation
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        node_ids = _wait_for_nodes(grid, self.min_nodes)
+        record = ConfigRecord({"round": server_round, "strategy": self.name,
+                               "aggregate": self.aggregates[server_round]})
+        return [Message(content=RecordDict({RECORD_KEY: record}), message_type=MessageType.EVALUATE,
+                        dst_node_id=n) for n in node_ids]
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        correct = total = 0
+        for reply in replies:
+            if reply.has_error():
+                log.warning("round %d: evaluation failed on node %s: %s", server_round,
+                            reply.metadata.src_node_id, reply.error.reason)
+                continue
+            metrics = reply.content["metrics"]
+            correct += int(metrics["correct"])
+            total += int(metrics["total"])
+        return MetricRecord({"accuracy": correct / total if total else 0.0, "num-examples": total})
+
+    # ------------------------------------------------------------------ audit
+    def _audit(self, server_round: int, node_id: int, data: bytes) -> None:
+        try:
+            msg = HevitMessage.from_bytes(data)
+            kinds = tuple(sorted("ciphertext" if isinstance(b, bytes) else "float64" for b in msg.blobs.values()))
+            self.received_kinds.append((msg.kind, msg.sender, kinds))
+        except ValueError:
+            self.received_kinds.append(("unparseable", "?", ()))
+        if self.received_dir is not None:
+            self.received_dir.mkdir(parents=True, exist_ok=True)
+            (self.received_dir / f"round{server_round}-node{node_id}.bin").write_bytes(data)
+
+
+def _wait_for_nodes(grid: Grid, count: int, timeout: float = 120.0) -> list[int]:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        nodes = sorted(grid.get_node_ids())
+        if len(nodes) >= count:
+            return nodes
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {len(nodes)} of {count} SuperNodes connected within {timeout:.0f} s")
+        time.sleep(0.2)
