@@ -40,11 +40,24 @@ def _experiment(args: argparse.Namespace) -> int:
     if (args.data is None) == (args.features is None):
         print("error: give exactly one of --data (an image folder) or --features (an .npz from hevit extract)")
         return 2
+    if args.trainable_blocks and args.data is None:
+        print("error: --trainable-blocks needs --data (the images run through the frozen front of the ViT)")
+        return 2
     test = None
     if args.features is not None:
         train = FeatureSet.load(args.features)
         if args.test_features:
             test = FeatureSet.load(args.test_features)
+    elif args.trainable_blocks:
+        from ..jobs.extract import extract_tail_inputs
+
+        spec = make_spec(args.model, img_size=args.img_size, patch_size=args.patch_size)
+        options = dict(spec=spec, weights=args.weights, seed=args.seed, blocks=args.trainable_blocks,
+                       batch_size=args.batch_size, limit_per_class=args.limit_per_class)
+        train, tail = extract_tail_inputs(args.data, **options)
+        if args.test_data:
+            test, _ = extract_tail_inputs(args.test_data, **options)
+        return _run_and_report(args, train, test, tail=tail)
     else:
         spec = make_spec(args.model, img_size=args.img_size, patch_size=args.patch_size)
         options = dict(spec=spec, weights=args.weights, seed=args.seed, batch_size=args.batch_size,
@@ -56,7 +69,7 @@ def _experiment(args: argparse.Namespace) -> int:
     return _run_and_report(args, train, test)
 
 
-def _run_and_report(args: argparse.Namespace, train, test) -> int:
+def _run_and_report(args: argparse.Namespace, train, test, *, tail=None) -> int:
     from ..federated import DPConfig, FederatedConfig
     from ..jobs.experiment import run_experiment
 
@@ -69,7 +82,7 @@ def _run_and_report(args: argparse.Namespace, train, test) -> int:
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     report = run_experiment(train, test, clients=args.clients, strategies=strategies, config=config,
                             partition=args.partition, dirichlet_alpha=args.alpha,
-                            checkpoint_dir=args.checkpoint_dir, threads=args.threads)
+                            checkpoint_dir=args.checkpoint_dir, threads=args.threads, tail=tail)
     print(report.summary_table())
     print()
     print(report.latency_table())
@@ -179,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--features", default=None, help="an .npz from `hevit extract` instead of --data")
     experiment.add_argument("--test-features", default=None)
     experiment.add_argument("--limit-per-class", type=int, default=None)
+    experiment.add_argument("--trainable-blocks", type=int, default=0,
+                            help="FedAvg strategies also train the last K ViT blocks (default 0: the head only)")
     _add_federated_options(experiment, out_default=None)
     _add_model_options(experiment)
     experiment.set_defaults(func=_experiment)

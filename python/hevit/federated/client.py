@@ -21,16 +21,16 @@ from ..he.flooding import flood, sum_noise_norm_bound, linear_noise_norm_bound
 from .config import FederatedConfig
 from .keys import FederationKeys
 from .messages import Message
-from .models import LinearHead, normalize_rows, ridge_statistics, ridge_statistics_length, solve_ridge, train_softmax
+from .models import LinearHead, normalize_rows, ridge_statistics, ridge_statistics_length, solve_ridge
 from .privacy import RIDGE_RECORD_SENSITIVITY, clip_to_norm, noise_share
 from .vectors import decrypt_vector, encrypt_vector
 
 __all__ = ["HospitalClient", "fedavg_vector_length"]
 
 
-def fedavg_vector_length(classes: int, dim: int) -> int:
-    """A FedAvg contribution: the count-weighted head parameters plus the count."""
-    return classes * dim + classes + 1
+def fedavg_vector_length(model) -> int:
+    """A FedAvg contribution: the count-weighted model parameters plus the count."""
+    return model.size + 1
 
 
 class HospitalClient:
@@ -39,7 +39,9 @@ class HospitalClient:
     Parameters
     ----------
     client_id : str
-    features, labels : its training rows ([CLS] features) and labels; rows are L2-normalised.
+    features, labels : its training rows and labels: (rows, dim) [CLS] features (standardised with
+        the federation's moments once known, then L2-normalised) or, to train the last ViT blocks
+        too, (rows, tokens, dim) token sequences from :func:`hevit.federated.tail.prefix_tokens`.
     classes : int
     keys : FederationKeys or None
         The shared secret contexts (``None`` restricts the client to ``plain-fedavg``).
@@ -51,7 +53,9 @@ class HospitalClient:
     def __init__(self, client_id: str, features, labels, *, classes: int, keys: FederationKeys | None,
                  config: FederatedConfig, clients: int) -> None:
         self.client_id = str(client_id)
-        self.raw = np.asarray(features, dtype=np.float64)
+        self.raw = np.asarray(features, dtype=np.float32 if np.ndim(features) == 3 else np.float64)
+        if self.raw.ndim not in (2, 3):
+            raise ValueError(f"client {client_id}: features must be 2-D rows or 3-D token sequences")
         #: federation-wide feature mean and std (set by :meth:`read_moments_aggregate`)
         self.mean: np.ndarray | None = None
         self.std: np.ndarray | None = None
@@ -65,7 +69,7 @@ class HospitalClient:
                 "raise FederatedConfig.count_scale"
             )
         self.classes = int(classes)
-        self.dim = self.x.shape[1]
+        self.dim = self.x.shape[-1]
         self.keys = keys
         self.config = config
         self.clients = int(clients)
@@ -82,8 +86,16 @@ class HospitalClient:
         finally:
             self.seconds[name] += time.perf_counter() - start
 
+    @property
+    def tokens(self) -> bool:
+        """True when this client trains a ViT tail on token sequences."""
+        return self.raw.ndim == 3
+
     def preprocess(self, features) -> np.ndarray:
-        """Standardise with the federation's moments (once known), then L2-normalise each row."""
+        """Standardise with the federation's moments (once known), then L2-normalise each row.
+        Token sequences pass unchanged (the tail normalises its own [CLS] output)."""
+        if np.ndim(features) == 3:
+            return np.asarray(features, dtype=np.float32)
         x = np.asarray(features, dtype=np.float64)
         if self.mean is not None:
             x = (x - self.mean) / self.std
@@ -93,6 +105,8 @@ class HospitalClient:
     def moments_message(self, round_: int = 1) -> bytes:
         """Encrypted per-feature sums and sums of squares, and the row count (for standardising
         features with federation-wide statistics)."""
+        if self.tokens:
+            raise ProtocolError("feature moments apply to [CLS] rows, not to token sequences")
         v = np.concatenate([self.raw.sum(axis=0), (self.raw**2).sum(axis=0), [len(self.raw)]])
         ctx = self._keys().aggregation
         with self._phase("encrypt"):
@@ -120,11 +134,11 @@ class HospitalClient:
         self.x = self.preprocess(self.raw)
 
     # ------------------------------------------------------------------ FedAvg (plain and HE)
-    def local_train(self, head: LinearHead, round_: int) -> LinearHead:
+    def local_train(self, head, round_: int):
+        """Trains a copy of the global model (a LinearHead or a ViTTail) on this client's rows."""
         rng = np.random.default_rng([self.config.seed, round_, _stable_id(self.client_id)])
-        return train_softmax(head, self.x, self.y, epochs=self.config.local_epochs,
-                             learning_rate=self.config.learning_rate, batch_size=self.config.batch_size,
-                             weight_decay=self.config.weight_decay, rng=rng)
+        return head.fit(self.x, self.y, epochs=self.config.local_epochs, learning_rate=self.config.learning_rate,
+                        batch_size=self.config.batch_size, weight_decay=self.config.weight_decay, rng=rng)
 
     def fedavg_contribution(self, head: LinearHead, round_: int) -> np.ndarray:
         """The vector this client adds to the sum: count-weighted parameters and the count, or
@@ -152,10 +166,11 @@ class HospitalClient:
         return Message("update", strategy, round_, self.client_id, ctx.public_context().keyset_id.hex(),
                        {"update": blob}).to_bytes()
 
-    def read_fedavg_aggregate(self, data: bytes, strategy: str, head: LinearHead, round_: int) -> LinearHead:
-        """The new global head from the server's aggregate message (decrypted and flooded for HE)."""
+    def read_fedavg_aggregate(self, data: bytes, strategy: str, head, round_: int):
+        """The new global model from the server's aggregate message (decrypted and flooded for HE);
+        ``head`` is this client's current copy (its shape, and the base of DP deltas)."""
         msg = self._check_aggregate(data, strategy, round_)
-        length = fedavg_vector_length(self.classes, self.dim)
+        length = fedavg_vector_length(head)
         if strategy == "plain-fedavg":
             total = np.asarray(msg.blobs["sum"], dtype=np.float64)
             if total.shape != (length,):
@@ -167,12 +182,14 @@ class HospitalClient:
         if self.config.dp is None:
             if not weight > 0:
                 raise ProtocolError(f"aggregate carries a non-positive sample count {weight}")
-            return LinearHead.from_vector(total[:-1] / weight, self.classes, self.dim)
+            return head.with_vector(total[:-1] / weight)
         contributors = max(int(round(weight)), 1)
-        return LinearHead.from_vector(head.to_vector() + total[:-1] / contributors, self.classes, self.dim)
+        return head.with_vector(head.to_vector() + total[:-1] / contributors)
 
     # ------------------------------------------------------------------ he-ridge
     def statistics_vector(self) -> np.ndarray:
+        if self.tokens:
+            raise ProtocolError("he-ridge solves a head on [CLS] rows; give this client rows, not token sequences")
         with self._phase("train"):
             stats = ridge_statistics(self.x, self.y, self.classes)
         if self.config.dp is not None:
@@ -196,10 +213,17 @@ class HospitalClient:
         return solve_ridge(total, self.dim, self.classes, alpha=self.config.ridge_alpha)
 
     # ------------------------------------------------------------------ he-cls
-    def inference_request(self, features, round_: int = 0) -> bytes:
+    def inference_request(self, features, round_: int = 0, *, model=None) -> bytes:
+        """Encrypted rows for ``he-cls``: the preprocessed features, or for token sequences the
+        normalised [CLS] rows ``model`` (a ViTTail, run here in plaintext) feeds its head."""
         ctx = self._keys().inference
+        rows = self.preprocess(features)
+        if rows.ndim == 3:
+            if model is None:
+                raise ValueError("token sequences need the trained ViTTail to compute the [CLS] rows")
+            rows = model.head_features(rows)
         with self._phase("encrypt"):
-            blob = ctx.encrypt(self.preprocess(features), layout=self.config.inference_layout).to_bytes()
+            blob = ctx.encrypt(rows, layout=self.config.inference_layout).to_bytes()
         return Message("infer-request", "he-cls", round_, self.client_id, ctx.public_context().keyset_id.hex(),
                        {"features": blob}).to_bytes()
 

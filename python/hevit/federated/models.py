@@ -57,6 +57,20 @@ class LinearHead:
             raise ValueError(f"a {classes}x{dim} head has {classes * dim + classes} parameters, got {v.shape}")
         return cls(v[: classes * dim].reshape(classes, dim).copy(), v[classes * dim :].copy())
 
+    def with_vector(self, v) -> LinearHead:
+        """A head of the same shape with the parameters of ``v``."""
+        return LinearHead.from_vector(v, self.classes, self.dim)
+
+    def fit(self, x, y, *, epochs: int, learning_rate: float, batch_size: int, weight_decay: float,
+            rng: np.random.Generator) -> LinearHead:
+        """Local training from this head (softmax regression)."""
+        return train_softmax(self, x, y, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,
+                             weight_decay=weight_decay, rng=rng)
+
+    def head_features(self, x) -> np.ndarray:
+        """The rows the head reads: the (already preprocessed) features themselves."""
+        return np.asarray(x, dtype=np.float64)
+
     def logits(self, x) -> np.ndarray:
         return np.asarray(x, dtype=np.float64) @ self.weights.T + self.bias
 

@@ -97,7 +97,7 @@ def make_clients(features, labels, parts, *, classes: int, keys: FederationKeys 
 
 def run_strategy(strategy: str, clients: list[HospitalClient], server_keys: ServerKeys | None, x_test, y_test,
                  config: FederatedConfig, *, checkpoint_dir=None, dropouts: dict[int, set[str]] | None = None,
-                 progress: bool = True, on_round_end=None) -> StrategyResult:
+                 progress: bool = True, on_round_end=None, initial_model=None) -> StrategyResult:
     """Runs one training strategy to completion (resuming from ``checkpoint_dir`` if it holds a
     checkpoint of this strategy) and returns its per-round record.
 
@@ -107,13 +107,17 @@ def run_strategy(strategy: str, clients: list[HospitalClient], server_keys: Serv
         Clients that vanish in that round after the round started (they send nothing).
     on_round_end : callable(round) or None
         Called after each round's checkpoint is written (tests use it to kill the process).
+    initial_model : LinearHead or ViTTail
+        The global model before round 1 (default: a zero linear head); a ViTTail for clients
+        holding token sequences.
     """
     classes, dim = clients[0].classes, clients[0].dim
     x_test = clients[0].preprocess(x_test)
     rounds = 1 if strategy == "he-ridge" else config.rounds
     context = None if strategy == "plain-fedavg" else server_keys.aggregation
+    initial_model = initial_model if initial_model is not None else LinearHead.zeros(classes, dim)
     length = (ridge_statistics_length(dim, classes) if strategy == "he-ridge"
-              else fedavg_vector_length(classes, dim))
+              else fedavg_vector_length(initial_model))
     ids = [c.client_id for c in clients]
     checkpoint = Path(checkpoint_dir) / f"{strategy}.ckpt.json" if checkpoint_dir is not None else None
     if checkpoint is not None and checkpoint.exists():
@@ -129,7 +133,7 @@ def run_strategy(strategy: str, clients: list[HospitalClient], server_keys: Serv
         c.seconds.clear()
     # each hospital holds its own copy of the global model: it decrypts the aggregate itself, and
     # independent flooding draws make the copies differ by the flooding noise
-    heads = [LinearHead.zeros(classes, dim) for _ in clients]
+    heads = [initial_model for _ in clients]
     records: list[RoundRecord] = []
     # rounds already in the checkpoint: replay their aggregates (clients rebuild the global model)
     for state in server.completed:
@@ -227,7 +231,7 @@ def run_inference(head: LinearHead, clients: list[HospitalClient], server_keys: 
                              clients=[c.client_id for c in clients])
     chunk = params.poly_modulus_degree if layout == "batch" else 256
     x_test = np.asarray(x_test, dtype=np.float64)
-    plain = head.logits(clients[0].preprocess(x_test))
+    plain = head.logits(clients[0].preprocess(x_test))  # rows, or token sequences for a ViTTail
     covered = np.sort(np.concatenate([np.asarray(p, dtype=np.int64) for p in test_parts]))
     if not np.array_equal(covered, np.arange(len(x_test))):
         raise ValueError("test_parts must partition the rows of x_test (each row to exactly one client)")
@@ -239,7 +243,7 @@ def run_inference(head: LinearHead, clients: list[HospitalClient], server_keys: 
     for c, part in zip(clients, test_parts):
         for start in range(0, len(part), chunk):
             idx = part[start : start + chunk]
-            request = c.inference_request(x_test[idx])
+            request = c.inference_request(x_test[idx], model=head)
             t0 = time.perf_counter()
             reply = server.handle(request, threads=threads)
             seconds["infer"] += time.perf_counter() - t0

@@ -71,9 +71,9 @@ class ExperimentReport:
     def summary_table(self) -> str:
         paper = self.paper
         lines = [
-            "| strategy | rounds | accuracy (plaintext head) | he-cls accuracy | enc/plain agreement "
+            "| strategy | trained | rounds | accuracy (plaintext model) | he-cls accuracy | enc/plain agreement "
             "| up B/client/round | down B/client/round | total bytes | epsilon |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for s in self.strategies:
             inf = s["inference"]
@@ -82,11 +82,11 @@ class ExperimentReport:
             down = np.mean([np.mean(list(r["bytes_down"].values())) for r in rounds])
             eps = "-" if s["epsilon"] is None else f"{s['epsilon']:.2f}"
             lines.append(
-                f"| {s['strategy']} | {len(rounds)} | {s['final_accuracy']:.4f} | {inf['accuracy_encrypted']:.4f} | "
+                f"| {s['strategy']} | {s.get('trained', 'linear head')} | {len(rounds)} | {s['final_accuracy']:.4f} | {inf['accuracy_encrypted']:.4f} | "
                 f"{inf['agreement']:.4f} | {up:,.0f} | {down:,.0f} | {sum(s['bytes_per_round']):,} | {eps} |"
             )
         lines.append(
-            f"| paper (3 clients, lung) | - | {paper['plaintext_accuracy']:.4f} | {paper['encrypted_accuracy']:.4f} "
+            f"| paper (3 clients, lung) | - | - | {paper['plaintext_accuracy']:.4f} | {paper['encrypted_accuracy']:.4f} "
             f"| - | {paper['bytes_per_round']:,} per round | - | - | - |"
         )
         return "\n".join(lines)
@@ -262,12 +262,14 @@ def run_experiment(train: FeatureSet, test: FeatureSet | None = None, *, clients
                    strategies=("plain-fedavg", "he-fedavg", "he-ridge"), config: FederatedConfig | None = None,
                    partition: str = "iid", dirichlet_alpha: float = 0.5, test_fraction: float = 0.3,
                    checkpoint_dir=None, dropouts: dict[int, set[str]] | None = None, progress: bool = True,
-                   threads: int | None = None) -> ExperimentReport:
+                   threads: int | None = None, tail=None) -> ExperimentReport:
     """Runs each strategy on the same features and client split, plus ``he-cls`` inference of
     every trained head on the held-out rows.
 
     ``test`` (features of a separate test folder) or else a stratified ``test_fraction`` of
-    ``train`` is held out.
+    ``train`` is held out. With ``tail`` (a :class:`~hevit.federated.tail.ViTTail`) the feature
+    sets hold token sequences (``extract_tail_inputs``): the FedAvg strategies train the tail
+    (last blocks + head) and ``he-ridge`` solves the head on the frozen tail's [CLS] rows.
     """
     config = config or FederatedConfig()
     unknown = [s for s in strategies if s not in ("plain-fedavg", "he-fedavg", "he-ridge")]
@@ -279,8 +281,14 @@ def run_experiment(train: FeatureSet, test: FeatureSet | None = None, *, clients
         train, test = train.subset(tr), train.subset(te)
     if tuple(test.classes) != tuple(train.classes):
         raise ValueError(f"train classes {train.classes} and test classes {test.classes} differ")
-    x, y = train.features.astype(np.float64), train.labels
-    xt, yt = test.features.astype(np.float64), test.labels
+    x, y = train.features, train.labels
+    xt, yt = test.features, test.labels
+    if tail is not None:
+        if x.ndim != 3:
+            raise ValueError("a ViT tail trains on token sequences: extract them with extract_tail_inputs")
+        tokens, tokens_test = x, xt
+        x, xt = tail.head_features(x), tail.head_features(xt)  # [CLS] rows of the frozen model
+    x, xt = x.astype(np.float64), xt.astype(np.float64)
     n_classes = len(train.classes)
     if partition == "iid":
         parts = iid_partition(np.arange(len(x)), clients=clients, seed=config.seed)
@@ -296,6 +304,8 @@ def run_experiment(train: FeatureSet, test: FeatureSet | None = None, *, clients
     server_checkpoints = None if checkpoint_dir is None else Path(checkpoint_dir) / "server"
     keygen = time.perf_counter() - t0
     hospital = make_clients(x, y, parts, classes=n_classes, keys=keys, config=config)
+    token_hospital = (None if tail is None else
+                      make_clients(tokens, y, parts, classes=n_classes, keys=keys, config=config))
     moments = run_moments(hospital, server_keys, config) if config.standardize else None
     prep = hospital[0].preprocess
     reference = centralized_ridge(prep(x), y, n_classes, alpha=config.ridge_alpha)
@@ -310,12 +320,17 @@ def run_experiment(train: FeatureSet, test: FeatureSet | None = None, *, clients
         versions=_versions(), standardization=None if moments is None else asdict(moments),
     )
     for name in strategies:
-        result: StrategyResult = run_strategy(name, hospital, server_keys, xt, yt, config,
+        on_tail = tail is not None and name != "he-ridge"
+        clients, x_eval = (token_hospital, tokens_test) if on_tail else (hospital, xt)
+        result: StrategyResult = run_strategy(name, clients, server_keys, x_eval, yt, config,
                                               checkpoint_dir=server_checkpoints, dropouts=dropouts,
-                                              progress=progress)
-        result.inference = run_inference(result.head, hospital, server_keys, test_parts, xt, yt, config,
+                                              progress=progress, initial_model=tail if on_tail else None)
+        result.inference = run_inference(result.head, clients, server_keys, test_parts, x_eval, yt, config,
                                          threads=threads)
         entry = result.to_dict()
+        entry["parameters"] = int(result.head.size)
+        entry["trained"] = (f"last {len(tail.module.blocks)} ViT block(s) + norm + head ({tail.size:,} parameters)"
+                            if on_tail else "linear head")
         if name == "he-ridge":
             entry["max_abs_diff_to_centralized_ridge"] = float(
                 np.abs(result.head.to_vector() - reference.to_vector()).max())

@@ -75,3 +75,46 @@ def extract_features(data_dir, *, spec: ViTSpec | None = None, weights="random",
     features.metadata["int8"] = int8
     features.metadata["seed"] = seed
     return features
+
+
+def extract_tail_inputs(data_dir, *, spec: ViTSpec | None = None, weights="random", seed: int = 0, blocks: int = 1,
+                        classes: int | None = None, batch_size: int = 16, limit_per_class: int | None = None,
+                        progress: bool = True):
+    """For training the last ``blocks`` ViT blocks too: the token sequences entering block
+    ``L - blocks`` of every image (PyTorch, the frozen front runs once) and the initial
+    :class:`~hevit.federated.tail.ViTTail` (the model's own last blocks, zero head).
+
+    Returns (FeatureSet with (N, tokens, dim) features, ViTTail).
+    """
+    import time
+
+    import timm
+    from tqdm.auto import tqdm
+
+    from ..features.preprocess import PreprocessConfig, preprocess_images
+    from ..federated.tail import ViTTail, prefix_tokens
+
+    folder = ImageFolder(data_dir, limit_per_class=limit_per_class)
+    print(f"data: {folder.root} ({len(folder)} images, classes {folder.class_counts()})")
+    spec = spec or make_spec()
+    model, info = build_model(spec, weights=weights, seed=seed)
+    print(f"weights: {info.description}")
+    config = timm.data.resolve_data_config({}, model=model)
+    config["input_size"] = (3, *model.patch_embed.img_size)
+    prep = PreprocessConfig.from_timm(config)
+    start = time.perf_counter()
+    chunks = []
+    bar = tqdm(total=len(folder), unit="img", desc=f"tokens before the last {blocks} block(s)", disable=not progress)
+    for lo in range(0, len(folder), batch_size):
+        idx = range(lo, min(lo + batch_size, len(folder)))
+        images = preprocess_images([folder.load(i) for i in idx], prep)
+        chunks.append(prefix_tokens(model, images, blocks, batch_size=batch_size))
+        bar.update(len(idx))
+    bar.close()
+    seconds = time.perf_counter() - start
+    tokens = np.concatenate(chunks)
+    metadata = {"model": spec.to_dict(), "weights": info.to_dict(), "provider": "PyTorch (CPU)",
+                "data": str(folder.root), "seconds": seconds, "images_per_second": len(folder) / seconds,
+                "trainable_blocks": blocks, "tokens_shape": list(tokens.shape[1:])}
+    tail = ViTTail.from_vit(model, blocks, classes or len(folder.classes))
+    return FeatureSet(tokens, folder.labels.copy(), list(folder.paths), folder.classes, metadata), tail
