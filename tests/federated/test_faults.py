@@ -119,3 +119,43 @@ def test_clients_refuse_aggregates_from_the_wrong_round_or_key_set(federation, s
                                 config=config, clients=3)
     with pytest.raises(ProtocolError, match="another key set"):
         outsider.read_fedavg_aggregate(aggregate, "he-fedavg", head, r)
+
+
+EXAMPLES = int(__import__("os").environ.get("HEVIT_FUZZ_EXAMPLES", "60"))
+
+
+@pytest.fixture(scope="module")
+def honest_update(federation):
+    config = FederatedConfig(rounds=1, local_epochs=1)
+    clients = federation.clients(config)
+    head = LinearHead.zeros(CLASSES, DIM)
+    return clients[0].update_message("he-fedavg", head, 1), clients[0].fedavg_contribution(head, 1)
+
+
+def test_fuzzed_updates_never_crash_the_server_or_reach_the_aggregate(federation, honest_update):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    data, vector = honest_update
+    tol = he.reference.sum_tolerance(federation.keys.aggregation.params, 1)
+
+    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.data())
+    def run(draw):
+        raw = bytearray(data)
+        for _ in range(draw.draw(st.integers(1, 3))):
+            pos = draw.draw(st.integers(0, len(raw) - 1))
+            raw[pos] ^= draw.draw(st.integers(1, 255))
+        server = AggregationServer("he-fedavg", federation.server_keys.aggregation,
+                                   clients=["client-0", "client-1", "client-2"], quorum=1)
+        server.open_round()
+        if not server.receive(bytes(raw)):
+            assert server.rejections and server.rejections[-1].reason
+            return
+        # accepted: the edit must have left the contribution itself intact (e.g. header metadata)
+        msg = Message.from_bytes(server.close_round())
+        batch = he.EncryptedBatch.from_bytes(msg.blobs["sum"], federation.keys.aggregation.public_context())
+        total = decrypt_vector(federation.keys.aggregation, batch, len(vector))
+        assert np.abs(total - vector).max() <= tol
+
+    run()
