@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from .. import he
-from ..errors import ProtocolError, ValueRangeError
+from ..errors import ProtocolError
 from ..he.flooding import flood, sum_noise_norm_bound, linear_noise_norm_bound
 from .config import FederatedConfig
 from .keys import FederationKeys
@@ -63,11 +63,6 @@ class HospitalClient:
         self.y = np.asarray(labels, dtype=np.int64)
         if len(self.x) != len(self.y) or len(self.x) == 0:
             raise ValueError(f"client {client_id}: {len(self.x)} feature rows and {len(self.y)} labels")
-        if len(self.x) > config.count_scale:
-            raise ValueRangeError(
-                f"client {client_id} has {len(self.x)} rows, above the public count_scale {config.count_scale:g}; "
-                "raise FederatedConfig.count_scale"
-            )
         self.classes = int(classes)
         self.dim = self.x.shape[-1]
         self.keys = keys
@@ -273,7 +268,7 @@ class HospitalClient:
             exact = decrypt_vector(ctx, batch, length)
             bound = sum_noise_norm_bound(ctx.params, length, contributors)
             # released values are sums divided by count_scale; the flooding noise must stay far
-            # below one row's contribution to them (1 / count_scale)
+            # below what one row contributes to them (1 / count_scale)
             return flood(exact, bound, self.config.flooding, max_sigma=1e-4 / self.config.count_scale,
                          rng=self.flooding_rng)
 

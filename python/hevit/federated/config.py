@@ -27,8 +27,9 @@ class FederatedConfig:
     aggregation_preset : CKKS preset of encrypted updates and statistics (released after
         decryption, so it needs the precision left after noise flooding: ``release``).
     inference_preset, inference_layout : CKKS preset and slot layout of ``he-cls``.
-    count_scale : public bound on one client's number of training rows; updates and statistics
-        are divided by it so every encrypted value is at most about one.
+    count_scale : updates and statistics are divided by it before encryption (default 1: the
+        ``release`` preset's public row-norm bound of 2^24 holds sums over millions of rows);
+        the flooding noise, in value units, is multiplied by it.
     quorum : fewest client contributions a round needs (``None``: all clients); with fewer
         the round fails with ``QuorumError``.
     flooding : noise flooding of released decryptions.
@@ -46,7 +47,7 @@ class FederatedConfig:
     aggregation_preset: str = "release"
     inference_preset: str = "sample"
     inference_layout: str = "sample"
-    count_scale: float = 1e4
+    count_scale: float = 1.0
     quorum: int | None = None
     flooding: FloodingPolicy = field(default_factory=FloodingPolicy)
     dp: DPConfig | None = None

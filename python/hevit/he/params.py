@@ -111,6 +111,7 @@ PRESETS: dict[str, dict] = {
     # Values that are decrypted and then released (aggregates, logits sent on): a 2^80 scale over a
     # 120-bit data modulus puts the key-dependent noise near 2^-72, so noise flooding at 40-bit
     # statistical security (hevit.he.flooding) still leaves ~1e-10 precision. Batch layout only
-    # (the third prime is the special prime; sums and batch plans need no rotation).
-    "release": dict(poly_modulus_degree=8192, coeff_modulus_bits=(60, 60, 60), scale_bits=80),
+    # (the third prime is the special prime; sums and batch plans need no rotation). Values up to
+    # 2^39 fit, so the public row-norm bound is 2^24: sums of statistics need no down-scaling.
+    "release": dict(poly_modulus_degree=8192, coeff_modulus_bits=(60, 60, 60), scale_bits=80, max_norm=2.0**24),
 }
