@@ -2,6 +2,7 @@
 #include "hevit/encrypted_batch.h"
 #include "hevit/errors.h"
 #include "hevit/parallel.h"
+#include "seal/util/polyarithsmallmod.h"
 #include "seal/util/rlwe.h"
 #include <atomic>
 #include <cmath>
@@ -191,6 +192,30 @@ namespace hevit
             auto prng = seal::Blake2xbPRNGFactory().create(seed);
             seal::util::sample_poly_uniform(prng, cd->parms(), ct.data(1));
         }
+
+        void expand_seeds(
+            const seal::SEALContext &context, const seal::prng_seed_type *seeds, std::size_t count, seal::Ciphertext &ct)
+        {
+            expand_seed(context, seeds[0], ct);
+            if (count == 1)
+            {
+                return;
+            }
+            auto cd = context.get_context_data(ct.parms_id());
+            const auto &parms = cd->parms();
+            const std::size_t n = parms.poly_modulus_degree();
+            const auto &primes = parms.coeff_modulus();
+            std::vector<std::uint64_t> term(n * primes.size());
+            for (std::size_t j = 1; j < count; j++)
+            {
+                auto prng = seal::Blake2xbPRNGFactory().create(seeds[j]);
+                seal::util::sample_poly_uniform(prng, parms, term.data());
+                for (std::size_t l = 0; l < primes.size(); l++)
+                {
+                    seal::util::add_poly_coeffmod(term.data() + l * n, ct.data(1) + l * n, n, primes[l], ct.data(1) + l * n);
+                }
+            }
+        }
     } // namespace detail
 
     EncryptedBatch::EncryptedBatch(
@@ -204,7 +229,7 @@ namespace hevit
         {
             throw std::logic_error("EncryptedBatch: ciphertext count does not match shape and layout");
         }
-        if (!seeds_.empty() && seeds_.size() != ciphertexts_.size())
+        if (seeds_.size() % ciphertexts_.size() != 0 || seed_count() > max_seeds_per_ciphertext)
         {
             throw std::logic_error("EncryptedBatch: seed count does not match ciphertext count");
         }
@@ -270,14 +295,38 @@ namespace hevit
                 evaluator.add_inplace(cts[i], batches[b]->ciphertexts_[i]);
             }
         });
-        return EncryptedBatch(first.context_, first.layout_, first.rows_, first.cols_, first.period_, bound, std::move(cts));
+        // c1 of the sum is the sum of the seed expansions: keep the seeds (c0 plus k seeds on the
+        // wire instead of c0 and c1) while they fit the per-ciphertext limit
+        std::size_t total_seeds = 0;
+        bool all_seeded = true;
+        for (const auto *b : batches)
+        {
+            all_seeded = all_seeded && b->seeded();
+            total_seeds += b->seed_count();
+        }
+        std::vector<seal::prng_seed_type> seeds;
+        if (all_seeded && total_seeds <= max_seeds_per_ciphertext)
+        {
+            seeds.reserve(cts.size() * total_seeds);
+            for (std::size_t i = 0; i < cts.size(); i++)
+            {
+                for (const auto *b : batches)
+                {
+                    const std::size_t k = b->seed_count();
+                    seeds.insert(seeds.end(), b->seeds_.begin() + i * k, b->seeds_.begin() + (i + 1) * k);
+                }
+            }
+        }
+        return EncryptedBatch(
+            first.context_, first.layout_, first.rows_, first.cols_, first.period_, bound, std::move(cts),
+            std::move(seeds));
     }
 
     std::size_t EncryptedBatch::byte_size() const noexcept
     {
         auto cd = context_->seal_context().get_context_data(ciphertexts_.front().parms_id());
         const std::size_t poly = packed_poly_bytes(*cd);
-        const std::size_t per_ct = seeded() ? sizeof(seal::prng_seed_type) + poly : 2 * poly;
+        const std::size_t per_ct = seeded() ? seed_count() * sizeof(seal::prng_seed_type) + poly : 2 * poly;
         return wire_header_size + batch_metadata_size + ciphertexts_.size() * per_ct;
     }
 
@@ -287,11 +336,12 @@ namespace hevit
         const auto &primes = cd->parms().coeff_modulus();
         const std::size_t n = cd->parms().poly_modulus_degree();
         const std::size_t poly = packed_poly_bytes(*cd);
-        const std::size_t per_ct = seeded() ? sizeof(seal::prng_seed_type) + poly : 2 * poly;
+        const std::size_t k = seed_count();
+        const std::size_t per_ct = seeded() ? k * sizeof(seal::prng_seed_type) + poly : 2 * poly;
 
         ByteWriter w;
         w.u8(static_cast<std::uint8_t>(layout_));
-        w.u8(seeded() ? 1 : 0);
+        w.u8(static_cast<std::uint8_t>(k)); // seeds per ciphertext (0: c1 stored in full)
         w.u8(0);
         w.u8(0);
         w.u32(static_cast<std::uint32_t>(primes.size()));
@@ -310,8 +360,8 @@ namespace hevit
             const auto &ct = ciphertexts_[i];
             if (seeded())
             {
-                std::memcpy(p, seeds_[i].data(), sizeof(seal::prng_seed_type));
-                p += sizeof(seal::prng_seed_type);
+                std::memcpy(p, seeds_[i * k].data(), k * sizeof(seal::prng_seed_type));
+                p += k * sizeof(seal::prng_seed_type);
             }
             for (std::size_t poly_index = 0; poly_index < (seeded() ? 1u : 2u); poly_index++)
             {
@@ -350,10 +400,7 @@ namespace hevit
         {
             throw SerializationError("malformed EncryptedBatch: unknown layout code " + std::to_string(layout_code));
         }
-        if (seeded > 1)
-        {
-            throw SerializationError("malformed EncryptedBatch: bad seeded flag");
-        }
+        // seeds per ciphertext: any u8 value is a valid count (max_seeds_per_ciphertext = 255)
         const auto layout = static_cast<Layout>(layout_code);
         const std::uint32_t prime_count = r.u32();
         const std::uint64_t rows = r.u64();
@@ -392,7 +439,7 @@ namespace hevit
             throw SerializationError("malformed EncryptedBatch: bad norm bound");
         }
         const std::size_t poly = packed_poly_bytes(*cd);
-        const std::size_t per_ct = seeded ? sizeof(seal::prng_seed_type) + poly : 2 * poly;
+        const std::size_t per_ct = seeded ? seeded * sizeof(seal::prng_seed_type) + poly : 2 * poly;
         if (r.remaining() != count * per_ct)
         {
             throw SerializationError(
@@ -403,7 +450,7 @@ namespace hevit
         const auto &primes = cd->parms().coeff_modulus();
 
         std::vector<seal::Ciphertext> cts(count);
-        std::vector<seal::prng_seed_type> seeds(seeded ? count : 0);
+        std::vector<seal::prng_seed_type> seeds(count * seeded);
         std::atomic<bool> bad{ false };
         parallel_for(count, threads, [&](std::size_t i) {
             const std::uint8_t *p = src + i * per_ct;
@@ -413,8 +460,8 @@ namespace hevit
             ct.scale() = scale;
             if (seeded)
             {
-                std::memcpy(seeds[i].data(), p, sizeof(seal::prng_seed_type));
-                p += sizeof(seal::prng_seed_type);
+                std::memcpy(seeds[i * seeded].data(), p, seeded * sizeof(seal::prng_seed_type));
+                p += seeded * sizeof(seal::prng_seed_type);
             }
             for (std::size_t poly_index = 0; poly_index < (seeded ? 1u : 2u); poly_index++)
             {
@@ -430,7 +477,7 @@ namespace hevit
             }
             if (seeded)
             {
-                detail::expand_seed(context->seal_context(), seeds[i], ct);
+                detail::expand_seeds(context->seal_context(), seeds.data() + i * seeded, seeded, ct);
             }
         });
         if (bad)

@@ -61,12 +61,35 @@ def test_wire_size_is_bit_packed_seeded_and_half_of_public_key_encryption(keys, 
 def test_sum_aggregates_clients(keys, rng, layout):
     sk = keys.get("batch")
     xs = [rows_with_norm(rng, 10, 20, 30.0) for _ in range(3)]
-    total = he.EncryptedBatch.sum([sk.encrypt(x, layout=layout) for x in xs])
-    assert not total.seeded and total.norm_bound == pytest.approx(3 * sk.params.max_norm)
+    fresh = [sk.encrypt(x, layout=layout) for x in xs]
+    total = he.EncryptedBatch.sum(fresh)
+    assert total.norm_bound == pytest.approx(3 * sk.params.max_norm)
+    # the sum of fresh batches keeps their seeds: c0 plus 3 seeds per ciphertext on the wire
+    assert total.seeded and total.seed_count == 3
+    assert total.nbytes == fresh[0].nbytes + 2 * 64 * total.ciphertext_count
     blob = total.to_bytes()
+    assert len(blob) == total.nbytes
     total = he.EncryptedBatch.from_bytes(blob, sk.public_context())
+    assert total.seed_count == 3 and total.to_bytes() == blob
     err = np.abs(sk.decrypt(total) - sum(xs)).max()
     assert err <= he.reference.sum_tolerance(sk.params, 3)
+    # a sum with a public-key (unseeded) batch stores c1 in full
+    mixed = he.EncryptedBatch.sum([total, sk.public_context().encrypt(xs[0], layout=layout)])
+    assert not mixed.seeded and mixed.seed_count == 0
+    assert np.abs(sk.decrypt(mixed) - sum(xs) - xs[0]).max() <= he.reference.public_round_trip_tolerance(
+        sk.params) + he.reference.sum_tolerance(sk.params, 3)
+
+
+def test_sum_of_many_fresh_batches_stores_c1_beyond_the_seed_limit(keys, rng):
+    sk = keys.get("batch")
+    x = rows_with_norm(rng, 4, 3, 0.1)
+    one = sk.encrypt(x, layout="batch")
+    big = he.EncryptedBatch.sum([one] * 255)
+    assert big.seed_count == 255
+    over = he.EncryptedBatch.sum([big, one])
+    assert not over.seeded and over.nbytes > big.nbytes
+    back = he.EncryptedBatch.from_bytes(big.to_bytes(), sk.public_context())
+    assert np.abs(sk.decrypt(back) - 255 * x).max() <= he.reference.sum_tolerance(sk.params, 255) * 255 ** 0.5
 
 
 def test_sum_refuses_mismatches(keys, rng):

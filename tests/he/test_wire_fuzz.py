@@ -34,15 +34,16 @@ def samples():
         "public_context": (pub.to_bytes(), lambda b: he.PublicContext.from_bytes(b)),
         "secret_context": (sk.to_bytes(), lambda b: he.SecretContext.from_bytes(b)),
         "batch_seeded": (seeded.to_bytes(), lambda b: he.EncryptedBatch.from_bytes(b, pub)),
-        "batch_full": (
-            he.EncryptedBatch.sum([seeded, seeded]).to_bytes(),
+        "batch_full": (pub.encrypt(x, layout="batch").to_bytes(), lambda b: he.EncryptedBatch.from_bytes(b, pub)),
+        "batch_summed": (
+            he.EncryptedBatch.sum([seeded, seeded, seeded]).to_bytes(),
             lambda b: he.EncryptedBatch.from_bytes(b, pub),
         ),
         "batch_sample": (sk.encrypt(x, layout="sample").to_bytes(), lambda b: he.EncryptedBatch.from_bytes(b, pub)),
     }
 
 
-KINDS = ["public_context", "secret_context", "batch_seeded", "batch_full", "batch_sample"]
+KINDS = ["public_context", "secret_context", "batch_seeded", "batch_full", "batch_summed", "batch_sample"]
 # CI runs a bounded, derandomised campaign; HEVIT_FUZZ_EXAMPLES=5000 runs a long random one.
 _EXAMPLES = int(os.environ.get("HEVIT_FUZZ_EXAMPLES", "60"))
 FUZZ = settings(max_examples=_EXAMPLES, deadline=None, derandomize="HEVIT_FUZZ_EXAMPLES" not in os.environ,
@@ -107,7 +108,17 @@ def test_rewritten_payloads_never_crash(samples, kind, data):
         pass
 
 
-@pytest.mark.parametrize("kind", ["batch_seeded", "batch_full"])
+@pytest.mark.parametrize("kind", ["batch_seeded", "batch_full", "batch_summed"])
+@pytest.mark.parametrize("shift", [1, 2, 128, 255])
+def test_announced_seed_count_must_match_the_bytes(samples, kind, shift):
+    blob, load = samples[kind]
+    payload = bytearray(blob[HEADER:])
+    payload[1] = (payload[1] + shift) % 256  # seeds per ciphertext, now wrong
+    with pytest.raises(HevitError, match="ciphertext bytes"):
+        load(with_checksum(blob[:HEADER] + bytes(payload)))
+
+
+@pytest.mark.parametrize("kind", ["batch_seeded", "batch_full", "batch_summed"])
 def test_huge_announced_sizes_fail_before_allocating(samples, kind):
     blob, load = samples[kind]
     payload = bytearray(blob[HEADER:])

@@ -17,7 +17,9 @@ namespace hevit
     Ciphertexts are always kept expanded in memory (ready for evaluation). Fresh symmetric
     encryptions also keep their seeds, so that to_bytes can send c0 and a 64-byte seed instead of
     c0 and c1; anything computed from them (sums, plan outputs) is sent whole. Coefficients are
-    bit-packed to each prime's width.
+    bit-packed to each prime's width. Fresh symmetric encryptions store c1 as a 64-byte seed, and
+    so do their sums (c1 of a sum of k fresh ciphertexts is the sum of k seed expansions): an
+    aggregate of k client batches travels as c0 plus k seeds, about half the bytes of c0 and c1.
 
     norm_bound is a public upper bound on the L2 norm of every row (max_norm at encryption, added
     up by sum, propagated by plans); plans use it to guarantee results never wrap the modulus.
@@ -55,7 +57,16 @@ namespace hevit
         double norm_bound() const noexcept { return norm_bound_; }
         double scale() const noexcept { return ciphertexts_.front().scale(); }
         std::size_t prime_count() const noexcept { return ciphertexts_.front().coeff_modulus_size(); }
+        /** True when c1 of every ciphertext is stored as seeds (fresh encryptions and their sums). */
         bool seeded() const noexcept { return !seeds_.empty(); }
+        /**
+        Seeds per ciphertext: 1 for a fresh symmetric encryption, k for the sum of k of them (c1 is
+        the sum of the k expanded seeds), 0 when c1 is stored in full.
+        */
+        std::size_t seed_count() const noexcept { return seeds_.size() / ciphertexts_.size(); }
+
+        /** Most seeds one ciphertext may carry; sums of more fresh batches store c1 in full. */
+        static constexpr std::size_t max_seeds_per_ciphertext = 255;
         const std::vector<seal::Ciphertext> &ciphertexts() const noexcept { return ciphertexts_; }
 
         /** Serialized form (kind EncryptedBatch). */
@@ -101,5 +112,9 @@ namespace hevit
 
         /** Regenerates c1 of a seeded ciphertext from its seed (the same expansion encryption used). */
         void expand_seed(const seal::SEALContext &context, const seal::prng_seed_type &seed, seal::Ciphertext &ct);
+
+        /** c1 = sum of the expansions of `count` seeds (a sum of fresh seeded ciphertexts). */
+        void expand_seeds(
+            const seal::SEALContext &context, const seal::prng_seed_type *seeds, std::size_t count, seal::Ciphertext &ct);
     } // namespace detail
 } // namespace hevit

@@ -201,8 +201,8 @@ class AggregationServer:
         if not isinstance(blob, bytes):
             raise ProtocolError(f"{self.strategy} contributions are ciphertexts, got a plaintext array")
         batch = he.EncryptedBatch.from_bytes(blob, self.context)
-        if batch.layout != "batch" or not batch.seeded:
-            raise ProtocolError("contributions must be fresh batch-layout encryptions")
+        if batch.layout != "batch" or batch.seed_count != 1:
+            raise ProtocolError("contributions must be fresh (one-seed) batch-layout encryptions")
         reference = next(iter(self._accepted.values()), None)
         if reference is not None and reference.shape != batch.shape:
             raise ProtocolError(f"contribution shape {batch.shape} differs from this round's {reference.shape}")

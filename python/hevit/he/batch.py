@@ -54,8 +54,14 @@ class EncryptedBatch:
 
     @property
     def seeded(self) -> bool:
-        """True for fresh symmetric encryptions, which serialize as c0 plus a seed."""
+        """True for fresh symmetric encryptions and their sums, which serialize as c0 plus seeds."""
         return self._core.seeded
+
+    @property
+    def seed_count(self) -> int:
+        """Seeds per ciphertext: 1 fresh, k for a sum of k fresh batches, 0 when c1 is stored in full
+        (public-key encryptions, plan outputs, sums of more than 255 fresh batches)."""
+        return self._core.seed_count
 
     @property
     def context(self):
@@ -86,6 +92,10 @@ class EncryptedBatch:
     @staticmethod
     def sum(batches: Sequence[EncryptedBatch], *, threads: int | None = None) -> EncryptedBatch:
         """Elementwise sum (aggregation across clients).
+
+        The sum of seeded batches stays seeded: c1 of the sum is the sum of the seed expansions,
+        so the aggregate of k fresh client batches serializes as c0 plus k 64-byte seeds per
+        ciphertext, about half the bytes of c0 and c1.
 
         Raises
         ------
