@@ -132,12 +132,13 @@ def honest_update(federation):
     return clients[0].update_message("he-fedavg", head, 1), clients[0].fedavg_contribution(head, 1)
 
 
-def test_fuzzed_updates_never_crash_the_server_or_reach_the_aggregate(federation, honest_update):
+def test_fuzzed_updates_never_crash_the_server_or_reach_the_aggregate(federation, honest_update, capsys):
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
     data, vector = honest_update
     tol = he.reference.sum_tolerance(federation.keys.aggregation.params, 1)
+    outcomes = {"rejected": 0, "accepted intact": 0}
 
     @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
     @given(st.data())
@@ -151,11 +152,15 @@ def test_fuzzed_updates_never_crash_the_server_or_reach_the_aggregate(federation
         server.open_round()
         if not server.receive(bytes(raw)):
             assert server.rejections and server.rejections[-1].reason
+            outcomes["rejected"] += 1
             return
         # accepted: the edit must have left the contribution itself intact (e.g. header metadata)
         msg = Message.from_bytes(server.close_round())
         batch = he.EncryptedBatch.from_bytes(msg.blobs["sum"], federation.keys.aggregation.public_context())
         total = decrypt_vector(federation.keys.aggregation, batch, len(vector))
         assert np.abs(total - vector).max() <= tol
+        outcomes["accepted intact"] += 1
 
     run()
+    with capsys.disabled():
+        print(f"\nfuzzed updates: {outcomes}")
