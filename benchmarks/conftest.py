@@ -144,6 +144,17 @@ def _table(rows: list[Row]) -> tuple[str, list[dict]]:
                 f"| {model} | {x['impl'].split()[1]} | {x['ms_per_image']:.1f} | {1e3 / x['ms_per_image']:.2f} | "
                 f"{ratio} | {'' if cos is None else f'{cos:.4f}'} |"
             )
+    agg = [x for x in records if x["what"] == "aggregation" and x["ms_per_image"] is not None]
+    if agg:
+        lines += ["", "| vector | implementation | ms per round (3 clients) | up B/client | down B/client | vs TenSEAL |",
+                  "|---|---|---|---|---|---|"]
+        for vector in sorted({x["vector"] for x in agg}):
+            at_v = [x for x in agg if x["vector"] == vector]
+            peer = next((x["ms_per_image"] for x in at_v if x["impl"].startswith("tenseal")), None)
+            for x in sorted(at_v, key=lambda x: x["ms_per_image"]):
+                ratio = f"{peer / x['ms_per_image']:.1f}x faster" if peer and x["impl"].startswith("hevit") else ""
+                lines.append(f"| {vector} | {x['impl']} | {x['ms_per_image']:.2f} | {x['up_bytes_per_image']:,.0f} | "
+                             f"{x['down_bytes_per_image']:,.0f} | {ratio} |")
     server = [x for x in records if x["what"] == "server" and x["ms_per_image"] is not None]
     if server:
         lines += ["", "| B | implementation | server-only ms/image |", "|---|---|---|"]
