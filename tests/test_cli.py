@@ -127,7 +127,7 @@ def test_keygen_writes_secret_files_0600_and_public_server_files(tmp_path, capsy
 
     assert main(["keygen", "--dim", "32", "--classes", "3", "--hospital-keys", str(tmp_path / "h"),
                  "--server-keys", str(tmp_path / "s")]) == 0
-    for name in ("aggregation.key", "inference.key"):
+    for name in ("updates.key", "aggregation.key", "inference.key"):
         assert stat.S_IMODE((tmp_path / "h" / name).stat().st_mode) == 0o600
     keys, server = FederationKeys.load(tmp_path / "h"), ServerKeys.from_files(tmp_path / "s")
     assert server.aggregation.keyset_id == keys.aggregation.public_context().keyset_id

@@ -48,7 +48,7 @@ def test_resume_continues_after_the_last_completed_round(federation, tmp_path):
 
 def test_checkpoint_write_is_atomic(federation, tmp_path, monkeypatch):
     path = tmp_path / "state.json"
-    server = AggregationServer("he-fedavg", federation.server_keys.aggregation, clients=["a", "b"], checkpoint=path)
+    server = AggregationServer("he-fedavg", federation.server_keys.updates, clients=["a", "b"], checkpoint=path)
     server.save_checkpoint(path)
     before = path.read_bytes()
 
@@ -79,7 +79,7 @@ def test_damaged_checkpoints_are_refused(federation, tmp_path, damage):
         state["completed"] = state["completed"][1:]
         path.write_text(json.dumps(state))
     with pytest.raises((SerializationError, ValueError)):
-        AggregationServer.resume(path, federation.server_keys.aggregation)
+        AggregationServer.resume(path, federation.server_keys.updates)
 
 
 def _experiment_command(features: Path, checkpoint: Path, out: Path, rounds: int) -> list[str]:

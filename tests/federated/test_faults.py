@@ -20,7 +20,7 @@ from .conftest import CLASSES, DIM
 def setup(federation):
     config = FederatedConfig(rounds=2, local_epochs=1)
     clients = federation.clients(config)
-    server = AggregationServer("he-fedavg", federation.server_keys.aggregation,
+    server = AggregationServer("he-fedavg", federation.server_keys.updates,
                                clients=[c.client_id for c in clients], quorum=2)
     return config, clients, server
 
@@ -41,7 +41,7 @@ def test_hostile_messages_are_rejected_and_never_aggregated(federation, setup, c
     foreign = stranger.update_message("he-fedavg", head, r)
     forged = Message.from_bytes(foreign)
     forged = Message(forged.kind, forged.strategy, forged.round, forged.sender,
-                     federation.server_keys.aggregation.keyset_id.hex(), forged.blobs).to_bytes()
+                     federation.server_keys.updates.keyset_id.hex(), forged.blobs).to_bytes()
     tampered = bytearray(good[1])
     tampered[-100] ^= 0x01
     msg0 = Message.from_bytes(good[0])
@@ -74,11 +74,11 @@ def test_hostile_messages_are_rejected_and_never_aggregated(federation, setup, c
     assert aggregate.meta["contributors"] == 2
     assert server.completed[-1].dropped == ["client-2"]
     # the aggregate is exactly the two honest contributions (within the CKKS sum tolerance)
-    batch = he.EncryptedBatch.from_bytes(aggregate.blobs["sum"], federation.keys.aggregation.public_context())
+    batch = he.EncryptedBatch.from_bytes(aggregate.blobs["sum"], federation.keys.updates.public_context())
     length = CLASSES * DIM + CLASSES + 1
-    total = decrypt_vector(federation.keys.aggregation, batch, length)
+    total = decrypt_vector(federation.keys.updates, batch, length)
     expected = honest_sum(clients[:2], r, head)
-    assert np.abs(total - expected).max() <= he.reference.sum_tolerance(federation.keys.aggregation.params, 2)
+    assert np.abs(total - expected).max() <= he.reference.sum_tolerance(federation.keys.updates.params, 2)
 
 
 def test_replay_of_an_earlier_round_is_rejected(setup):
@@ -97,9 +97,9 @@ def test_replay_of_an_earlier_round_is_rejected(setup):
 
 def test_server_side_objects_refuse_secret_contexts(federation):
     with pytest.raises(SecretKeyRequiredError):
-        AggregationServer("he-fedavg", federation.keys.aggregation, clients=["a"])
+        AggregationServer("he-fedavg", federation.keys.updates, clients=["a"])
     with pytest.raises(SecretKeyRequiredError):
-        ServerKeys(federation.keys.aggregation, federation.server_keys.inference)
+        ServerKeys(federation.server_keys.updates, federation.keys.aggregation, federation.server_keys.inference)
     with pytest.raises(ValueError, match="needs the federation's PublicContext"):
         AggregationServer("he-ridge", None, clients=["a"])
 
@@ -137,7 +137,7 @@ def test_fuzzed_updates_never_crash_the_server_or_reach_the_aggregate(federation
     from hypothesis import strategies as st
 
     data, vector = honest_update
-    tol = he.reference.sum_tolerance(federation.keys.aggregation.params, 1)
+    tol = he.reference.sum_tolerance(federation.keys.updates.params, 1)
     outcomes = {"rejected": 0, "accepted intact": 0}
 
     @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
@@ -147,7 +147,7 @@ def test_fuzzed_updates_never_crash_the_server_or_reach_the_aggregate(federation
         for _ in range(draw.draw(st.integers(1, 3))):
             pos = draw.draw(st.integers(0, len(raw) - 1))
             raw[pos] ^= draw.draw(st.integers(1, 255))
-        server = AggregationServer("he-fedavg", federation.server_keys.aggregation,
+        server = AggregationServer("he-fedavg", federation.server_keys.updates,
                                    clients=["client-0", "client-1", "client-2"], quorum=1)
         server.open_round()
         if not server.receive(bytes(raw)):
@@ -156,8 +156,8 @@ def test_fuzzed_updates_never_crash_the_server_or_reach_the_aggregate(federation
             return
         # accepted: the edit must have left the contribution itself intact (e.g. header metadata)
         msg = Message.from_bytes(server.close_round())
-        batch = he.EncryptedBatch.from_bytes(msg.blobs["sum"], federation.keys.aggregation.public_context())
-        total = decrypt_vector(federation.keys.aggregation, batch, len(vector))
+        batch = he.EncryptedBatch.from_bytes(msg.blobs["sum"], federation.keys.updates.public_context())
+        total = decrypt_vector(federation.keys.updates, batch, len(vector))
         assert np.abs(total - vector).max() <= tol
         outcomes["accepted intact"] += 1
 

@@ -22,6 +22,7 @@ from hevit import he
 from hevit.features import FeatureSet
 from hevit.federated import FederationKeys, HospitalClient, LinearHead, Message, run_strategy
 from hevit.federated.flower import app_dir
+from hevit.federated.keys import KEY_SETS
 from hevit.federated.flower.apps import client_partition, config_from_run
 from hevit.federated.vectors import decrypt_vector
 
@@ -130,13 +131,14 @@ def in_process(root: Path, keys, strategy: str, rounds: int):
 def assert_server_saw_only_ciphertexts(root: Path, keys, strategy: str, result: dict) -> None:
     received = sorted((root / f"{strategy}-received").iterdir())
     assert len(received) == NODES * len(result["rounds"])
-    chunks = secret_key_chunks(keys.aggregation) + secret_key_chunks(keys.inference)
+    chunks = sum((secret_key_chunks(getattr(keys, name)) for name in KEY_SETS), [])
     for path in received:
         data = path.read_bytes()
         msg = Message.from_bytes(data)
         assert msg.blobs and all(isinstance(b, bytes) for b in msg.blobs.values())  # ciphertexts only
-        assert msg.keyset_id == keys.aggregation.public_context().keyset_id.hex()
-        he.EncryptedBatch.from_bytes(next(iter(msg.blobs.values())), keys.aggregation.public_context())
+        ctx = keys.for_strategy(strategy).public_context()
+        assert msg.keyset_id == ctx.keyset_id.hex()
+        he.EncryptedBatch.from_bytes(next(iter(msg.blobs.values())), ctx)
         assert not any(c in data for c in chunks)
     assert all(kinds == ["ciphertext"] for _, _, kinds in result["received_kinds"])
     assert result["rejections"] == []
@@ -167,9 +169,9 @@ def test_flower_he_fedavg_matches_in_process(deployment):
     clients, local = in_process(root, keys, "he-fedavg", 2)
     # round 1 starts from the same zero head on both engines: identical sums up to CKKS noise
     aggregate = Message.from_bytes(base64.b64decode(result["aggregates"]["1"]))
-    batch = he.EncryptedBatch.from_bytes(aggregate.blobs["sum"], keys.aggregation.public_context())
+    batch = he.EncryptedBatch.from_bytes(aggregate.blobs["sum"], keys.updates.public_context())
     expected = sum(c.fedavg_contribution(LinearHead.zeros(CLASSES, DIM), 1) for c in clients)
-    total = decrypt_vector(keys.aggregation, batch, len(expected))
-    assert np.abs(total - expected).max() <= he.reference.sum_tolerance(keys.aggregation.params, NODES)
+    total = decrypt_vector(keys.updates, batch, len(expected))
+    assert np.abs(total - expected).max() <= he.reference.sum_tolerance(keys.updates.params, NODES)
     assert [result["accuracy"][str(r)] for r in (1, 2)] == [r.accuracy for r in local.rounds]
     assert result["bytes_up"] == [r.bytes_up for r in local.rounds]

@@ -43,7 +43,7 @@ def test_server_never_receives_secret_key_bytes(tmp_path, monkeypatch):
         keys = generate(*args, **kw)
         generated.append(keys)
         server_keys = keys.server_keys()
-        received.extend([server_keys.aggregation.to_bytes(), server_keys.inference.to_bytes()])
+        received.extend(getattr(server_keys, name).to_bytes() for name in ("updates", "aggregation", "inference"))
         return keys
 
     monkeypatch.setattr(AggregationServer, "receive", spy_receive)
@@ -60,7 +60,7 @@ def test_server_never_receives_secret_key_bytes(tmp_path, monkeypatch):
     kinds = {bytes(m[:4]) for m in received}
     assert b"HVFM" in kinds and b"HEVT" in kinds  # messages and public contexts were both captured
     keys = generated[0]
-    for sk in (keys.aggregation, keys.inference):
+    for sk in (keys.updates, keys.aggregation, keys.inference):
         chunks = secret_key_chunks(sk)
         # sanity: the search finds the key where it is (the hospitals' own key files)
         assert all(c in sk.to_bytes() for c in chunks)

@@ -68,7 +68,7 @@ def test_he_fedavg_matches_plain_fedavg(federation):
     clients = federation.clients(config)
     encrypted = run_strategy("he-fedavg", clients, federation.server_keys, xt, yt, config, progress=False)
     # round 1 starts from the same head, so the released model differs only by the released error
-    params = federation.keys.aggregation.params
+    params = federation.keys.updates.params
     length = CLASSES * DIM + CLASSES + 1
     n_total = sum(len(c.x) for c in clients)
     tol = released_value_error(config, params, length, 3) / n_total * (1 + np.abs(plain.head.to_vector()).max())

@@ -152,8 +152,9 @@ def _attack(args: argparse.Namespace) -> int:
 def _keygen(args: argparse.Namespace) -> int:
     from ..federated import FederationKeys
 
-    keys = FederationKeys.generate(aggregation_preset=args.aggregation_preset, inference_preset=args.inference_preset,
-                                   inference_layout=args.inference_layout, dim=args.dim, classes=args.classes)
+    keys = FederationKeys.generate(aggregation_preset=args.aggregation_preset, update_preset=args.update_preset,
+                                   inference_preset=args.inference_preset, inference_layout=args.inference_layout,
+                                   dim=args.dim, classes=args.classes)
     keys.save(args.hospital_keys)
     keys.server_keys().to_files(args.server_keys)
     print(f"hospital key files (secret, mode 0600; give them to hospitals only): {args.hospital_keys}")
@@ -214,7 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument("--classes", type=int, required=True)
     keygen.add_argument("--hospital-keys", required=True, help="new folder for the hospitals' secret key files")
     keygen.add_argument("--server-keys", required=True, help="folder for the server's public contexts")
-    keygen.add_argument("--aggregation-preset", default="release")
+    keygen.add_argument("--aggregation-preset", default="release", help="he-ridge statistics, feature moments")
+    keygen.add_argument("--update-preset", default="update", help="he-fedavg model updates")
     keygen.add_argument("--inference-preset", default="sample")
     keygen.add_argument("--inference-layout", default="sample", choices=["batch", "sample"])
     keygen.set_defaults(func=_keygen)

@@ -112,7 +112,8 @@ class HospitalClient:
     def read_moments_aggregate(self, data: bytes, round_: int = 1) -> None:
         msg = self._check_aggregate(data, "moments", round_)
         d = self.raw.shape[1]
-        total = self._release_sum(msg, 2 * d + 1, int(msg.meta.get("contributors", 0))) * self.config.count_scale
+        total = self._release_sum(msg, 2 * d + 1, int(msg.meta.get("contributors", 0)), self._keys().aggregation,
+                                  resolution=lambda exact: 1e-6 * abs(exact[-1])) * self.config.count_scale
         n = total[-1]
         if not n > 1:
             raise ProtocolError(f"moments aggregate carries a row count of {n}")
@@ -155,7 +156,7 @@ class HospitalClient:
             return Message("update", strategy, round_, self.client_id, "", {"update": v}).to_bytes()
         if strategy != "he-fedavg":
             raise ProtocolError(f"update_message serves the FedAvg strategies, not {strategy!r}")
-        ctx = self._keys().aggregation
+        ctx = self._keys().updates
         with self._phase("encrypt"):
             blob = encrypt_vector(ctx, v).to_bytes()
         return Message("update", strategy, round_, self.client_id, ctx.public_context().keyset_id.hex(),
@@ -171,7 +172,10 @@ class HospitalClient:
             if total.shape != (length,):
                 raise ProtocolError(f"aggregate has shape {total.shape}, expected ({length},)")
         else:
-            total = self._release_sum(msg, length, int(msg.meta.get("contributors", 0)))
+            # the averaged parameters are the released sums divided by the (released) weight:
+            # flooding must stay below 1e-4 of one unit of that weight (1e-4 on each parameter)
+            total = self._release_sum(msg, length, int(msg.meta.get("contributors", 0)), self._keys().updates,
+                                      resolution=lambda exact: 1e-4 * abs(exact[-1]))
         total = total * self.config.count_scale
         weight = total[-1]
         if self.config.dp is None:
@@ -204,7 +208,9 @@ class HospitalClient:
     def read_ridge_aggregate(self, data: bytes, round_: int = 1) -> LinearHead:
         msg = self._check_aggregate(data, "he-ridge", round_)
         length = ridge_statistics_length(self.dim, self.classes)
-        total = self._release_sum(msg, length, int(msg.meta.get("contributors", 0))) * self.config.count_scale
+        # the Gram matrix of unit rows: entries must stay resolved far below one row's contribution
+        total = self._release_sum(msg, length, int(msg.meta.get("contributors", 0)), self._keys().aggregation,
+                                  resolution=lambda exact: 1e-4 / self.config.count_scale) * self.config.count_scale
         return solve_ridge(total, self.dim, self.classes, alpha=self.config.ridge_alpha)
 
     # ------------------------------------------------------------------ he-cls
@@ -257,8 +263,10 @@ class HospitalClient:
             )
         return msg
 
-    def _release_sum(self, msg: Message, length: int, contributors: int) -> np.ndarray:
-        ctx = self._keys().aggregation
+    def _release_sum(self, msg: Message, length: int, contributors: int, ctx: he.SecretContext, *,
+                     resolution) -> np.ndarray:
+        """Decrypts an aggregate and floods it for release. ``resolution(exact)`` is the largest
+        flooding std the task tolerates (computed from the exact values, which never leave)."""
         if msg.keyset_id != ctx.public_context().keyset_id.hex():
             raise ProtocolError("aggregate was made under another key set")
         if contributors < 1:
@@ -267,10 +275,7 @@ class HospitalClient:
             batch = he.EncryptedBatch.from_bytes(msg.blobs["sum"], ctx.public_context())
             exact = decrypt_vector(ctx, batch, length)
             bound = sum_noise_norm_bound(ctx.params, length, contributors)
-            # released values are sums divided by count_scale; the flooding noise must stay far
-            # below what one row contributes to them (1 / count_scale)
-            return flood(exact, bound, self.config.flooding, max_sigma=1e-4 / self.config.count_scale,
-                         rng=self.flooding_rng)
+            return flood(exact, bound, self.config.flooding, max_sigma=resolution(exact), rng=self.flooding_rng)
 
 
 def _stable_id(client_id: str) -> int:

@@ -24,8 +24,9 @@ class FederatedConfig:
     ridge_alpha : ridge penalty of ``he-ridge`` (features are unit-norm rows).
     standardize : before training, standardise features with the federation's mean and std,
         learned from one encrypted sum of per-client moments (``run_moments``).
-    aggregation_preset : CKKS preset of encrypted updates and statistics (released after
+    aggregation_preset : CKKS preset of encrypted statistics and moments (released after
         decryption, so it needs the precision left after noise flooding: ``release``).
+    update_preset : CKKS preset of encrypted FedAvg updates (``update``: N = 4096).
     inference_preset, inference_layout : CKKS preset and slot layout of ``he-cls``.
     count_scale : updates and statistics are divided by it before encryption (default 1: the
         ``release`` preset's public row-norm bound of 2^24 holds sums over millions of rows);
@@ -45,6 +46,7 @@ class FederatedConfig:
     ridge_alpha: float = 1e-3
     standardize: bool = True
     aggregation_preset: str = "release"
+    update_preset: str = "update"
     inference_preset: str = "sample"
     inference_layout: str = "sample"
     count_scale: float = 1.0

@@ -114,7 +114,7 @@ def run_strategy(strategy: str, clients: list[HospitalClient], server_keys: Serv
     classes, dim = clients[0].classes, clients[0].dim
     x_test = clients[0].preprocess(x_test)
     rounds = 1 if strategy == "he-ridge" else config.rounds
-    context = None if strategy == "plain-fedavg" else server_keys.aggregation
+    context = None if strategy == "plain-fedavg" else server_keys.for_strategy(strategy)
     initial_model = initial_model if initial_model is not None else LinearHead.zeros(classes, dim)
     length = (ridge_statistics_length(dim, classes) if strategy == "he-ridge"
               else fedavg_vector_length(initial_model))

@@ -245,12 +245,13 @@ def _hospital_keys(config: FederatedConfig, dim: int, classes: int, checkpoint_d
     can decrypt the checkpointed aggregates). In this in-process simulation the hospitals'
     storage is ``checkpoint_dir/hospitals`` (files 0600); the server's is ``checkpoint_dir/server``."""
     make = lambda: FederationKeys.generate(  # noqa: E731
-        aggregation_preset=config.aggregation_preset, inference_preset=config.inference_preset,
+        aggregation_preset=config.aggregation_preset, update_preset=config.update_preset,
+        inference_preset=config.inference_preset,
         inference_layout=config.inference_layout, dim=dim, classes=classes)
     if checkpoint_dir is None:
         return make()
     folder = Path(checkpoint_dir) / "hospitals"
-    if folder.exists():
+    if (folder / "updates.key").exists():
         return FederationKeys.load(folder)
     keys = make()
     folder.parent.mkdir(parents=True, exist_ok=True)

@@ -103,7 +103,7 @@ def main(grid: Grid, context: Context) -> None:
     run = context.run_config
     server_keys = ServerKeys.from_files(run["server-keys-dir"])  # public contexts only
     clients = [f"client-{k}" for k in range(int(run["num-clients"]))]
-    strategy = HevitStrategy(str(run["strategy"]), server_keys.aggregation, clients=clients,
+    strategy = HevitStrategy(str(run["strategy"]), server_keys.for_strategy(str(run["strategy"])), clients=clients,
                              quorum=int(run.get("quorum", 0)) or None,
                              received_dir=str(run.get("received-dir", "")) or None)
     rounds = 1 if run["strategy"] == "he-ridge" else int(run["rounds"])
