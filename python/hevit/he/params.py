@@ -113,11 +113,13 @@ PRESETS: dict[str, dict] = {
     # (never used: sums need no key switching) leaves an 89-bit data modulus, so a 2^56 scale puts
     # the key-dependent noise near 2^-49 and flooding at 40-bit statistical security still leaves
     # ~1e-5 on count-weighted sums (1e-7 on the averaged parameters). 46 KB per ciphertext.
-    "update": dict(poly_modulus_degree=4096, coeff_modulus_bits=(44, 45, 20), scale_bits=56, max_norm=2.0**16),
+    "update": dict(poly_modulus_degree=4096, coeff_modulus_bits=(44, 45, 20), scale_bits=56,
+                   max_norm=2.0**16),
     # Values that are decrypted and then released (aggregates, logits sent on): a 2^80 scale over a
     # 120-bit data modulus puts the key-dependent noise near 2^-72, so noise flooding at 40-bit
     # statistical security (hevit.he.flooding) still leaves ~1e-10 precision. Batch layout only
     # (the third prime is the special prime; sums and batch plans need no rotation). Values up to
     # 2^39 fit, so the public row-norm bound is 2^24: sums of statistics need no down-scaling.
-    "release": dict(poly_modulus_degree=8192, coeff_modulus_bits=(60, 60, 60), scale_bits=80, max_norm=2.0**24),
+    "release": dict(poly_modulus_degree=8192, coeff_modulus_bits=(60, 60, 60), scale_bits=80,
+                    max_norm=2.0**24),
 }

@@ -82,12 +82,13 @@ class ExperimentReport:
             down = np.mean([np.mean(list(r["bytes_down"].values())) for r in rounds])
             eps = "-" if s["epsilon"] is None else f"{s['epsilon']:.2f}"
             lines.append(
-                f"| {s['strategy']} | {s.get('trained', 'linear head')} | {len(rounds)} | {s['final_accuracy']:.4f} | {inf['accuracy_encrypted']:.4f} | "
-                f"{inf['agreement']:.4f} | {up:,.0f} | {down:,.0f} | {sum(s['bytes_per_round']):,} | {eps} |"
+                f"| {s['strategy']} | {s.get('trained', 'linear head')} | {len(rounds)} | "
+                f"{s['final_accuracy']:.4f} | {inf['accuracy_encrypted']:.4f} | {inf['agreement']:.4f} | "
+                f"{up:,.0f} | {down:,.0f} | {sum(s['bytes_per_round']):,} | {eps} |"
             )
         lines.append(
-            f"| paper (3 clients, lung) | - | - | {paper['plaintext_accuracy']:.4f} | {paper['encrypted_accuracy']:.4f} "
-            f"| - | {paper['bytes_per_round']:,} per round | - | - | - |"
+            f"| paper (3 clients, lung) | - | - | {paper['plaintext_accuracy']:.4f} | "
+            f"{paper['encrypted_accuracy']:.4f} | - | {paper['bytes_per_round']:,} per round | - | - | - |"
         )
         return "\n".join(lines)
 
