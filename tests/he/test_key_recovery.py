@@ -1,7 +1,6 @@
 """Li-Micciancio key recovery: one exact CKKS decryption plus its ciphertext reveals the secret
 key; noise flooding (hevit.he.flooding, the default on every hevit release path) defeats it."""
 
-import numpy as np
 import pytest
 
 from hevit import he

@@ -91,8 +91,6 @@ def _cls_token(victim: Victim) -> np.ndarray:
 
 def _encrypt_vector(secret_context, values: np.ndarray) -> bytes:
     """Packs a long vector the way an HE-FL client would: N values per ciphertext, batch layout."""
-    from ..he import EncryptedBatch
-
     n = secret_context.params.poly_modulus_degree
     flat = np.asarray(values, dtype=np.float64).ravel()
     limit = secret_context.params.max_norm

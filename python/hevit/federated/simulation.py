@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .. import he
 from .client import HospitalClient, fedavg_vector_length
 from .config import FederatedConfig
 from .keys import FederationKeys, ServerKeys
