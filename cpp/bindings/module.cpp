@@ -6,6 +6,7 @@
 #include "hevit/inspection.h"
 #include "hevit/errors.h"
 #include "hevit/linear_plan.h"
+#include "hevit/mlp_plan.h"
 #include "hevit/params.h"
 #include "hevit/public_context.h"
 #include "hevit/secret_context.h"
@@ -169,6 +170,8 @@ PYBIND11_MODULE(_core, m)
             return primes;
         })
         .def_property_readonly("rotation_steps", &PublicContext::rotation_steps)
+        .def_property_readonly("conjugation", &PublicContext::has_conjugation)
+        .def_property_readonly("relinearization", [](const PublicContext &c) { return c.relin_keys() != nullptr; })
         .def_property_readonly("slot_count", &PublicContext::slot_count)
         .def_property_readonly("params_fingerprint", [](const PublicContext &c) {
             return py::bytes(reinterpret_cast<const char *>(c.params_fingerprint().data()), c.params_fingerprint().size());
@@ -190,13 +193,18 @@ PYBIND11_MODULE(_core, m)
     py::class_<SecretContext, std::shared_ptr<SecretContext>>(m, "SecretContext")
         .def_static(
             "generate",
-            [](std::size_t n, const std::vector<int> &bits, int scale_bits, double max_norm, const std::vector<int> &steps) {
+            [](std::size_t n, const std::vector<int> &bits, int scale_bits, double max_norm, const std::vector<int> &steps,
+               bool conjugation, bool relinearization) {
                 const CkksParams params = make_params(n, bits, scale_bits, max_norm);
+                EvaluationKeySpec keys;
+                keys.rotation_steps = steps;
+                keys.conjugation = conjugation;
+                keys.relinearization = relinearization;
                 py::gil_scoped_release release;
-                return SecretContext::generate(params, steps);
+                return SecretContext::generate(params, keys);
             },
             py::arg("poly_modulus_degree"), py::arg("coeff_modulus_bits"), py::arg("scale_bits"), py::arg("max_norm"),
-            py::arg("rotation_steps"))
+            py::arg("rotation_steps"), py::arg("conjugation") = false, py::arg("relinearization") = false)
         .def("public_context", [](const SecretContext &self) { return unconst(self.public_context()); })
         .def(
             "encrypt",
@@ -350,4 +358,62 @@ PYBIND11_MODULE(_core, m)
         .def_property_readonly("rescales", &LinearPlan::rescales)
         .def_property_readonly("input_norm_bound", &LinearPlan::input_norm_bound)
         .def_property_readonly("output_norm_bound", &LinearPlan::output_norm_bound);
+
+    py::class_<MlpPlan, std::shared_ptr<MlpPlan>>(m, "MlpPlan")
+        .def_static(
+            "evaluation_keys_for",
+            [](std::size_t n, const std::vector<int> &bits, int scale_bits, double max_norm, std::size_t in_dim,
+               std::size_t hidden, std::size_t out_dim, const std::string &layout) {
+                const auto keys =
+                    MlpPlan::evaluation_keys(make_params(n, bits, scale_bits, max_norm), in_dim, hidden, out_dim, parse_layout(layout));
+                return py::make_tuple(keys.rotation_steps, keys.conjugation, keys.relinearization);
+            },
+            py::arg("poly_modulus_degree"), py::arg("coeff_modulus_bits"), py::arg("scale_bits"), py::arg("max_norm"),
+            py::arg("in_dim"), py::arg("hidden"), py::arg("out_dim"), py::arg("layout"))
+        .def_static(
+            "compile",
+            [](std::shared_ptr<PublicContext> context, const DoubleArray &w1, const DoubleArray &b1, const DoubleArray &w2,
+               const DoubleArray &b2, const std::string &layout, double input_norm_bound) {
+                check_matrix(w1, "w1");
+                check_matrix(w2, "w2");
+                const auto hidden = static_cast<std::size_t>(w1.shape(0));
+                const auto in_dim = static_cast<std::size_t>(w1.shape(1));
+                const auto out_dim = static_cast<std::size_t>(w2.shape(0));
+                if (static_cast<std::size_t>(w2.shape(1)) != hidden)
+                {
+                    throw LayoutError(
+                        "w2 must have shape (out_dim, " + std::to_string(hidden) + ") to follow w1 of shape (" +
+                        std::to_string(hidden) + ", " + std::to_string(in_dim) + ")");
+                }
+                if (b1.ndim() != 1 || static_cast<std::size_t>(b1.shape(0)) != hidden || b2.ndim() != 1 ||
+                    static_cast<std::size_t>(b2.shape(0)) != out_dim)
+                {
+                    throw LayoutError(
+                        "b1 must have shape (" + std::to_string(hidden) + ",) and b2 shape (" + std::to_string(out_dim) + ",)");
+                }
+                const Layout lay = parse_layout(layout);
+                py::gil_scoped_release release;
+                return std::make_shared<MlpPlan>(
+                    context, w1.data(), hidden, in_dim, b1.data(), w2.data(), out_dim, b2.data(), lay, input_norm_bound);
+            },
+            py::arg("context"), py::arg("w1"), py::arg("b1"), py::arg("w2"), py::arg("b2"), py::arg("layout"),
+            py::arg("input_norm_bound"))
+        .def(
+            "apply",
+            [](const MlpPlan &self, const EncryptedBatch &batch, int threads) {
+                py::gil_scoped_release release;
+                return self.apply(batch, threads);
+            },
+            py::arg("batch"), py::arg("threads"))
+        .def_property_readonly("layout", [](const MlpPlan &p) { return std::string(layout_name(p.layout())); })
+        .def_property_readonly("in_dim", &MlpPlan::in_dim)
+        .def_property_readonly("hidden", &MlpPlan::hidden)
+        .def_property_readonly("out_dim", &MlpPlan::out_dim)
+        .def_property_readonly("rotation_steps", &MlpPlan::rotation_steps)
+        .def_property_readonly("key_switches", &MlpPlan::key_switches)
+        .def_property_readonly("hidden_bound", &MlpPlan::hidden_bound)
+        .def_property_readonly("input_norm_bound", &MlpPlan::input_norm_bound)
+        .def_property_readonly("output_norm_bound", &MlpPlan::output_norm_bound)
+        .def_property_readonly("first_weight_scale_bits", [](const MlpPlan &p) { return p.first().weight_scale_bits(); })
+        .def_property_readonly("second_weight_scale_bits", [](const MlpPlan &p) { return p.second().weight_scale_bits(); });
 }

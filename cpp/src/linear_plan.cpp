@@ -32,7 +32,7 @@ namespace hevit
             std::size_t giant;
         };
 
-        SampleShape sample_shape(std::size_t slots, std::size_t in_dim, std::size_t out_dim)
+        SampleShape sample_shape(std::size_t slots, std::size_t in_dim, std::size_t out_dim, bool fewest_key_switches)
         {
             SampleShape shape{};
             shape.padded_out = next_pow2(out_dim);
@@ -57,7 +57,7 @@ namespace hevit
             for (std::size_t baby = 1; baby <= shape.padded_out; baby *= 2)
             {
                 const std::size_t total = (baby - 1) + (shape.padded_out / baby - 1) + folds;
-                if (total <= budget)
+                if (total <= budget && !fewest_key_switches)
                 {
                     shape.baby = baby;
                     break;
@@ -84,7 +84,7 @@ namespace hevit
     } // namespace
 
     std::vector<int> LinearPlan::rotation_steps(
-        const CkksParams &params, std::size_t in_dim, std::size_t out_dim, Layout layout)
+        const CkksParams &params, std::size_t in_dim, std::size_t out_dim, Layout layout, bool fewest_key_switches)
     {
         validate_params(params);
         if (in_dim == 0 || out_dim == 0)
@@ -95,7 +95,7 @@ namespace hevit
         {
             return {};
         }
-        const SampleShape shape = sample_shape(params.poly_modulus_degree / 2, in_dim, out_dim);
+        const SampleShape shape = sample_shape(params.poly_modulus_degree / 2, in_dim, out_dim, fewest_key_switches);
         std::vector<int> steps;
         for (std::size_t b = 1; b < shape.baby; b++)
         {
@@ -114,12 +114,33 @@ namespace hevit
         return steps;
     }
 
+    namespace
+    {
+        PlanInput fresh_input(const PublicContext &context)
+        {
+            PlanInput input;
+            input.parms_id = context.data_parms_id();
+            input.scale = context.scale();
+            return input;
+        }
+    } // namespace
+
     LinearPlan::LinearPlan(
         std::shared_ptr<const PublicContext> context, const double *weights, std::size_t out_dim, std::size_t in_dim,
         const double *bias, Layout layout, double input_norm_bound)
-        : context_(std::move(context)), layout_(layout), in_dim_(in_dim), out_dim_(out_dim),
+        : LinearPlan(context, weights, out_dim, in_dim, bias, layout, input_norm_bound, fresh_input(*context))
+    {}
+
+    LinearPlan::LinearPlan(
+        std::shared_ptr<const PublicContext> context, const double *weights, std::size_t out_dim, std::size_t in_dim,
+        const double *bias, Layout layout, double input_norm_bound, const PlanInput &input)
+        : context_(std::move(context)), input_(input), layout_(layout), in_dim_(in_dim), out_dim_(out_dim),
           input_norm_bound_(input_norm_bound > 0 ? input_norm_bound : context_->params().max_norm)
     {
+        if (!context_->seal_context().get_context_data(input_.parms_id) || !(input_.scale > 0))
+        {
+            throw ParameterError("plan input level or scale does not belong to this context");
+        }
         if (in_dim == 0 || out_dim == 0)
         {
             throw LayoutError("weights must be a non-empty (out_dim, in_dim) matrix");
@@ -172,10 +193,10 @@ namespace hevit
 
     void LinearPlan::compile_batch(const double *weights, const double *bias)
     {
-        const auto cd = context_->seal_context().first_context_data();
+        const auto cd = context_->seal_context().get_context_data(input_.parms_id);
         const auto &primes = cd->parms().coeff_modulus();
         const std::size_t n = cd->parms().poly_modulus_degree();
-        const double scale_log = std::log2(context_->scale());
+        const double scale_log = std::log2(input_.scale);
         const double bound_log = std::log2(std::max(max_abs_output_, 1.0));
         // Results (complex slots up to sqrt(2) * bound) must stay below a quarter of the modulus.
         const double capacity = log2_modulus(*cd) - 2.5 - scale_log - bound_log;
@@ -187,7 +208,11 @@ namespace hevit
         // 128-bit accumulation of in_dim products c * w with c < 2^60 must not overflow.
         const double int_bits = std::min(62.0, 125.0 - 60.0 - std::ceil(std::log2(std::max<double>(in_dim_, 2))));
         const double int_cap = max_w > 0 ? int_bits - std::log2(max_w) : capacity;
-        const double e = std::floor(std::min(capacity, int_cap));
+        double e = std::floor(std::min(capacity, int_cap));
+        if (input_.max_weight_scale_bits > 0)
+        {
+            e = std::min(e, static_cast<double>(input_.max_weight_scale_bits));
+        }
         if (e < 8)
         {
             std::ostringstream out;
@@ -218,7 +243,9 @@ namespace hevit
         // Bias b_k in every slot, in the real and the imaginary part (both halves of the batch),
         // encoded once at the output scale; apply adds it to c0 limb by limb.
         bias_ntt_.assign(out_dim_, std::vector<std::uint64_t>(primes.size() * n, 0));
-        const double out_scale = context_->scale() * weight_scale;
+        const double out_scale = input_.scale * weight_scale;
+        output_scale_ = out_scale;
+        output_parms_id_ = input_.parms_id;
         for (std::size_t k = 0; k < out_dim_ && bias; k++)
         {
             if (bias[k] == 0.0)
@@ -236,7 +263,7 @@ namespace hevit
     {
         const auto &params = context_->params();
         const std::size_t slots = context_->slot_count();
-        steps_ = rotation_steps(params, in_dim_, out_dim_, Layout::sample);
+        steps_ = rotation_steps(params, in_dim_, out_dim_, Layout::sample, input_.fewest_key_switches);
         for (int step : steps_)
         {
             if (!context_->has_rotation_step(step))
@@ -248,19 +275,25 @@ namespace hevit
                 throw MissingKeyError(out.str());
             }
         }
-        const SampleShape shape = sample_shape(slots, in_dim_, out_dim_);
+        const SampleShape shape = sample_shape(slots, in_dim_, out_dim_, input_.fewest_key_switches);
         period_ = shape.period;
         padded_out_ = shape.padded_out;
         baby_ = shape.baby;
         giant_ = shape.giant;
 
         const auto &seal_context = context_->seal_context();
-        const auto cd = seal_context.first_context_data();
+        const auto cd = seal_context.get_context_data(input_.parms_id);
         const auto &primes = cd->parms().coeff_modulus();
-        const double scale = context_->scale();
+        const double scale = input_.scale;
         const double bound_log = std::log2(std::max(max_abs_output_, 1.0));
         double weight_scale;
         rescale_ = primes.size() >= 2;
+        if (rescale_ && input_.allow_unrescaled)
+        {
+            // a stage keeps its result unrescaled when rescaling would not leave the headroom
+            const double after = std::log2(scale) + bound_log + 2.5;
+            rescale_ = after <= log2_modulus(*cd->next_context_data());
+        }
         if (rescale_)
         {
             // Encode at exactly the prime that rescaling removes: the weights keep full precision
@@ -286,7 +319,7 @@ namespace hevit
             if (e < 8)
             {
                 throw ParameterError(
-                    "this layer does not fit the modulus with one data prime: use the 'sample' or 'precise' preset");
+                    "this layer does not fit the modulus without rescaling: use a preset with more data primes");
             }
             weight_scale = std::ldexp(1.0, static_cast<int>(e));
             weight_scale_bits_ = e;
@@ -323,15 +356,40 @@ namespace hevit
                 diagonal_nonzero_[i] = !diagonals_[g][b].is_zero();
             }
         }
+        // The result is periodic in padded_out_ over all slots (every slot s holds y_{s mod C'}), so
+        // the bias is too: the output can feed another sample-layout stage as it is.
         std::vector<std::complex<double>> bias_slots(slots, { 0.0, 0.0 });
-        for (std::size_t k = 0; k < out_dim_ && bias; k++)
+        for (std::size_t s = 0; s < slots && bias; s++)
         {
-            bias_slots[k] = { bias[k], bias[k] };
+            const std::size_t k = s % padded_out_;
+            if (k < out_dim_)
+            {
+                bias_slots[s] = { bias[k], bias[k] };
+            }
         }
         encoder.encode(bias_slots, output_parms_id_, output_scale_, bias_plain_);
+
+        baby_used_.assign(baby_, false);
+        giant_used_.assign(giant_, false);
+        for (std::size_t i = 0; i < diagonal_nonzero_.size(); i++)
+        {
+            if (diagonal_nonzero_[i])
+            {
+                baby_used_[i % baby_] = true;
+                giant_used_[i / baby_] = true;
+            }
+        }
     }
 
     EncryptedBatch LinearPlan::apply(const EncryptedBatch &batch, int threads) const
+    {
+        check_input(batch);
+        auto out = evaluate(batch.ciphertexts(), batch.rows(), threads);
+        return EncryptedBatch(context_, layout_, batch.rows(), out_dim_, layout_ == Layout::sample ? period_ : 0,
+                              output_norm_bound_, std::move(out));
+    }
+
+    void LinearPlan::check_input(const EncryptedBatch &batch) const
     {
         if (!batch.context()->same_keys_as(*context_))
         {
@@ -348,10 +406,15 @@ namespace hevit
             throw LayoutError(
                 "plan expects rows of " + std::to_string(in_dim_) + " values, the batch has " + std::to_string(batch.cols()));
         }
-        if (batch.prime_count() != context_->seal_context().first_context_data()->parms().coeff_modulus().size() ||
-            batch.scale() != context_->scale())
+        if (batch.ciphertexts().front().parms_id() != input_.parms_id || batch.scale() != input_.scale)
         {
             throw LayoutError("plan inputs must be fresh-level ciphertexts at the context scale (not plan outputs)");
+        }
+        if (layout_ == Layout::sample && (batch.period() > period_ || period_ % batch.period() != 0))
+        {
+            throw LayoutError(
+                "batch slot period " + std::to_string(batch.period()) + " does not divide the plan's period " +
+                std::to_string(period_));
         }
         if (batch.norm_bound() > input_norm_bound_ * (1.0 + 1e-9))
         {
@@ -361,20 +424,25 @@ namespace hevit
                 << "; compile the plan with input_norm_bound >= " << batch.norm_bound();
             throw ValueRangeError(out.str());
         }
-        return layout_ == Layout::batch ? apply_batch(batch, threads) : apply_sample(batch, threads);
     }
 
-    EncryptedBatch LinearPlan::apply_batch(const EncryptedBatch &batch, int threads) const
+    std::vector<seal::Ciphertext> LinearPlan::evaluate(
+        const std::vector<seal::Ciphertext> &in, std::size_t rows, int threads) const
+    {
+        return layout_ == Layout::batch ? apply_batch(in, rows, threads) : apply_sample(in, threads);
+    }
+
+    std::vector<seal::Ciphertext> LinearPlan::apply_batch(
+        const std::vector<seal::Ciphertext> &in, std::size_t rows, int threads) const
     {
         const auto &seal_context = context_->seal_context();
-        const auto cd = seal_context.get_context_data(batch.ciphertexts().front().parms_id());
+        const auto cd = seal_context.get_context_data(input_.parms_id);
         const auto &primes = cd->parms().coeff_modulus();
         const std::size_t n = cd->parms().poly_modulus_degree();
-        const std::size_t groups = batch_groups(batch.rows(), n);
+        const std::size_t groups = batch_groups(rows, n);
         const std::size_t limbs = primes.size();
         const std::size_t blocks = n / coefficient_block;
-        const double out_scale = batch.scale() * std::ldexp(1.0, static_cast<int>(weight_scale_bits_));
-        const auto &in = batch.ciphertexts();
+        const double out_scale = output_scale_;
 
         std::vector<seal::Ciphertext> out(groups * out_dim_);
         for (auto &ct : out)
@@ -432,42 +500,25 @@ namespace hevit
                 }
             }
         });
-        return EncryptedBatch(context_, Layout::batch, batch.rows(), out_dim_, 0, output_norm_bound_, std::move(out));
+        return out;
     }
 
-    EncryptedBatch LinearPlan::apply_sample(const EncryptedBatch &batch, int threads) const
+    std::vector<seal::Ciphertext> LinearPlan::apply_sample(const std::vector<seal::Ciphertext> &in, int threads) const
     {
-        if (batch.period() > period_ || period_ % batch.period() != 0)
-        {
-            throw LayoutError(
-                "batch slot period " + std::to_string(batch.period()) + " does not divide the plan's period " +
-                std::to_string(period_));
-        }
         const auto &seal_context = context_->seal_context();
         const seal::GaloisKeys *keys = context_->galois_keys();
         const seal::Evaluator evaluator(seal_context);
-        const auto &in = batch.ciphertexts();
         const std::size_t count = in.size();
         std::vector<seal::Ciphertext> out(count);
-
-        std::vector<bool> baby_used(baby_, false);
-        std::vector<bool> giant_used(giant_, false);
-        for (std::size_t i = 0; i < diagonal_nonzero_.size(); i++)
-        {
-            if (diagonal_nonzero_[i])
-            {
-                baby_used[i % baby_] = true;
-                giant_used[i / baby_] = true;
-            }
-        }
+        const auto &baby_used = baby_used_;
+        const auto &giant_used = giant_used_;
         const bool any_term = std::find(giant_used.begin(), giant_used.end(), true) != giant_used.end();
         if (!any_term)
         {
             // W is zero: the result is the bias alone, encrypted fresh with the public key.
             const seal::Encryptor encryptor(seal_context, context_->public_key());
             parallel_for(count, threads, [&](std::size_t m) { encryptor.encrypt(bias_plain_, out[m]); });
-            return EncryptedBatch(
-                context_, Layout::sample, batch.rows(), out_dim_, period_, output_norm_bound_, std::move(out));
+            return out;
         }
 
         // Three parallel phases, so that even a single ciphertext uses every thread on its
@@ -556,7 +607,6 @@ namespace hevit
             evaluator.add_plain_inplace(z, bias_plain_);
             out[m] = std::move(z);
         });
-        return EncryptedBatch(
-            context_, Layout::sample, batch.rows(), out_dim_, period_, output_norm_bound_, std::move(out));
+        return out;
     }
 } // namespace hevit

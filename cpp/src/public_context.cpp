@@ -66,9 +66,10 @@ namespace hevit
 
     PublicContext::PublicContext(
         const CkksParams &params, seal::PublicKey public_key, std::optional<seal::GaloisKeys> galois_keys,
-        std::vector<int> rotation_steps)
+        std::vector<int> rotation_steps, bool conjugation, std::optional<seal::RelinKeys> relin_keys)
         : params_(params), seal_context_(make_seal_context(params)), public_key_(std::move(public_key)),
-          galois_keys_(std::move(galois_keys)), rotation_steps_(std::move(rotation_steps))
+          galois_keys_(std::move(galois_keys)), rotation_steps_(std::move(rotation_steps)), conjugation_(conjugation),
+          relin_keys_(std::move(relin_keys))
     {
         std::sort(rotation_steps_.begin(), rotation_steps_.end());
         rotation_steps_.erase(std::unique(rotation_steps_.begin(), rotation_steps_.end()), rotation_steps_.end());
@@ -82,15 +83,27 @@ namespace hevit
         }
         // Every listed step must really have its key, and the key set must hold no others.
         const auto galois_tool = seal_context_->key_context_data()->galois_tool();
-        if (!rotation_steps_.empty() && !galois_keys_)
+        if ((!rotation_steps_.empty() || conjugation_) && !galois_keys_)
         {
-            throw SerializationError("rotation steps are listed but there are no Galois keys");
+            throw SerializationError("rotation steps or conjugation are listed but there are no Galois keys");
+        }
+        if (relin_keys_ && !seal::is_valid_for(*relin_keys_, *seal_context_))
+        {
+            throw SerializationError("relinearisation keys are not valid for these parameters");
+        }
+        if (relin_keys_ && relin_keys_->size() != 1)
+        {
+            throw SerializationError("relinearisation keys must hold exactly one key (for size-3 ciphertexts)");
         }
         if (galois_keys_)
         {
-            if (galois_keys_->size() != rotation_steps_.size())
+            if (galois_keys_->size() != rotation_steps_.size() + (conjugation_ ? 1 : 0))
             {
-                throw SerializationError("Galois keys do not match the listed rotation steps");
+                throw SerializationError("Galois keys do not match the listed rotation steps and conjugation");
+            }
+            if (conjugation_ && !galois_keys_->has_key(galois_tool->get_elt_from_step(0)))
+            {
+                throw SerializationError("conjugation is listed but its Galois key is missing");
             }
             for (int step : rotation_steps_)
             {
@@ -179,6 +192,8 @@ namespace hevit
         }
         w.blob(seal_save(public_key_));
         w.blob(galois_keys_ ? seal_save(*galois_keys_) : std::string());
+        w.u32(conjugation_ ? 1 : 0);
+        w.blob(relin_keys_ ? seal_save(*relin_keys_) : std::string());
         WireHeader header{ ObjectKind::public_context, params_fingerprint_, keyset_id_ };
         return wrap_payload(header, w.str());
     }
@@ -211,15 +226,30 @@ namespace hevit
         }
         seal::PublicKey public_key;
         seal_load(public_key, *context, r.blob(seal_poly_bytes(n, k, 2)), "public key");
+        // Each Galois or relinearisation key is (k - 1) key-switching ciphertexts of two
+        // polynomials over all k primes; bound the blobs by that before SEAL reads them.
+        const std::string_view gk = r.blob(seal_poly_bytes(n, k, 2 * (k - 1) * (step_count + 1) + 2));
+        const std::uint32_t conjugation = r.u32();
+        if (conjugation > 1)
+        {
+            throw SerializationError("malformed context: conjugation flag " + std::to_string(conjugation));
+        }
         std::optional<seal::GaloisKeys> galois_keys;
-        const std::string_view gk = r.blob(seal_poly_bytes(n, k, 2 * (k - 1) * step_count + 2));
         if (!gk.empty())
         {
             galois_keys.emplace();
             seal_load(*galois_keys, *context, gk, "Galois keys");
         }
+        std::optional<seal::RelinKeys> relin_keys;
+        const std::string_view rk = r.blob(seal_poly_bytes(n, k, 2 * (k - 1) + 2));
+        if (!rk.empty())
+        {
+            relin_keys.emplace();
+            seal_load(*relin_keys, *context, rk, "relinearisation keys");
+        }
         r.expect_end();
-        auto result = std::make_shared<const PublicContext>(params, std::move(public_key), std::move(galois_keys), steps);
+        auto result = std::make_shared<const PublicContext>(
+            params, std::move(public_key), std::move(galois_keys), steps, conjugation == 1, std::move(relin_keys));
         if (result->params_fingerprint() != header.params_fingerprint || result->keyset_id() != header.keyset_id)
         {
             throw SerializationError("corrupted context: header fingerprint does not match its contents");

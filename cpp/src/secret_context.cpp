@@ -5,6 +5,7 @@
 #include "seal/util/ntt.h"
 #include "seal/util/polyarithsmallmod.h"
 #include "seal/util/rlwe.h"
+#include <algorithm>
 
 namespace hevit
 {
@@ -66,10 +67,17 @@ namespace hevit
 
     std::shared_ptr<SecretContext> SecretContext::generate(const CkksParams &params, const std::vector<int> &rotation_steps)
     {
+        EvaluationKeySpec keys;
+        keys.rotation_steps = rotation_steps;
+        return generate(params, keys);
+    }
+
+    std::shared_ptr<SecretContext> SecretContext::generate(const CkksParams &params, const EvaluationKeySpec &keys)
+    {
         auto context = PublicContext::make_seal_context(params);
         const std::size_t slots = params.poly_modulus_degree / 2;
         std::vector<int> steps;
-        for (int step : rotation_steps)
+        for (int step : keys.rotation_steps)
         {
             if (step == 0 || step <= -static_cast<int>(slots) || step >= static_cast<int>(slots))
             {
@@ -79,22 +87,42 @@ namespace hevit
             }
             steps.push_back(step);
         }
-        if (!steps.empty() && !context->using_keyswitching())
+        std::sort(steps.begin(), steps.end());
+        steps.erase(std::unique(steps.begin(), steps.end()), steps.end());
+        if ((!steps.empty() || keys.conjugation || keys.relinearization) && !context->using_keyswitching())
         {
             throw ParameterError(
-                "rotations need a special (key-switching) prime: these parameters have a single prime; use "
-                "the 'sample' or 'precise' preset or add a prime to coeff_modulus_bits");
+                "rotations, conjugation and relinearisation need a special (key-switching) prime: these "
+                "parameters have a single prime; use a preset with a special prime or add a prime to "
+                "coeff_modulus_bits");
         }
         seal::KeyGenerator keygen(*context);
         seal::PublicKey public_key;
         keygen.create_public_key(public_key);
         std::optional<seal::GaloisKeys> galois_keys;
-        if (!steps.empty())
+        if (!steps.empty() || keys.conjugation)
         {
+            const auto galois_tool = context->key_context_data()->galois_tool();
+            std::vector<std::uint32_t> elements;
+            for (int step : steps)
+            {
+                elements.push_back(galois_tool->get_elt_from_step(step));
+            }
+            if (keys.conjugation)
+            {
+                elements.push_back(galois_tool->get_elt_from_step(0)); // 2N - 1: complex conjugation
+            }
             galois_keys.emplace();
-            keygen.create_galois_keys(steps, *galois_keys);
+            keygen.create_galois_keys(elements, *galois_keys);
         }
-        auto pub = std::make_shared<const PublicContext>(params, std::move(public_key), std::move(galois_keys), steps);
+        std::optional<seal::RelinKeys> relin_keys;
+        if (keys.relinearization)
+        {
+            relin_keys.emplace();
+            keygen.create_relin_keys(*relin_keys);
+        }
+        auto pub = std::make_shared<const PublicContext>(
+            params, std::move(public_key), std::move(galois_keys), steps, keys.conjugation, std::move(relin_keys));
         return std::make_shared<SecretContext>(std::move(pub), keygen.secret_key());
     }
 

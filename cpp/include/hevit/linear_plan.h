@@ -10,6 +10,28 @@
 namespace hevit
 {
     /**
+    Where a plan's inputs live when they are not fresh ciphertexts: a stage inside a larger plan
+    (the two-layer head) reads ciphertexts at a lower level and another scale.
+    */
+    struct PlanInput
+    {
+        /** Level of the input ciphertexts. */
+        seal::parms_id_type parms_id{};
+        /** Scale of the input ciphertexts. */
+        double scale = 0.0;
+        /** Sample layout: slot period of each input row (a power of two). */
+        std::size_t period = 0;
+        /** Batch layout: largest weight scale (bits) to use, 0 for no cap (a stage that rescales
+        its output by the last prime wants weights at about that prime's size). */
+        int max_weight_scale_bits = 0;
+        /** Sample layout: when rescaling would leave too little headroom, keep the result at
+        input_scale * weight_scale instead of refusing the layer. */
+        bool allow_unrescaled = false;
+        /** Sample layout: baby/giant split with the fewest rotations (see rotation_steps). */
+        bool fewest_key_switches = false;
+    };
+
+    /**
     A compiled plaintext linear layer y = W x + b (W: out_dim x in_dim) evaluated on encrypted
     rows. compile() does all static work once (weight quantisation or encoding at the right level
     and scale, rotation schedule, Galois-key check); apply() does only ciphertext work and may be
@@ -36,8 +58,15 @@ namespace hevit
     class LinearPlan
     {
     public:
-        /** Rotation steps a sample-layout plan of this shape needs (empty for the batch layout). */
-        static std::vector<int> rotation_steps(const CkksParams &params, std::size_t in_dim, std::size_t out_dim, Layout layout);
+        /**
+        Rotation steps a sample-layout plan of this shape needs (empty for the batch layout).
+        fewest_key_switches picks the baby/giant split with the fewest rotations overall instead
+        of the fewest baby steps (baby steps act on the input at its scale; at a large scale their
+        key-switching noise does not matter).
+        */
+        static std::vector<int> rotation_steps(
+            const CkksParams &params, std::size_t in_dim, std::size_t out_dim, Layout layout,
+            bool fewest_key_switches = false);
 
         /**
         @param weights row-major out_dim x in_dim
@@ -51,12 +80,42 @@ namespace hevit
             std::size_t in_dim, const double *bias, Layout layout, double input_norm_bound);
 
         /**
+        A plan whose inputs sit at input.parms_id and input.scale (a stage of a larger plan).
+
+        @throws as above
+        */
+        LinearPlan(
+            std::shared_ptr<const PublicContext> context, const double *weights, std::size_t out_dim,
+            std::size_t in_dim, const double *bias, Layout layout, double input_norm_bound, const PlanInput &input);
+
+        /**
         Evaluates the layer on batch.
 
         @throws ContextMismatchError, LayoutError, ValueRangeError (input bound above the plan's)
         */
         EncryptedBatch apply(const EncryptedBatch &batch, int threads) const;
 
+        /**
+        The checks apply() makes before any ciphertext work: key set, layout, width, level and
+        scale, slot period, norm bound.
+
+        @throws ContextMismatchError, LayoutError, ValueRangeError
+        */
+        void check_input(const EncryptedBatch &batch) const;
+
+        /**
+        The layer on ciphertexts already checked to sit at this plan's input level, scale and
+        period (a stage of a larger plan); rows is the logical row count.
+        */
+        std::vector<seal::Ciphertext> evaluate(const std::vector<seal::Ciphertext> &in, std::size_t rows, int threads) const;
+
+        /** Sample layout: slot period of the output rows (the padded out_dim); batch layout: 0. */
+        std::size_t output_period() const noexcept { return layout_ == Layout::sample ? padded_out_ : 0; }
+        /** Level and scale of the outputs. */
+        const seal::parms_id_type &output_parms_id() const noexcept { return output_parms_id_; }
+        double output_scale() const noexcept { return output_scale_; }
+        /** Largest |y_k| the inputs' norm bound allows. */
+        double max_abs_output() const noexcept { return max_abs_output_; }
         Layout layout() const noexcept { return layout_; }
         std::size_t in_dim() const noexcept { return in_dim_; }
         std::size_t out_dim() const noexcept { return out_dim_; }
@@ -75,12 +134,14 @@ namespace hevit
         bool rescales() const noexcept { return rescale_; }
 
     private:
-        EncryptedBatch apply_batch(const EncryptedBatch &batch, int threads) const;
-        EncryptedBatch apply_sample(const EncryptedBatch &batch, int threads) const;
+        void compile(const double *weights, const double *bias);
+        std::vector<seal::Ciphertext> apply_batch(const std::vector<seal::Ciphertext> &in, std::size_t rows, int threads) const;
+        std::vector<seal::Ciphertext> apply_sample(const std::vector<seal::Ciphertext> &in, int threads) const;
         void compile_batch(const double *weights, const double *bias);
         void compile_sample(const double *weights, const double *bias);
 
         std::shared_ptr<const PublicContext> context_;
+        PlanInput input_;
         Layout layout_;
         std::size_t in_dim_;
         std::size_t out_dim_;
@@ -102,6 +163,8 @@ namespace hevit
         std::size_t giant_ = 1;
         std::vector<std::vector<seal::Plaintext>> diagonals_; // [giant][baby], empty plaintext = zero
         std::vector<bool> diagonal_nonzero_;                  // giant * baby_ + baby
+        std::vector<bool> baby_used_;                         // baby steps with a nonzero diagonal
+        std::vector<bool> giant_used_;                        // giant steps with a nonzero diagonal
         seal::Plaintext bias_plain_;
         bool rescale_ = false;
         double output_scale_ = 0.0;

@@ -15,10 +15,23 @@ namespace hevit
     class EncryptedBatch;
     enum class Layout : std::uint8_t;
 
+    /** Which evaluation keys a key set carries besides the public key. */
+    struct EvaluationKeySpec
+    {
+        /** Rotation steps with a Galois key. */
+        std::vector<int> rotation_steps;
+        /** A Galois key for complex conjugation (the two-layer head separates the real and
+        imaginary halves of a batch with it). */
+        bool conjugation = false;
+        /** Relinearisation keys (ciphertext-ciphertext products). */
+        bool relinearization = false;
+    };
+
     /**
-    Everything a party without the secret key may hold: parameters, the public key, and Galois
-    keys for exactly the rotation steps that were asked for. There is no field for a secret key,
-    so a PublicContext can never hold or serialize one.
+    Everything a party without the secret key may hold: parameters, the public key, Galois keys
+    for exactly the rotation steps (and conjugation) that were asked for, and relinearisation
+    keys when asked for. There is no field for a secret key, so a PublicContext can never hold or
+    serialize one.
 
     Immutable after construction and safe to share across threads.
     */
@@ -32,7 +45,8 @@ namespace hevit
         */
         PublicContext(
             const CkksParams &params, seal::PublicKey public_key, std::optional<seal::GaloisKeys> galois_keys,
-            std::vector<int> rotation_steps);
+            std::vector<int> rotation_steps, bool conjugation = false,
+            std::optional<seal::RelinKeys> relin_keys = std::nullopt);
 
         /** Makes the SEAL context for params, checking them first. Used by key generation. */
         static std::shared_ptr<const seal::SEALContext> make_seal_context(const CkksParams &params);
@@ -49,6 +63,10 @@ namespace hevit
         /** The rotation steps that have a Galois key, sorted. */
         const std::vector<int> &rotation_steps() const noexcept { return rotation_steps_; }
         bool has_rotation_step(int step) const noexcept;
+        /** True when the Galois keys include complex conjugation. */
+        bool has_conjugation() const noexcept { return conjugation_; }
+        /** Relinearisation keys, or nullptr when the key set has none. */
+        const seal::RelinKeys *relin_keys() const noexcept { return relin_keys_ ? &*relin_keys_ : nullptr; }
 
         /** parms_id of the level fresh ciphertexts are encrypted at (all data primes). */
         const seal::parms_id_type &data_parms_id() const noexcept { return seal_context_->first_parms_id(); }
@@ -83,6 +101,8 @@ namespace hevit
         seal::PublicKey public_key_;
         std::optional<seal::GaloisKeys> galois_keys_;
         std::vector<int> rotation_steps_;
+        bool conjugation_ = false;
+        std::optional<seal::RelinKeys> relin_keys_;
         Digest params_fingerprint_{};
         Digest keyset_id_{};
     };

@@ -27,6 +27,14 @@ namespace hevit
         */
         static std::shared_ptr<SecretContext> generate(const CkksParams &params, const std::vector<int> &rotation_steps);
 
+        /**
+        Generates a fresh key set with the evaluation keys of keys (rotation steps, conjugation,
+        relinearisation).
+
+        @throws ParameterError as above; conjugation or relinearisation also need a special prime
+        */
+        static std::shared_ptr<SecretContext> generate(const CkksParams &params, const EvaluationKeySpec &keys);
+
         const std::shared_ptr<const PublicContext> &public_context() const noexcept { return public_; }
 
         /**

@@ -12,7 +12,7 @@ The hevit wire format: every serialized object is a fixed header followed by a p
 
     offset size  field
     0      4     magic "HEVT"
-    4      2     format version (little endian), currently 1
+    4      2     format version (little endian), currently 2
     6      1     object kind (ObjectKind)
     7      1     reserved, 0
     8      16    parameter fingerprint (BLAKE2b-128 of the canonical parameter encoding)
@@ -37,7 +37,7 @@ namespace hevit
 
     const char *object_kind_name(ObjectKind kind) noexcept;
 
-    constexpr std::uint16_t wire_format_version = 1;
+    constexpr std::uint16_t wire_format_version = 2;
     constexpr std::size_t wire_header_size = 64;
 
     struct WireHeader

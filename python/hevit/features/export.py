@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import ModelError
 from .preprocess import PreprocessConfig
-from .vit import ClsTokenModel, ViTSpec, WeightsInfo, cls_dim
+from .vit import ClsTokenModel, TokenSpec, ViTSpec, WeightsInfo
 
 __all__ = ["ExportedModel", "export_onnx", "default_cache_dir", "PARITY_LIMIT", "OPSET"]
 
@@ -43,6 +43,8 @@ class ExportedModel:
     parity_max_abs: float
     opset: int
     key: str
+    #: which token the graph outputs (``TokenSpec.describe()``)
+    tokens: str = "cls"
 
     @property
     def preprocess_config(self) -> PreprocessConfig:
@@ -57,57 +59,58 @@ class ExportedModel:
         return cls(**json.loads(meta.read_text()))
 
 
-def _cache_key(spec: ViTSpec, weights: WeightsInfo) -> str:
+def _cache_key(spec: ViTSpec, weights: WeightsInfo, tokens: TokenSpec) -> str:
     import torch
 
     payload = json.dumps(
-        {"spec": spec.to_dict(), "weights": weights.digest, "opset": OPSET, "torch": torch.__version__},
+        {"spec": spec.to_dict(), "weights": weights.digest, "file_sha256": weights.extra.get("file_sha256"),
+         "tokens": tokens.describe(), "opset": OPSET, "torch": torch.__version__},
         sort_keys=True,
         default=str,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
-def parity_check(model, onnx_path: str, images: np.ndarray) -> float:
-    """Max abs difference of the [CLS] outputs of PyTorch and ONNX Runtime (CPU) on ``images``."""
+def parity_check(model, onnx_path: str, images: np.ndarray, tokens: TokenSpec | None = None) -> float:
+    """Max abs difference of the token outputs of PyTorch and ONNX Runtime (CPU) on ``images``."""
     import onnxruntime as ort
     import torch
 
     with torch.no_grad():
-        ref = ClsTokenModel(model)(torch.from_numpy(images)).numpy()
+        ref = ClsTokenModel(model, tokens)(torch.from_numpy(images)).numpy()
     session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
     got = session.run(None, {"images": images})[0]
     return float(np.abs(got - ref).max())
 
 
-def export_onnx(model, spec: ViTSpec, weights: WeightsInfo, *, cache_dir=None, parity_images=None) -> ExportedModel:
-    """Exports (or reuses from the cache) the [CLS] graph of ``model``.
+def export_onnx(model, spec: ViTSpec, weights: WeightsInfo, *, tokens: TokenSpec | None = None, cache_dir=None,
+                parity_images=None, mean=None, std=None) -> ExportedModel:
+    """Exports (or reuses from the cache) the token graph of ``model``.
 
     The graph has input ``images`` (batch, 3, H, W) float32 with a dynamic batch axis and output
-    ``cls`` (batch, D) float32. On export, the ONNX Runtime output is compared with PyTorch on a
-    seeded random batch (plus ``parity_images`` if given); above :data:`PARITY_LIMIT` the export is
-    deleted and :class:`hevit.errors.ModelError` raised.
+    ``cls`` (batch, D) float32: exactly the token ``tokens`` names (default: the final [CLS]).
+    On export, the ONNX Runtime output is compared with PyTorch on a seeded random batch (plus
+    ``parity_images`` if given); above :data:`PARITY_LIMIT` the export is deleted and
+    :class:`hevit.errors.ModelError` raised. ``mean``/``std`` override the model's timm data
+    config in the recorded preprocessing (they are not part of the graph).
     """
-    import timm
     import torch
 
+    tokens = tokens or TokenSpec()
+    tokens.check(model)
+    preprocess = PreprocessConfig.for_model(model, mean=mean, std=std)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
-    key = _cache_key(spec, weights)
+    key = _cache_key(spec, weights, tokens)
     onnx_path = cache / f"{key}.onnx"
     meta_path = onnx_path.with_suffix(".json")
     if onnx_path.is_file() and meta_path.is_file():
         log.info("reusing cached ONNX export %s", onnx_path)
-        return ExportedModel.load(onnx_path)
+        cached = ExportedModel.load(onnx_path)
+        return ExportedModel(**{**cached.to_dict(), "preprocess": preprocess.to_dict()})
 
-    data_config = timm.data.resolve_data_config({}, model=model)
-    patch_embed = getattr(model, "patch_embed", None)
-    if patch_embed is not None and getattr(patch_embed, "img_size", None):
-        # timm resolves input_size from the pretrained config, which ignores an img_size override
-        data_config["input_size"] = (3, *patch_embed.img_size)
-    preprocess = PreprocessConfig.from_timm(data_config)
     _, h, w = preprocess.input_size
-    wrapper = ClsTokenModel(model).eval()
+    wrapper = ClsTokenModel(model, tokens).eval()
     dummy = torch.zeros(2, 3, h, w)
     tmp = onnx_path.with_suffix(".onnx.tmp")
     # timm's shape asserts trace to constants (the input size is fixed by design): silence the
@@ -128,7 +131,7 @@ def export_onnx(model, spec: ViTSpec, weights: WeightsInfo, *, cache_dir=None, p
     check = rng.standard_normal((2, 3, h, w)).astype(np.float32)
     if parity_images is not None:
         check = np.concatenate([check, np.asarray(parity_images, dtype=np.float32)])
-    diff = parity_check(model, str(tmp), check)
+    diff = parity_check(model, str(tmp), check, tokens)
     if not diff <= PARITY_LIMIT:
         tmp.unlink(missing_ok=True)
         raise ModelError(
@@ -140,10 +143,11 @@ def export_onnx(model, spec: ViTSpec, weights: WeightsInfo, *, cache_dir=None, p
         spec=spec.to_dict(),
         weights=weights.to_dict(),
         preprocess=preprocess.to_dict(),
-        cls_dim=cls_dim(model),
+        cls_dim=tokens.dim(model),
         parity_max_abs=diff,
         opset=OPSET,
         key=key,
+        tokens=tokens.describe(),
     )
     meta_path.write_text(json.dumps(exported.to_dict(), indent=2))
     log.info("exported %s to %s (parity max abs diff %.2e)", spec.describe(), onnx_path, diff)

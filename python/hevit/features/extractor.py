@@ -16,7 +16,28 @@ from ..errors import ModelError
 from .export import ExportedModel
 from .preprocess import preprocess_images
 
-__all__ = ["ClsExtractor", "FeatureSet", "select_providers", "gpu_visible"]
+__all__ = ["ClsExtractor", "FeatureSet", "select_providers", "gpu_visible", "dihedral_views", "TTA_VIEWS"]
+
+#: Test-time augmentation sizes: 1 (none) or the 8 rotations/flips of the square (LC25000 was
+#: itself built by rotating and flipping tiles).
+TTA_VIEWS = (1, 8)
+
+
+def dihedral_views(batch: np.ndarray, views: int) -> np.ndarray:
+    """(B, 3, H, W) -> (views * B, 3, H, W): view-major stack of the first ``views`` of the 8
+    rotations by 0/90/180/270 degrees, each without and with a horizontal flip."""
+    if views not in TTA_VIEWS:
+        raise ValueError(f"tta must be one of {TTA_VIEWS}, got {views}")
+    if views == 1:
+        return batch
+    if batch.shape[-1] != batch.shape[-2]:
+        raise ValueError("8-view test-time augmentation needs square inputs")
+    out = []
+    for k in range(4):
+        rotated = np.rot90(batch, k, axes=(2, 3))
+        out.append(rotated)
+        out.append(rotated[..., ::-1])
+    return np.ascontiguousarray(np.concatenate(out))
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +134,14 @@ class ClsExtractor:
         Intra-op threads on CPU (default: every core this process may use).
     fp16 : bool
         Run in half precision; CUDA only (an error on CPU).
+    tta : {1, 8}
+        Test-time augmentation: the token is the mean over the 8 rotations/flips of each image
+        (8x the compute).
     """
 
     def __init__(self, exported: ExportedModel, *, providers: str = "auto", threads: int | None = None,
-                 fp16: bool = False) -> None:
+                 fp16: bool = False, tta: int = 1) -> None:
+        dihedral_views(np.zeros((0, 3, 2, 2), np.float32), tta)  # validates tta before any work
         import onnxruntime as ort
 
         chosen, reason = select_providers(providers, available=ort.get_available_providers(), gpu=gpu_visible())
@@ -132,8 +157,9 @@ class ClsExtractor:
                 onnx.save(convert_float_to_float16(onnx.load(path), keep_io_types=True), fp16_path)
             path = fp16_path
         options = ort.SessionOptions()
-        if threads is None:
-            threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        from ..he._arrays import resolve_threads
+
+        threads = resolve_threads(threads)
         options.intra_op_num_threads = int(threads)
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(path, options, providers=chosen)
@@ -145,12 +171,19 @@ class ClsExtractor:
         self.provider_reason = reason
         self.threads = int(threads)
         self.fp16 = fp16
+        self.tta = int(tta)
         self.preprocess = exported.preprocess_config
         log.info("ONNX Runtime provider: %s (%s), %d intra-op threads", used, reason, self.threads)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """Preprocessed (B, 3, H, W) float32 -> (B, D) float32."""
+        """Preprocessed (B, 3, H, W) float32 -> (B, D) float32 (the mean over the test-time views)."""
         batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if self.tta > 1:
+            views = self._run(dihedral_views(batch, self.tta))
+            return views.reshape(self.tta, len(batch), -1).mean(axis=0)
+        return self._run(batch)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
         if self.provider == CUDA:
             binding = self.session.io_binding()
             binding.bind_cpu_input("images", batch)
@@ -187,6 +220,8 @@ class ClsExtractor:
             "provider_reason": self.provider_reason,
             "threads": self.threads,
             "fp16": self.fp16,
+            "tokens": self.exported.tokens,
+            "tta": self.tta,
             "preprocess": self.exported.preprocess,
             "data": str(folder.root),
             "seconds": seconds,

@@ -36,6 +36,26 @@ class PreprocessConfig:
             crop_pct=float(data_config["crop_pct"]),
         )
 
+    @classmethod
+    def for_model(cls, model, *, mean=None, std=None) -> PreprocessConfig:
+        """The model's timm data config (size, crop, interpolation, mean/std from its pretrained
+        config; the input size follows an ``img_size`` override), with ``mean``/``std``
+        overridden when given. The one place hevit reads a timm data config."""
+        import timm
+
+        config = timm.data.resolve_data_config({}, model=model)
+        patch_embed = getattr(model, "patch_embed", None)
+        if patch_embed is not None and getattr(patch_embed, "img_size", None):
+            # timm resolves input_size from the pretrained config, which ignores an img_size override
+            config["input_size"] = (3, *patch_embed.img_size)
+        for name, value in (("mean", mean), ("std", std)):
+            if value is not None:
+                value = tuple(float(v) for v in value)
+                if len(value) != 3 or (name == "std" and min(value) <= 0):
+                    raise ValueError(f"{name} must be three values (std positive), got {value}")
+                config[name] = value
+        return cls.from_timm(config)
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from ..errors import ModelError
 
-__all__ = ["ViTSpec", "WeightsInfo", "build_model", "ClsTokenModel", "PAPER_VIT", "DEFAULT_VIT"]
+__all__ = ["ViTSpec", "WeightsInfo", "TokenSpec", "build_model", "ClsTokenModel", "PAPER_VIT", "DEFAULT_VIT",
+           "file_sha256"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,55 @@ PAPER_VIT = ViTSpec.make("vit_base_patch16_224", img_size=200, patch_size=25)
 
 
 @dataclass(frozen=True)
+class TokenSpec:
+    """Which token a client keeps per image.
+
+    ``cls`` (default, as in the paper): the [CLS] token after the final norm. ``cls:7,9,11,12``:
+    the [CLS] tokens after those blocks (1-based), each passed through the model's final norm (as
+    timm's ``forward_intermediates(norm=True)`` does), concatenated in the order given. ``cls:L``
+    for the last block L equals ``cls``.
+    """
+
+    blocks: tuple[int, ...] | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> TokenSpec:
+        text = str(text).strip()
+        if text == "cls":
+            return cls(None)
+        if not text.startswith("cls:"):
+            raise ValueError(f"tokens must be 'cls' or 'cls:B1,B2,...' (1-based block numbers), got {text!r}")
+        try:
+            blocks = tuple(int(b) for b in text[4:].split(","))
+        except ValueError:
+            raise ValueError(f"tokens {text!r}: block numbers must be integers") from None
+        if not blocks or min(blocks) < 1 or len(set(blocks)) != len(blocks):
+            raise ValueError(f"tokens {text!r}: give distinct block numbers >= 1")
+        return cls(blocks)
+
+    def describe(self) -> str:
+        return "cls" if self.blocks is None else "cls:" + ",".join(str(b) for b in self.blocks)
+
+    def check(self, model) -> None:
+        depth = len(getattr(model, "blocks", ()))
+        if self.blocks is not None and max(self.blocks) > depth:
+            raise ModelError(f"tokens {self.describe()}: the model has {depth} blocks")
+
+    def dim(self, model) -> int:
+        width = int(model.num_features)
+        return width if self.blocks is None else width * len(self.blocks)
+
+
+def file_sha256(path) -> str:
+    """sha256 of a file's bytes (streamed)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
 class WeightsInfo:
     """Where the weights came from; part of every report and of the ONNX cache key."""
 
@@ -71,13 +121,46 @@ def _state_digest(model) -> str:
     return h.hexdigest()
 
 
-def _load_checkpoint(path: Path) -> dict:
+def _create_seeded(timm, torch, spec: ViTSpec, seed: int, kwargs: dict):
+    """timm initialises from torch's global generator: seed it inside a fork so the caller's
+    global RNG state is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return timm.create_model(spec.name, pretrained=False, **kwargs)
+
+
+def _check_state_fits(path: Path, spec: ViTSpec, own: dict, state: dict) -> None:
+    """Raises ModelError naming the first key (in the model's order) that is missing, unexpected
+    or of the wrong shape."""
+    for key, tensor in own.items():
+        if key not in state:
+            raise ModelError(f"{path} does not fit {spec.describe()}: first mismatch: key {key!r} is missing "
+                             f"({sum(k not in state for k in own)} missing in all)")
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise ModelError(f"{path} does not fit {spec.describe()}: first mismatch: {key!r} has shape "
+                             f"{tuple(state[key].shape)}, the model expects {tuple(tensor.shape)}")
+    unexpected = [k for k in state if k not in own]
+    if unexpected:
+        raise ModelError(f"{path} does not fit {spec.describe()}: first mismatch: unexpected key {unexpected[0]!r} "
+                         f"({len(unexpected)} unexpected in all)")
+
+
+def _load_checkpoint(path: Path) -> tuple[dict, str | None]:
+    """The state dict of a safetensors or torch checkpoint, and the ``source`` recorded in a
+    safetensors file's metadata (None when there is none)."""
     import torch
 
     if path.suffix == ".safetensors":
+        from safetensors import safe_open
         from safetensors.torch import load_file
 
-        state = load_file(str(path))
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                source = (f.metadata() or {}).get("source")
+            state = load_file(str(path))
+        except Exception as exc:  # safetensors raises its own error types for corrupt headers
+            raise ModelError(f"{path}: not a readable safetensors file ({exc})") from exc
+        return state, source
     else:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
         for key in ("state_dict", "model", "module"):
@@ -85,7 +168,7 @@ def _load_checkpoint(path: Path) -> dict:
                 state = state[key]
     if not isinstance(state, dict):
         raise ModelError(f"{path}: not a state dict checkpoint")
-    return state
+    return state, None
 
 
 def build_model(spec: ViTSpec = DEFAULT_VIT, *, weights: str | Path = "random", seed: int = 0):
@@ -114,8 +197,7 @@ def build_model(spec: ViTSpec = DEFAULT_VIT, *, weights: str | Path = "random", 
             ) from exc
         info = WeightsInfo("pretrained", f"timm pretrained weights for {spec.describe()}", _state_digest(model))
     elif weights == "random":
-        torch.manual_seed(seed)
-        model = timm.create_model(spec.name, pretrained=False, **kwargs)
+        model = _create_seeded(timm, torch, spec, seed, kwargs)
         info = WeightsInfo(
             "random",
             f"RANDOM initialisation of {spec.describe()} (seed {seed}); no pretrained weights",
@@ -126,27 +208,20 @@ def build_model(spec: ViTSpec = DEFAULT_VIT, *, weights: str | Path = "random", 
         path = Path(weights)
         if not path.is_file():
             raise ModelError(f"weights file {path} does not exist")
-        torch.manual_seed(seed)
-        model = timm.create_model(spec.name, pretrained=False, **kwargs)
-        state = _load_checkpoint(path)
+        model = _create_seeded(timm, torch, spec, seed, kwargs)
+        state, source = _load_checkpoint(path)
         own = model.state_dict()
         dropped = [k for k in state if k.startswith("head.") and k not in own]
         for k in dropped:
             state.pop(k)
-        bad_shapes = [k for k, v in state.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
-        missing = [k for k in own if k not in state]
-        unexpected = [k for k in state if k not in own]
-        if not (missing or unexpected or bad_shapes):
-            model.load_state_dict(state, strict=True)
-        else:
-            raise ModelError(
-                f"{path} does not fit {spec.describe()}: missing {sorted(missing)[:5]}, unexpected "
-                f"{sorted(unexpected)[:5]}, wrong shapes {bad_shapes[:5]}"
-            )
+        _check_state_fits(path, spec, own, state)
+        model.load_state_dict(state, strict=True)
         if dropped:
             log.info("%s: dropped classifier-head keys %s (features only)", path, dropped)
+        sha = file_sha256(path)
         info = WeightsInfo(
-            "file", f"weights from {path}", _state_digest(model), path=str(path), extra={"dropped_keys": dropped}
+            "file", f"weights from {path} (sha256 {sha[:16]}...)", _state_digest(model), path=str(path),
+            extra={"dropped_keys": dropped, "file_sha256": sha, "file_source": source},
         )
     model.eval()
     log.info("model %s: %s", spec.describe(), info.description)
@@ -164,20 +239,36 @@ def _wrapper():
         """Images (B, 3, H, W) -> the model's pre-logits feature: for a ViT with a class token,
         the [CLS] token after the final norm."""
 
-        def __init__(self, model) -> None:
+        def __init__(self, model, tokens: TokenSpec | None = None) -> None:
             super().__init__()
             if getattr(model, "global_pool", "token") != "token":
                 raise ModelError(
                     f"model pools with {model.global_pool!r}, not the [CLS] token; create it with global_pool='token'"
                 )
+            self.tokens = tokens or TokenSpec()
+            self.tokens.check(model)
             self.model = model
 
         def forward(self, images):
-            tokens = self.model.forward_features(images)
-            return self.model.forward_head(tokens, pre_logits=True)
+            m = self.model
+            if self.tokens.blocks is None:
+                return m.forward_head(m.forward_features(images), pre_logits=True)
+            # the residual stream block by block (timm's forward_features, unrolled), keeping the
+            # normed [CLS] after each chosen block
+            x = m.norm_pre(m.patch_drop(m._pos_embed(m.patch_embed(images))))
+            kept = {}
+            for number, block in enumerate(m.blocks, start=1):
+                x = block(x)
+                if number in self.tokens.blocks:
+                    kept[number] = m.norm(x)[:, 0]
+                if len(kept) == len(self.tokens.blocks):
+                    break
+            import torch
+
+            return torch.cat([kept[b] for b in self.tokens.blocks], dim=1)
 
     return ClsTokenModel
 
 
-def ClsTokenModel(model):  # noqa: N802 - a factory that keeps torch out of module import
-    return _wrapper()(model)
+def ClsTokenModel(model, tokens: TokenSpec | None = None):  # noqa: N802 - keeps torch out of module import
+    return _wrapper()(model, tokens)

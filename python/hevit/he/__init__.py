@@ -17,6 +17,7 @@ from . import reference
 from .batch import EncryptedBatch
 from .context import PublicContext, SecretContext
 from .params import PRESETS, CkksParams, max_secure_coeff_modulus_bits
+from .mlp import EvaluationKeys, MlpPlan
 from .plan import LinearPlan
 
 __all__ = [
@@ -26,6 +27,8 @@ __all__ = [
     "SecretContext",
     "EncryptedBatch",
     "LinearPlan",
+    "MlpPlan",
+    "EvaluationKeys",
     "max_secure_coeff_modulus_bits",
     "reference",
 ]

@@ -56,6 +56,16 @@ class PublicContext:
         return tuple(self._core.rotation_steps)
 
     @property
+    def conjugation(self) -> bool:
+        """True when the Galois keys include complex conjugation (the two-layer head needs it)."""
+        return bool(self._core.conjugation)
+
+    @property
+    def relinearization(self) -> bool:
+        """True when the key set has relinearisation keys (ciphertext products)."""
+        return bool(self._core.relinearization)
+
+    @property
     def keyset_id(self) -> bytes:
         """16-byte identifier of the key set (hash of the public key)."""
         return self._core.keyset_id
@@ -107,7 +117,8 @@ class SecretContext:
         self._public = PublicContext(core.public_context())
 
     @classmethod
-    def generate(cls, params: CkksParams, *, rotation_steps: Iterable[int] = ()) -> SecretContext:
+    def generate(cls, params: CkksParams, *, rotation_steps: Iterable[int] = (), conjugation: bool = False,
+                 relinearization: bool = False) -> SecretContext:
         """Generates a fresh key set.
 
         Parameters
@@ -115,11 +126,14 @@ class SecretContext:
         params : CkksParams
         rotation_steps : iterable of int
             Galois keys are made for exactly these steps (e.g. ``LinearPlan.rotation_steps(...)``).
+        conjugation, relinearization : bool
+            Also a conjugation key and relinearisation keys (the two-layer head needs both; see
+            ``MlpPlan.evaluation_keys``).
 
         Raises
         ------
         hevit.errors.ParameterError
-            For a step out of range, or rotations with parameters that have no special prime.
+            For a step out of range, or evaluation keys with parameters that have no special prime.
         """
         if not isinstance(params, CkksParams):
             raise TypeError(f"params must be a CkksParams, got {type(params).__name__}")
@@ -130,6 +144,8 @@ class SecretContext:
             params.scale_bits,
             params.max_norm,
             steps,
+            bool(conjugation),
+            bool(relinearization),
         )
         return cls(core)
 

@@ -60,7 +60,7 @@ class CkksParams:
     @classmethod
     def preset(cls, name: str, *, max_norm: float | None = None) -> CkksParams:
         """Named parameter sets (see ``PRESETS``): ``batch``, ``latency``, ``sample``, ``precise``,
-        ``update``, ``release``."""
+        ``update``, ``release``, ``mlp``."""
         try:
             spec = PRESETS[name]
         except KeyError:
@@ -122,4 +122,10 @@ PRESETS: dict[str, dict] = {
     # 2^39 fit, so the public row-norm bound is 2^24: sums of statistics need no down-scaling.
     "release": dict(poly_modulus_degree=8192, coeff_modulus_bits=(60, 60, 60), scale_bits=80,
                     max_norm=2.0**24),
+    # The two-layer head y = W2 (W1 x + b1)^2 + b2 (MlpPlan): three data primes for two rescales
+    # and the output level. Layer 1 is rescaled by a 40-bit prime back to about 2^40, the squares
+    # (2^80) are rescaled by the next 40-bit prime, and layer 2 keeps its result unrescaled over
+    # the remaining 89 bits. The 49-bit special prime is the largest that the 218-bit table for
+    # N = 8192 leaves; key switching (conjugation, relinearisation) acts on values at 2^80.
+    "mlp": dict(poly_modulus_degree=8192, coeff_modulus_bits=(49, 40, 40, 40, 49), scale_bits=40),
 }

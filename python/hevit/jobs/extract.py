@@ -9,7 +9,7 @@ import numpy as np
 from ..data import ImageFolder
 from ..features import ClsExtractor, FeatureSet
 from ..features.export import export_onnx, quantize_int8
-from ..features.vit import ViTSpec, build_model
+from ..features.vit import TokenSpec, ViTSpec, build_model
 
 __all__ = ["make_spec", "prepare_extractor", "extract_features"]
 
@@ -28,10 +28,13 @@ def make_spec(model: str = "vit_base_patch16_224", *, img_size: int | None = Non
 
 def prepare_extractor(spec: ViTSpec, *, weights="random", seed: int = 0, providers: str = "auto",
                       threads: int | None = None, int8: bool = False, fp16: bool = False,
-                      cache_dir=None, finetune_on=None, finetune_epochs: int = 0) -> ClsExtractor:
+                      cache_dir=None, finetune_on=None, finetune_epochs: int = 0, tokens: str | TokenSpec = "cls",
+                      tta: int = 1, mean=None, std=None) -> ClsExtractor:
     """Builds the model (recording where its weights came from), optionally fine-tunes it on
-    ``finetune_on`` (an ImageFolder) for ``finetune_epochs``, exports or reuses its ONNX graph,
-    optionally quantises it to int8, and opens an ONNX Runtime session."""
+    ``finetune_on`` (an ImageFolder) for ``finetune_epochs``, exports or reuses the ONNX graph of
+    the chosen ``tokens``, optionally quantises it to int8, and opens an ONNX Runtime session
+    (``tta`` views per image; ``mean``/``std`` override the model's timm preprocessing)."""
+    tokens = tokens if isinstance(tokens, TokenSpec) else TokenSpec.parse(tokens)
     model, info = build_model(spec, weights=weights, seed=seed)
     print(f"weights: {info.description}")
     if finetune_epochs > 0:
@@ -52,12 +55,16 @@ def prepare_extractor(spec: ViTSpec, *, weights="random", seed: int = 0, provide
             f"{result.images} images (loss {result.loss_per_epoch})", digest=_state_digest(model),
             extra={**info.extra, "finetune": dataclasses.asdict(result)})
         print(f"weights: {info.description}")
-    exported = export_onnx(model, spec, info, cache_dir=cache_dir)
-    print(f"ONNX: {exported.onnx_path} (opset {exported.opset}, max abs diff vs PyTorch {exported.parity_max_abs:.2e})")
+    exported = export_onnx(model, spec, info, tokens=tokens, cache_dir=cache_dir, mean=mean, std=std)
+    print(f"ONNX: {exported.onnx_path} (tokens {exported.tokens}, {exported.cls_dim} dims, opset {exported.opset}, "
+          f"max abs diff vs PyTorch {exported.parity_max_abs:.2e})")
+    pre = exported.preprocess_config
+    print(f"preprocessing: {pre.input_size[1]}x{pre.input_size[2]}, crop_pct {pre.crop_pct}, {pre.interpolation}, "
+          f"mean {pre.mean}, std {pre.std}" + (f"; test-time augmentation: {tta} views" if tta > 1 else ""))
     if int8:
         exported = quantize_int8(exported)
         print(f"int8 dynamic quantisation: {exported.onnx_path}")
-    extractor = ClsExtractor(exported, providers=providers, threads=threads, fp16=fp16)
+    extractor = ClsExtractor(exported, providers=providers, threads=threads, fp16=fp16, tta=tta)
     print(f"execution provider: {extractor.provider} ({extractor.provider_reason})")
     return extractor
 
@@ -65,12 +72,14 @@ def prepare_extractor(spec: ViTSpec, *, weights="random", seed: int = 0, provide
 def extract_features(data_dir, *, spec: ViTSpec | None = None, weights="random", seed: int = 0,
                      batch_size: int = 16, providers: str = "auto", threads: int | None = None,
                      int8: bool = False, fp16: bool = False, limit_per_class: int | None = None,
-                     cache_dir=None, progress: bool = True, finetune_epochs: int = 0) -> FeatureSet:
+                     cache_dir=None, progress: bool = True, finetune_epochs: int = 0, tokens: str = "cls",
+                     tta: int = 1, mean=None, std=None) -> FeatureSet:
     folder = ImageFolder(data_dir, limit_per_class=limit_per_class)
     print(f"data: {folder.root} ({len(folder)} images, classes {folder.class_counts()})")
     extractor = prepare_extractor(spec or make_spec(), weights=weights, seed=seed, providers=providers,
                                   threads=threads, int8=int8, fp16=fp16, cache_dir=cache_dir,
-                                  finetune_on=folder, finetune_epochs=finetune_epochs)
+                                  finetune_on=folder, finetune_epochs=finetune_epochs, tokens=tokens, tta=tta,
+                                  mean=mean, std=std)
     features = extractor.extract_folder(folder, batch_size=batch_size, progress=progress)
     features.metadata["int8"] = int8
     features.metadata["seed"] = seed
