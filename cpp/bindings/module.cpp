@@ -415,5 +415,6 @@ PYBIND11_MODULE(_core, m)
         .def_property_readonly("input_norm_bound", &MlpPlan::input_norm_bound)
         .def_property_readonly("output_norm_bound", &MlpPlan::output_norm_bound)
         .def_property_readonly("first_weight_scale_bits", [](const MlpPlan &p) { return p.first().weight_scale_bits(); })
+        .def_property_readonly("first_baby_rotations", [](const MlpPlan &p) { return p.first().baby_rotations(); })
         .def_property_readonly("second_weight_scale_bits", [](const MlpPlan &p) { return p.second().weight_scale_bits(); });
 }

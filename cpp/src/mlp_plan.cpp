@@ -201,15 +201,45 @@ namespace hevit
         second_input.fewest_key_switches = true;
         const std::size_t second_in = layout == Layout::sample ? first_->output_period() : hidden;
         std::vector<double> w2_quarter(out_dim * second_in, 0.0);
+        std::vector<double> bias2(out_dim, 0.0);
         for (std::size_t k = 0; k < out_dim; k++)
         {
+            bias2[k] = b2 ? b2[k] : 0.0;
             for (std::size_t u = 0; u < hidden; u++)
             {
                 w2_quarter[k * second_in + u] = 0.25 * w2[k * hidden + u];
             }
         }
+        // Batch layout: a hidden unit whose weights all quantise to zero comes out of the
+        // multiply-accumulate as its bias alone with c1 = 0 (a transparent ciphertext that SEAL
+        // refuses to multiply). Its square is public: fold w2_ku b1_u^2 into the output bias.
+        squared_unit_.assign(hidden, true);
+        if (layout == Layout::batch)
+        {
+            const double weight_scale = std::ldexp(1.0, static_cast<int>(first_->weight_scale_bits()));
+            for (std::size_t u = 0; u < hidden; u++)
+            {
+                bool zero = true;
+                for (std::size_t j = 0; j < in_dim && zero; j++)
+                {
+                    zero = std::fabs(w1[u * in_dim + j]) * weight_scale < 0.5;
+                }
+                if (!zero)
+                {
+                    continue;
+                }
+                squared_unit_[u] = false;
+                const double square = b1 ? b1[u] * b1[u] : 0.0;
+                for (std::size_t k = 0; k < out_dim; k++)
+                {
+                    bias2[k] += w2[k * hidden + u] * square;
+                    w2_quarter[k * second_in + u] = 0.0;
+                }
+            }
+        }
         second_ = std::make_unique<LinearPlan>(
-            context_, w2_quarter.data(), out_dim, second_in, b2, layout, 4.0 * std::sqrt(sum_fourth), second_input);
+            context_, w2_quarter.data(), out_dim, second_in, bias2.data(), layout, 4.0 * std::sqrt(sum_fourth),
+            second_input);
     }
 
     std::vector<int> MlpPlan::rotation_steps() const
@@ -279,6 +309,10 @@ namespace hevit
             parallel_for(squares.size(), threads, [&](std::size_t i) {
                 const std::size_t g = i / hidden_;
                 const std::size_t u = i % hidden_;
+                if (!squared_unit_[u])
+                {
+                    return; // folded into layer 2's bias at compile time; never read
+                }
                 squares[i] = square_stage(stacked[g * 2 * hidden_ + u], stacked[g * 2 * hidden_ + hidden_ + u], evaluator);
             });
         }

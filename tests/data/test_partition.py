@@ -54,3 +54,20 @@ def test_partition_errors():
         iid_partition(np.arange(3), clients=5, seed=0)
     with pytest.raises(ValueError, match="test_fraction"):
         stratified_split(np.zeros(4), test_fraction=1.5, seed=0)
+
+
+def test_stratified_folds_cover_every_row_once_and_are_deterministic():
+    from hevit.data import stratified_folds
+
+    labels = np.repeat([0, 1, 2], [50, 37, 21])
+    folds = stratified_folds(labels, folds=5, seed=3)
+    assert sorted(np.concatenate(folds).tolist()) == list(range(len(labels)))
+    for c, total in ((0, 50), (1, 37), (2, 21)):
+        counts = [int(np.sum(labels[f] == c)) for f in folds]
+        assert max(counts) - min(counts) <= 1 and sum(counts) == total
+    again = stratified_folds(labels, folds=5, seed=3)
+    assert all(np.array_equal(a, b) for a, b in zip(folds, again))
+    other = stratified_folds(labels, folds=5, seed=4)
+    assert not all(np.array_equal(a, b) for a, b in zip(folds, other))
+    with pytest.raises(ValueError, match="at least 5 rows of every class"):
+        stratified_folds(np.array([0] * 10 + [1] * 3), folds=5, seed=0)

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -6,7 +7,7 @@ import torch
 
 from hevit.data import ImageFolder
 from hevit.errors import ModelError
-from hevit.features import ClsExtractor, FeatureSet, preprocess_images, select_providers
+from hevit.features import ClsExtractor, FeatureSet, PreprocessConfig, preprocess_images, select_providers
 from hevit.features.export import PARITY_LIMIT, export_onnx, quantize_int8
 from hevit.features.vit import ClsTokenModel, ViTSpec, build_model
 
@@ -163,3 +164,87 @@ def test_local_finetuning_lowers_the_training_loss(tmp_path):
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
     with pytest.raises(ValueError, match="epochs must be >= 1"):
         finetune_vit(model, folder, np.arange(4), config, epochs=0)
+
+
+SHARED_VIT_TI = Path(__file__).resolve().parents[3] / "shared" / "models" / "vit_tiny_patch16_224.imagenet.safetensors"
+
+
+@pytest.fixture(scope="module")
+def vit_tiny():
+    """The shared ImageNet-pretrained ViT-Ti (CI has ../shared; a missing file skips loudly)."""
+    if not SHARED_VIT_TI.is_file():
+        pytest.skip(f"shared pretrained ViT-Ti missing at {SHARED_VIT_TI}: these tests need ../shared beside the checkout")
+    return build_model(ViTSpec.make("vit_tiny_patch16_224"), weights=SHARED_VIT_TI)
+
+
+def test_shared_vit_tiny_loads_with_its_provenance_and_preprocessing(vit_tiny):
+    from hevit.features.preprocess import PreprocessConfig
+    from hevit.features.vit import file_sha256
+
+    model, info = vit_tiny
+    assert info.source == "file" and info.extra["file_sha256"] == file_sha256(SHARED_VIT_TI)
+    manifest = (SHARED_VIT_TI.parent / "MANIFEST.sha256").read_text()
+    assert info.extra["file_sha256"] in manifest
+    assert info.extra["file_source"]  # recorded from the safetensors metadata
+    prep = PreprocessConfig.for_model(model)
+    assert prep.mean == prep.std == (0.5, 0.5, 0.5) and prep.input_size == (3, 224, 224)
+    assert PreprocessConfig.for_model(model, mean=(0.4, 0.4, 0.4)).mean == (0.4, 0.4, 0.4)
+
+
+def test_checkpoint_mismatch_names_the_first_key(tmp_path, vit_tiny):
+    from safetensors.torch import save_file
+
+    model, _ = vit_tiny
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    broken = dict(state)
+    broken["blocks.3.attn.qkv.weight"] = broken["blocks.3.attn.qkv.weight"][:, :5].contiguous()
+    save_file(broken, tmp_path / "shape.safetensors")
+    with pytest.raises(ModelError, match=r"first mismatch: 'blocks.3.attn.qkv.weight' has shape \(576, 5\)"):
+        build_model(ViTSpec.make("vit_tiny_patch16_224"), weights=tmp_path / "shape.safetensors")
+    missing = {k: v for k, v in state.items() if k != "norm.bias"}
+    save_file(missing, tmp_path / "missing.safetensors")
+    with pytest.raises(ModelError, match="first mismatch: key 'norm.bias' is missing"):
+        build_model(ViTSpec.make("vit_tiny_patch16_224"), weights=tmp_path / "missing.safetensors")
+
+
+def test_block_tokens_export_with_parity_and_cls_of_the_last_block_is_cls(vit_tiny, onnx_cache):
+    import onnxruntime as ort
+
+    from hevit.features.vit import TokenSpec
+
+    model, info = vit_tiny
+    spec = ViTSpec.make("vit_tiny_patch16_224")
+    images = preprocess_images(real_images(3), PreprocessConfig.for_model(model))
+    multi = export_onnx(model, spec, info, tokens=TokenSpec.parse("cls:7,9,11,12"), cache_dir=onnx_cache,
+                        parity_images=images)
+    final = export_onnx(model, spec, info, cache_dir=onnx_cache)
+    assert multi.cls_dim == 768 and multi.tokens == "cls:7,9,11,12" and multi.parity_max_abs <= 1e-4
+    assert multi.key != final.key  # the token choice is part of the cache key
+    run = lambda e: ort.InferenceSession(e.onnx_path, providers=["CPUExecutionProvider"]).run(None, {"images": images})[0]  # noqa: E731
+    out_multi, out_final = run(multi), run(final)
+    assert out_multi.shape == (3, 768)
+    # block 12's normed [CLS] is the final-norm [CLS]
+    np.testing.assert_allclose(out_multi[:, 576:], out_final, atol=1e-5)
+    with pytest.raises(ModelError, match="has 12 blocks"):
+        export_onnx(model, spec, info, tokens=TokenSpec.parse("cls:13"), cache_dir=onnx_cache)
+    with pytest.raises(ValueError, match="tokens must be"):
+        TokenSpec.parse("mean")
+
+
+def test_eight_view_tta_is_invariant_to_rotating_and_flipping_the_input(vit_tiny, onnx_cache):
+    from hevit.features.extractor import dihedral_views
+
+    model, info = vit_tiny
+    exported = export_onnx(model, ViTSpec.make("vit_tiny_patch16_224"), info, cache_dir=onnx_cache)
+    extractor = ClsExtractor(exported, providers="cpu", tta=8)
+    batch = preprocess_images(real_images(2), exported.preprocess_config)
+    views = dihedral_views(batch, 8)
+    assert views.shape == (16, *batch.shape[1:])
+    assert len({v.tobytes() for v in views[::2]}) == 8  # eight distinct views of image 0
+    base = extractor.run(batch)
+    turned = extractor.run(np.ascontiguousarray(np.rot90(batch, 1, axes=(2, 3))[..., ::-1]))
+    np.testing.assert_allclose(turned, base, atol=1e-4)
+    plain = ClsExtractor(exported, providers="cpu").run(batch)
+    assert np.abs(plain - base).max() > 1e-3  # the augmentation changes the token
+    with pytest.raises(ValueError, match="tta must be one of"):
+        ClsExtractor(exported, providers="cpu", tta=4)

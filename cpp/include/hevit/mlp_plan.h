@@ -98,6 +98,8 @@ namespace hevit
         /** Batch layout: the first layer's output is rescaled once before squaring. */
         bool rescale_hidden_ = false;
         std::size_t hidden_ = 0;
+        /** Batch layout: false for hidden units whose square was folded into layer 2's bias. */
+        std::vector<bool> squared_unit_;
         /** p = X^(N/4) + X^(3N/4) (i sqrt(2) in every slot), NTT form, at the level of the squares. */
         seal::Plaintext i_sqrt2_;
         double hidden_bound_ = 0.0;

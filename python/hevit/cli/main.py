@@ -23,13 +23,23 @@ def _demo(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="hevit-demo-") as tmp:
         root = write_synthetic_dataset(tmp, per_class=args.per_class, seed=args.seed)
         spec = make_spec(args.model, img_size=args.img_size, patch_size=args.patch_size)
-        features = extract_features(
-            root, spec=spec, weights=args.weights, seed=args.seed, batch_size=args.batch_size,
-            providers=args.providers, threads=args.threads, int8=args.int8, fp16=args.fp16,
-            cache_dir=args.cache_dir,
-        )
+        features = extract_features(root, **_extract_options(args, spec))
     features.metadata["data"] = "synthetic H&E-like tiles (hevit.data.write_synthetic_dataset)"
-    return _run_and_report(args, features, None)
+    code = _run_and_report(args, features, None)
+    print(
+        "\nThis demo ran a RANDOMLY initialised ViT on synthetic tiles. For the real pipeline run the pretrained "
+        "ViT-Ti on LC25000 lung images:\n  hevit experiment --data ../shared/data/lc25000_lung --model "
+        "vit_tiny_patch16_224 --weights ../shared/models/vit_tiny_patch16_224.imagenet.safetensors "
+        "--tokens cls:7,9,11,12 --tta 8 --head linear,mlp --out runs/lc25000-vit-tiny"
+    )
+    return code
+
+
+def _extract_options(args: argparse.Namespace, spec) -> dict:
+    """Keyword arguments of extract_features from the model options."""
+    return dict(spec=spec, weights=args.weights, seed=args.seed, batch_size=args.batch_size,
+                providers=args.providers, threads=args.threads, int8=args.int8, fp16=args.fp16,
+                cache_dir=args.cache_dir, tokens=args.tokens, tta=args.tta, mean=args.mean, std=args.std)
 
 
 def _experiment(args: argparse.Namespace) -> int:
@@ -50,18 +60,20 @@ def _experiment(args: argparse.Namespace) -> int:
     elif args.trainable_blocks:
         from ..jobs.extract import extract_tail_inputs
 
+        if args.tokens != "cls" or args.tta != 1 or "mlp" in args.head:
+            print("error: --trainable-blocks trains the ViT tail with its own linear head on the final [CLS]; "
+                  "it does not combine with --tokens, --tta or --head mlp")
+            return 2
         spec = make_spec(args.model, img_size=args.img_size, patch_size=args.patch_size)
         options = dict(spec=spec, weights=args.weights, seed=args.seed, blocks=args.trainable_blocks,
-                       batch_size=args.batch_size, limit_per_class=args.limit_per_class)
+                       batch_size=args.batch_size, limit_per_class=args.limit_per_class, mean=args.mean, std=args.std)
         train, tail = extract_tail_inputs(args.data, **options)
         if args.test_data:
             test, _ = extract_tail_inputs(args.test_data, **options)
         return _run_and_report(args, train, test, tail=tail)
     else:
         spec = make_spec(args.model, img_size=args.img_size, patch_size=args.patch_size)
-        options = dict(spec=spec, weights=args.weights, seed=args.seed, batch_size=args.batch_size,
-                       providers=args.providers, threads=args.threads, int8=args.int8, fp16=args.fp16,
-                       limit_per_class=args.limit_per_class, cache_dir=args.cache_dir)
+        options = dict(_extract_options(args, spec), limit_per_class=args.limit_per_class)
         train = extract_features(args.data, **options)
         if args.test_data:
             test = extract_features(args.test_data, **options)
@@ -75,13 +87,23 @@ def _run_and_report(args: argparse.Namespace, train, test, *, tail=None) -> int:
     dp = None
     if getattr(args, "dp_noise_multiplier", None):
         dp = DPConfig(noise_multiplier=args.dp_noise_multiplier, clip_norm=args.dp_clip, delta=args.dp_delta)
+    from ..jobs.experiment import run_cross_validation
+
+    heads = tuple(h.strip() for h in args.head.split(",") if h.strip())
     config = FederatedConfig(rounds=args.rounds, local_epochs=args.local_epochs, learning_rate=args.lr,
-                             quorum=args.quorum, dp=dp, seed=args.seed,
+                             quorum=args.quorum, dp=dp, seed=args.seed, ridge_alpha=args.ridge_alpha,
+                             head=heads[0] if heads else "linear", hidden=args.hidden,
                              inference_preset=args.inference_preset, inference_layout=args.inference_layout)
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
-    report = run_experiment(train, test, clients=args.clients, strategies=strategies, config=config,
-                            partition=args.partition, dirichlet_alpha=args.alpha,
-                            checkpoint_dir=args.checkpoint_dir, threads=args.threads, tail=tail)
+    options = dict(clients=args.clients, strategies=strategies, config=config, partition=args.partition,
+                   dirichlet_alpha=args.alpha, threads=args.threads, tail=tail, heads=heads)
+    report = run_experiment(train, test, checkpoint_dir=args.checkpoint_dir, **options)
+    if getattr(args, "cv", 0):
+        if test is not None or tail is not None:
+            print("error: --cv folds the --data/--features set itself; it does not combine with a separate test "
+                  "set or --trainable-blocks")
+            return 2
+        report.cross_validation = run_cross_validation(train, folds=args.cv, seed=args.seed, **options)
     print(report.summary_table())
     print()
     print(report.latency_table())
@@ -102,7 +124,13 @@ def _add_federated_options(p: argparse.ArgumentParser, *, out_default: str | Non
                    help="run folder for report.json, report.md and the plots")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--local-epochs", type=int, default=5)
-    p.add_argument("--lr", type=float, default=0.5, help="local SGD learning rate")
+    p.add_argument("--lr", type=float, default=None,
+                   help="local SGD learning rate (default 0.5 for the linear head, 0.05 for the mlp head)")
+    p.add_argument("--head", default="linear",
+                   help="head models the FedAvg strategies train: linear, mlp or both (linear,mlp); "
+                        "he-ridge always solves a linear head")
+    p.add_argument("--hidden", type=int, default=64, help="hidden units of the mlp head")
+    p.add_argument("--ridge-alpha", type=float, default=0.1, help="ridge penalty of he-ridge (unit-norm rows)")
     p.add_argument("--quorum", type=int, default=None, help="fewest clients a round needs (default: all)")
     p.add_argument("--partition", default="iid", choices=["iid", "dirichlet"])
     p.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration for --partition dirichlet")
@@ -114,17 +142,16 @@ def _add_federated_options(p: argparse.ArgumentParser, *, out_default: str | Non
     p.add_argument("--dp-delta", type=float, default=1e-5)
     p.add_argument("--checkpoint-dir", default=None,
                    help="server round checkpoints; rerunning with the same folder resumes")
+    p.add_argument("--cv", type=int, default=0,
+                   help="also K-fold cross-validation (stratified; every fold runs the encrypted pipeline)")
 
 
 def _extract(args: argparse.Namespace) -> int:
     from ..jobs.extract import extract_features, make_spec
 
     spec = make_spec(args.model, img_size=args.img_size, patch_size=args.patch_size)
-    features = extract_features(
-        args.data, spec=spec, weights=args.weights, seed=args.seed, batch_size=args.batch_size,
-        providers=args.providers, threads=args.threads, int8=args.int8, fp16=args.fp16,
-        limit_per_class=args.limit_per_class, cache_dir=args.cache_dir, finetune_epochs=args.finetune_epochs,
-    )
+    features = extract_features(args.data, **_extract_options(args, spec), limit_per_class=args.limit_per_class,
+                                finetune_epochs=args.finetune_epochs)
     path = features.save(args.out)
     meta = features.metadata
     print(
@@ -137,11 +164,14 @@ def _extract(args: argparse.Namespace) -> int:
 def _attack(args: argparse.Namespace) -> int:
     from ..jobs.attack import run_attacks
 
+    if args.model == "vit_base_patch16_224" and args.img_size is None and args.patch_size is None:
+        args.img_size, args.patch_size = 200, 25  # the paper's ViT
+
     report = run_attacks(
         args.data, threats=[t.strip() for t in args.strategies.split(",") if t.strip()],
         n_images=args.n_images, seed=args.seed, img_size=args.img_size, patch_size=args.patch_size,
         weights=args.weights, ig_iterations=args.ig_iterations, fi_iterations=args.fi_iterations,
-        out_dir=args.out,
+        out_dir=args.out, model=args.model,
     )
     print(report.table())
     print(f"wrote {args.out}/attack_report.json, attack_report.md, attack_grid.png")
@@ -153,7 +183,7 @@ def _keygen(args: argparse.Namespace) -> int:
 
     keys = FederationKeys.generate(aggregation_preset=args.aggregation_preset, update_preset=args.update_preset,
                                    inference_preset=args.inference_preset, inference_layout=args.inference_layout,
-                                   dim=args.dim, classes=args.classes)
+                                   dim=args.dim, classes=args.classes, mlp_hidden=args.mlp_hidden)
     keys.save(args.hospital_keys)
     keys.server_keys().to_files(args.server_keys)
     print(f"hospital key files (secret, mode 0600; give them to hospitals only): {args.hospital_keys}")
@@ -175,6 +205,29 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fp16", action="store_true", help="half precision (CUDA only)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--cache-dir", default=None, help="ONNX cache (default ~/.cache/hevit/onnx or $HEVIT_CACHE_DIR)")
+    p.add_argument("--tokens", default="cls",
+                   help="'cls' (final-norm [CLS], as in the paper) or 'cls:7,9,11,12' (the [CLS] after those "
+                        "blocks, each normed, concatenated)")
+    p.add_argument("--tta", type=int, default=1, choices=[1, 8],
+                   help="test-time augmentation: mean token over the 8 rotations/flips of each image")
+    p.add_argument("--mean", type=_triple, default=None, help="override the model's normalisation mean, e.g. 0.5,0.5,0.5")
+    p.add_argument("--std", type=_triple, default=None, help="override the model's normalisation std")
+
+
+def _blocks(text: str) -> int | str:
+    if text == "all":
+        return "all"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--trainable-blocks takes a number or 'all', got {text!r}") from None
+
+
+def _triple(text: str) -> tuple[float, float, float]:
+    values = tuple(float(v) for v in text.split(","))
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"expected three comma-separated numbers, got {text!r}")
+    return values
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,8 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--features", default=None, help="an .npz from `hevit extract` instead of --data")
     experiment.add_argument("--test-features", default=None)
     experiment.add_argument("--limit-per-class", type=int, default=None)
-    experiment.add_argument("--trainable-blocks", type=int, default=0,
-                            help="FedAvg strategies also train the last K ViT blocks (default 0: the head only)")
+    experiment.add_argument("--trainable-blocks", type=_blocks, default=0,
+                            help="FedAvg strategies also train the last K ViT blocks, or 'all' (default 0: the "
+                                 "head only)")
     _add_federated_options(experiment, out_default=None)
     _add_model_options(experiment)
     experiment.set_defaults(func=_experiment)
@@ -218,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument("--update-preset", default="update", help="he-fedavg model updates")
     keygen.add_argument("--inference-preset", default="sample")
     keygen.add_argument("--inference-layout", default="sample", choices=["batch", "sample"])
+    keygen.add_argument("--mlp-hidden", type=int, default=None,
+                        help="also the mlp_inference key set for a two-layer head of this hidden size")
     keygen.set_defaults(func=_keygen)
 
     attack = sub.add_parser("attack", help="gradient/feature inversion attacks per strategy, scored by "
@@ -228,9 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument("--n-images", type=int, default=4)
     attack.add_argument("--out", required=True)
     attack.add_argument("--seed", type=int, default=0)
-    attack.add_argument("--img-size", type=int, default=200)
-    attack.add_argument("--patch-size", type=int, default=25)
-    attack.add_argument("--weights", default="random")
+    attack.add_argument("--model", default="vit_base_patch16_224", help="any timm ViT name")
+    attack.add_argument("--img-size", type=int, default=None,
+                        help="input size (default: the paper's 200 for the default ViT-B, else the model's own)")
+    attack.add_argument("--patch-size", type=int, default=None,
+                        help="patch size (default: the paper's 25 for the default ViT-B, else the model's own)")
+    attack.add_argument("--weights", default="random",
+                        help="'random' (seeded init), 'pretrained' (timm hub) or a checkpoint path")
     attack.add_argument("--ig-iterations", type=int, default=30, help="budget of the inverting-gradients attack")
     attack.add_argument("--fi-iterations", type=int, default=30, help="budget of the [CLS] inversion attack")
     attack.set_defaults(func=_attack)

@@ -1,7 +1,7 @@
 """Datasets (class-per-folder images, synthetic H&E-like tiles) and client partitions."""
 
 from .folders import ImageFolder, ImageRecord
-from .partition import class_balance, dirichlet_partition, iid_partition, stratified_split
+from .partition import class_balance, dirichlet_partition, iid_partition, stratified_folds, stratified_split
 from .synthetic import SYNTHETIC_CLASSES, synthetic_tile, write_synthetic_dataset
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "class_balance",
     "dirichlet_partition",
     "iid_partition",
+    "stratified_folds",
     "stratified_split",
     "synthetic_tile",
     "write_synthetic_dataset",

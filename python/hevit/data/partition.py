@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["stratified_split", "iid_partition", "dirichlet_partition", "class_balance"]
+__all__ = ["stratified_split", "stratified_folds", "iid_partition", "dirichlet_partition", "class_balance"]
 
 
 def stratified_split(labels, *, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -22,6 +22,26 @@ def stratified_split(labels, *, test_fraction: float, seed: int) -> tuple[np.nda
         test.append(idx[:n_test])
         train.append(idx[n_test:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def stratified_folds(labels, *, folds: int, seed: int) -> list[np.ndarray]:
+    """``folds`` disjoint index arrays covering every row, each class dealt round-robin after a
+    seeded shuffle (so class counts per fold differ by at most one)."""
+    labels = np.asarray(labels)
+    if folds < 2:
+        raise ValueError(f"folds must be >= 2, got {folds}")
+    counts = np.bincount(labels) if len(labels) else np.zeros(0, dtype=int)
+    if len(labels) < folds or (counts[counts > 0] < folds).any():
+        raise ValueError(f"{folds}-fold CV needs at least {folds} rows of every class; counts are {counts.tolist()}")
+    rng = np.random.default_rng([seed, 0xF01D])
+    out: list[list[int]] = [[] for _ in range(folds)]
+    offset = 0
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        for j, i in enumerate(idx):
+            out[(j + offset) % folds].append(int(i))
+        offset += len(idx)
+    return [np.sort(np.asarray(f, dtype=np.int64)) for f in out]
 
 
 def iid_partition(indices, *, clients: int, seed: int) -> list[np.ndarray]:

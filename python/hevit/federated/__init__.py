@@ -11,7 +11,7 @@ from .client import HospitalClient
 from .config import STRATEGIES, FederatedConfig
 from .keys import FederationKeys, ServerKeys
 from .messages import Message
-from .models import LinearHead, centralized_ridge, normalize_rows
+from .models import LinearHead, MlpHead, centralized_ridge, initial_head, normalize_rows
 from .privacy import DPConfig
 from .server import AggregationServer, InferenceServer
 from .simulation import (
@@ -35,6 +35,8 @@ __all__ = [
     "InferenceRecord",
     "InferenceServer",
     "LinearHead",
+    "MlpHead",
+    "initial_head",
     "Message",
     "RoundRecord",
     "ServerKeys",

@@ -133,7 +133,7 @@ class HospitalClient:
     def local_train(self, head, round_: int):
         """Trains a copy of the global model (a LinearHead or a ViTTail) on this client's rows."""
         rng = np.random.default_rng([self.config.seed, round_, _stable_id(self.client_id)])
-        return head.fit(self.x, self.y, epochs=self.config.local_epochs, learning_rate=self.config.learning_rate,
+        return head.fit(self.x, self.y, epochs=self.config.local_epochs, learning_rate=self.config.step_size,
                         batch_size=self.config.batch_size, weight_decay=self.config.weight_decay, rng=rng)
 
     def fedavg_contribution(self, head: LinearHead, round_: int) -> np.ndarray:
@@ -216,8 +216,9 @@ class HospitalClient:
     # ------------------------------------------------------------------ he-cls
     def inference_request(self, features, round_: int = 0, *, model=None) -> bytes:
         """Encrypted rows for ``he-cls``: the preprocessed features, or for token sequences the
-        normalised [CLS] rows ``model`` (a ViTTail, run here in plaintext) feeds its head."""
-        ctx = self._keys().inference
+        normalised [CLS] rows ``model`` (a ViTTail, run here in plaintext) feeds its head. A
+        two-layer ``model`` is served under the ``mlp_inference`` key set."""
+        ctx = self._inference_keys(model)
         rows = self.preprocess(features)
         if rows.ndim == 3:
             if model is None:
@@ -228,9 +229,9 @@ class HospitalClient:
         return Message("infer-request", "he-cls", round_, self.client_id, ctx.public_context().keyset_id.hex(),
                        {"features": blob}).to_bytes()
 
-    def read_logits(self, data: bytes, round_: int = 0) -> np.ndarray:
+    def read_logits(self, data: bytes, round_: int = 0, *, model=None) -> np.ndarray:
         """Exact logits for this hospital's own use: they must not leave it (see :meth:`release_logits`)."""
-        ctx = self._keys().inference
+        ctx = self._inference_keys(model)
         msg = Message.from_bytes(data)
         if msg.kind != "infer-reply" or msg.round != round_ or msg.keyset_id != ctx.public_context().keyset_id.hex():
             raise ProtocolError(f"expected an infer-reply for round {round_} under this key set")
@@ -249,6 +250,14 @@ class HospitalClient:
         return flood(logits, bound, self.config.flooding, max_sigma=max_sigma, rng=self.flooding_rng)
 
     # ------------------------------------------------------------------ helpers
+    def _inference_keys(self, model) -> he.SecretContext:
+        keys = self._keys()
+        if getattr(model, "kind", "linear") != "mlp":
+            return keys.inference
+        if keys.mlp_inference is None:
+            raise ProtocolError("this federation's keys have no mlp_inference key set: generate them with head='mlp'")
+        return keys.mlp_inference
+
     def _keys(self) -> FederationKeys:
         if self.keys is None:
             raise ProtocolError(f"client {self.client_id} has no key set: only plain-fedavg can run without one")

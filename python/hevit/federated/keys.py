@@ -7,8 +7,11 @@ their own secure channel, outside hevit):
   precision for flooded model parameters);
 - ``aggregation``: sufficient statistics and feature moments (``release`` preset: N = 8192,
   scale 2^80, the precision an exact ridge solve needs after flooding);
-- ``inference``: encrypted [CLS] rows for ``he-cls``, with exactly the Galois keys the
-  inference plan needs.
+- ``inference``: encrypted [CLS] rows for ``he-cls`` of linear heads, with exactly the Galois
+  keys the inference plan needs;
+- ``mlp_inference`` (only when the federation trains the two-layer head): encrypted rows for
+  ``he-cls`` of that head (``mlp`` preset, relinearisation and conjugation keys, and the rotation
+  keys of the sample layout).
 
 The server gets :class:`ServerKeys`, which holds public contexts only.
 """
@@ -23,8 +26,10 @@ from ..errors import SecretKeyRequiredError
 
 __all__ = ["FederationKeys", "ServerKeys", "KEY_SETS"]
 
-#: The key sets, in file-name order.
+#: The key sets every federation has, in file-name order.
 KEY_SETS = ("updates", "aggregation", "inference")
+#: The optional key set of the two-layer head.
+MLP_KEY_SET = "mlp_inference"
 
 
 @dataclass(frozen=True)
@@ -34,9 +39,10 @@ class ServerKeys:
     updates: he.PublicContext
     aggregation: he.PublicContext
     inference: he.PublicContext
+    mlp_inference: he.PublicContext | None = None
 
     def __post_init__(self) -> None:
-        for name in KEY_SETS:
+        for name in KEY_SETS + ((MLP_KEY_SET,) if self.mlp_inference is not None else ()):
             ctx = getattr(self, name)
             if isinstance(ctx, he.SecretContext):
                 raise SecretKeyRequiredError(
@@ -47,18 +53,32 @@ class ServerKeys:
 
     def for_strategy(self, strategy: str) -> he.PublicContext | None:
         """The context a strategy's aggregation runs under (``None`` for plain-fedavg)."""
-        return {"plain-fedavg": None, "he-fedavg": self.updates}.get(strategy, self.aggregation)
+        table = {"plain-fedavg": None, "he-fedavg": self.updates, "he-ridge": self.aggregation,
+                 "moments": self.aggregation}
+        if strategy not in table:
+            raise ValueError(f"no aggregation key set for strategy {strategy!r}")
+        return table[strategy]
+
+    def for_head(self, head) -> he.PublicContext:
+        """The context ``he-cls`` of ``head`` runs under."""
+        if getattr(head, "kind", "linear") != "mlp":
+            return self.inference
+        if self.mlp_inference is None:
+            raise ValueError("these server keys have no mlp_inference key set (the federation trains no mlp head)")
+        return self.mlp_inference
 
     def to_files(self, directory) -> None:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        for name in KEY_SETS:
+        for name in KEY_SETS + ((MLP_KEY_SET,) if self.mlp_inference is not None else ()):
             (d / f"{name}.pub").write_bytes(getattr(self, name).to_bytes())
 
     @classmethod
     def from_files(cls, directory) -> ServerKeys:
         d = Path(directory)
-        return cls(*(he.PublicContext.from_bytes((d / f"{name}.pub").read_bytes()) for name in KEY_SETS))
+        mlp = d / f"{MLP_KEY_SET}.pub"
+        return cls(*(he.PublicContext.from_bytes((d / f"{name}.pub").read_bytes()) for name in KEY_SETS),
+                   mlp_inference=he.PublicContext.from_bytes(mlp.read_bytes()) if mlp.exists() else None)
 
 
 @dataclass(frozen=True)
@@ -68,36 +88,47 @@ class FederationKeys:
     updates: he.SecretContext
     aggregation: he.SecretContext
     inference: he.SecretContext
+    mlp_inference: he.SecretContext | None = None
 
     @classmethod
     def generate(cls, *, aggregation_preset: str = "release", inference_preset: str = "sample",
                  inference_layout: str = "sample", dim: int, classes: int,
-                 update_preset: str = "update") -> FederationKeys:
+                 update_preset: str = "update", mlp_hidden: int | None = None,
+                 mlp_inference_preset: str = "mlp") -> FederationKeys:
+        """Fresh key sets; with ``mlp_hidden`` also the ``mlp_inference`` key set for a two-layer
+        head of that hidden size (same layout as ``inference_layout``)."""
         updates = he.SecretContext.generate(he.CkksParams.preset(update_preset))
         aggregation = he.SecretContext.generate(he.CkksParams.preset(aggregation_preset))
         # rows are L2-normalised on the client, so the public norm bound is 1: plans size their
         # weight scale from it (a bound of 64 would cost six bits of logit precision)
         params = he.CkksParams.preset(inference_preset, max_norm=1.0)
         steps = he.LinearPlan.rotation_steps(params, in_dim=dim, out_dim=classes, layout=inference_layout)
-        return cls(updates, aggregation, he.SecretContext.generate(params, rotation_steps=steps))
-
-    def for_strategy(self, strategy: str) -> he.SecretContext:
-        return self.updates if strategy in ("he-fedavg", "plain-fedavg") else self.aggregation
+        mlp = None
+        if mlp_hidden is not None:
+            mlp_params = he.CkksParams.preset(mlp_inference_preset, max_norm=1.0)
+            keys = he.MlpPlan.evaluation_keys(mlp_params, in_dim=dim, hidden=mlp_hidden, out_dim=classes,
+                                              layout=inference_layout)
+            mlp = he.SecretContext.generate(mlp_params, **keys.as_kwargs())
+        return cls(updates, aggregation, he.SecretContext.generate(params, rotation_steps=steps), mlp)
 
     def server_keys(self) -> ServerKeys:
         """What the server receives: public contexts, re-parsed from their bytes like a real transfer."""
-        return ServerKeys(*(he.PublicContext.from_bytes(getattr(self, f.name).public_context().to_bytes())
-                            for f in fields(self)))
+        public = {f.name: None if getattr(self, f.name) is None else
+                  he.PublicContext.from_bytes(getattr(self, f.name).public_context().to_bytes())
+                  for f in fields(self)}
+        return ServerKeys(**public)
 
     def save(self, directory) -> Path:
         """Writes the secret contexts with mode 0600 (new files only) into a 0700 folder."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for name in KEY_SETS:
+        for name in KEY_SETS + ((MLP_KEY_SET,) if self.mlp_inference is not None else ()):
             getattr(self, name).save(d / f"{name}.key")
         return d
 
     @classmethod
     def load(cls, directory) -> FederationKeys:
         d = Path(directory)
-        return cls(*(he.SecretContext.load(d / f"{name}.key") for name in KEY_SETS))
+        mlp = d / f"{MLP_KEY_SET}.key"
+        return cls(*(he.SecretContext.load(d / f"{name}.key") for name in KEY_SETS),
+                   mlp_inference=he.SecretContext.load(mlp) if mlp.exists() else None)

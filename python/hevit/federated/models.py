@@ -1,9 +1,10 @@
-"""What clients train: a linear head on L2-normalised [CLS] features, as numpy.
+"""What clients train: a linear head or a two-layer head on L2-normalised tokens, as numpy.
 
-Rows are normalised to unit L2 norm on each client (a per-image operation, so no statistics
-cross hospitals and encrypted rows always meet the public norm bound). The head is trained by
-softmax regression (FedAvg strategies) or solved in closed form from sufficient statistics
-(``he-ridge``).
+Rows are normalised to unit L2 norm on each client (after the federation's standardisation; a
+per-image operation, so encrypted rows always meet the public norm bound 1). The linear head is
+trained by softmax regression (FedAvg strategies) or solved in closed form from sufficient
+statistics (``he-ridge``); the two-layer head ``y = W2 (W1 x + b1)^2 + b2`` by SGD with momentum
+(FedAvg strategies). Every model compiles its own encrypted plan (:meth:`compile_plan`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["LinearHead", "normalize_rows", "train_softmax", "ridge_statistics", "ridge_statistics_length",
+__all__ = ["LinearHead", "MlpHead", "HEADS", "initial_head", "normalize_rows", "train_softmax", "ridge_statistics", "ridge_statistics_length",
            "solve_ridge", "centralized_ridge"]
 
 
@@ -79,6 +80,133 @@ class LinearHead:
 
     def accuracy(self, x, y) -> float:
         return float(np.mean(self.predict(x) == np.asarray(y)))
+
+    #: name of the head model in configs and reports
+    kind = "linear"
+
+    def describe(self) -> str:
+        return f"linear head ({self.size:,} parameters)"
+
+    def compile_plan(self, context, *, layout: str):
+        """The server's compiled plan of this head (:class:`hevit.he.LinearPlan`)."""
+        from .. import he
+
+        return he.LinearPlan.compile(context, self.weights, self.bias, layout=layout)
+
+
+@dataclass(frozen=True)
+class MlpHead:
+    """``logits = W2 (W1 x + b1)^2 + b2``, the square taken element-wise: w1 (hidden, dim), b1
+    (hidden,), w2 (classes, hidden), b2 (classes,). The square is the activation an encrypted
+    evaluation can compute exactly (:class:`hevit.he.MlpPlan`)."""
+
+    w1: np.ndarray
+    b1: np.ndarray
+    w2: np.ndarray
+    b2: np.ndarray
+
+    kind = "mlp"
+
+    @classmethod
+    def initial(cls, classes: int, dim: int, hidden: int, *, seed: int) -> MlpHead:
+        """The federation's common starting point (every hospital draws the same one from
+        ``seed``): unit-norm random rows of W1 scaled by 2 (hidden pre-activations of order 1 on
+        unit-norm inputs), small random W2, zero biases. A zero start would have zero gradients."""
+        if hidden < 1:
+            raise ValueError(f"hidden must be >= 1, got {hidden}")
+        rng = np.random.default_rng([seed, 0x6D6C70])
+        w1 = rng.standard_normal((hidden, dim))
+        w1 *= 2.0 / np.linalg.norm(w1, axis=1, keepdims=True)
+        return cls(w1, np.zeros(hidden), 0.1 * rng.standard_normal((classes, hidden)), np.zeros(classes))
+
+    @property
+    def classes(self) -> int:
+        return self.w2.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.w1.shape[1]
+
+    @property
+    def hidden(self) -> int:
+        return self.w1.shape[0]
+
+    @property
+    def size(self) -> int:
+        return self.w1.size + self.b1.size + self.w2.size + self.b2.size
+
+    def to_vector(self) -> np.ndarray:
+        return np.concatenate([self.w1.ravel(), self.b1, self.w2.ravel(), self.b2])
+
+    def with_vector(self, v) -> MlpHead:
+        v = np.asarray(v, dtype=np.float64)
+        if v.shape != (self.size,):
+            raise ValueError(f"this head has {self.size} parameters, got a vector of shape {v.shape}")
+        h, d, c = self.hidden, self.dim, self.classes
+        parts = np.split(v, np.cumsum([h * d, h, c * h]))
+        return MlpHead(parts[0].reshape(h, d).copy(), parts[1].copy(), parts[2].reshape(c, h).copy(), parts[3].copy())
+
+    def head_features(self, x) -> np.ndarray:
+        return np.asarray(x, dtype=np.float64)
+
+    def logits(self, x) -> np.ndarray:
+        h = np.asarray(x, dtype=np.float64) @ self.w1.T + self.b1
+        return (h * h) @ self.w2.T + self.b2
+
+    def predict(self, x) -> np.ndarray:
+        return self.logits(x).argmax(axis=1)
+
+    def accuracy(self, x, y) -> float:
+        return float(np.mean(self.predict(x) == np.asarray(y)))
+
+    def describe(self) -> str:
+        return f"two-layer head, hidden {self.hidden}, square activation ({self.size:,} parameters)"
+
+    def fit(self, x, y, *, epochs: int, learning_rate: float, batch_size: int, weight_decay: float,
+            rng: np.random.Generator) -> MlpHead:
+        """Mini-batch SGD with momentum 0.9 on the softmax cross-entropy from this head."""
+        x = np.asarray(x, dtype=np.float64)
+        onehot = np.eye(self.classes)[np.asarray(y)]
+        params = [self.w1.copy(), self.b1.copy(), self.w2.copy(), self.b2.copy()]
+        velocity = [np.zeros_like(p) for p in params]
+        for _ in range(epochs):
+            order = rng.permutation(len(x))
+            for start in range(0, len(x), batch_size):
+                idx = order[start : start + batch_size]
+                w1, b1, w2, b2 = params
+                h = x[idx] @ w1.T + b1
+                a = h * h
+                z = a @ w2.T + b2
+                z -= z.max(axis=1, keepdims=True)
+                p = np.exp(z)
+                p /= p.sum(axis=1, keepdims=True)
+                g = (p - onehot[idx]) / len(idx)
+                gh = (g @ w2) * 2.0 * h
+                grads = (gh.T @ x[idx] + weight_decay * w1, gh.sum(axis=0), g.T @ a + weight_decay * w2, g.sum(axis=0))
+                for param, vel, grad in zip(params, velocity, grads):
+                    vel *= 0.9
+                    vel += grad
+                    param -= learning_rate * vel
+        return MlpHead(*params)
+
+    def compile_plan(self, context, *, layout: str):
+        """The server's compiled plan of this head (:class:`hevit.he.MlpPlan`)."""
+        from .. import he
+
+        return he.MlpPlan.compile(context, self.w1, self.b1, self.w2, self.b2, layout=layout)
+
+
+#: Head models clients can train (``he-ridge`` always solves a linear head).
+HEADS = ("linear", "mlp")
+
+
+def initial_head(kind: str, classes: int, dim: int, *, hidden: int = 64, seed: int = 0):
+    """The global model before round 1: a zero linear head or the seeded two-layer start."""
+    if kind == "linear":
+        return LinearHead.zeros(classes, dim)
+    if kind == "mlp":
+        return MlpHead.initial(classes, dim, hidden, seed=seed)
+    raise ValueError(f"head must be one of {HEADS}, got {kind!r}")
 
 
 def train_softmax(head: LinearHead, x, y, *, epochs: int, learning_rate: float, batch_size: int,

@@ -280,11 +280,15 @@ def atomic_write(path: Path, data: bytes) -> Path:
 
 
 class InferenceServer:
-    """Evaluates a released head on encrypted [CLS] rows (``he-cls``)."""
+    """Evaluates a released head on encrypted [CLS] rows (``he-cls``).
 
-    def __init__(self, context: he.PublicContext, weights, bias, *, layout: str, clients=None) -> None:
+    ``head`` is any trained model with ``compile_plan`` (a linear head, a ViT tail's linear head,
+    or the two-layer head); the server compiles its plan once.
+    """
+
+    def __init__(self, context: he.PublicContext, head, *, layout: str, clients=None) -> None:
         self.context = _public_only(context)
-        self.plan = he.LinearPlan.compile(self.context, weights, bias, layout=layout)
+        self.plan = head.compile_plan(self.context, layout=layout)
         self.layout = layout
         self.clients = None if clients is None else {str(c) for c in clients}
 

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from .client import HospitalClient, fedavg_vector_length
 from .config import FederatedConfig
 from .keys import FederationKeys, ServerKeys
-from .models import LinearHead, ridge_statistics_length
+from .models import LinearHead, initial_head, ridge_statistics_length
 from .privacy import epsilon as dp_epsilon
 from .server import AggregationServer, InferenceServer
 
@@ -51,6 +51,8 @@ class InferenceRecord:
 
     preset: str
     layout: str
+    #: the head the server evaluated ("linear" or "mlp")
+    head: str
     rows: int
     accuracy_encrypted: float
     accuracy_plaintext: float
@@ -106,15 +108,18 @@ def run_strategy(strategy: str, clients: list[HospitalClient], server_keys: Serv
         Clients that vanish in that round after the round started (they send nothing).
     on_round_end : callable(round) or None
         Called after each round's checkpoint is written (tests use it to kill the process).
-    initial_model : LinearHead or ViTTail
-        The global model before round 1 (default: a zero linear head); a ViTTail for clients
-        holding token sequences.
+    initial_model : LinearHead, MlpHead or ViTTail
+        The global model before round 1 (default: ``config.head``'s start, a zero linear head or
+        the seeded two-layer start; ``he-ridge`` always solves a linear head); a ViTTail for
+        clients holding token sequences.
     """
     classes, dim = clients[0].classes, clients[0].dim
     x_test = clients[0].preprocess(x_test)
     rounds = 1 if strategy == "he-ridge" else config.rounds
     context = None if strategy == "plain-fedavg" else server_keys.for_strategy(strategy)
-    initial_model = initial_model if initial_model is not None else LinearHead.zeros(classes, dim)
+    if initial_model is None:
+        kind = "linear" if strategy == "he-ridge" else config.head
+        initial_model = initial_head(kind, classes, dim, hidden=config.hidden, seed=config.seed)
     length = (ridge_statistics_length(dim, classes) if strategy == "he-ridge"
               else fedavg_vector_length(initial_model))
     ids = [c.client_id for c in clients]
@@ -225,9 +230,9 @@ def run_inference(head: LinearHead, clients: list[HospitalClient], server_keys: 
     """``he-cls``: each client encrypts its test rows, the server applies the head, the client
     decrypts; compared with the same head in plaintext."""
     layout = config.inference_layout
-    params = server_keys.inference.params
-    server = InferenceServer(server_keys.inference, head.weights, head.bias, layout=layout,
-                             clients=[c.client_id for c in clients])
+    context = server_keys.for_head(head)
+    params = context.params
+    server = InferenceServer(context, head, layout=layout, clients=[c.client_id for c in clients])
     chunk = params.poly_modulus_degree if layout == "batch" else 256
     x_test = np.asarray(x_test, dtype=np.float64)
     plain = head.logits(clients[0].preprocess(x_test))  # rows, or token sequences for a ViTTail
@@ -246,7 +251,7 @@ def run_inference(head: LinearHead, clients: list[HospitalClient], server_keys: 
             t0 = time.perf_counter()
             reply = server.handle(request, threads=threads)
             seconds["infer"] += time.perf_counter() - t0
-            logits[idx] = c.read_logits(reply)
+            logits[idx] = c.read_logits(reply, model=head)
             up += len(request)
             down += len(reply)
     for c in clients:
@@ -255,7 +260,8 @@ def run_inference(head: LinearHead, clients: list[HospitalClient], server_keys: 
     n = len(x_test)
     pred = logits.argmax(axis=1)
     return InferenceRecord(
-        preset=config.inference_preset, layout=layout, rows=n,
+        preset=config.mlp_inference_preset if head.kind == "mlp" else config.inference_preset, layout=layout,
+        head=head.kind, rows=n,
         accuracy_encrypted=float(np.mean(pred == y_test)),
         accuracy_plaintext=float(np.mean(plain.argmax(axis=1) == y_test)),
         agreement=float(np.mean(pred == plain.argmax(axis=1))),

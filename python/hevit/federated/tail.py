@@ -132,6 +132,18 @@ class ViTTail:
     def bias(self) -> np.ndarray:
         return self.module.head.bias.detach().numpy().astype(np.float64)
 
+    #: the model ``he-cls`` evaluates is the tail's linear head (on rows the client computes)
+    kind = "linear"
+
+    def describe(self) -> str:
+        return f"last {len(self.module.blocks)} ViT block(s) + norm + linear head ({self.size:,} parameters)"
+
+    def compile_plan(self, context, *, layout: str):
+        """The server's compiled plan of the tail's linear head."""
+        from .. import he
+
+        return he.LinearPlan.compile(context, self.weights, self.bias, layout=layout)
+
     # ------------------------------------------------------------------ evaluation
     def head_features(self, tokens) -> np.ndarray:
         """The normalised [CLS] rows the head reads (what ``he-cls`` encrypts)."""

@@ -37,6 +37,8 @@ __all__ = [
     "public_round_trip_tolerance",
     "sum_tolerance",
     "linear_tolerance",
+    "mlp",
+    "mlp_tolerance",
 ]
 
 #: Standard deviations an error may reach in a test. Tests compare up to a few million values;
@@ -151,3 +153,52 @@ def linear_tolerance(params: CkksParams, weights: np.ndarray, x: np.ndarray, pla
     rescale = structure * _rescale_std(params) / scale if core.rescales else 0.0
     total = math.sqrt(std**2 + encode**2 + baby**2 + post**2 + rescale**2)
     return SIGMAS * total
+
+
+def mlp(x: np.ndarray, w1: np.ndarray, b1: np.ndarray, w2: np.ndarray, b2: np.ndarray) -> np.ndarray:
+    """``(x @ w1.T + b1)**2 @ w2.T + b2`` in float64: what :class:`hevit.he.MlpPlan` computes."""
+    h = np.asarray(x, dtype=np.float64) @ np.asarray(w1, dtype=np.float64).T + b1
+    return (h * h) @ np.asarray(w2, dtype=np.float64).T + b2
+
+
+def mlp_tolerance(params: CkksParams, w1: np.ndarray, b1: np.ndarray, w2: np.ndarray, x: np.ndarray, plan) -> float:
+    """Max abs error of ``MlpPlan.apply`` output (decrypted) against :func:`mlp`.
+
+    Hidden errors (std ``s_h``, independent across units) collect the input noise through W1, the
+    encoding or quantisation of W1, the rescale and the key switches that act at the hidden
+    scale. Squaring turns them into std ``2 |h_u| s_h``; layer 2 sums them through W2 (L2 over
+    the hidden units). Deterministic parts (quantisation of W1 in the batch layout, of W2 on the
+    squares) are added as worst cases.
+    """
+    w1 = np.asarray(w1, dtype=np.float64)
+    w2 = np.asarray(w2, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float64)
+    h = np.abs(x @ w1.T + b1)
+    core = plan._core
+    scale = 2.0**params.scale_bits
+    first_scale = 2.0**core.first_weight_scale_bits
+    stacked_norm = float(np.max(np.linalg.norm(w1, axis=1)))
+    ks = _key_switch_std(params)
+    rescale = _rescale_std(params)
+    std_terms = [_fresh_std(params) * stacked_norm, rescale / scale]
+    quant1 = 0.0
+    if plan.layout == "batch":
+        # W1 quantised at first_scale; both conjugations act before the rescale (scale * first_scale)
+        quant1 = 0.5 / first_scale * float(np.max(np.sum(np.abs(x), axis=1)))
+        std_terms.append(math.sqrt(2.0) * ks / (scale * first_scale))
+    else:
+        n = params.poly_modulus_degree
+        std_terms.append(math.sqrt(n / 2 / 12.0) / first_scale * float(np.max(np.linalg.norm(x, axis=1))))
+        # baby steps on the input, the conjugation and the lining-up rotation at the hidden scale;
+        # giant steps and folds act on the product, where they vanish next to these
+        std_terms.append(math.sqrt(core.first_baby_rotations + 2.0) * ks / scale)
+    std_h = math.sqrt(sum(t * t for t in std_terms))
+    # worst-case deterministic hidden error (W1 quantisation) through the square
+    dsq_det = 2.0 * h * quant1 + quant1**2
+    std_sq = 2.0 * (h + quant1) * std_h
+    std_y = float(np.max(np.sqrt((std_sq**2) @ (w2**2).T)))
+    quant2 = 0.5 / 2.0**core.second_weight_scale_bits * float(np.max(np.sum(h * h, axis=1)))
+    # relinearisation, rescale and layer 2's own key switches or rescale land near the input
+    # scale, weighted by at most sum_u |w2_ku|
+    output = (ks + 3.0 * rescale) / scale * float(np.max(np.sum(np.abs(w2), axis=1)))
+    return float(np.max(dsq_det @ np.abs(w2).T)) + quant2 + SIGMAS * math.hypot(std_y, output)

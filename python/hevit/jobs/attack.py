@@ -94,39 +94,45 @@ class AttackReport:
         return out
 
 
-def _build_model(classes: int, *, img_size: int, patch_size: int, weights, seed: int):
+def _build_model(classes: int, *, model_name: str, img_size: int | None, patch_size: int | None, weights,
+                 seed: int):
     import timm
     import torch
 
     from ..features.vit import ViTSpec, build_model
 
-    spec = ViTSpec.make("vit_base_patch16_224", img_size=img_size, patch_size=patch_size)
+    overrides = {k: v for k, v in (("img_size", img_size), ("patch_size", patch_size)) if v is not None}
+    spec = ViTSpec.make(model_name, **overrides)
     backbone, info = build_model(spec, weights=weights, seed=seed)
     # the clients fine-tune the ViT with a classification head for their classes
-    torch.manual_seed(seed)
-    model = timm.create_model("vit_base_patch16_224", img_size=img_size, patch_size=patch_size,
-                              num_classes=classes)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = timm.create_model(model_name, num_classes=classes, **overrides)
     model.load_state_dict(backbone.state_dict(), strict=False)
     return model.eval(), info
 
 
-def run_attacks(data_dir, *, threats, n_images: int = 4, seed: int = 0, img_size: int = 200,
-                patch_size: int = 25, weights="random", ig_iterations: int = 30, fi_iterations: int = 30,
-                out_dir=None, progress: bool = True) -> AttackReport:
-    """Runs every applicable attack of every threat model on ``n_images`` images of ``data_dir``."""
+def run_attacks(data_dir, *, threats, n_images: int = 4, seed: int = 0, img_size: int | None = 200,
+                patch_size: int | None = 25, weights="random", ig_iterations: int = 30, fi_iterations: int = 30,
+                out_dir=None, progress: bool = True, model: str = "vit_base_patch16_224") -> AttackReport:
+    """Runs every applicable attack of every threat model on ``n_images`` images of ``data_dir``
+    (``model`` with ``img_size``/``patch_size`` overrides, ``None`` keeping the model's own)."""
     from tqdm.auto import tqdm
 
     for t in threats:
         if t not in THREAT_MODELS:
             raise ValueError(f"unknown threat model {t!r}; choose from {sorted(THREAT_MODELS)}")
     folder = ImageFolder(data_dir)
-    model, info = _build_model(len(folder.classes), img_size=img_size, patch_size=patch_size, weights=weights,
-                               seed=seed)
-    print(f"attacked model: ViT-B {img_size}px / patch {patch_size}; weights: {info.description}")
+    model_name = model
+    model, info = _build_model(len(folder.classes), model_name=model_name, img_size=img_size, patch_size=patch_size,
+                               weights=weights, seed=seed)
+    size, patch = model.patch_embed.img_size[0], model.patch_embed.patch_size[0]
+    print(f"attacked model: {model_name} {size}px / patch {patch}; weights: {info.description}")
+    img_size, patch_size = size, patch
     config = PreprocessConfig((3, img_size, img_size), "bicubic", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 0.9)
     picks = np.linspace(0, len(folder) - 1, n_images).astype(int)
     key_holder = he.SecretContext.generate(he.CkksParams.preset("batch"))
-    report = AttackReport(str(folder.root), f"vit_base {img_size}px patch {patch_size}", info.description,
+    report = AttackReport(str(folder.root), f"{model_name} {img_size}px patch {patch_size}", info.description,
                           n_images, seed, images=[folder.paths[int(i)] for i in picks])
     rows = {(t, a): AttackRow(t, a, THREAT_MODELS[t].encrypted) for t in threats for a in ATTACKS_BY_THREAT[t]}
     grid = {"original": []}

@@ -12,13 +12,13 @@ import os
 import platform
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
 import numpy as np
 
-from ..data import class_balance, dirichlet_partition, iid_partition, stratified_split
+from ..data import class_balance, dirichlet_partition, iid_partition, stratified_folds, stratified_split
 from ..features import FeatureSet
 from ..federated import (
     FederatedConfig,
@@ -31,7 +31,7 @@ from ..federated import (
     run_strategy,
 )
 
-__all__ = ["ExperimentReport", "run_experiment", "PAPER_REFERENCE"]
+__all__ = ["ExperimentReport", "run_experiment", "run_cross_validation", "PAPER_REFERENCE"]
 
 #: The numbers of the paper this project started from (3-client lung histopathology).
 PAPER_REFERENCE = {
@@ -63,6 +63,9 @@ class ExperimentReport:
     strategies: list[dict] = field(default_factory=list)
     versions: dict = field(default_factory=dict)
     paper: dict = field(default_factory=lambda: dict(PAPER_REFERENCE))
+    #: K-fold cross-validation (``run_cross_validation``): folds, seed and per (strategy, head)
+    #: the accuracy, he-cls accuracy and agreement of every fold
+    cross_validation: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,10 +73,12 @@ class ExperimentReport:
     # ------------------------------------------------------------------ tables
     def summary_table(self) -> str:
         paper = self.paper
+        cv = self.cross_validation
+        cv_head = f" {cv['folds']}-fold CV he-cls (mean ± std) |" if cv else ""
         lines = [
             "| strategy | trained | rounds | accuracy (plaintext model) | he-cls accuracy | enc/plain agreement "
-            "| up B/client/round | down B/client/round | total bytes | epsilon |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| up B/client/round | down B/client/round | total bytes | epsilon |" + cv_head,
+            "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if cv else ""),
         ]
         for s in self.strategies:
             inf = s["inference"]
@@ -81,14 +86,21 @@ class ExperimentReport:
             up = np.mean([np.mean(list(r["bytes_up"].values())) for r in rounds])
             down = np.mean([np.mean(list(r["bytes_down"].values())) for r in rounds])
             eps = "-" if s["epsilon"] is None else f"{s['epsilon']:.2f}"
+            cv_cell = ""
+            if cv:
+                folds = cv["results"].get(_cv_key(s), {})
+                acc = folds.get("he_cls_accuracy", [])
+                cv_cell = (f" {np.mean(acc):.4f} ± {np.std(acc):.4f} (agreement min {min(folds['agreement']):.4f}) |"
+                           if acc else " - |")
             lines.append(
                 f"| {s['strategy']} | {s.get('trained', 'linear head')} | {len(rounds)} | "
                 f"{s['final_accuracy']:.4f} | {inf['accuracy_encrypted']:.4f} | {inf['agreement']:.4f} | "
-                f"{up:,.0f} | {down:,.0f} | {sum(s['bytes_per_round']):,} | {eps} |"
+                f"{up:,.0f} | {down:,.0f} | {sum(s['bytes_per_round']):,} | {eps} |" + cv_cell
             )
         lines.append(
             f"| paper (3 clients, lung) | - | - | {paper['plaintext_accuracy']:.4f} | "
             f"{paper['encrypted_accuracy']:.4f} | - | {paper['bytes_per_round']:,} per round | - | - | - |"
+            + (" - |" if cv else "")
         )
         return "\n".join(lines)
 
@@ -127,6 +139,7 @@ class ExperimentReport:
             "",
             "Accuracy: the trained head in plaintext on the test rows. he-cls: the same head evaluated on",
             "encrypted [CLS] tokens by the server; agreement = share of identical predictions.",
+            self._cv_line(),
             "",
             self.summary_table(),
             "",
@@ -145,6 +158,13 @@ class ExperimentReport:
             "",
         ])
 
+    def _cv_line(self) -> str:
+        cv = self.cross_validation
+        if not cv:
+            return ""
+        return (f"CV: {cv['folds']} stratified folds over all {cv['rows']} labelled rows (seed {cv['seed']}); every "
+                "fold reruns the whole federation (moments, training, he-cls) with that fold held out.")
+
     def _standardization_line(self) -> str:
         if self.standardization is None:
             return "Features: L2-normalised rows (no standardisation)."
@@ -160,6 +180,10 @@ class ExperimentReport:
         (out / "report.md").write_text(self.markdown())
         _plot(self, out)
         return out
+
+
+def _cv_key(entry: dict) -> str:
+    return f"{entry['strategy']}/{entry.get('head', 'linear')}"
 
 
 def _json_default(obj):
@@ -182,16 +206,25 @@ def _phase_seconds(strategy: dict, features: dict) -> dict[str, float]:
     return sec
 
 
+def _figure(figsize):
+    """A figure on its own Agg canvas (no global backend switch, no pyplot state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot(1, 1, 1)
+
+
+def _label(entry: dict) -> str:
+    return entry["strategy"] + (" (mlp)" if entry.get("head") == "mlp" else "")
+
+
 def _plot(report: ExperimentReport, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _figure((6, 4))
     for s in report.strategies:
         rounds = [r["round"] for r in s["rounds"]]
-        ax.plot(rounds, [r["accuracy"] for r in s["rounds"]], marker="o", label=s["strategy"])
+        ax.plot(rounds, [r["accuracy"] for r in s["rounds"]], marker="o", label=_label(s))
     ax.axhline(report.paper["plaintext_accuracy"], color="grey", ls="--", lw=1, label="paper plaintext")
     ax.set_xlabel("round")
     ax.set_ylabel("test accuracy")
@@ -199,12 +232,11 @@ def _plot(report: ExperimentReport, out: Path) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "accuracy_per_round.png", dpi=120)
-    plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _figure((6, 4))
     for s in report.strategies:
         rounds = [r["round"] for r in s["rounds"]]
-        ax.plot(rounds, s["bytes_per_round"], marker="o", label=s["strategy"])
+        ax.plot(rounds, s["bytes_per_round"], marker="o", label=_label(s))
     ax.axhline(report.paper["bytes_per_round"], color="grey", ls="--", lw=1, label="paper (326 KB)")
     ax.set_yscale("log")
     ax.set_xlabel("round")
@@ -213,13 +245,12 @@ def _plot(report: ExperimentReport, out: Path) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "bytes_per_round.png", dpi=120)
-    plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = _figure((7, 4))
     width = 0.8 / max(len(report.strategies), 1)
     for k, s in enumerate(report.strategies):
         sec = _phase_seconds(s, report.features)
-        ax.bar(np.arange(len(PHASES)) + k * width, [max(sec[p], 1e-6) for p in PHASES], width, label=s["strategy"])
+        ax.bar(np.arange(len(PHASES)) + k * width, [max(sec[p], 1e-6) for p in PHASES], width, label=_label(s))
     ax.set_xticks(np.arange(len(PHASES)) + width * (len(report.strategies) - 1) / 2)
     ax.set_xticklabels(PHASES)
     ax.set_yscale("log")
@@ -228,11 +259,12 @@ def _plot(report: ExperimentReport, out: Path) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "latency_per_phase.png", dpi=120)
-    plt.close(fig)
 
 
 def _versions() -> dict:
-    versions = {"python": platform.python_version(), "SEAL": "4.1.2 (statically linked)"}
+    from .. import _core
+
+    versions = {"python": platform.python_version(), "SEAL": f"{_core.SEAL_VERSION} (statically linked)"}
     for dist in ("hevit", "numpy", "torch", "timm", "onnxruntime", "flwr", "dp-accounting"):
         try:
             versions[dist] = importlib_metadata.version(dist)
@@ -241,14 +273,16 @@ def _versions() -> dict:
     return versions
 
 
-def _hospital_keys(config: FederatedConfig, dim: int, classes: int, checkpoint_dir) -> FederationKeys:
+def _hospital_keys(config: FederatedConfig, dim: int, classes: int, checkpoint_dir, *,
+                   mlp: bool = False) -> FederationKeys:
     """Fresh keys, or with a checkpoint folder the hospitals' persisted keys (so a resumed run
     can decrypt the checkpointed aggregates). In this in-process simulation the hospitals'
     storage is ``checkpoint_dir/hospitals`` (files 0600); the server's is ``checkpoint_dir/server``."""
     make = lambda: FederationKeys.generate(  # noqa: E731
         aggregation_preset=config.aggregation_preset, update_preset=config.update_preset,
         inference_preset=config.inference_preset,
-        inference_layout=config.inference_layout, dim=dim, classes=classes)
+        inference_layout=config.inference_layout, dim=dim, classes=classes,
+        mlp_hidden=config.hidden if mlp else None, mlp_inference_preset=config.mlp_inference_preset)
     if checkpoint_dir is None:
         return make()
     folder = Path(checkpoint_dir) / "hospitals"
@@ -266,9 +300,14 @@ def run_experiment(train: FeatureSet, test: FeatureSet | None = None, *, clients
                    strategies=("plain-fedavg", "he-fedavg", "he-ridge"), config: FederatedConfig | None = None,
                    partition: str = "iid", dirichlet_alpha: float = 0.5, test_fraction: float = 0.3,
                    checkpoint_dir=None, dropouts: dict[int, set[str]] | None = None, progress: bool = True,
-                   threads: int | None = None, tail=None) -> ExperimentReport:
+                   threads: int | None = None, tail=None, heads=None, keys: FederationKeys | None = None
+                   ) -> ExperimentReport:
     """Runs each strategy on the same features and client split, plus ``he-cls`` inference of
     every trained head on the held-out rows.
+
+    ``heads`` (default ``(config.head,)``): the FedAvg strategies train each of these head models
+    (``linear``, ``mlp``); ``he-ridge`` solves a linear head once. ``keys``: reuse a key set
+    (cross-validation folds do), else fresh keys (or persisted ones under ``checkpoint_dir``).
 
     ``test`` (features of a separate test folder) or else a stratified ``test_fraction`` of
     ``train`` is held out. With ``tail`` (a :class:`~hevit.federated.tail.ViTTail`) the feature
@@ -276,6 +315,11 @@ def run_experiment(train: FeatureSet, test: FeatureSet | None = None, *, clients
     (last blocks + head) and ``he-ridge`` solves the head on the frozen tail's [CLS] rows.
     """
     config = config or FederatedConfig()
+    heads = tuple(heads) if heads else (config.head,)
+    if not set(heads) <= {"linear", "mlp"} or len(set(heads)) != len(heads):
+        raise ValueError(f"heads must be distinct names from ('linear', 'mlp'), got {heads}")
+    if tail is not None and heads != ("linear",):
+        raise ValueError("a ViT tail trains its own linear head; use heads=('linear',) with trainable blocks")
     unknown = [s for s in strategies if s not in ("plain-fedavg", "he-fedavg", "he-ridge")]
     if unknown or not strategies:
         raise ValueError(f"unknown strategies {unknown}; choose from plain-fedavg, he-fedavg, he-ridge "
@@ -303,7 +347,8 @@ def run_experiment(train: FeatureSet, test: FeatureSet | None = None, *, clients
     test_parts = iid_partition(np.arange(len(xt)), clients=clients, seed=config.seed + 1)
 
     t0 = time.perf_counter()
-    keys = _hospital_keys(config, x.shape[1], n_classes, checkpoint_dir)
+    if keys is None:
+        keys = _hospital_keys(config, x.shape[1], n_classes, checkpoint_dir, mlp="mlp" in heads)
     server_keys = keys.server_keys()
     server_checkpoints = None if checkpoint_dir is None else Path(checkpoint_dir) / "server"
     keygen = time.perf_counter() - t0
@@ -323,20 +368,54 @@ def run_experiment(train: FeatureSet, test: FeatureSet | None = None, *, clients
         centralized_ridge_accuracy=reference.accuracy(prep(xt), yt), keygen_seconds=keygen,
         versions=_versions(), standardization=None if moments is None else asdict(moments),
     )
-    for name in strategies:
+    runs = [(name, head) for name in strategies for head in (("linear",) if name == "he-ridge" else heads)]
+    for name, head in runs:
         on_tail = tail is not None and name != "he-ridge"
         clients, x_eval = (token_hospital, tokens_test) if on_tail else (hospital, xt)
-        result: StrategyResult = run_strategy(name, clients, server_keys, x_eval, yt, config,
-                                              checkpoint_dir=server_checkpoints, dropouts=dropouts,
+        run_config = replace(config, head=head)
+        for c in clients:
+            c.config = run_config
+        checkpoints = (None if server_checkpoints is None or head == "linear"
+                       else server_checkpoints / head)  # one checkpoint folder per head model
+        result: StrategyResult = run_strategy(name, clients, server_keys, x_eval, yt, run_config,
+                                              checkpoint_dir=checkpoints, dropouts=dropouts,
                                               progress=progress, initial_model=tail if on_tail else None)
-        result.inference = run_inference(result.head, clients, server_keys, test_parts, x_eval, yt, config,
+        result.inference = run_inference(result.head, clients, server_keys, test_parts, x_eval, yt, run_config,
                                          threads=threads)
         entry = result.to_dict()
+        entry["head"] = result.head.kind if not on_tail else "linear"
         entry["parameters"] = int(result.head.size)
-        entry["trained"] = (f"last {len(tail.module.blocks)} ViT block(s) + norm + head ({tail.size:,} parameters)"
-                            if on_tail else "linear head")
+        entry["trained"] = result.head.describe()
         if name == "he-ridge":
             entry["max_abs_diff_to_centralized_ridge"] = float(
                 np.abs(result.head.to_vector() - reference.to_vector()).max())
         report.strategies.append(entry)
     return report
+
+
+def run_cross_validation(features: FeatureSet, *, folds: int, seed: int = 0, progress: bool = True,
+                         **options) -> dict:
+    """K-fold cross-validation of :func:`run_experiment`: every fold of ``features`` (stratified,
+    seeded) is held out once while the federation trains on the rest, and every fold runs the
+    encrypted pipeline (moments round, training, he-cls). One key set serves all folds.
+
+    Returns the ``cross_validation`` entry of a report: ``folds``, ``seed``, ``rows`` and, per
+    ``strategy/head``, the per-fold ``accuracy``, ``he_cls_accuracy`` and ``agreement`` lists.
+    """
+    from tqdm.auto import tqdm
+
+    config = options.get("config") or FederatedConfig(seed=seed)
+    heads = tuple(options.get("heads") or (config.head,))
+    parts = stratified_folds(features.labels, folds=folds, seed=seed)
+    keys = _hospital_keys(config, features.features.shape[-1], len(features.classes), None, mlp="mlp" in heads)
+    results: dict[str, dict[str, list[float]]] = {}
+    for k, held_out in enumerate(tqdm(parts, desc=f"{folds}-fold CV", unit="fold", disable=not progress)):
+        train_idx = np.setdiff1d(np.arange(len(features.labels)), held_out)
+        report = run_experiment(features.subset(train_idx), features.subset(held_out), keys=keys, progress=False,
+                                **options)
+        for entry in report.strategies:
+            r = results.setdefault(_cv_key(entry), {"accuracy": [], "he_cls_accuracy": [], "agreement": []})
+            r["accuracy"].append(entry["final_accuracy"])
+            r["he_cls_accuracy"].append(entry["inference"]["accuracy_encrypted"])
+            r["agreement"].append(entry["inference"]["agreement"])
+    return {"folds": folds, "seed": seed, "rows": int(len(features.labels)), "results": results}

@@ -40,16 +40,12 @@ def prepare_extractor(spec: ViTSpec, *, weights="random", seed: int = 0, provide
     if finetune_epochs > 0:
         import dataclasses
 
-        import timm
-
         from ..features.finetune import finetune_vit
         from ..features.preprocess import PreprocessConfig
         from ..features.vit import _state_digest
 
-        config = timm.data.resolve_data_config({}, model=model)
-        config["input_size"] = (3, *model.patch_embed.img_size)
-        result = finetune_vit(model, finetune_on, np.arange(len(finetune_on)), PreprocessConfig.from_timm(config),
-                              epochs=finetune_epochs, seed=seed)
+        result = finetune_vit(model, finetune_on, np.arange(len(finetune_on)),
+                              PreprocessConfig.for_model(model, mean=mean, std=std), epochs=finetune_epochs, seed=seed)
         info = dataclasses.replace(
             info, description=f"{info.description}, then fine-tuned locally for {finetune_epochs} epoch(s) on "
             f"{result.images} images (loss {result.loss_per_epoch})", digest=_state_digest(model),
@@ -86,10 +82,11 @@ def extract_features(data_dir, *, spec: ViTSpec | None = None, weights="random",
     return features
 
 
-def extract_tail_inputs(data_dir, *, spec: ViTSpec | None = None, weights="random", seed: int = 0, blocks: int = 1,
-                        classes: int | None = None, batch_size: int = 16, limit_per_class: int | None = None,
-                        progress: bool = True):
-    """For training the last ``blocks`` ViT blocks too: the token sequences entering block
+def extract_tail_inputs(data_dir, *, spec: ViTSpec | None = None, weights="random", seed: int = 0,
+                        blocks: int | str = 1, classes: int | None = None, batch_size: int = 16,
+                        limit_per_class: int | None = None, progress: bool = True, mean=None, std=None):
+    """For training the last ``blocks`` ViT blocks too (``"all"``: every block; the patch and
+    position embeddings stay frozen): the token sequences entering block
     ``L - blocks`` of every image (PyTorch, the frozen front runs once) and the initial
     :class:`~hevit.federated.tail.ViTTail` (the model's own last blocks, zero head).
 
@@ -97,7 +94,6 @@ def extract_tail_inputs(data_dir, *, spec: ViTSpec | None = None, weights="rando
     """
     import time
 
-    import timm
     from tqdm.auto import tqdm
 
     from ..features.preprocess import PreprocessConfig, preprocess_images
@@ -108,9 +104,9 @@ def extract_tail_inputs(data_dir, *, spec: ViTSpec | None = None, weights="rando
     spec = spec or make_spec()
     model, info = build_model(spec, weights=weights, seed=seed)
     print(f"weights: {info.description}")
-    config = timm.data.resolve_data_config({}, model=model)
-    config["input_size"] = (3, *model.patch_embed.img_size)
-    prep = PreprocessConfig.from_timm(config)
+    if blocks == "all":
+        blocks = len(model.blocks)
+    prep = PreprocessConfig.for_model(model, mean=mean, std=std)
     start = time.perf_counter()
     chunks = []
     bar = tqdm(total=len(folder), unit="img", desc=f"tokens before the last {blocks} block(s)", disable=not progress)
@@ -123,6 +119,7 @@ def extract_tail_inputs(data_dir, *, spec: ViTSpec | None = None, weights="rando
     seconds = time.perf_counter() - start
     tokens = np.concatenate(chunks)
     metadata = {"model": spec.to_dict(), "weights": info.to_dict(), "provider": "PyTorch (CPU)",
+                "preprocess": prep.to_dict(),
                 "data": str(folder.root), "seconds": seconds, "images_per_second": len(folder) / seconds,
                 "trainable_blocks": blocks, "tokens_shape": list(tokens.shape[1:])}
     tail = ViTTail.from_vit(model, blocks, classes or len(folder.classes))
