@@ -66,3 +66,42 @@ def test_extraction_throughput(benchmark, feature_models, registry, name, engine
         benchmark.extra_info["cls_cosine_to_fp32_mean"] = float(cos.mean())
     benchmark.extra_info.update(model=name, engine=engine, batch=BATCH)
     registry.add(Row(f"{name} {engine}", "features", BATCH, benchmark, extra=dict(benchmark.extra_info)))
+
+
+#: Token options of the pretrained ViT-Ti, per image: final [CLS]; [CLS] of blocks 7, 9, 11, 12;
+#: the same with 8-view test-time augmentation (8x the forward passes).
+TOKEN_OPTIONS = [("cls", 1), ("cls:7,9,11,12", 1), ("cls:7,9,11,12", 8)]
+
+
+@pytest.fixture(scope="module")
+def vit_tiny_extractors(tmp_path_factory):
+    from hevit.data import ImageFolder
+    from hevit.features import ClsExtractor, preprocess_images
+    from hevit.features.export import export_onnx
+    from hevit.features.vit import TokenSpec, ViTSpec, build_model
+    from tests.features.test_features import SHARED_VIT_TI
+    from tests.helpers import require_lc25000
+
+    if not SHARED_VIT_TI.is_file():
+        pytest.skip(f"shared pretrained ViT-Ti missing at {SHARED_VIT_TI}")
+    spec = ViTSpec.make("vit_tiny_patch16_224")
+    model, info = build_model(spec, weights=SHARED_VIT_TI)
+    cache = tmp_path_factory.mktemp("onnx-ti")
+    folder = ImageFolder(require_lc25000())
+    images = [folder.load(int(i)) for i in np.linspace(0, len(folder) - 1, BATCH).astype(int)]
+    out = {}
+    for tokens, tta in TOKEN_OPTIONS:
+        exported = export_onnx(model, spec, info, tokens=TokenSpec.parse(tokens), cache_dir=cache)
+        out[(tokens, tta)] = (ClsExtractor(exported, providers="cpu", tta=tta),
+                              preprocess_images(images, exported.preprocess_config))
+    return out
+
+
+@pytest.mark.parametrize("tokens, tta", TOKEN_OPTIONS)
+def test_token_option_cost(benchmark, vit_tiny_extractors, registry, tokens, tta):
+    extractor, x = vit_tiny_extractors[(tokens, tta)]
+    out = benchmark.pedantic(lambda: extractor.run(x), rounds=3, iterations=1)
+    assert out.shape == (BATCH, extractor.exported.cls_dim)
+    benchmark.extra_info.update(model="vit_tiny_patch16_224 (pretrained)", tokens=tokens, tta=tta, batch=BATCH,
+                                dim=extractor.exported.cls_dim)
+    registry.add(Row(f"vit_tiny {tokens} tta{tta}", "features", BATCH, benchmark, extra=dict(benchmark.extra_info)))

@@ -32,7 +32,8 @@ def test_demo_runs_end_to_end_on_synthetic_tiles(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "SYNTHETIC" in out and "RANDOM initialisation" in out and "CPUExecutionProvider" in out
-    assert "| he-ridge | linear head | 1 |" in out and "he-cls ms/image" in out
+    assert "| he-ridge | linear head (" in out and "he-cls ms/image" in out
+    assert "vit_tiny_patch16_224" in out  # the demo says how to run the pretrained path
     report = _check_run_folder(tmp_path / "run")
     assert report["features"]["weights"]["source"] == "random"
     assert report["features"]["provider"] == "CPUExecutionProvider"

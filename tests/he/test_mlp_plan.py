@@ -126,3 +126,13 @@ def test_evaluation_keys_survive_serialization():
     assert again.public_context().conjugation and again.public_context().relinearization
     plain = he.PublicContext.from_bytes(he.SecretContext.generate(params).public_context().to_bytes())
     assert not plain.conjugation and not plain.relinearization
+
+
+@pytest.mark.parametrize("layout", ["batch", "sample"])
+def test_mlp_plan_on_a_deeper_parameter_set(rng, layout):
+    """Beyond the 'mlp' preset: N = 16384 with 50-bit primes and a 2^50 scale (the tolerance is
+    derived from these parameters, not from the preset's)."""
+    params = he.CkksParams(16384, (60, 50, 50, 50, 60), 50, max_norm=1.0)
+    evk = he.MlpPlan.evaluation_keys(params, in_dim=40, hidden=8, out_dim=4, layout=layout)
+    sk = he.SecretContext.generate(params, **evk.as_kwargs())
+    check(sk, layout, random_head(rng, 40, 8, 4), rows_with_norm(rng, 3, 40, 1.0))

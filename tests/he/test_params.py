@@ -75,8 +75,9 @@ def test_params_are_frozen_and_unknown_presets_fail():
 
 
 def test_rotations_need_a_special_prime():
-    with pytest.raises(ParameterError, match="rotations need a special"):
-        he.SecretContext.generate(he.CkksParams.preset("batch"), rotation_steps=(1,))
+    for keys in ({"rotation_steps": (1,)}, {"conjugation": True}, {"relinearization": True}):
+        with pytest.raises(ParameterError, match="need a special"):
+            he.SecretContext.generate(he.CkksParams.preset("batch"), **keys)
 
 
 @pytest.mark.parametrize("step", [0, 2048, -2048, 5000])

@@ -39,7 +39,8 @@ def _extract_options(args: argparse.Namespace, spec) -> dict:
     """Keyword arguments of extract_features from the model options."""
     return dict(spec=spec, weights=args.weights, seed=args.seed, batch_size=args.batch_size,
                 providers=args.providers, threads=args.threads, int8=args.int8, fp16=args.fp16,
-                cache_dir=args.cache_dir, tokens=args.tokens, tta=args.tta, mean=args.mean, std=args.std)
+                cache_dir=args.cache_dir, tokens=args.tokens, tta=args.tta, mean=args.mean, std=args.std,
+                crop_pct=args.crop_pct)
 
 
 def _experiment(args: argparse.Namespace) -> int:
@@ -66,7 +67,8 @@ def _experiment(args: argparse.Namespace) -> int:
             return 2
         spec = make_spec(args.model, img_size=args.img_size, patch_size=args.patch_size)
         options = dict(spec=spec, weights=args.weights, seed=args.seed, blocks=args.trainable_blocks,
-                       batch_size=args.batch_size, limit_per_class=args.limit_per_class, mean=args.mean, std=args.std)
+                       batch_size=args.batch_size, limit_per_class=args.limit_per_class, mean=args.mean, std=args.std,
+                       crop_pct=args.crop_pct)
         train, tail = extract_tail_inputs(args.data, **options)
         if args.test_data:
             test, _ = extract_tail_inputs(args.test_data, **options)
@@ -97,7 +99,7 @@ def _run_and_report(args: argparse.Namespace, train, test, *, tail=None) -> int:
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     options = dict(clients=args.clients, strategies=strategies, config=config, partition=args.partition,
                    dirichlet_alpha=args.alpha, threads=args.threads, tail=tail, heads=heads)
-    report = run_experiment(train, test, checkpoint_dir=args.checkpoint_dir, **options)
+    report = run_experiment(train, test, checkpoint_dir=args.checkpoint_dir, models_dir=args.out, **options)
     if getattr(args, "cv", 0):
         if test is not None or tail is not None:
             print("error: --cv folds the --data/--features set itself; it does not combine with a separate test "
@@ -109,6 +111,10 @@ def _run_and_report(args: argparse.Namespace, train, test, *, tail=None) -> int:
     print(report.latency_table())
     out = report.write(args.out)
     print(f"wrote {out}/report.json, report.md, accuracy_per_round.png, bytes_per_round.png, latency_per_phase.png")
+    for s in report.strategies:
+        if "finetuned_weights" in s:
+            print(f"{s['strategy']}: federatedly fine-tuned ViT written to {s['finetuned_weights']}; extract tokens "
+                  f"from it with --weights {s['finetuned_weights']}")
     disagreements = [s["strategy"] for s in report.strategies if s["inference"]["agreement"] < 1.0]
     if disagreements:
         print(f"WARNING: encrypted and plaintext predictions disagree for {disagreements}")
@@ -212,6 +218,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    help="test-time augmentation: mean token over the 8 rotations/flips of each image")
     p.add_argument("--mean", type=_triple, default=None, help="override the model's normalisation mean, e.g. 0.5,0.5,0.5")
     p.add_argument("--std", type=_triple, default=None, help="override the model's normalisation std")
+    p.add_argument("--crop-pct", type=float, default=None,
+                   help="override the model's centre-crop fraction (1.0: resize to the input size, no crop)")
 
 
 def _blocks(text: str) -> int | str:

@@ -84,7 +84,7 @@ def parity_check(model, onnx_path: str, images: np.ndarray, tokens: TokenSpec | 
 
 
 def export_onnx(model, spec: ViTSpec, weights: WeightsInfo, *, tokens: TokenSpec | None = None, cache_dir=None,
-                parity_images=None, mean=None, std=None) -> ExportedModel:
+                parity_images=None, mean=None, std=None, crop_pct=None) -> ExportedModel:
     """Exports (or reuses from the cache) the token graph of ``model``.
 
     The graph has input ``images`` (batch, 3, H, W) float32 with a dynamic batch axis and output
@@ -92,13 +92,13 @@ def export_onnx(model, spec: ViTSpec, weights: WeightsInfo, *, tokens: TokenSpec
     On export, the ONNX Runtime output is compared with PyTorch on a seeded random batch (plus
     ``parity_images`` if given); above :data:`PARITY_LIMIT` the export is deleted and
     :class:`hevit.errors.ModelError` raised. ``mean``/``std`` override the model's timm data
-    config in the recorded preprocessing (they are not part of the graph).
+    config in the recorded preprocessing, and so does ``crop_pct`` (none is part of the graph).
     """
     import torch
 
     tokens = tokens or TokenSpec()
     tokens.check(model)
-    preprocess = PreprocessConfig.for_model(model, mean=mean, std=std)
+    preprocess = PreprocessConfig.for_model(model, mean=mean, std=std, crop_pct=crop_pct)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
     key = _cache_key(spec, weights, tokens)

@@ -37,10 +37,10 @@ class PreprocessConfig:
         )
 
     @classmethod
-    def for_model(cls, model, *, mean=None, std=None) -> PreprocessConfig:
+    def for_model(cls, model, *, mean=None, std=None, crop_pct=None) -> PreprocessConfig:
         """The model's timm data config (size, crop, interpolation, mean/std from its pretrained
-        config; the input size follows an ``img_size`` override), with ``mean``/``std``
-        overridden when given. The one place hevit reads a timm data config."""
+        config; the input size follows an ``img_size`` override), with ``mean``/``std`` and
+        ``crop_pct`` overridden when given. The one place hevit reads a timm data config."""
         import timm
 
         config = timm.data.resolve_data_config({}, model=model)
@@ -54,6 +54,10 @@ class PreprocessConfig:
                 if len(value) != 3 or (name == "std" and min(value) <= 0):
                     raise ValueError(f"{name} must be three values (std positive), got {value}")
                 config[name] = value
+        if crop_pct is not None:
+            if not 0.0 < float(crop_pct) <= 1.0:
+                raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
+            config["crop_pct"] = float(crop_pct)
         return cls.from_timm(config)
 
     def to_dict(self) -> dict:

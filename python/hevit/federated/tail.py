@@ -67,8 +67,10 @@ class ViTTail:
     :func:`prefix_tokens`.
     """
 
-    def __init__(self, module) -> None:
+    def __init__(self, module, base=None) -> None:
         self.module = module
+        #: the full ViT the tail was cut from (its frozen front stays as it was)
+        self.base = base
 
     @classmethod
     def from_vit(cls, model, blocks: int, classes: int) -> ViTTail:
@@ -92,7 +94,7 @@ class ViTTail:
             def forward(self, tokens):
                 return self.head(self.features(tokens).double())
 
-        return cls(Tail())
+        return cls(Tail(), model)
 
     # ------------------------------------------------------------------ parameters
     @property
@@ -122,7 +124,7 @@ class ViTTail:
                 n = p.numel()
                 p.copy_(torch.from_numpy(v[offset : offset + n].reshape(p.shape)).to(p.dtype))
                 offset += n
-        return ViTTail(module)
+        return ViTTail(module, self.base)
 
     @property
     def weights(self) -> np.ndarray:
@@ -143,6 +145,29 @@ class ViTTail:
         from .. import he
 
         return he.LinearPlan.compile(context, self.weights, self.bias, layout=layout)
+
+    def backbone_state_dict(self) -> dict:
+        """The full ViT's state dict with this tail's blocks and final norm in place of the
+        base model's (the frozen front and no classifier head): a checkpoint ``--weights PATH``
+        loads, so tokens can be extracted from the federatedly fine-tuned model."""
+        if self.base is None:
+            raise ModelError("this tail was not cut from a ViT (ViTTail.from_vit): there is no frozen front to merge")
+        state = {k: v.detach().clone().contiguous() for k, v in self.base.state_dict().items()
+                 if not k.startswith("head.")}
+        depth = len(self.base.blocks)
+        first = depth - len(self.module.blocks)
+        for key, value in self.module.state_dict().items():
+            if key.startswith("blocks."):
+                index, rest = key[len("blocks."):].split(".", 1)
+                target = f"blocks.{first + int(index)}.{rest}"
+            elif key.startswith("norm."):
+                target = key
+            else:
+                continue  # the tail's own linear head is not part of the backbone
+            if target not in state or state[target].shape != value.shape:
+                raise ModelError(f"tail parameter {key} does not map onto the base model ({target})")
+            state[target] = value.detach().clone().to(state[target].dtype).contiguous()
+        return state
 
     # ------------------------------------------------------------------ evaluation
     def head_features(self, tokens) -> np.ndarray:
@@ -169,7 +194,7 @@ class ViTTail:
             rng: np.random.Generator) -> ViTTail:
         """Local SGD with momentum on the cross-entropy; returns the trained copy."""
         torch = _torch()
-        tail = ViTTail(copy.deepcopy(self.module))
+        tail = ViTTail(copy.deepcopy(self.module), self.base)
         module = tail.module
         module.train()
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))

@@ -182,6 +182,15 @@ class ExperimentReport:
         return out
 
 
+def _save_backbone(tail, path: Path, strategy: str) -> Path:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tail.backbone_state_dict(), str(path),
+              metadata={"source": f"hevit experiment: ViT fine-tuned federatedly under {strategy}"})
+    return path
+
+
 def _cv_key(entry: dict) -> str:
     return f"{entry['strategy']}/{entry.get('head', 'linear')}"
 
@@ -300,14 +309,16 @@ def run_experiment(train: FeatureSet, test: FeatureSet | None = None, *, clients
                    strategies=("plain-fedavg", "he-fedavg", "he-ridge"), config: FederatedConfig | None = None,
                    partition: str = "iid", dirichlet_alpha: float = 0.5, test_fraction: float = 0.3,
                    checkpoint_dir=None, dropouts: dict[int, set[str]] | None = None, progress: bool = True,
-                   threads: int | None = None, tail=None, heads=None, keys: FederationKeys | None = None
-                   ) -> ExperimentReport:
+                   threads: int | None = None, tail=None, heads=None, keys: FederationKeys | None = None,
+                   models_dir=None) -> ExperimentReport:
     """Runs each strategy on the same features and client split, plus ``he-cls`` inference of
     every trained head on the held-out rows.
 
     ``heads`` (default ``(config.head,)``): the FedAvg strategies train each of these head models
     (``linear``, ``mlp``); ``he-ridge`` solves a linear head once. ``keys``: reuse a key set
     (cross-validation folds do), else fresh keys (or persisted ones under ``checkpoint_dir``).
+    ``models_dir``: with a ``tail``, every FedAvg strategy's federatedly fine-tuned ViT is saved
+    there as ``{strategy}-vit.safetensors`` (a checkpoint ``--weights PATH`` loads).
 
     ``test`` (features of a separate test folder) or else a stratified ``test_fraction`` of
     ``train`` is held out. With ``tail`` (a :class:`~hevit.federated.tail.ViTTail`) the feature
@@ -375,8 +386,9 @@ def run_experiment(train: FeatureSet, test: FeatureSet | None = None, *, clients
         run_config = replace(config, head=head)
         for c in clients:
             c.config = run_config
-        checkpoints = (None if server_checkpoints is None or head == "linear"
-                       else server_checkpoints / head)  # one checkpoint folder per head model
+        # one checkpoint folder per head model (the linear head keeps the folder's top level)
+        checkpoints = (server_checkpoints if server_checkpoints is None or head == "linear"
+                       else server_checkpoints / head)
         result: StrategyResult = run_strategy(name, clients, server_keys, x_eval, yt, run_config,
                                               checkpoint_dir=checkpoints, dropouts=dropouts,
                                               progress=progress, initial_model=tail if on_tail else None)
@@ -386,6 +398,9 @@ def run_experiment(train: FeatureSet, test: FeatureSet | None = None, *, clients
         entry["head"] = result.head.kind if not on_tail else "linear"
         entry["parameters"] = int(result.head.size)
         entry["trained"] = result.head.describe()
+        if on_tail and models_dir is not None:
+            entry["finetuned_weights"] = str(_save_backbone(result.head, Path(models_dir) / f"{name}-vit.safetensors",
+                                                            name))
         if name == "he-ridge":
             entry["max_abs_diff_to_centralized_ridge"] = float(
                 np.abs(result.head.to_vector() - reference.to_vector()).max())

@@ -29,11 +29,11 @@ def make_spec(model: str = "vit_base_patch16_224", *, img_size: int | None = Non
 def prepare_extractor(spec: ViTSpec, *, weights="random", seed: int = 0, providers: str = "auto",
                       threads: int | None = None, int8: bool = False, fp16: bool = False,
                       cache_dir=None, finetune_on=None, finetune_epochs: int = 0, tokens: str | TokenSpec = "cls",
-                      tta: int = 1, mean=None, std=None) -> ClsExtractor:
+                      tta: int = 1, mean=None, std=None, crop_pct=None) -> ClsExtractor:
     """Builds the model (recording where its weights came from), optionally fine-tunes it on
     ``finetune_on`` (an ImageFolder) for ``finetune_epochs``, exports or reuses the ONNX graph of
     the chosen ``tokens``, optionally quantises it to int8, and opens an ONNX Runtime session
-    (``tta`` views per image; ``mean``/``std`` override the model's timm preprocessing)."""
+    (``tta`` views per image; ``mean``/``std``/``crop_pct`` override the model's timm preprocessing)."""
     tokens = tokens if isinstance(tokens, TokenSpec) else TokenSpec.parse(tokens)
     model, info = build_model(spec, weights=weights, seed=seed)
     print(f"weights: {info.description}")
@@ -51,7 +51,8 @@ def prepare_extractor(spec: ViTSpec, *, weights="random", seed: int = 0, provide
             f"{result.images} images (loss {result.loss_per_epoch})", digest=_state_digest(model),
             extra={**info.extra, "finetune": dataclasses.asdict(result)})
         print(f"weights: {info.description}")
-    exported = export_onnx(model, spec, info, tokens=tokens, cache_dir=cache_dir, mean=mean, std=std)
+    exported = export_onnx(model, spec, info, tokens=tokens, cache_dir=cache_dir, mean=mean, std=std,
+                           crop_pct=crop_pct)
     print(f"ONNX: {exported.onnx_path} (tokens {exported.tokens}, {exported.cls_dim} dims, opset {exported.opset}, "
           f"max abs diff vs PyTorch {exported.parity_max_abs:.2e})")
     pre = exported.preprocess_config
@@ -69,13 +70,13 @@ def extract_features(data_dir, *, spec: ViTSpec | None = None, weights="random",
                      batch_size: int = 16, providers: str = "auto", threads: int | None = None,
                      int8: bool = False, fp16: bool = False, limit_per_class: int | None = None,
                      cache_dir=None, progress: bool = True, finetune_epochs: int = 0, tokens: str = "cls",
-                     tta: int = 1, mean=None, std=None) -> FeatureSet:
+                     tta: int = 1, mean=None, std=None, crop_pct=None) -> FeatureSet:
     folder = ImageFolder(data_dir, limit_per_class=limit_per_class)
     print(f"data: {folder.root} ({len(folder)} images, classes {folder.class_counts()})")
     extractor = prepare_extractor(spec or make_spec(), weights=weights, seed=seed, providers=providers,
                                   threads=threads, int8=int8, fp16=fp16, cache_dir=cache_dir,
                                   finetune_on=folder, finetune_epochs=finetune_epochs, tokens=tokens, tta=tta,
-                                  mean=mean, std=std)
+                                  mean=mean, std=std, crop_pct=crop_pct)
     features = extractor.extract_folder(folder, batch_size=batch_size, progress=progress)
     features.metadata["int8"] = int8
     features.metadata["seed"] = seed
@@ -84,7 +85,8 @@ def extract_features(data_dir, *, spec: ViTSpec | None = None, weights="random",
 
 def extract_tail_inputs(data_dir, *, spec: ViTSpec | None = None, weights="random", seed: int = 0,
                         blocks: int | str = 1, classes: int | None = None, batch_size: int = 16,
-                        limit_per_class: int | None = None, progress: bool = True, mean=None, std=None):
+                        limit_per_class: int | None = None, progress: bool = True, mean=None, std=None,
+                        crop_pct=None):
     """For training the last ``blocks`` ViT blocks too (``"all"``: every block; the patch and
     position embeddings stay frozen): the token sequences entering block
     ``L - blocks`` of every image (PyTorch, the frozen front runs once) and the initial
@@ -106,7 +108,7 @@ def extract_tail_inputs(data_dir, *, spec: ViTSpec | None = None, weights="rando
     print(f"weights: {info.description}")
     if blocks == "all":
         blocks = len(model.blocks)
-    prep = PreprocessConfig.for_model(model, mean=mean, std=std)
+    prep = PreprocessConfig.for_model(model, mean=mean, std=std, crop_pct=crop_pct)
     start = time.perf_counter()
     chunks = []
     bar = tqdm(total=len(folder), unit="img", desc=f"tokens before the last {blocks} block(s)", disable=not progress)
