@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 
 from hevit import he
-from hevit.errors import ContextMismatchError, LayoutError, MissingKeyError, ParameterError, ValueRangeError
+from hevit.errors import (
+    ContextMismatchError,
+    LayoutError,
+    MissingKeyError,
+    ParameterError,
+    SecretKeyRequiredError,
+    ValueRangeError,
+)
 
 from tests.helpers import rows_with_norm
 
@@ -182,3 +189,9 @@ def test_plan_is_reusable_across_threads(keys, rng, layout):
     for x, y in zip(xs, results):
         tol = he.reference.linear_tolerance(sk.params, w, x, plan)
         assert np.abs(y - he.reference.linear(x, w, b)).max() <= tol
+
+
+def test_compile_refuses_a_secret_context(keys):
+    sk = keys.get("batch")
+    with pytest.raises(SecretKeyRequiredError, match="LinearPlan.compile takes the server's PublicContext"):
+        he.LinearPlan.compile(sk, np.ones((1, 3)), layout="batch")

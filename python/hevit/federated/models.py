@@ -25,8 +25,22 @@ def normalize_rows(x) -> np.ndarray:
     return x / np.maximum(norms, 1e-12)
 
 
+class _Classifier:
+    """Predictions and accuracy from ``logits`` (shared by the head models)."""
+
+    def predict(self, x) -> np.ndarray:
+        return self.logits(x).argmax(axis=1)
+
+    def accuracy(self, x, y) -> float:
+        return float(np.mean(self.predict(x) == np.asarray(y)))
+
+    def head_features(self, x) -> np.ndarray:
+        """The rows the head reads: the (already preprocessed) features themselves."""
+        return np.asarray(x, dtype=np.float64)
+
+
 @dataclass(frozen=True)
-class LinearHead:
+class LinearHead(_Classifier):
     """``logits = x @ weights.T + bias`` with weights (classes, dim)."""
 
     weights: np.ndarray
@@ -68,18 +82,8 @@ class LinearHead:
         return train_softmax(self, x, y, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,
                              weight_decay=weight_decay, rng=rng)
 
-    def head_features(self, x) -> np.ndarray:
-        """The rows the head reads: the (already preprocessed) features themselves."""
-        return np.asarray(x, dtype=np.float64)
-
     def logits(self, x) -> np.ndarray:
         return np.asarray(x, dtype=np.float64) @ self.weights.T + self.bias
-
-    def predict(self, x) -> np.ndarray:
-        return self.logits(x).argmax(axis=1)
-
-    def accuracy(self, x, y) -> float:
-        return float(np.mean(self.predict(x) == np.asarray(y)))
 
     #: name of the head model in configs and reports
     kind = "linear"
@@ -95,7 +99,7 @@ class LinearHead:
 
 
 @dataclass(frozen=True)
-class MlpHead:
+class MlpHead(_Classifier):
     """``logits = W2 (W1 x + b1)^2 + b2``, the square taken element-wise: w1 (hidden, dim), b1
     (hidden,), w2 (classes, hidden), b2 (classes,). The square is the activation an encrypted
     evaluation can compute exactly (:class:`hevit.he.MlpPlan`)."""
@@ -146,18 +150,9 @@ class MlpHead:
         parts = np.split(v, np.cumsum([h * d, h, c * h]))
         return MlpHead(parts[0].reshape(h, d).copy(), parts[1].copy(), parts[2].reshape(c, h).copy(), parts[3].copy())
 
-    def head_features(self, x) -> np.ndarray:
-        return np.asarray(x, dtype=np.float64)
-
     def logits(self, x) -> np.ndarray:
         h = np.asarray(x, dtype=np.float64) @ self.w1.T + self.b1
         return (h * h) @ self.w2.T + self.b2
-
-    def predict(self, x) -> np.ndarray:
-        return self.logits(x).argmax(axis=1)
-
-    def accuracy(self, x, y) -> float:
-        return float(np.mean(self.predict(x) == np.asarray(y)))
 
     def describe(self) -> str:
         return f"two-layer head, hidden {self.hidden}, square activation ({self.size:,} parameters)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .. import _core
+from ..errors import SecretKeyRequiredError
 from ._arrays import as_bytes, resolve_threads
 
 __all__ = ["EncryptedBatch"]
@@ -115,7 +116,22 @@ class EncryptedBatch:
         return f"EncryptedBatch(shape={self.shape}, layout={self.layout!r}, nbytes={self.nbytes})"
 
 
+def _server_core(context, what: str) -> _core.PublicContext:
+    """The C++ public context of a server-side object; a SecretContext is refused, never quietly
+    reduced to its public part (server-side objects must not hold or keep alive a secret key)."""
+    from .context import PublicContext, SecretContext
+
+    if isinstance(context, SecretContext):
+        raise SecretKeyRequiredError(f"{what} takes the server's PublicContext, not a SecretContext "
+                                     "(pass sk.public_context(), or the context loaded from its bytes)")
+    if not isinstance(context, PublicContext):
+        raise TypeError(f"context must be a PublicContext, got {type(context).__name__}")
+    return context._core
+
+
 def _public_core(context) -> _core.PublicContext:
+    """The public part of a key holder's or a server's context (loading bytes is legitimate on
+    both sides)."""
     from .context import PublicContext, SecretContext
 
     if isinstance(context, SecretContext):

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import _core
-from ..errors import SecretKeyRequiredError
-from ._arrays import as_matrix, as_vector, check_layout, resolve_threads
-from .batch import EncryptedBatch
-from .context import PublicContext, SecretContext
+from ._arrays import as_matrix, as_vector, check_layout
+from .batch import _server_core
+from .context import PublicContext
 from .params import CkksParams
+from .plan import CompiledPlan
 
 __all__ = ["MlpPlan", "EvaluationKeys"]
 
@@ -28,7 +28,7 @@ class EvaluationKeys:
                 "relinearization": self.relinearization}
 
 
-class MlpPlan:
+class MlpPlan(CompiledPlan):
     """``y = W2 (W1 x + b1)^2 + b2`` (square element-wise) with plaintext weights, evaluated on
     encrypted rows by a party without the secret key.
 
@@ -47,11 +47,7 @@ class MlpPlan:
         stage per ciphertext.
     """
 
-    __slots__ = ("_core", "_context")
-
-    def __init__(self, core: _core.MlpPlan, context: PublicContext) -> None:
-        self._core = core
-        self._context = context
+    __slots__ = ()
 
     @staticmethod
     def evaluation_keys(params: CkksParams, *, in_dim: int, hidden: int, out_dim: int, layout: str) -> EvaluationKeys:
@@ -77,26 +73,13 @@ class MlpPlan:
             Fewer than three data primes, or a stage whose values cannot fit the modulus at this
             input bound (the hidden pre-activations are bounded by ``||w1_u|| * bound + |b1_u|``).
         """
-        if isinstance(context, SecretContext):
-            raise SecretKeyRequiredError("MlpPlan.compile takes the server's PublicContext, not a SecretContext")
-        if not isinstance(context, PublicContext):
-            raise TypeError(f"context must be a PublicContext, got {type(context).__name__}")
+        core_ctx = _server_core(context, "MlpPlan.compile")
         bound = 0.0 if input_norm_bound is None else float(input_norm_bound)
         if input_norm_bound is not None and not bound > 0:
             raise ValueError(f"input_norm_bound must be positive, got {input_norm_bound}")
-        core = _core.MlpPlan.compile(context._core, as_matrix(w1, name="w1"), as_vector(b1, name="b1"),
+        core = _core.MlpPlan.compile(core_ctx, as_matrix(w1, name="w1"), as_vector(b1, name="b1"),
                                      as_matrix(w2, name="w2"), as_vector(b2, name="b2"), check_layout(layout), bound)
         return cls(core, context)
-
-    def apply(self, batch: EncryptedBatch, *, threads: int | None = None) -> EncryptedBatch:
-        """Evaluates the head; the result has logical shape (rows, out_dim)."""
-        if not isinstance(batch, EncryptedBatch):
-            raise TypeError(f"batch must be an EncryptedBatch, got {type(batch).__name__}")
-        return EncryptedBatch(self._core.apply(batch._core, resolve_threads(threads)))
-
-    @property
-    def layout(self) -> str:
-        return self._core.layout
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -108,18 +91,9 @@ class MlpPlan:
         return tuple(self._core.rotation_steps)
 
     @property
-    def key_switches(self) -> int:
-        """Key switches per ciphertext (sample) or per group of rows (batch) in ``apply``."""
-        return self._core.key_switches
-
-    @property
     def hidden_bound(self) -> float:
         """Public bound on the hidden pre-activations |W1 x + b1|."""
         return self._core.hidden_bound
-
-    @property
-    def output_norm_bound(self) -> float:
-        return self._core.output_norm_bound
 
     def __repr__(self) -> str:
         return (f"MlpPlan(shape={self.shape}, layout={self.layout!r}, key_switches={self.key_switches}, "

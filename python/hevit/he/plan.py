@@ -4,10 +4,41 @@ from __future__ import annotations
 
 from .. import _core
 from ._arrays import as_matrix, as_vector, check_layout, resolve_threads
-from .batch import EncryptedBatch, _public_core
+from .batch import EncryptedBatch, _server_core
 from .params import CkksParams
 
 __all__ = ["LinearPlan"]
+
+
+class CompiledPlan:
+    """What every compiled plan offers: ``apply`` (ciphertext work only, safe from many threads
+    at once), its layout, key switches and output bound. Subclasses hold the C++ plan."""
+
+    __slots__ = ("_core", "_context")
+
+    def __init__(self, core, context) -> None:
+        self._core = core
+        self._context = context
+
+    def apply(self, batch: EncryptedBatch, *, threads: int | None = None) -> EncryptedBatch:
+        """Evaluates the plan; the result has logical shape (rows, out_dim)."""
+        if not isinstance(batch, EncryptedBatch):
+            raise TypeError(f"batch must be an EncryptedBatch, got {type(batch).__name__}")
+        return EncryptedBatch(self._core.apply(batch._core, resolve_threads(threads)))
+
+    @property
+    def layout(self) -> str:
+        return self._core.layout
+
+    @property
+    def key_switches(self) -> int:
+        """Key switches per ciphertext in ``apply``."""
+        return self._core.key_switches
+
+    @property
+    def output_norm_bound(self) -> float:
+        """Public bound on the L2 norm of every output row."""
+        return self._core.output_norm_bound
 
 
 class _StepsDescriptor:
@@ -28,7 +59,7 @@ class _StepsDescriptor:
         return tuple(instance._core.rotation_steps)
 
 
-class LinearPlan:
+class LinearPlan(CompiledPlan):
     """y = W x + b with plaintext W (out_dim, in_dim) and b, evaluated on encrypted rows.
 
     ``compile`` does all static work once; ``apply`` does only ciphertext work and is safe to call
@@ -44,11 +75,7 @@ class LinearPlan:
         ``(baby-1) + (giant-1) + log2(D'/C')`` key switches per ciphertext, e.g. 10 for 768 -> 3.
     """
 
-    __slots__ = ("_core", "_context")
-
-    def __init__(self, core: _core.LinearPlan, context) -> None:
-        self._core = core
-        self._context = context
+    __slots__ = ()
 
     @_StepsDescriptor
     def rotation_steps(params: CkksParams, *, in_dim: int, out_dim: int, layout: str) -> tuple[int, ...]:
@@ -82,7 +109,8 @@ class LinearPlan:
         Parameters
         ----------
         context : PublicContext
-            Needs Galois keys for ``LinearPlan.rotation_steps(...)`` in the sample layout.
+            Needs Galois keys for ``LinearPlan.rotation_steps(...)`` in the sample layout. A
+            SecretContext is refused (:class:`hevit.errors.SecretKeyRequiredError`).
         input_norm_bound : float, optional
             Bound on the L2 norm of input rows; default the context's ``max_norm``. Pass
             ``k * max_norm`` to apply the plan to a sum of ``k`` client batches.
@@ -94,7 +122,7 @@ class LinearPlan:
         hevit.errors.ParameterError
             The layer's outputs cannot fit the modulus at this bound.
         """
-        core_ctx = _public_core(context)
+        core_ctx = _server_core(context, "LinearPlan.compile")
         w = as_matrix(weights, name="weights")
         b = None if bias is None else as_vector(bias, name="bias")
         bound = 0.0 if input_norm_bound is None else float(input_norm_bound)
@@ -103,34 +131,15 @@ class LinearPlan:
         core = _core.LinearPlan.compile(core_ctx, w, b, check_layout(layout), bound)
         return cls(core, context)
 
-    def apply(self, batch: EncryptedBatch, *, threads: int | None = None) -> EncryptedBatch:
-        """Evaluates the layer; the result has logical shape (rows, out_dim)."""
-        if not isinstance(batch, EncryptedBatch):
-            raise TypeError(f"batch must be an EncryptedBatch, got {type(batch).__name__}")
-        return EncryptedBatch(self._core.apply(batch._core, resolve_threads(threads)))
-
-    @property
-    def layout(self) -> str:
-        return self._core.layout
-
     @property
     def shape(self) -> tuple[int, int]:
         """(out_dim, in_dim) of W."""
         return (self._core.out_dim, self._core.in_dim)
 
     @property
-    def key_switches(self) -> int:
-        """Key switches (rotations) per ciphertext in ``apply``."""
-        return self._core.key_switches
-
-    @property
     def weight_scale_bits(self) -> float:
         """log2 of the scale the weights were quantised or encoded at."""
         return self._core.weight_scale_bits
-
-    @property
-    def output_norm_bound(self) -> float:
-        return self._core.output_norm_bound
 
     def __repr__(self) -> str:
         return (

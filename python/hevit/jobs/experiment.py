@@ -154,9 +154,25 @@ class ExperimentReport:
             "",
             self._standardization_line(),
             "",
+            *self._traffic_ratio_lines(),
             "Plots: accuracy_per_round.png, bytes_per_round.png, latency_per_phase.png.",
             "",
         ])
+
+    def _traffic_ratio_lines(self) -> list[str]:
+        """Gradient encryption (FedAvg of ViT blocks) against token strategies, as the paper's 30x."""
+        heavy = [s for s in self.strategies if s.get("trains_vit") and s["strategy"] == "he-fedavg"]
+        light = [s for s in self.strategies if not s.get("trains_vit") and s["strategy"] != "plain-fedavg"]
+        if not heavy or not light:
+            return []
+        per_round = float(np.mean(heavy[0]["bytes_per_round"]))
+        lines = [f"Gradient encryption (he-fedavg of {heavy[0]['trained']}): {per_round:,.0f} bytes per round for "
+                 f"all hospitals. Traffic ratio (its bytes per round / a token strategy's bytes over all its rounds; "
+                 f"the paper reports {self.paper['traffic_ratio_vs_gradient_encryption']:.0f}x):"]
+        for s in light:
+            total = sum(s["bytes_per_round"])
+            lines.append(f"- {_label(s)}: {total:,} bytes in all -> {per_round / total:.1f}x")
+        return lines + [""]
 
     def _cv_line(self) -> str:
         cv = self.cross_validation
@@ -396,6 +412,7 @@ def run_experiment(train: FeatureSet, test: FeatureSet | None = None, *, clients
                                          threads=threads)
         entry = result.to_dict()
         entry["head"] = result.head.kind if not on_tail else "linear"
+        entry["trains_vit"] = on_tail
         entry["parameters"] = int(result.head.size)
         entry["trained"] = result.head.describe()
         if on_tail and models_dir is not None:
