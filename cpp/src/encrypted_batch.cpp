@@ -62,7 +62,29 @@ namespace hevit
                 throw LayoutError("too many columns: " + std::to_string(cols));
             }
             std::size_t period = 0;
-            if (layout == Layout::batch)
+            if (layout == Layout::coefficient)
+            {
+                if (context.seal_context().first_context_data()->parms().coeff_modulus().size() != 1)
+                {
+                    throw LayoutError(
+                        "the coefficient layout needs one data prime (its values are read coefficient by coefficient "
+                        "from one residue): use the 'batch' or 'latency' preset");
+                }
+                if (cols > n)
+                {
+                    throw LayoutError(
+                        "coefficient layout holds at most N=" + std::to_string(n) + " values per row, got " +
+                        std::to_string(cols));
+                }
+                if (rows > max_sample_rows)
+                {
+                    throw LayoutError(
+                        "coefficient layout holds at most " + std::to_string(max_sample_rows) +
+                        " rows per EncryptedBatch, got " + std::to_string(rows));
+                }
+                period = 1;
+            }
+            else if (layout == Layout::batch)
             {
                 if (rows > n)
                 {
@@ -244,10 +266,8 @@ namespace hevit
         std::vector<seal::Ciphertext> cts(count);
         const seal::Encryptor encryptor(context->seal_context(), context->public_key());
         parallel_for(count, threads, [&](std::size_t i) {
-            std::vector<std::complex<double>> slots;
-            detail::pack_slots(*context, values, rows, cols, layout, period, i, slots);
             seal::Plaintext pt;
-            context->encoder().encode(slots, context->data_parms_id(), context->scale(), pt);
+            detail::encode_plain(*context, values, rows, cols, layout, period, i, pt);
             encryptor.encrypt(pt, cts[i]);
         });
         const double bound = context->params().max_norm;
@@ -396,7 +416,8 @@ namespace hevit
         r.u8();
         r.u8();
         if (layout_code != static_cast<std::uint8_t>(Layout::batch) &&
-            layout_code != static_cast<std::uint8_t>(Layout::sample))
+            layout_code != static_cast<std::uint8_t>(Layout::sample) &&
+            layout_code != static_cast<std::uint8_t>(Layout::coefficient))
         {
             throw SerializationError("malformed EncryptedBatch: unknown layout code " + std::to_string(layout_code));
         }
@@ -418,9 +439,20 @@ namespace hevit
         }
         const bool rows_ok = rows >= 1 && rows <= (layout == Layout::batch ? n : max_sample_rows);
         const bool cols_ok = cols >= 1 && cols <= max_cols;
-        const bool period_ok = layout == Layout::batch
-                                   ? period == 0
-                                   : (period >= next_pow2(cols) && period <= n / 2 && (period & (period - 1)) == 0);
+        bool period_ok = false;
+        switch (layout)
+        {
+        case Layout::batch:
+            period_ok = period == 0;
+            break;
+        case Layout::sample:
+            period_ok = period >= next_pow2(cols) && period <= n / 2 && (period & (period - 1)) == 0;
+            break;
+        case Layout::coefficient:
+            // value c sits at coefficient c * period + period - 1 < N
+            period_ok = period >= 1 && period <= n && cols <= n / period && prime_count == 1;
+            break;
+        }
         if (!rows_ok || !cols_ok || !period_ok)
         {
             throw SerializationError("malformed EncryptedBatch: impossible shape or period for this context");

@@ -91,9 +91,9 @@ namespace hevit
         {
             throw LayoutError("in_dim and out_dim must be positive");
         }
-        if (layout == Layout::batch)
+        if (layout != Layout::sample)
         {
-            return {};
+            return {}; // batch and coefficient layouts never rotate
         }
         const SampleShape shape = sample_shape(params.poly_modulus_degree / 2, in_dim, out_dim, fewest_key_switches);
         std::vector<int> steps;
@@ -172,19 +172,23 @@ namespace hevit
             sum_sq += bound * bound;
         }
         output_norm_bound_ = std::sqrt(sum_sq);
-        if (layout == Layout::batch)
+        switch (layout)
         {
+        case Layout::batch:
             compile_batch(weights, bias);
-        }
-        else
-        {
+            break;
+        case Layout::sample:
             compile_sample(weights, bias);
+            break;
+        case Layout::coefficient:
+            compile_coefficient(weights, bias);
+            break;
         }
     }
 
     std::size_t LinearPlan::key_switches() const noexcept
     {
-        if (layout_ == Layout::batch)
+        if (layout_ != Layout::sample)
         {
             return 0;
         }
@@ -385,8 +389,12 @@ namespace hevit
     {
         check_input(batch);
         auto out = evaluate(batch.ciphertexts(), batch.rows(), threads);
-        return EncryptedBatch(context_, layout_, batch.rows(), out_dim_, layout_ == Layout::sample ? period_ : 0,
-                              output_norm_bound_, std::move(out));
+        std::size_t period = 0;
+        if (layout_ != Layout::batch)
+        {
+            period = layout_ == Layout::sample ? period_ : in_dim_; // coefficient: output k at k D + D - 1
+        }
+        return EncryptedBatch(context_, layout_, batch.rows(), out_dim_, period, output_norm_bound_, std::move(out));
     }
 
     void LinearPlan::check_input(const EncryptedBatch &batch) const
@@ -410,6 +418,10 @@ namespace hevit
         {
             throw LayoutError("plan inputs must be fresh-level ciphertexts at the context scale (not plan outputs)");
         }
+        if (layout_ == Layout::coefficient && batch.period() != 1)
+        {
+            throw LayoutError("coefficient-layout plans read fresh rows (period 1), not plan outputs");
+        }
         if (layout_ == Layout::sample && (batch.period() > period_ || period_ % batch.period() != 0))
         {
             throw LayoutError(
@@ -429,7 +441,16 @@ namespace hevit
     std::vector<seal::Ciphertext> LinearPlan::evaluate(
         const std::vector<seal::Ciphertext> &in, std::size_t rows, int threads) const
     {
-        return layout_ == Layout::batch ? apply_batch(in, rows, threads) : apply_sample(in, threads);
+        switch (layout_)
+        {
+        case Layout::batch:
+            return apply_batch(in, rows, threads);
+        case Layout::coefficient:
+            return apply_coefficient(in, threads);
+        case Layout::sample:
+            break;
+        }
+        return apply_sample(in, threads);
     }
 
     std::vector<seal::Ciphertext> LinearPlan::apply_batch(

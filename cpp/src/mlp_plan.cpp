@@ -75,6 +75,12 @@ namespace hevit
         {
             throw LayoutError("the two-layer head needs non-empty (hidden, in_dim) and (out_dim, hidden) weights");
         }
+        if (layout == Layout::coefficient)
+        {
+            throw LayoutError(
+                "the two-layer head squares slot values: use the batch or sample layout (the coefficient layout "
+                "serves linear heads)");
+        }
         if (!context_->relin_keys())
         {
             throw MissingKeyError(

@@ -1,12 +1,25 @@
 // Copyright (c) hevit developers. MIT license.
 #include "hevit/packing.h"
+#include "hevit/encrypted_batch.h"
+#include "hevit/errors.h"
+#include "seal/util/ntt.h"
+#include <cmath>
 #include "hevit/errors.h"
 
 namespace hevit
 {
     const char *layout_name(Layout layout) noexcept
     {
-        return layout == Layout::batch ? "batch" : "sample";
+        switch (layout)
+        {
+        case Layout::batch:
+            return "batch";
+        case Layout::sample:
+            return "sample";
+        case Layout::coefficient:
+            return "coefficient";
+        }
+        return "unknown";
     }
 
     Layout parse_layout(const std::string &name)
@@ -19,7 +32,12 @@ namespace hevit
         {
             return Layout::sample;
         }
-        throw LayoutError("unknown layout '" + name + "': use 'batch' (throughput) or 'sample' (latency)");
+        if (name == "coefficient")
+        {
+            return Layout::coefficient;
+        }
+        throw LayoutError(
+            "unknown layout '" + name + "': use 'batch' (throughput), 'sample' or 'coefficient' (latency)");
     }
 
     std::size_t next_pow2(std::size_t value) noexcept
@@ -43,6 +61,64 @@ namespace hevit
         {
             return batch_groups(rows, n) * cols;
         }
-        return (rows + 1) / 2;
+        return layout == Layout::coefficient ? rows : (rows + 1) / 2;
     }
+
+    namespace detail
+    {
+        void encode_plain(
+            const PublicContext &context, const double *values, std::size_t rows, std::size_t cols, Layout layout,
+            std::size_t period, std::size_t index, seal::Plaintext &destination)
+        {
+            if (layout != Layout::coefficient)
+            {
+                std::vector<std::complex<double>> slots;
+                pack_slots(context, values, rows, cols, layout, period, index, slots);
+                context.encoder().encode(slots, context.data_parms_id(), context.scale(), destination);
+                return;
+            }
+            const auto cd = context.seal_context().get_context_data(context.data_parms_id());
+            const seal::Modulus &q = cd->parms().coeff_modulus().front();
+            const std::size_t n = cd->parms().poly_modulus_degree();
+            const double scale = context.scale();
+            destination.parms_id() = seal::parms_id_zero;
+            destination.resize(n);
+            std::uint64_t *coeffs = destination.data();
+            std::fill(coeffs, coeffs + n, 0);
+            const double *row = values + index * cols;
+            for (std::size_t c = 0; c < cols; c++)
+            {
+                // |value * scale| <= max_norm * scale, which validate_params keeps below q / 4
+                const std::int64_t v = std::llround(row[c] * scale);
+                const std::uint64_t magnitude = static_cast<std::uint64_t>(v < 0 ? -v : v) % q.value();
+                coeffs[c * period + period - 1] = v < 0 && magnitude ? q.value() - magnitude : magnitude;
+            }
+            seal::util::ntt_negacyclic_harvey(coeffs, cd->small_ntt_tables()[0]);
+            destination.parms_id() = cd->parms_id();
+            destination.scale() = scale;
+        }
+
+        void decode_coefficients(
+            const PublicContext &context, const seal::Plaintext &plain, std::size_t cols, std::size_t period,
+            double *row)
+        {
+            const auto cd = context.seal_context().get_context_data(plain.parms_id());
+            if (!cd || cd->parms().coeff_modulus().size() != 1 || !plain.is_ntt_form())
+            {
+                throw LayoutError("coefficient-layout plaintexts must be in NTT form over one prime");
+            }
+            const seal::Modulus &q = cd->parms().coeff_modulus().front();
+            const std::size_t n = cd->parms().poly_modulus_degree();
+            std::vector<std::uint64_t> coeffs(plain.data(), plain.data() + n);
+            seal::util::inverse_ntt_negacyclic_harvey(coeffs.data(), cd->small_ntt_tables()[0]);
+            const std::uint64_t half = q.value() >> 1;
+            for (std::size_t c = 0; c < cols; c++)
+            {
+                const std::uint64_t v = coeffs[c * period + period - 1];
+                const double signed_value =
+                    v > half ? -static_cast<double>(q.value() - v) : static_cast<double>(v);
+                row[c] = signed_value / plain.scale();
+            }
+        }
+    } // namespace detail
 } // namespace hevit

@@ -135,10 +135,8 @@ namespace hevit
         std::vector<seal::Ciphertext> cts(count);
         std::vector<seal::prng_seed_type> seeds(count);
         parallel_for(count, threads, [&](std::size_t i) {
-            std::vector<std::complex<double>> slots;
-            detail::pack_slots(context, values, rows, cols, layout, period, i, slots);
             seal::Plaintext pt;
-            context.encoder().encode(slots, context.data_parms_id(), context.scale(), pt);
+            detail::encode_plain(context, values, rows, cols, layout, period, i, pt);
             encrypt_seeded(context.seal_context(), secret_key_, pt, cts[i], seeds[i]);
         });
         return EncryptedBatch(
@@ -158,6 +156,11 @@ namespace hevit
             seal::Decryptor decryptor(public_->seal_context(), secret_key_);
             seal::Plaintext pt;
             decryptor.decrypt(cts[i], pt);
+            if (batch.layout() == Layout::coefficient)
+            {
+                detail::decode_coefficients(*public_, pt, batch.cols(), batch.period(), out + i * batch.cols());
+                return;
+            }
             std::vector<std::complex<double>> slots;
             public_->encoder().decode(pt, slots);
             detail::unpack_slots(slots, batch.rows(), batch.cols(), batch.layout(), n, i, out);

@@ -105,6 +105,23 @@ namespace hevit
             const PublicContext &context, const double *values, std::size_t rows, std::size_t cols, Layout layout,
             std::size_t period, std::size_t index, std::vector<std::complex<double>> &slots);
 
+        /**
+        The plaintext of ciphertext index in layout, at the data level and the context scale: slots
+        encoded with the CKKS encoder (batch, sample), or the row's values as rounded integers in
+        the coefficients (coefficient layout, no FFT), in NTT form either way.
+        */
+        void encode_plain(
+            const PublicContext &context, const double *values, std::size_t rows, std::size_t cols, Layout layout,
+            std::size_t period, std::size_t index, seal::Plaintext &destination);
+
+        /**
+        Coefficient layout: reads value c of the row of a decrypted (NTT-form, one-prime) plaintext
+        from coefficient c * period + period - 1 and divides by the plaintext's scale.
+        */
+        void decode_coefficients(
+            const PublicContext &context, const seal::Plaintext &plain, std::size_t cols, std::size_t period,
+            double *row);
+
         /** Writes the decoded slots of ciphertext index back into the row-major output. */
         void unpack_slots(
             const std::vector<std::complex<double>> &slots, std::size_t rows, std::size_t cols, Layout layout,

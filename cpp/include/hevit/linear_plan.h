@@ -41,6 +41,11 @@ namespace hevit
     weights as small signed integers (scale 2^weight_scale_bits), 128-bit lazy accumulation and
     one reduction per coefficient. No rotation, no relinearisation, no Galois key.
 
+    coefficient layout: rows sit in the coefficients; one NTT-domain product with the weight
+    polynomial (row k of W reversed at offset k D, integer weights at 2^weight_scale_bits) puts
+    output k at coefficient k D + D - 1 (needs C D <= N; the negacyclic wrap of the other terms
+    never reaches those coefficients then). No rotation, no key, no FFT.
+
     sample layout: hybrid diagonal method with baby-step/giant-step. With C' = next_pow2(out_dim)
     and D' = max(next_pow2(in_dim), C'), z = sum_i diag_i * rot(x, i) over C' generalised
     diagonals, then log2(D'/C') rotate-and-add folds leave y_k in slot k. Key switches per
@@ -137,8 +142,10 @@ namespace hevit
         void compile(const double *weights, const double *bias);
         std::vector<seal::Ciphertext> apply_batch(const std::vector<seal::Ciphertext> &in, std::size_t rows, int threads) const;
         std::vector<seal::Ciphertext> apply_sample(const std::vector<seal::Ciphertext> &in, int threads) const;
+        std::vector<seal::Ciphertext> apply_coefficient(const std::vector<seal::Ciphertext> &in, int threads) const;
         void compile_batch(const double *weights, const double *bias);
         void compile_sample(const double *weights, const double *bias);
+        void compile_coefficient(const double *weights, const double *bias);
 
         std::shared_ptr<const PublicContext> context_;
         PlanInput input_;
@@ -155,6 +162,11 @@ namespace hevit
         std::vector<std::int64_t> int_weights_;           // out_dim x in_dim
         std::vector<std::size_t> active_columns_;         // columns with a nonzero weight
         std::vector<std::vector<std::uint64_t>> bias_ntt_; // out_dim x (primes * N), NTT form
+
+        // coefficient layout: W as one polynomial (row k reversed at offset k D) and the bias at
+        // coefficients k D + D - 1, both in NTT form over the one data prime
+        std::vector<std::uint64_t> weight_poly_ntt_;
+        std::vector<std::uint64_t> bias_poly_ntt_;
 
         // sample layout
         std::size_t period_ = 0; // D'

@@ -19,6 +19,12 @@ with real coefficients, which keeps the two parts apart.
 - sample: ciphertext m holds rows 2m (real part) and 2m + 1 (imaginary part). Each row is
   zero-padded to a power-of-two period p >= cols and replicated to fill all N/2 slots, so that a
   cyclic rotation of the slots is a cyclic rotation of every row.
+- coefficient: ciphertext m holds row m in the polynomial's coefficients, not in slots: value c
+  of the row sits at coefficient c * p + p - 1 as round(value * scale), p being the batch's
+  period (1 for fresh encryptions: coefficient c). No FFT is involved. A linear layer is one
+  plaintext product with the weight polynomial (row k of W reversed at offset k * D), after which
+  output k sits at coefficient k * D + D - 1: the output batch has period D. Coefficients are
+  independent of each other, so the layout needs one data prime (no rescaling, no rotation).
 */
 namespace hevit
 {
@@ -26,11 +32,12 @@ namespace hevit
     {
         batch = 1,
         sample = 2,
+        coefficient = 3,
     };
 
     const char *layout_name(Layout layout) noexcept;
 
-    /** Parses "batch" or "sample"; throws LayoutError otherwise. */
+    /** Parses "batch", "sample" or "coefficient"; throws LayoutError otherwise. */
     Layout parse_layout(const std::string &name);
 
     /** Smallest power of two >= value (value >= 1). */

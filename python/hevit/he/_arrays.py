@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import LayoutError
 
-LAYOUTS = ("batch", "sample")
+LAYOUTS = ("batch", "sample", "coefficient")
 
 
 def as_matrix(x, *, name: str) -> np.ndarray:
@@ -36,7 +36,7 @@ def as_vector(x, *, name: str) -> np.ndarray:
 
 def check_layout(layout: str) -> str:
     if layout not in LAYOUTS:
-        raise LayoutError(f"unknown layout {layout!r}: use 'batch' (throughput) or 'sample' (latency)")
+        raise LayoutError(f"unknown layout {layout!r}: use 'batch' (throughput), 'sample' or 'coefficient' (latency)")
     return layout
 
 
