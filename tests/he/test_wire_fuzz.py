@@ -30,6 +30,13 @@ def samples():
     x = rng.standard_normal((3, 20))
     pub = sk.public_context()
     seeded = sk.encrypt(x, layout="batch")
+    # the coefficient layout needs one data prime
+    one_prime = he.SecretContext.generate(he.CkksParams.preset("batch"))
+    one_prime_pub = one_prime.public_context()
+
+    def load_one_prime(b):
+        return he.EncryptedBatch.from_bytes(b, one_prime_pub)
+
     return {
         "public_context": (pub.to_bytes(), lambda b: he.PublicContext.from_bytes(b)),
         "secret_context": (sk.to_bytes(), lambda b: he.SecretContext.from_bytes(b)),
@@ -40,10 +47,17 @@ def samples():
             lambda b: he.EncryptedBatch.from_bytes(b, pub),
         ),
         "batch_sample": (sk.encrypt(x, layout="sample").to_bytes(), lambda b: he.EncryptedBatch.from_bytes(b, pub)),
+        "coefficient_fresh": (one_prime.encrypt(x, layout="coefficient").to_bytes(), load_one_prime),
+        "coefficient_reply": (
+            he.LinearPlan.compile(one_prime_pub, rng.standard_normal((2, 20)), layout="coefficient")
+            .apply(one_prime.encrypt(x, layout="coefficient")).to_bytes(),
+            load_one_prime,
+        ),
     }
 
 
-KINDS = ["public_context", "secret_context", "batch_seeded", "batch_full", "batch_summed", "batch_sample"]
+KINDS = ["public_context", "secret_context", "batch_seeded", "batch_full", "batch_summed", "batch_sample",
+         "coefficient_fresh", "coefficient_reply"]
 # CI runs a bounded, derandomised campaign; HEVIT_FUZZ_EXAMPLES=5000 runs a long random one.
 _EXAMPLES = int(os.environ.get("HEVIT_FUZZ_EXAMPLES", "60"))
 FUZZ = settings(max_examples=_EXAMPLES, deadline=None, derandomize="HEVIT_FUZZ_EXAMPLES" not in os.environ,

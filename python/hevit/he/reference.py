@@ -34,6 +34,7 @@ __all__ = [
     "fresh_noise_std",
     "linear",
     "round_trip_tolerance",
+    "coefficient_noise_std",
     "public_round_trip_tolerance",
     "sum_tolerance",
     "linear_tolerance",
@@ -91,9 +92,19 @@ def _rescale_std(params: CkksParams) -> float:
     return math.sqrt(n / 2) * math.sqrt((1 + 2 * n / 3) / 12.0)
 
 
-def round_trip_tolerance(params: CkksParams) -> float:
-    """Max abs error of encrypt -> decrypt for one value."""
+def round_trip_tolerance(params: CkksParams, layout: str = "batch") -> float:
+    """Max abs error of encrypt -> decrypt for one value (slot layouts: the noise decoded at a
+    slot; coefficient layout: one noise coefficient)."""
+    if layout == "coefficient":
+        return SIGMAS * coefficient_noise_std(params)
     return SIGMAS * _fresh_std(params)
+
+
+def coefficient_noise_std(params: CkksParams) -> float:
+    """Std of the error of one fresh value in the coefficient layout, in value units: one
+    centred-binomial noise coefficient plus the rounding of the value to an integer (no FFT, so
+    no sqrt(N) factor)."""
+    return math.hypot(_ERROR_SIGMA, math.sqrt(1.0 / 12.0)) / 2.0**params.scale_bits
 
 
 def public_round_trip_tolerance(params: CkksParams) -> float:
@@ -137,6 +148,12 @@ def linear_tolerance(params: CkksParams, weights: np.ndarray, x: np.ndarray, pla
         quant = 0.5 / weight_scale * float(np.max(np.sum(np.abs(x), axis=1)))
         # the rounded bias and the output rounding are below one unit of the output scale
         return SIGMAS * std + quant + 2.0 / (scale * weight_scale)
+    if plan.layout == "coefficient":
+        # the dense noise polynomial meets every weight of every row in the product: its std at
+        # an output coefficient is sigma * ||W||_F; weights and bias are rounded as in batch
+        quant = 0.5 / weight_scale * float(np.max(np.sum(np.abs(x), axis=1)))
+        noise = coefficient_noise_std(params) * float(np.linalg.norm(w))
+        return SIGMAS * noise + quant + 2.0 / (scale * weight_scale)
     if not np.any(w):
         # a zero layer's output is the bias encrypted fresh with the public key
         return public_round_trip_tolerance(params)

@@ -1,0 +1,124 @@
+"""The coefficient layout: rows in polynomial coefficients, a linear layer as one plaintext
+product with no rotation and no key; against numpy, with clear errors where it cannot apply."""
+
+import numpy as np
+import pytest
+
+from hevit import he
+from hevit.errors import HevitError, LayoutError, SerializationError
+
+from tests.helpers import rows_with_norm
+
+from .test_plan import random_layer
+
+PRESETS = ["batch", "latency"]  # one data prime each
+
+
+@pytest.fixture(scope="module")
+def coefficient_keys():
+    return {p: he.SecretContext.generate(he.CkksParams.preset(p, max_norm=1.0)) for p in PRESETS}
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("in_dim", [1, 5, 192, 768, 1000])
+@pytest.mark.parametrize("out_dim", [1, 2, 3, 5, 10])
+def test_coefficient_plan_matches_numpy(coefficient_keys, rng, preset, out_dim, in_dim):
+    sk = coefficient_keys[preset]
+    pub = he.PublicContext.from_bytes(sk.public_context().to_bytes())
+    w, b = random_layer(rng, out_dim, in_dim)
+    n = sk.params.poly_modulus_degree
+    if out_dim * in_dim > n:
+        with pytest.raises(LayoutError, match=r"out_dim \* in_dim = \d+ <= N = 4096"):
+            he.LinearPlan.compile(pub, w, b, layout="coefficient")
+        return
+    plan = he.LinearPlan.compile(pub, w, b, layout="coefficient")
+    assert plan.rotation_steps == () and plan.key_switches == 0
+    x = rows_with_norm(rng, 3, in_dim, 1.0)
+    enc = he.EncryptedBatch.from_bytes(sk.encrypt(x, layout="coefficient").to_bytes(), pub)
+    out = he.EncryptedBatch.from_bytes(plan.apply(enc).to_bytes(), pub)
+    assert out.shape == (3, out_dim) and out.layout == "coefficient"
+    y = sk.decrypt(out)
+    err = float(np.abs(y - he.reference.linear(x, w, b)).max())
+    tol = he.reference.linear_tolerance(sk.params, w, x, plan)
+    assert err <= tol, f"max error {err:.3g} above derived tolerance {tol:.3g}"
+    assert tol < 1e-4
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_coefficient_round_trips_secret_and_public_key(coefficient_keys, rng, preset):
+    sk = coefficient_keys[preset]
+    tol_secret = he.reference.round_trip_tolerance(sk.params, "coefficient")
+    x = rows_with_norm(rng, 5, 768, 1.0)
+    enc = sk.encrypt(x, layout="coefficient")
+    assert enc.seeded and enc.shape == (5, 768)
+    assert np.abs(sk.decrypt(enc) - x).max() <= tol_secret
+    # public-key encryption adds e0 + e1 s + u e: std sigma sqrt(1 + 4N/3) per coefficient
+    n = sk.params.poly_modulus_degree
+    tol_public = tol_secret * np.sqrt(1 + 4 * n / 3)
+    assert np.abs(sk.decrypt(sk.public_context().encrypt(x, layout="coefficient")) - x).max() <= tol_public
+    # sums of client batches stay in the layout
+    total = he.EncryptedBatch.sum([enc, enc, enc])
+    assert np.abs(sk.decrypt(total) - 3 * x).max() <= 3 * tol_secret
+
+
+def test_zero_weights_give_the_bias(coefficient_keys, rng):
+    sk = coefficient_keys["batch"]
+    b = rng.standard_normal(3)
+    plan = he.LinearPlan.compile(sk.public_context(), np.zeros((3, 768)), b, layout="coefficient")
+    x = rows_with_norm(rng, 2, 768, 1.0)
+    y = sk.decrypt(plan.apply(sk.encrypt(x, layout="coefficient")))
+    tol = he.reference.linear_tolerance(sk.params, np.zeros((3, 768)), x, plan)
+    np.testing.assert_allclose(y, np.tile(b, (2, 1)), atol=tol, rtol=0)
+
+
+def test_coefficient_layout_refusals(coefficient_keys, rng):
+    multi = he.SecretContext.generate(he.CkksParams.preset("sample"))
+    x = rows_with_norm(rng, 1, 768, 1.0)
+    with pytest.raises(LayoutError, match="one data prime"):
+        multi.encrypt(x, layout="coefficient")
+    with pytest.raises(LayoutError, match="one data prime"):
+        he.LinearPlan.compile(multi.public_context(), np.ones((3, 768)), layout="coefficient")
+    sk = coefficient_keys["batch"]
+    w, b = random_layer(rng, 3, 768)
+    plan = he.LinearPlan.compile(sk.public_context(), w, b, layout="coefficient")
+    out = plan.apply(sk.encrypt(x, layout="coefficient"))
+    with pytest.raises(LayoutError):  # plan outputs (period 768, 3 columns) are not plan inputs
+        plan.apply(out)
+    with pytest.raises(LayoutError, match="plan was compiled for the 'coefficient' layout"):
+        plan.apply(sk.encrypt(x, layout="batch"))
+    mlp_params = he.CkksParams.preset("mlp", max_norm=1.0)
+    mlp_keys = he.SecretContext.generate(mlp_params, conjugation=True, relinearization=True)
+    with pytest.raises(LayoutError, match="serves linear heads"):
+        he.MlpPlan.compile(mlp_keys.public_context(), np.ones((4, 8)), np.zeros(4), np.ones((2, 4)), np.zeros(2),
+                           layout="coefficient")
+
+
+def _with_checksum(blob: bytes) -> bytes:
+    from .test_wire_fuzz import with_checksum
+
+    return with_checksum(blob)
+
+
+def test_hostile_response_bytes_are_refused(coefficient_keys, rng):
+    """Truncated replies, a wrong layout code, a period that would read past N, and a reply
+    under another key set: clear errors, never a wrong answer."""
+    sk = coefficient_keys["batch"]
+    pub = he.PublicContext.from_bytes(sk.public_context().to_bytes())
+    w, b = random_layer(rng, 3, 768)
+    reply = he.LinearPlan.compile(pub, w, b, layout="coefficient").apply(
+        sk.encrypt(rows_with_norm(rng, 1, 768, 1.0), layout="coefficient")).to_bytes()
+    for cut in (1, 63, 64, 100, len(reply) - 1):
+        with pytest.raises(SerializationError):
+            he.EncryptedBatch.from_bytes(reply[:cut], pub)
+    header = 64
+    # payload: layout, seeded, 2 reserved (u8 each), prime count (u32), rows, cols, period (u64 each)
+    layout_at, period_at = header, header + 4 + 4 + 8 + 8
+    for offset, value in ((layout_at, 9), (period_at, 4096), (period_at, 0)):
+        tampered = bytearray(reply)
+        tampered[offset : offset + (1 if offset == layout_at else 8)] = (
+            bytes([value]) if offset == layout_at else int(value).to_bytes(8, "little"))
+        with pytest.raises(SerializationError):
+            he.EncryptedBatch.from_bytes(_with_checksum(bytes(tampered)), pub)
+    other = he.SecretContext.generate(he.CkksParams.preset("batch", max_norm=1.0))
+    with pytest.raises(HevitError):
+        other.decrypt(he.EncryptedBatch.from_bytes(reply, other.public_context()))
