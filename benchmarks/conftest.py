@@ -22,8 +22,9 @@ from hevit import he
 
 IN_DIM = 768
 OUT_DIM = 3
-#: (layout, preset) pairs compared: the batch layout and two sample-layout presets
-SETUPS = (("batch", "batch"), ("sample", "latency"), ("sample", "sample"))
+#: (layout, preset) pairs compared: the batch layout, two sample-layout presets, and the
+#: coefficient layout (one data prime, no evaluation key)
+SETUPS = (("batch", "batch"), ("sample", "latency"), ("sample", "sample"), ("coefficient", "batch"))
 
 
 @dataclass
