@@ -133,5 +133,11 @@ def test_keygen_writes_secret_files_0600_and_public_server_files(tmp_path, capsy
     keys, server = FederationKeys.load(tmp_path / "h"), ServerKeys.from_files(tmp_path / "s")
     assert server.aggregation.keyset_id == keys.aggregation.public_context().keyset_id
     assert isinstance(server.inference, he.PublicContext)
-    assert set(server.inference.rotation_steps) == set(
-        he.LinearPlan.rotation_steps(keys.inference.params, in_dim=32, out_dim=3, layout="sample"))
+    # the default he-cls layout (auto: coefficient or batch) needs no Galois key at all
+    assert server.inference.rotation_steps == ()
+    assert main(["keygen", "--dim", "32", "--classes", "3", "--hospital-keys", str(tmp_path / "h2"),
+                 "--server-keys", str(tmp_path / "s2"), "--inference-preset", "sample",
+                 "--inference-layout", "sample"]) == 0
+    sample = ServerKeys.from_files(tmp_path / "s2")
+    assert set(sample.inference.rotation_steps) == set(
+        he.LinearPlan.rotation_steps(sample.inference.params, in_dim=32, out_dim=3, layout="sample"))

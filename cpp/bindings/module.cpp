@@ -5,6 +5,7 @@
 #include "hevit/encrypted_batch.h"
 #include "hevit/inspection.h"
 #include "hevit/errors.h"
+#include "hevit/compact_batch.h"
 #include "hevit/linear_plan.h"
 #include "hevit/mlp_plan.h"
 #include "hevit/params.h"
@@ -217,6 +218,18 @@ PYBIND11_MODULE(_core, m)
             },
             py::arg("x"), py::arg("layout"), py::arg("threads"))
         .def("decrypt", &decrypt_to_array, py::arg("batch"), py::arg("threads"))
+        .def(
+            "decrypt_compact",
+            [](const SecretContext &sk, const CompactBatch &batch, int threads) {
+                py::array_t<double> out({ batch.rows(), batch.cols() });
+                double *ptr = out.mutable_data();
+                {
+                    py::gil_scoped_release release;
+                    sk.decrypt(batch, ptr, threads);
+                }
+                return out;
+            },
+            py::arg("batch"), py::arg("threads"))
         .def("to_bytes", [](const SecretContext &self) {
             std::string out;
             {
@@ -305,6 +318,36 @@ PYBIND11_MODULE(_core, m)
         },
         py::arg("context"), py::arg("x"), py::arg("layout"), py::arg("index"));
     inspection.def("first_prime", &Inspection::first_prime, py::arg("context"));
+
+    py::class_<CompactBatch, std::shared_ptr<CompactBatch>>(m, "CompactBatch")
+        .def_static(
+            "from_batch",
+            [](const EncryptedBatch &batch, int threads) {
+                py::gil_scoped_release release;
+                return std::make_shared<CompactBatch>(CompactBatch::from_batch(batch, threads));
+            },
+            py::arg("batch"), py::arg("threads"))
+        .def_static(
+            "from_bytes",
+            [](const py::bytes &data, std::shared_ptr<PublicContext> context) {
+                const std::string_view view = view_of(data);
+                py::gil_scoped_release release;
+                return std::make_shared<CompactBatch>(CompactBatch::from_bytes(view, context));
+            },
+            py::arg("data"), py::arg("context"))
+        .def("to_bytes", [](const CompactBatch &self) {
+            std::string out;
+            {
+                py::gil_scoped_release release;
+                out = self.to_bytes();
+            }
+            return to_py_bytes(std::move(out));
+        })
+        .def_property_readonly("rows", &CompactBatch::rows)
+        .def_property_readonly("cols", &CompactBatch::cols)
+        .def_property_readonly("bits", &CompactBatch::bits)
+        .def_property_readonly_static("PRECISION_BITS", [](py::object) { return CompactBatch::compact_precision_bits; })
+        .def_property_readonly("context", [](const CompactBatch &self) { return unconst(self.context()); });
 
     py::class_<LinearPlan, std::shared_ptr<LinearPlan>>(m, "LinearPlan")
         .def_static(

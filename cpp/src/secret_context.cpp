@@ -167,6 +167,55 @@ namespace hevit
         });
     }
 
+    void SecretContext::decrypt(const CompactBatch &batch, double *out, int threads) const
+    {
+        if (!batch.context()->same_keys_as(*public_))
+        {
+            throw ContextMismatchError(
+                "this CompactBatch was made under another key set; it cannot be decrypted with this key");
+        }
+        const auto cd = public_->seal_context().get_context_data(public_->data_parms_id());
+        const std::size_t n = cd->parms().poly_modulus_degree();
+        const seal::Modulus &q = cd->parms().coeff_modulus().front();
+        // the ternary secret key in coefficient form (its first residue, inverse NTT)
+        std::vector<std::uint64_t> s_residue(secret_key_.data().data(), secret_key_.data().data() + n);
+        seal::util::inverse_ntt_negacyclic_harvey(s_residue.data(), cd->small_ntt_tables()[0]);
+        std::vector<std::int8_t> s(n);
+        for (std::size_t i = 0; i < n; i++)
+        {
+            s[i] = s_residue[i] == 0 ? 0 : (s_residue[i] == 1 ? 1 : -1);
+        }
+        std::fill(s_residue.begin(), s_residue.end(), 0);
+        const int bits = batch.bits();
+        const std::uint64_t mask = (std::uint64_t(1) << bits) - 1;
+        const std::uint64_t half = std::uint64_t(1) << (bits - 1);
+        const std::size_t cols = batch.cols();
+        const std::size_t period = batch.period();
+        parallel_for(batch.rows(), threads, [&](std::size_t m) {
+            const std::uint64_t *c1 = batch.c1().data() + m * n;
+            for (std::size_t c = 0; c < cols; c++)
+            {
+                // coefficient t of c1 s in Z[X]/(X^N + 1): sum_{j <= t} c1_j s_{t-j} - sum_{j > t} c1_j s_{N+t-j};
+                // unsigned wrap-around is exact mod 2^bits
+                const std::size_t t = c * period + period - 1;
+                std::uint64_t acc = batch.c0()[m * cols + c];
+                for (std::size_t j = 0; j <= t; j++)
+                {
+                    acc += c1[j] * static_cast<std::uint64_t>(static_cast<std::int64_t>(s[t - j]));
+                }
+                for (std::size_t j = t + 1; j < n; j++)
+                {
+                    acc -= c1[j] * static_cast<std::uint64_t>(static_cast<std::int64_t>(s[n + t - j]));
+                }
+                acc &= mask;
+                const double value = acc >= half ? -static_cast<double>((mask - acc) + 1) : static_cast<double>(acc);
+                out[m * cols + c] = value * batch.unit();
+            }
+        });
+        std::fill(s.begin(), s.end(), 0);
+        (void)q;
+    }
+
     std::string SecretContext::to_bytes() const
     {
         ByteWriter w;

@@ -21,6 +21,8 @@ namespace hevit
             return "SecretContext";
         case ObjectKind::encrypted_batch:
             return "EncryptedBatch";
+        case ObjectKind::compact_batch:
+            return "CompactBatch";
         }
         return "unknown object";
     }

@@ -12,6 +12,7 @@ from hevit import he
 from hevit.errors import QuorumError
 from hevit.federated import (
     AggregationServer,
+    make_clients,
     DPConfig,
     FederatedConfig,
     LinearHead,
@@ -103,7 +104,7 @@ def test_he_ridge_matches_centralized_ridge(federation):
 
 
 def test_he_cls_predictions_equal_plaintext_predictions(federation):
-    config = FederatedConfig()
+    config = FederatedConfig(inference_preset="sample", inference_layout="sample")
     clients = federation.clients(config)
     xt, yt = federation.x[federation.test], federation.y[federation.test]
     head = run_strategy("he-ridge", clients, federation.server_keys, xt, yt, config, progress=False).head
@@ -115,6 +116,34 @@ def test_he_cls_predictions_equal_plaintext_predictions(federation):
     tol = he.reference.linear_tolerance(federation.keys.inference.params, head.weights, normalize_rows(xt), plan)
     assert record.max_abs_logit_error <= tol
     assert record.rows == len(xt) and record.bytes_up_per_image > 0
+    assert record.rows_per_layout == {"sample": len(xt)}
+
+
+def test_he_cls_auto_layout_serves_small_requests_in_the_coefficient_layout(federation):
+    """auto: few rows per request go out in the coefficient layout and come back compact; the
+    predictions still equal the plaintext ones."""
+    from hevit.federated import FederationKeys
+
+    keys = FederationKeys.generate(inference_preset="latency", inference_layout="auto", dim=DIM, classes=CLASSES)
+    config = FederatedConfig()
+    assert config.inference_layout == "auto" and config.inference_preset == "latency"
+    clients = make_clients(federation.x[federation.train], federation.y[federation.train], federation.parts,
+                           classes=CLASSES, keys=keys, config=config)
+    xt, yt = federation.x[federation.test], federation.y[federation.test]
+    head = run_strategy("plain-fedavg", clients, None, xt, yt, config, progress=False).head
+    test_parts = [np.arange(k, len(xt), 3) for k in range(3)]
+    record = run_inference(head, clients, keys.server_keys(), test_parts, xt, yt, config)
+    assert record.rows_per_layout == {"coefficient": len(xt)}
+    assert record.agreement == 1.0 and record.key_switches == 0
+    plan = he.LinearPlan.compile(keys.server_keys().inference, head.weights, head.bias, layout="coefficient")
+    tol = he.reference.linear_tolerance(keys.inference.params, head.weights, normalize_rows(xt), plan)
+    # the compact reply adds its modulus-switch rounding, in units of at most
+    # 2^-PRECISION_BITS: 1/2 from c0 plus sum_j e_j s_j over ~2N/3 nonzero key coefficients with
+    # e_j uniform in [-1/2, 1/2] (std sqrt(N / 18)), taken at 4 sigmas
+    n = keys.inference.params.poly_modulus_degree
+    compact = (0.5 + 4.0 * np.sqrt(n / 18)) * 2.0**-he.CompactBatch.PRECISION_BITS
+    assert record.max_abs_logit_error <= tol + compact
+    assert record.bytes_down_per_image < 16_384
 
 
 def test_bytes_accounted_are_the_lengths_sent(federation, monkeypatch):

@@ -53,7 +53,8 @@ def test_he_fedavg_trains_the_tail_like_plain_fedavg(tiles):
     parts = iid_partition(np.arange(len(train)), clients=3, seed=0)
     keys = FederationKeys.generate(aggregation_preset="release", inference_preset="sample",
                                    inference_layout="sample", dim=32, classes=3)
-    config = FederatedConfig(rounds=2, local_epochs=2, learning_rate=0.2, standardize=False)
+    config = FederatedConfig(rounds=2, local_epochs=2, learning_rate=0.2, standardize=False, inference_preset="sample",
+                             inference_layout="sample")
     x, y = tokens.features[train], tokens.labels[train]
     xt, yt = tokens.features[test], tokens.labels[test]
     results = {}

@@ -1,6 +1,7 @@
 // Copyright (c) hevit developers. MIT license.
 #pragma once
 
+#include "hevit/compact_batch.h"
 #include "hevit/encrypted_batch.h"
 #include "hevit/public_context.h"
 #include <memory>
@@ -47,6 +48,14 @@ namespace hevit
 
         /** Decrypts into a row-major (rows x cols) buffer. */
         void decrypt(const EncryptedBatch &batch, double *out, int threads) const;
+
+        /**
+        Decrypts a compact reply: c0 + c1 s mod 2^bits at the value coefficients only (s taken in
+        coefficient form), into a row-major (rows x cols) buffer.
+
+        @throws ContextMismatchError for another key set
+        */
+        void decrypt(const CompactBatch &batch, double *out, int threads) const;
 
         /** Secret key material in SEAL's form, for the key holder's own storage and tests. */
         const seal::SecretKey &secret_key() const noexcept { return secret_key_; }

@@ -33,6 +33,7 @@ namespace hevit
         public_context = 1,
         secret_context = 2,
         encrypted_batch = 3,
+        compact_batch = 4,
     };
 
     const char *object_kind_name(ObjectKind kind) noexcept;

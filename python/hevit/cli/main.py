@@ -140,8 +140,9 @@ def _add_federated_options(p: argparse.ArgumentParser, *, out_default: str | Non
     p.add_argument("--quorum", type=int, default=None, help="fewest clients a round needs (default: all)")
     p.add_argument("--partition", default="iid", choices=["iid", "dirichlet"])
     p.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration for --partition dirichlet")
-    p.add_argument("--inference-preset", default="sample", help="CKKS preset of he-cls")
-    p.add_argument("--inference-layout", default="sample", choices=["batch", "sample"])
+    p.add_argument("--inference-preset", default="latency", help="CKKS preset of he-cls for linear heads")
+    p.add_argument("--inference-layout", default="auto", choices=["auto", "batch", "sample", "coefficient"],
+                   help="he-cls layout; auto picks per request (coefficient for few rows, batch for many)")
     p.add_argument("--dp-noise-multiplier", type=float, default=None,
                    help="enable differential privacy with this Gaussian noise multiplier")
     p.add_argument("--dp-clip", type=float, default=1.0, help="client update clipping norm (DP)")
@@ -278,8 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument("--server-keys", required=True, help="folder for the server's public contexts")
     keygen.add_argument("--aggregation-preset", default="release", help="he-ridge statistics, feature moments")
     keygen.add_argument("--update-preset", default="update", help="he-fedavg model updates")
-    keygen.add_argument("--inference-preset", default="sample")
-    keygen.add_argument("--inference-layout", default="sample", choices=["batch", "sample"])
+    keygen.add_argument("--inference-preset", default="latency")
+    keygen.add_argument("--inference-layout", default="auto", choices=["auto", "batch", "sample", "coefficient"])
     keygen.add_argument("--mlp-hidden", type=int, default=None,
                         help="also the mlp_inference key set for a two-layer head of this hidden size")
     keygen.set_defaults(func=_keygen)

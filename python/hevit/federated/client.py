@@ -23,6 +23,7 @@ from .keys import FederationKeys
 from .messages import Message
 from .models import LinearHead, normalize_rows, ridge_statistics, ridge_statistics_length, solve_ridge
 from .privacy import RIDGE_RECORD_SENSITIVITY, clip_to_norm, noise_share
+from .server import inference_layout_for
 from .vectors import decrypt_vector, encrypt_vector
 
 __all__ = ["HospitalClient", "fedavg_vector_length"]
@@ -224,8 +225,10 @@ class HospitalClient:
             if model is None:
                 raise ValueError("token sequences need the trained ViTTail to compute the [CLS] rows")
             rows = model.head_features(rows)
+        layout = inference_layout_for(getattr(model, "kind", "linear"), len(rows), self.config.inference_layout,
+                                      ctx.params.poly_modulus_degree)
         with self._phase("encrypt"):
-            blob = ctx.encrypt(rows, layout=self.config.inference_layout).to_bytes()
+            blob = ctx.encrypt(rows, layout=layout).to_bytes()
         return Message("infer-request", "he-cls", round_, self.client_id, ctx.public_context().keyset_id.hex(),
                        {"features": blob}).to_bytes()
 
@@ -236,8 +239,8 @@ class HospitalClient:
         if msg.kind != "infer-reply" or msg.round != round_ or msg.keyset_id != ctx.public_context().keyset_id.hex():
             raise ProtocolError(f"expected an infer-reply for round {round_} under this key set")
         with self._phase("decrypt"):
-            batch = he.EncryptedBatch.from_bytes(msg.blobs["logits"], ctx.public_context())
-            return ctx.decrypt(batch)
+            loader = he.CompactBatch if msg.meta.get("compact") else he.EncryptedBatch
+            return ctx.decrypt(loader.from_bytes(msg.blobs["logits"], ctx.public_context()))
 
     def release_logits(self, data: bytes, weights, round_: int = 0, *, max_sigma: float = 1e-3) -> np.ndarray:
         """Logits flooded for release to another party (e.g. a server collecting predictions).

@@ -7,7 +7,10 @@ from dataclasses import asdict, dataclass, field
 from ..he.flooding import FloodingPolicy
 from .privacy import DPConfig
 
-__all__ = ["FederatedConfig", "STRATEGIES"]
+__all__ = ["FederatedConfig", "STRATEGIES", "INFERENCE_LAYOUTS"]
+
+#: Layouts of he-cls: one of the three, or ``auto`` (chosen per request by its row count).
+INFERENCE_LAYOUTS = ("auto", "batch", "sample", "coefficient")
 
 #: Training strategies (names are the contract). ``he-cls`` is encrypted inference and runs for
 #: every trained head.
@@ -32,8 +35,12 @@ class FederatedConfig:
     aggregation_preset : CKKS preset of encrypted statistics and moments (released after
         decryption, so it needs the precision left after noise flooding: ``release``).
     update_preset : CKKS preset of encrypted FedAvg updates (``update``: N = 4096).
-    inference_preset, inference_layout : CKKS preset and slot layout of ``he-cls`` for linear
-        heads. ``mlp_inference_preset``: preset of ``he-cls`` for the ``mlp`` head (same layout).
+    inference_preset, inference_layout : CKKS preset and layout of ``he-cls`` for linear heads.
+        ``auto`` (default) picks per request (:func:`hevit.federated.server.inference_layout_for`):
+        the coefficient layout for small requests, the batch layout for large ones (the default
+        ``latency`` preset serves both without evaluation keys); ``batch``, ``sample`` or
+        ``coefficient`` force one. ``mlp_inference_preset``: preset of ``he-cls`` for the ``mlp``
+        head (``auto``: sample layout for small requests, batch for large ones).
     count_scale : updates and statistics are divided by it before encryption (default 1: the
         ``release`` preset's public row-norm bound of 2^24 holds sums over millions of rows);
         the flooding noise, in value units, is multiplied by it.
@@ -55,8 +62,8 @@ class FederatedConfig:
     standardize: bool = True
     aggregation_preset: str = "release"
     update_preset: str = "update"
-    inference_preset: str = "sample"
-    inference_layout: str = "sample"
+    inference_preset: str = "latency"
+    inference_layout: str = "auto"
     mlp_inference_preset: str = "mlp"
     count_scale: float = 1.0
     quorum: int | None = None
@@ -77,8 +84,10 @@ class FederatedConfig:
             raise ValueError(f"hidden must be >= 1, got {self.hidden}")
         if self.learning_rate is not None and not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
-        if self.inference_layout not in ("batch", "sample"):
-            raise ValueError(f"inference_layout must be 'batch' or 'sample', got {self.inference_layout!r}")
+        if self.inference_layout not in INFERENCE_LAYOUTS:
+            raise ValueError(f"inference_layout must be one of {INFERENCE_LAYOUTS}, got {self.inference_layout!r}")
+        if self.head == "mlp" and self.inference_layout == "coefficient":
+            raise ValueError("the mlp head squares slot values: use inference_layout 'auto', 'batch' or 'sample'")
 
     @property
     def step_size(self) -> float:

@@ -91,23 +91,29 @@ class FederationKeys:
     mlp_inference: he.SecretContext | None = None
 
     @classmethod
-    def generate(cls, *, aggregation_preset: str = "release", inference_preset: str = "sample",
-                 inference_layout: str = "sample", dim: int, classes: int,
+    def generate(cls, *, aggregation_preset: str = "release", inference_preset: str = "latency",
+                 inference_layout: str = "auto", dim: int, classes: int,
                  update_preset: str = "update", mlp_hidden: int | None = None,
                  mlp_inference_preset: str = "mlp") -> FederationKeys:
         """Fresh key sets; with ``mlp_hidden`` also the ``mlp_inference`` key set for a two-layer
-        head of that hidden size (same layout as ``inference_layout``)."""
+        head of that hidden size. ``inference_layout`` decides the evaluation keys: rotation keys
+        for ``sample`` only (``auto`` uses the keyless batch and coefficient layouts for linear
+        heads, and the sample layout's keys for the two-layer head's small requests)."""
         updates = he.SecretContext.generate(he.CkksParams.preset(update_preset))
         aggregation = he.SecretContext.generate(he.CkksParams.preset(aggregation_preset))
         # rows are L2-normalised on the client, so the public norm bound is 1: plans size their
         # weight scale from it (a bound of 64 would cost six bits of logit precision)
         params = he.CkksParams.preset(inference_preset, max_norm=1.0)
-        steps = he.LinearPlan.rotation_steps(params, in_dim=dim, out_dim=classes, layout=inference_layout)
+        if inference_layout in ("auto", "coefficient") and len(params.coeff_modulus_bits) - params.supports_rotations > 1:
+            raise ValueError(f"inference layout {inference_layout!r} uses the coefficient layout, which needs a preset "
+                             f"with one data prime ('latency' or 'batch'), not {inference_preset!r}")
+        linear_layout = "sample" if inference_layout == "sample" else "batch"  # batch/coefficient: no key
+        steps = he.LinearPlan.rotation_steps(params, in_dim=dim, out_dim=classes, layout=linear_layout)
         mlp = None
         if mlp_hidden is not None:
             mlp_params = he.CkksParams.preset(mlp_inference_preset, max_norm=1.0)
             keys = he.MlpPlan.evaluation_keys(mlp_params, in_dim=dim, hidden=mlp_hidden, out_dim=classes,
-                                              layout=inference_layout)
+                                              layout="batch" if inference_layout == "batch" else "sample")
             mlp = he.SecretContext.generate(mlp_params, **keys.as_kwargs())
         return cls(updates, aggregation, he.SecretContext.generate(params, rotation_steps=steps), mlp)
 

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,7 +26,26 @@ from .. import he
 from ..errors import HevitError, ProtocolError, QuorumError, SecretKeyRequiredError, SerializationError
 from .messages import Message
 
-__all__ = ["AggregationServer", "InferenceServer", "Rejection"]
+__all__ = ["AggregationServer", "InferenceServer", "Rejection", "inference_layout_for"]
+
+#: ``auto`` he-cls layout, linear heads: the coefficient layout costs about 1 ms per row at
+#: N = 4096 (one row per ciphertext); the batch layout's cost is fixed per group of N rows (about
+#: 0.5 s for 768 features: 768 ciphertexts encrypted and multiplied). Coefficient up to N / 8 rows.
+COEFFICIENT_ROWS_PER_N = 1 / 8
+#: ``auto`` he-cls layout, the two-layer head: the sample layout costs about 0.15 s per
+#: ciphertext of two rows (35 key switches at N = 8192), the batch layout about 3 s per group of
+#: N rows. Sample up to this many rows.
+MLP_SAMPLE_MAX_ROWS = 16
+
+
+def inference_layout_for(head_kind: str, rows: int, requested: str, poly_modulus_degree: int) -> str:
+    """The layout of one he-cls request: ``requested`` unless it is ``auto``, in which case the
+    cheaper one for ``rows`` rows (see the constants above for the measured costs)."""
+    if requested != "auto":
+        return requested
+    if head_kind == "mlp":
+        return "sample" if rows <= MLP_SAMPLE_MAX_ROWS else "batch"
+    return "coefficient" if rows <= poly_modulus_degree * COEFFICIENT_ROWS_PER_N else "batch"
 
 log = logging.getLogger(__name__)
 
@@ -288,9 +308,34 @@ class InferenceServer:
 
     def __init__(self, context: he.PublicContext, head, *, layout: str, clients=None) -> None:
         self.context = _public_only(context)
-        self.plan = head.compile_plan(self.context, layout=layout)
+        self.head = head
         self.layout = layout
         self.clients = None if clients is None else {str(c) for c in clients}
+        self._plans: dict[str, object] = {}
+        self._lock = threading.Lock()
+        if layout != "auto":
+            self.plan_for(layout)  # compile the forced layout's plan up front (fails early)
+
+    def accepts(self, layout: str) -> bool:
+        """True when a request in ``layout`` is served (``auto``: the layouts it may choose)."""
+        if self.layout != "auto":
+            return layout == self.layout
+        return layout in (("sample", "batch") if getattr(self.head, "kind", "linear") == "mlp"
+                          else ("coefficient", "batch"))
+
+    def plan_for(self, layout: str):
+        """The head's compiled plan for ``layout`` (compiled once, on first use)."""
+        with self._lock:
+            if layout not in self._plans:
+                self._plans[layout] = self.head.compile_plan(self.context, layout=layout)
+            return self._plans[layout]
+
+    @property
+    def plan(self):
+        """The plan of the forced layout (or the first one compiled under ``auto``)."""
+        if not self._plans:
+            raise ProtocolError("no plan compiled yet: the server has not served a request")
+        return next(iter(self._plans.values()))
 
     def handle(self, data: bytes, *, threads: int | None = None) -> bytes:
         msg = Message.from_bytes(data)
@@ -301,7 +346,12 @@ class InferenceServer:
         if msg.keyset_id != self.context.keyset_id.hex() or set(msg.blobs) != {"features"}:
             raise ProtocolError("infer-request under another key set or without a 'features' ciphertext")
         batch = he.EncryptedBatch.from_bytes(msg.blobs["features"], self.context, threads=threads)
-        if batch.layout != self.layout:
-            raise ProtocolError(f"features in the {batch.layout} layout, the plan is {self.layout}")
-        out = self.plan.apply(batch, threads=threads).to_bytes()
-        return Message("infer-reply", "he-cls", msg.round, "server", msg.keyset_id, {"logits": out}).to_bytes()
+        if not self.accepts(batch.layout):
+            raise ProtocolError(f"features in the {batch.layout} layout, this server serves {self.layout}")
+        out = self.plan_for(batch.layout).apply(batch, threads=threads)
+        if batch.layout == "coefficient":
+            # the key holder reads C coefficients per row: send the compact reply
+            return Message("infer-reply", "he-cls", msg.round, "server", msg.keyset_id,
+                           {"logits": out.compact(threads=threads).to_bytes()}, {"compact": True}).to_bytes()
+        return Message("infer-reply", "he-cls", msg.round, "server", msg.keyset_id,
+                       {"logits": out.to_bytes()}).to_bytes()

@@ -20,7 +20,7 @@ from .config import FederatedConfig
 from .keys import FederationKeys, ServerKeys
 from .models import LinearHead, initial_head, ridge_statistics_length
 from .privacy import epsilon as dp_epsilon
-from .server import AggregationServer, InferenceServer
+from .server import AggregationServer, InferenceServer, inference_layout_for
 
 __all__ = ["RoundRecord", "InferenceRecord", "MomentsRecord", "StrategyResult", "make_clients", "run_moments",
            "run_strategy", "run_inference"]
@@ -62,6 +62,8 @@ class InferenceRecord:
     bytes_down_per_image: float
     key_switches: int
     seconds: dict[str, float] = field(default_factory=dict)
+    #: rows served in each layout (``auto`` chooses per request)
+    rows_per_layout: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -233,7 +235,9 @@ def run_inference(head: LinearHead, clients: list[HospitalClient], server_keys: 
     context = server_keys.for_head(head)
     params = context.params
     server = InferenceServer(context, head, layout=layout, clients=[c.client_id for c in clients])
-    chunk = params.poly_modulus_degree if layout == "batch" else 256
+    # requests of up to one batch-layout group (auto picks the layout per request)
+    chunk = params.poly_modulus_degree if layout in ("batch", "auto") else 256
+    rows_per_layout: dict[str, int] = defaultdict(int)
     x_test = np.asarray(x_test, dtype=np.float64)
     plain = head.logits(clients[0].preprocess(x_test))  # rows, or token sequences for a ViTTail
     covered = np.sort(np.concatenate([np.asarray(p, dtype=np.int64) for p in test_parts]))
@@ -248,6 +252,7 @@ def run_inference(head: LinearHead, clients: list[HospitalClient], server_keys: 
         for start in range(0, len(part), chunk):
             idx = part[start : start + chunk]
             request = c.inference_request(x_test[idx], model=head)
+            rows_per_layout[inference_layout_for(head.kind, len(idx), layout, params.poly_modulus_degree)] += len(idx)
             t0 = time.perf_counter()
             reply = server.handle(request, threads=threads)
             seconds["infer"] += time.perf_counter() - t0
@@ -266,6 +271,7 @@ def run_inference(head: LinearHead, clients: list[HospitalClient], server_keys: 
         accuracy_plaintext=float(np.mean(plain.argmax(axis=1) == y_test)),
         agreement=float(np.mean(pred == plain.argmax(axis=1))),
         max_abs_logit_error=float(np.abs(logits - plain).max()),
-        bytes_up_per_image=up / n, bytes_down_per_image=down / n, key_switches=server.plan.key_switches,
-        seconds=dict(seconds),
+        bytes_up_per_image=up / n, bytes_down_per_image=down / n,
+        key_switches=max(server.plan_for(lay).key_switches for lay in rows_per_layout),
+        seconds=dict(seconds), rows_per_layout=dict(rows_per_layout),
     )

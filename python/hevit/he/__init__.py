@@ -14,7 +14,7 @@ True
 """
 
 from . import reference
-from .batch import EncryptedBatch
+from .batch import CompactBatch, EncryptedBatch
 from .context import PublicContext, SecretContext
 from .params import PRESETS, CkksParams, max_secure_coeff_modulus_bits
 from .mlp import EvaluationKeys, MlpPlan
@@ -26,6 +26,7 @@ __all__ = [
     "PublicContext",
     "SecretContext",
     "EncryptedBatch",
+    "CompactBatch",
     "LinearPlan",
     "MlpPlan",
     "EvaluationKeys",

@@ -8,7 +8,7 @@ from .. import _core
 from ..errors import SecretKeyRequiredError
 from ._arrays import as_bytes, resolve_threads
 
-__all__ = ["EncryptedBatch"]
+__all__ = ["EncryptedBatch", "CompactBatch"]
 
 
 class EncryptedBatch:
@@ -32,7 +32,7 @@ class EncryptedBatch:
 
     @property
     def layout(self) -> str:
-        """``"batch"`` or ``"sample"``."""
+        """``"batch"``, ``"sample"`` or ``"coefficient"``."""
         return self._core.layout
 
     @property
@@ -112,8 +112,61 @@ class EncryptedBatch:
     def __add__(self, other: EncryptedBatch) -> EncryptedBatch:
         return EncryptedBatch.sum([self, other])
 
+    def compact(self, *, threads: int | None = None) -> CompactBatch:
+        """The compact reply of a coefficient-layout batch (a plan's output): c1 whole and c0 at
+        the value coefficients only, switched to a power-of-two modulus sized from the scale
+        (about a quarter of the bytes of the full ciphertexts). Decrypt it with
+        ``SecretContext.decrypt``; it cannot be evaluated further.
+
+        Raises
+        ------
+        hevit.errors.LayoutError
+            The batch is not in the coefficient layout.
+        """
+        return CompactBatch(_core.CompactBatch.from_batch(self._core, resolve_threads(threads)))
+
     def __repr__(self) -> str:
         return f"EncryptedBatch(shape={self.shape}, layout={self.layout!r}, nbytes={self.nbytes})"
+
+
+class CompactBatch:
+    """A coefficient-layout reply reduced to what the key holder reads (see
+    :meth:`EncryptedBatch.compact`)."""
+
+    __slots__ = ("_core",)
+
+    #: the modulus switch keeps the rounding unit at most 2^-PRECISION_BITS of a value
+    PRECISION_BITS = _core.CompactBatch.PRECISION_BITS
+
+    def __init__(self, core: _core.CompactBatch) -> None:
+        if not isinstance(core, _core.CompactBatch):
+            raise TypeError("CompactBatch objects come from EncryptedBatch.compact() or from_bytes()")
+        self._core = core
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self._core.rows, self._core.cols)
+
+    @property
+    def bits(self) -> int:
+        """Bits per value of the power-of-two modulus it was switched to."""
+        return self._core.bits
+
+    def to_bytes(self) -> bytes:
+        return self._core.to_bytes()
+
+    @classmethod
+    def from_bytes(cls, data, context) -> CompactBatch:
+        """Loads bytes made under ``context``'s key set (validating sizes before allocating).
+
+        Raises
+        ------
+        hevit.errors.SerializationError, hevit.errors.ContextMismatchError
+        """
+        return cls(_core.CompactBatch.from_bytes(as_bytes(data, what="data"), _public_core(context)))
+
+    def __repr__(self) -> str:
+        return f"CompactBatch(shape={self.shape}, bits={self.bits})"
 
 
 def _server_core(context, what: str) -> _core.PublicContext:

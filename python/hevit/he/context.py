@@ -17,7 +17,7 @@ import numpy as np
 from .. import _core
 from ..errors import SecretKeyRequiredError
 from ._arrays import as_bytes, as_matrix, check_layout, resolve_threads
-from .batch import EncryptedBatch
+from .batch import CompactBatch, EncryptedBatch
 from .params import CkksParams
 
 __all__ = ["PublicContext", "SecretContext"]
@@ -173,13 +173,16 @@ class SecretContext:
         arr = as_matrix(x, name="x")
         return EncryptedBatch(self._core.encrypt(arr, check_layout(layout), resolve_threads(threads)))
 
-    def decrypt(self, batch: EncryptedBatch, *, threads: int | None = None) -> np.ndarray:
-        """Decrypts to a float64 array of the batch's logical shape.
+    def decrypt(self, batch: EncryptedBatch | CompactBatch, *, threads: int | None = None) -> np.ndarray:
+        """Decrypts to a float64 array of the batch's logical shape (an EncryptedBatch, or the
+        CompactBatch reply of a coefficient-layout plan).
 
         The values are exact CKKS decryptions and must stay with the key holder (IND-CPA-D).
         """
+        if isinstance(batch, CompactBatch):
+            return self._core.decrypt_compact(batch._core, resolve_threads(threads))
         if not isinstance(batch, EncryptedBatch):
-            raise TypeError(f"batch must be an EncryptedBatch, got {type(batch).__name__}")
+            raise TypeError(f"batch must be an EncryptedBatch or a CompactBatch, got {type(batch).__name__}")
         return self._core.decrypt(batch._core, resolve_threads(threads))
 
     def to_bytes(self) -> bytes:

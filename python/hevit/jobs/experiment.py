@@ -106,20 +106,23 @@ class ExperimentReport:
 
     def latency_table(self) -> str:
         lines = [
-            "| strategy | " + " | ".join(f"{p} s" for p in PHASES) + " | he-cls ms/image | he-cls up B/image |",
-            "|---|" + "---|" * (len(PHASES) + 2),
+            "| strategy | " + " | ".join(f"{p} s" for p in PHASES)
+            + " | he-cls ms/image | he-cls up B/image | he-cls down B/image | he-cls layout (rows) |",
+            "|---|" + "---|" * (len(PHASES) + 4),
         ]
         for s in self.strategies:
             sec = _phase_seconds(s, self.features)
             inf = s["inference"]
             per_image = 1e3 * sum(inf["seconds"].values()) / inf["rows"]
+            layouts = ", ".join(f"{k} ({v})" for k, v in inf.get("rows_per_layout", {}).items()) or inf["layout"]
             lines.append(
-                f"| {s['strategy']} | " + " | ".join(f"{sec[p]:.3f}" for p in PHASES)
-                + f" | {per_image:.2f} | {inf['bytes_up_per_image']:,.0f} |"
+                f"| {_label(s)} | " + " | ".join(f"{sec[p]:.3f}" for p in PHASES)
+                + f" | {per_image:.2f} | {inf['bytes_up_per_image']:,.0f} | {inf['bytes_down_per_image']:,.0f} "
+                f"| {layouts} |"
             )
         lines.append(
             "| paper | " + " | ".join("-" for _ in PHASES)
-            + f" | {self.paper['encrypted_inference_ms_per_image']:.1f} | - |"
+            + f" | {self.paper['encrypted_inference_ms_per_image']:.1f} | - | - | - |"
         )
         return "\n".join(lines)
 

@@ -1,0 +1,74 @@
+// Copyright (c) hevit developers. MIT license.
+#pragma once
+
+#include "hevit/encrypted_batch.h"
+#include "hevit/public_context.h"
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace hevit
+{
+    /**
+    A coefficient-layout batch reduced to what its key holder needs to read its values: per
+    ciphertext, c1 whole and c0 only at the coefficients that hold values (c * period + period - 1),
+    both switched from the prime q to the modulus 2^bits. Decryption (SecretContext) computes
+    c0 + c1 s at those coefficients only, mod 2^bits.
+
+    bits is chosen from the batch's scale: the switch adds a rounding error of about
+    sqrt(N / 3) / 2 units of q / 2^bits to each value, so bits = ceil(log2(q / scale)) +
+    compact_precision_bits keeps it near 2^-compact_precision_bits * 2^4 in value units (about 1e-6).
+    It is derived from the ciphertext by public operations only, so it reveals nothing the full
+    ciphertext does not. It cannot be evaluated further: it is a reply, not an input.
+    */
+    class CompactBatch
+    {
+    public:
+        /** Extra bits kept below the value scale when switching modulus. */
+        static constexpr int compact_precision_bits = 24;
+
+        /**
+        Reduces a coefficient-layout batch (one data prime).
+
+        @throws LayoutError for another layout or level
+        */
+        static CompactBatch from_batch(const EncryptedBatch &batch, int threads);
+
+        const std::shared_ptr<const PublicContext> &context() const noexcept { return context_; }
+        std::size_t rows() const noexcept { return rows_; }
+        std::size_t cols() const noexcept { return cols_; }
+        std::size_t period() const noexcept { return period_; }
+        int bits() const noexcept { return bits_; }
+        /** Value of one unit of the modulus 2^bits: q / 2^bits / scale. */
+        double unit() const noexcept { return unit_; }
+        double norm_bound() const noexcept { return norm_bound_; }
+        /** c0 at the value coefficients: rows x cols, each < 2^bits. */
+        const std::vector<std::uint64_t> &c0() const noexcept { return c0_; }
+        /** c1 in coefficient form: rows x N, each < 2^bits. */
+        const std::vector<std::uint64_t> &c1() const noexcept { return c1_; }
+
+        /** Serialized form (kind CompactBatch), bit-packed to bits per value. */
+        std::string to_bytes() const;
+
+        /**
+        Loads bytes made under context's key set.
+
+        @throws SerializationError for malformed bytes, ContextMismatchError for another key set
+        */
+        static CompactBatch from_bytes(std::string_view bytes, std::shared_ptr<const PublicContext> context);
+
+    private:
+        CompactBatch() = default;
+
+        std::shared_ptr<const PublicContext> context_;
+        std::size_t rows_ = 0;
+        std::size_t cols_ = 0;
+        std::size_t period_ = 0;
+        int bits_ = 0;
+        double unit_ = 0.0;
+        double norm_bound_ = 0.0;
+        std::vector<std::uint64_t> c0_;
+        std::vector<std::uint64_t> c1_;
+    };
+} // namespace hevit

@@ -1,0 +1,156 @@
+// Copyright (c) hevit developers. MIT license.
+#include "hevit/compact_batch.h"
+#include "hevit/errors.h"
+#include "hevit/parallel.h"
+#include "seal/util/ntt.h"
+#include <algorithm>
+#include <cmath>
+
+namespace hevit
+{
+    namespace
+    {
+        /** Most rows one compact batch may hold (bounds memory from one serialized header). */
+        constexpr std::size_t max_compact_rows = std::size_t(1) << 16;
+        /** rows, cols, period (3 x u64), bits (u32), unit, norm bound (2 x f64) */
+        constexpr std::size_t compact_metadata_size = 3 * 8 + 4 + 2 * 8;
+        constexpr int min_bits = 8;
+
+        const seal::SEALContext::ContextData &one_prime_level(const PublicContext &context)
+        {
+            const auto cd = context.seal_context().get_context_data(context.data_parms_id());
+            if (cd->parms().coeff_modulus().size() != 1)
+            {
+                throw LayoutError("compact batches need one data prime (the coefficient layout's parameters)");
+            }
+            return *cd;
+        }
+
+        /** round(c 2^bits / q) mod 2^bits */
+        std::uint64_t switch_modulus(std::uint64_t c, std::uint64_t q, int bits) noexcept
+        {
+            const unsigned __int128 scaled = (static_cast<unsigned __int128>(c) << bits) + (q >> 1);
+            return static_cast<std::uint64_t>(scaled / q) & ((std::uint64_t(1) << bits) - 1);
+        }
+    } // namespace
+
+    CompactBatch CompactBatch::from_batch(const EncryptedBatch &batch, int threads)
+    {
+        if (batch.layout() != Layout::coefficient)
+        {
+            throw LayoutError("only coefficient-layout batches have a compact form");
+        }
+        const auto &cd = one_prime_level(*batch.context());
+        if (batch.prime_count() != 1)
+        {
+            throw LayoutError("compact batches are made at the one data prime of the coefficient layout");
+        }
+        const std::size_t n = cd.parms().poly_modulus_degree();
+        const std::uint64_t q = cd.parms().coeff_modulus().front().value();
+        const double q_bits = std::log2(static_cast<double>(q));
+        const int max_bits = static_cast<int>(std::floor(q_bits));
+        const int bits = std::clamp(
+            static_cast<int>(std::ceil(q_bits - std::log2(batch.scale()))) + compact_precision_bits, min_bits, max_bits);
+
+        CompactBatch out;
+        out.context_ = batch.context();
+        out.rows_ = batch.rows();
+        out.cols_ = batch.cols();
+        out.period_ = batch.period();
+        out.bits_ = bits;
+        out.unit_ = std::ldexp(static_cast<double>(q), -bits) / batch.scale();
+        out.norm_bound_ = batch.norm_bound();
+        out.c0_.resize(out.rows_ * out.cols_);
+        out.c1_.resize(out.rows_ * n);
+        const auto &cts = batch.ciphertexts();
+        const auto *tables = cd.small_ntt_tables();
+        parallel_for(cts.size(), threads, [&](std::size_t m) {
+            std::vector<std::uint64_t> poly(cts[m].data(0), cts[m].data(0) + n);
+            seal::util::inverse_ntt_negacyclic_harvey(poly.data(), tables[0]);
+            for (std::size_t c = 0; c < out.cols_; c++)
+            {
+                out.c0_[m * out.cols_ + c] = switch_modulus(poly[c * out.period_ + out.period_ - 1], q, bits);
+            }
+            std::copy(cts[m].data(1), cts[m].data(1) + n, poly.begin());
+            seal::util::inverse_ntt_negacyclic_harvey(poly.data(), tables[0]);
+            for (std::size_t i = 0; i < n; i++)
+            {
+                out.c1_[m * n + i] = switch_modulus(poly[i], q, bits);
+            }
+        });
+        return out;
+    }
+
+    std::string CompactBatch::to_bytes() const
+    {
+        const std::size_t n = context_->params().poly_modulus_degree;
+        ByteWriter w;
+        w.u64(rows_);
+        w.u64(cols_);
+        w.u64(period_);
+        w.u32(static_cast<std::uint32_t>(bits_));
+        w.f64(unit_);
+        w.f64(norm_bound_);
+        std::string packed(packed_size(c0_.size(), bits_) + packed_size(rows_ * n, bits_), '\0');
+        auto *p = reinterpret_cast<std::uint8_t *>(packed.data());
+        pack_bits(c0_.data(), c0_.size(), bits_, p);
+        pack_bits(c1_.data(), c1_.size(), bits_, p + packed_size(c0_.size(), bits_));
+        w.raw(packed.data(), packed.size());
+        WireHeader header{ ObjectKind::compact_batch, context_->params_fingerprint(), context_->keyset_id() };
+        return wrap_payload(header, w.str());
+    }
+
+    CompactBatch CompactBatch::from_bytes(std::string_view bytes, std::shared_ptr<const PublicContext> context)
+    {
+        WireHeader header;
+        const std::string_view payload = unwrap_payload(bytes, ObjectKind::compact_batch, header);
+        if (header.params_fingerprint != context->params_fingerprint() || header.keyset_id != context->keyset_id())
+        {
+            throw ContextMismatchError("this CompactBatch was made under another key set than the given context");
+        }
+        const auto &cd = one_prime_level(*context);
+        const std::size_t n = cd.parms().poly_modulus_degree();
+        const double q_bits = std::log2(static_cast<double>(cd.parms().coeff_modulus().front().value()));
+        ByteReader r(payload);
+        if (payload.size() < compact_metadata_size)
+        {
+            throw SerializationError("malformed CompactBatch: truncated metadata");
+        }
+        CompactBatch out;
+        out.context_ = std::move(context);
+        const std::uint64_t rows = r.u64();
+        const std::uint64_t cols = r.u64();
+        const std::uint64_t period = r.u64();
+        const std::uint32_t bits = r.u32();
+        out.unit_ = r.f64();
+        out.norm_bound_ = r.f64();
+        const bool shape_ok = rows >= 1 && rows <= max_compact_rows && cols >= 1 && period >= 1 && period <= n &&
+                              cols <= n / period;
+        const bool bits_ok = bits >= static_cast<std::uint32_t>(min_bits) && bits <= static_cast<std::uint32_t>(q_bits);
+        if (!shape_ok || !bits_ok || !std::isfinite(out.unit_) || !(out.unit_ > 0) || !std::isfinite(out.norm_bound_) ||
+            !(out.norm_bound_ >= 0))
+        {
+            throw SerializationError("malformed CompactBatch: impossible shape, modulus or scale for this context");
+        }
+        out.rows_ = rows;
+        out.cols_ = cols;
+        out.period_ = period;
+        out.bits_ = static_cast<int>(bits);
+        const std::size_t c0_bytes = packed_size(rows * cols, out.bits_);
+        const std::size_t c1_bytes = packed_size(rows * n, out.bits_);
+        if (r.remaining() != c0_bytes + c1_bytes)
+        {
+            throw SerializationError("malformed CompactBatch: payload size does not match its shape");
+        }
+        const auto *p = reinterpret_cast<const std::uint8_t *>(r.raw(c0_bytes + c1_bytes).data());
+        out.c0_.resize(rows * cols);
+        out.c1_.resize(rows * n);
+        const std::uint64_t bound = std::uint64_t(1) << out.bits_;
+        if (!unpack_bits(p, out.c0_.size(), out.bits_, bound, out.c0_.data()) ||
+            !unpack_bits(p + c0_bytes, out.c1_.size(), out.bits_, bound, out.c1_.data()))
+        {
+            throw SerializationError("malformed CompactBatch: a value is out of range");
+        }
+        return out;
+    }
+} // namespace hevit
