@@ -136,7 +136,7 @@ def assert_server_saw_only_ciphertexts(root: Path, keys, strategy: str, result: 
         data = path.read_bytes()
         msg = Message.from_bytes(data)
         assert msg.blobs and all(isinstance(b, bytes) for b in msg.blobs.values())  # ciphertexts only
-        ctx = keys.for_strategy(strategy).public_context()
+        ctx = keys.updates.public_context() if strategy == "he-fedavg" else keys.aggregation.public_context()
         assert msg.keyset_id == ctx.keyset_id.hex()
         he.EncryptedBatch.from_bytes(next(iter(msg.blobs.values())), ctx)
         assert not any(c in data for c in chunks)
