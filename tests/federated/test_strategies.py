@@ -226,3 +226,28 @@ def test_differential_privacy_noise_and_epsilon(federation):
     ridge = run_strategy("he-ridge", federation.clients(config), federation.server_keys, xt, yt, config,
                          progress=False)
     assert ridge.epsilon == pytest.approx(result.epsilon)  # one Gaussian release each
+
+
+def test_released_logits_only_through_the_path_with_a_derived_noise_bound(federation):
+    """release_logits floods batch-layout replies of a linear head; a coefficient-layout
+    (compact) reply has no established bound and is refused."""
+    from hevit.errors import ProtocolError
+    from hevit.federated import FederationKeys, InferenceServer
+
+    xt = federation.x[federation.test][:8]
+    head = LinearHead(np.random.default_rng(0).standard_normal((CLASSES, DIM)) * 0.1, np.zeros(CLASSES))
+    for layout, preset in (("batch", "release"), ("coefficient", "latency")):
+        keys = FederationKeys.generate(inference_preset=preset, inference_layout=layout, dim=DIM, classes=CLASSES)
+        config = FederatedConfig(inference_preset=preset, inference_layout=layout)
+        client = make_clients(federation.x[federation.train], federation.y[federation.train], federation.parts[:1],
+                              classes=CLASSES, keys=keys, config=config)[0]
+        server = InferenceServer(keys.server_keys().inference, head, layout=layout)
+        reply = server.handle(client.inference_request(xt, model=head))
+        if layout == "batch":
+            exact = client.read_logits(reply, model=head)
+            released = client.release_logits(reply, head.weights)
+            assert released.shape == exact.shape and not np.array_equal(released, exact)
+            assert np.abs(released - exact).max() < 1e-2
+        else:
+            with pytest.raises(ProtocolError, match="no flooding bound is established for coefficient"):
+                client.release_logits(reply, head.weights)

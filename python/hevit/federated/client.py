@@ -246,8 +246,18 @@ class HospitalClient:
         """Logits flooded for release to another party (e.g. a server collecting predictions).
 
         Raises ParameterError when the inference parameters leave too little precision for the
-        flooding the policy demands (use the ``release`` preset with the batch layout).
+        flooding the policy demands (use the ``release`` preset with the batch layout), and
+        ProtocolError for replies of another layout: the noise bound used to size the flooding is
+        derived for batch-layout linear plans only (rotations, the coefficient layout's product
+        and the two-layer head have other noise), so those are never released.
         """
+        msg = Message.from_bytes(data)
+        layout = "coefficient" if msg.meta.get("compact") else None
+        if layout is None and "logits" in msg.blobs:
+            layout = he.EncryptedBatch.from_bytes(msg.blobs["logits"], self._keys().inference.public_context()).layout
+        if layout != "batch":
+            raise ProtocolError(f"no flooding bound is established for {layout} replies: only batch-layout logits of a "
+                                "linear head are released (run he-cls with inference_layout='batch')")
         logits = self.read_logits(data, round_)
         bound = linear_noise_norm_bound(self._keys().inference.params, weights, len(logits))
         return flood(logits, bound, self.config.flooding, max_sigma=max_sigma, rng=self.flooding_rng)
