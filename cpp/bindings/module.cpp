@@ -8,6 +8,8 @@
 #include "hevit/compact_batch.h"
 #include "hevit/linear_plan.h"
 #include "hevit/mlp_plan.h"
+#include "hevit/prng.h"
+#include <cstring>
 #include "hevit/params.h"
 #include "hevit/public_context.h"
 #include "hevit/secret_context.h"
@@ -318,6 +320,58 @@ PYBIND11_MODULE(_core, m)
         },
         py::arg("context"), py::arg("x"), py::arg("layout"), py::arg("index"));
     inspection.def("first_prime", &Inspection::first_prime, py::arg("context"));
+    inspection.def(
+        "chacha20_block",
+        [](const py::bytes &key, std::uint32_t n0, std::uint32_t n1, std::uint32_t n2, std::uint32_t counter) {
+            const std::string_view k = view_of(key);
+            if (k.size() != 32)
+            {
+                throw std::invalid_argument("key must be 32 bytes");
+            }
+            ChaCha20Stream::Key key_bytes{};
+            std::copy(k.begin(), k.end(), key_bytes.begin());
+            std::string out(64, '\0');
+            ChaCha20Stream::block(key_bytes, { n0, n1, n2 }, counter, reinterpret_cast<std::uint8_t *>(out.data()));
+            return py::bytes(out);
+        },
+        py::arg("key"), py::arg("n0"), py::arg("n1"), py::arg("n2"), py::arg("counter"));
+    inspection.def(
+        "seed_expansion",
+        [](std::shared_ptr<PublicContext> context, const py::bytes &seed) {
+            const std::string_view sv = view_of(seed);
+            if (sv.size() != sizeof(seal::prng_seed_type))
+            {
+                throw std::invalid_argument("seed must be 64 bytes");
+            }
+            seal::prng_seed_type seed_words{};
+            std::memcpy(seed_words.data(), sv.data(), sv.size());
+            const auto cd = context->seal_context().first_context_data();
+            std::vector<std::uint64_t> out(cd->parms().poly_modulus_degree() * cd->parms().coeff_modulus().size());
+            ChaCha20Stream stream(detail::seed_key(seed_words), 1);
+            detail::sample_uniform(stream, cd->parms(), out.data());
+            return out;
+        },
+        py::arg("context"), py::arg("seed"));
+    inspection.def(
+        "noise_sample",
+        [](std::shared_ptr<PublicContext> context, std::size_t polys) {
+            const auto cd = context->seal_context().first_context_data();
+            const std::size_t n = cd->parms().poly_modulus_degree();
+            std::vector<std::int64_t> out;
+            ChaCha20Stream stream(detail::fresh_key(), 0);
+            std::vector<std::uint64_t> noise(n * cd->parms().coeff_modulus().size());
+            const std::uint64_t q = cd->parms().coeff_modulus().front().value();
+            for (std::size_t p = 0; p < polys; p++)
+            {
+                detail::sample_noise(stream, cd->parms(), noise.data());
+                for (std::size_t i = 0; i < n; i++)
+                {
+                    out.push_back(noise[i] > q / 2 ? -static_cast<std::int64_t>(q - noise[i]) : static_cast<std::int64_t>(noise[i]));
+                }
+            }
+            return out;
+        },
+        py::arg("context"), py::arg("polys"));
 
     py::class_<CompactBatch, std::shared_ptr<CompactBatch>>(m, "CompactBatch")
         .def_static(

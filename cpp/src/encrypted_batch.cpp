@@ -2,6 +2,7 @@
 #include "hevit/encrypted_batch.h"
 #include "hevit/errors.h"
 #include "hevit/parallel.h"
+#include "hevit/prng.h"
 #include "seal/util/polyarithsmallmod.h"
 #include "seal/util/rlwe.h"
 #include <atomic>
@@ -211,8 +212,8 @@ namespace hevit
         void expand_seed(const seal::SEALContext &context, const seal::prng_seed_type &seed, seal::Ciphertext &ct)
         {
             auto cd = context.get_context_data(ct.parms_id());
-            auto prng = seal::Blake2xbPRNGFactory().create(seed);
-            seal::util::sample_poly_uniform(prng, cd->parms(), ct.data(1));
+            ChaCha20Stream stream(seed_key(seed), 1);
+            sample_uniform(stream, cd->parms(), ct.data(1));
         }
 
         void expand_seeds(
@@ -230,8 +231,8 @@ namespace hevit
             std::vector<std::uint64_t> term(n * primes.size());
             for (std::size_t j = 1; j < count; j++)
             {
-                auto prng = seal::Blake2xbPRNGFactory().create(seeds[j]);
-                seal::util::sample_poly_uniform(prng, parms, term.data());
+                ChaCha20Stream stream(seed_key(seeds[j]), 1);
+                sample_uniform(stream, parms, term.data());
                 for (std::size_t l = 0; l < primes.size(); l++)
                 {
                     seal::util::add_poly_coeffmod(term.data() + l * n, ct.data(1) + l * n, n, primes[l], ct.data(1) + l * n);

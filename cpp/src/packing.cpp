@@ -78,14 +78,23 @@ namespace hevit
                 return;
             }
             const auto cd = context.seal_context().get_context_data(context.data_parms_id());
+            const std::size_t n = cd->parms().poly_modulus_degree();
+            destination.parms_id() = seal::parms_id_zero;
+            destination.resize(n);
+            encode_coefficients(context, values + index * cols, cols, period, destination.data());
+            seal::util::ntt_negacyclic_harvey(destination.data(), cd->small_ntt_tables()[0]);
+            destination.parms_id() = cd->parms_id();
+            destination.scale() = context.scale();
+        }
+
+        void encode_coefficients(
+            const PublicContext &context, const double *row, std::size_t cols, std::size_t period, std::uint64_t *coeffs)
+        {
+            const auto cd = context.seal_context().get_context_data(context.data_parms_id());
             const seal::Modulus &q = cd->parms().coeff_modulus().front();
             const std::size_t n = cd->parms().poly_modulus_degree();
             const double scale = context.scale();
-            destination.parms_id() = seal::parms_id_zero;
-            destination.resize(n);
-            std::uint64_t *coeffs = destination.data();
             std::fill(coeffs, coeffs + n, 0);
-            const double *row = values + index * cols;
             for (std::size_t c = 0; c < cols; c++)
             {
                 // |value * scale| <= max_norm * scale, which validate_params keeps below q / 4
@@ -93,9 +102,6 @@ namespace hevit
                 const std::uint64_t magnitude = static_cast<std::uint64_t>(v < 0 ? -v : v) % q.value();
                 coeffs[c * period + period - 1] = v < 0 && magnitude ? q.value() - magnitude : magnitude;
             }
-            seal::util::ntt_negacyclic_harvey(coeffs, cd->small_ntt_tables()[0]);
-            destination.parms_id() = cd->parms_id();
-            destination.scale() = scale;
         }
 
         void decode_coefficients(

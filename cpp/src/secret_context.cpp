@@ -2,55 +2,72 @@
 #include "hevit/secret_context.h"
 #include "hevit/errors.h"
 #include "hevit/parallel.h"
+#include "hevit/prng.h"
 #include "seal/util/ntt.h"
 #include "seal/util/polyarithsmallmod.h"
 #include "seal/util/rlwe.h"
 #include <algorithm>
+#include <random>
 
 namespace hevit
 {
     namespace
     {
         /**
-        Symmetric CKKS encryption of an NTT-form plaintext whose c1 comes from a fresh public seed,
-        so that only c0 and the seed need to travel. This mirrors SEAL's encrypt_zero_symmetric
-        (same samplers, same seed expansion) but hands the seed back to us instead of hiding it
-        inside SEAL's own serialization.
+        Symmetric CKKS encryption whose c1 comes from a fresh public seed, so that only c0 and the
+        seed need to travel: c0 = -(c1 s) + NTT(m + e). The seed (64 bytes from the OS) is expanded
+        by ChaCha20 (detail::expand_seed, the same expansion the server runs); the noise comes
+        from a ChaCha20 stream keyed by fresh OS entropy. plain holds limb after limb either the
+        message in coefficient form (plain_is_ntt false: the noise is added first and one forward
+        NTT serves both) or, from the CKKS encoder, in NTT form (the noise gets its own NTT).
         */
         void encrypt_seeded(
-            const seal::SEALContext &context, const seal::SecretKey &secret_key, const seal::Plaintext &plain,
-            seal::Ciphertext &destination, seal::prng_seed_type &seed)
+            const seal::SEALContext &context, const seal::SecretKey &secret_key, const std::uint64_t *plain,
+            bool plain_is_ntt, const seal::parms_id_type &parms_id, double scale, seal::Ciphertext &destination,
+            seal::prng_seed_type &seed)
         {
             using namespace seal::util;
-            const auto cd = context.get_context_data(plain.parms_id());
+            const auto cd = context.get_context_data(parms_id);
             const auto &parms = cd->parms();
             const auto &primes = parms.coeff_modulus();
             const std::size_t n = parms.poly_modulus_degree();
             const std::size_t k = primes.size();
             const auto *ntt_tables = cd->small_ntt_tables();
 
-            destination.resize(context, plain.parms_id(), 2);
+            destination.resize(context, parms_id, 2);
             destination.is_ntt_form() = true;
-            destination.scale() = plain.scale();
+            destination.scale() = scale;
 
-            // The bootstrap generator is seeded from the OS; it draws the public seed and the noise.
-            auto bootstrap = parms.random_generator()->create();
-            bootstrap->generate(seal::prng_seed_byte_count, reinterpret_cast<seal::seal_byte *>(seed.data()));
+            std::random_device device; // getrandom(2) on Linux
+            for (auto &word : seed)
+            {
+                word = (static_cast<std::uint64_t>(device()) << 32) | device();
+            }
             detail::expand_seed(context, seed, destination);
 
+            ChaCha20Stream noise_stream(detail::fresh_key(), 0);
             std::vector<std::uint64_t> noise(n * k);
-            sample_poly_cbd(bootstrap, parms, noise.data());
+            detail::sample_noise(noise_stream, parms, noise.data());
             std::uint64_t *c0 = destination.data(0);
             const std::uint64_t *c1 = destination.data(1);
             const std::uint64_t *s = secret_key.data().data();
             for (std::size_t i = 0; i < k; i++)
             {
-                // c0 = -(c1 * s + e) + m, all in NTT form
+                std::uint64_t *e = noise.data() + i * n;
+                if (plain_is_ntt)
+                {
+                    ntt_negacyclic_harvey(e, ntt_tables[i]);
+                    add_poly_coeffmod(e, plain + i * n, n, primes[i], e);
+                }
+                else
+                {
+                    add_poly_coeffmod(e, plain + i * n, n, primes[i], e);
+                    ntt_negacyclic_harvey(e, ntt_tables[i]);
+                }
+                // c0 = -(c1 * s) + (m + e), all in NTT form
                 dyadic_product_coeffmod(s + i * n, c1 + i * n, n, primes[i], c0 + i * n);
-                ntt_negacyclic_harvey(noise.data() + i * n, ntt_tables[i]);
-                add_poly_coeffmod(noise.data() + i * n, c0 + i * n, n, primes[i], c0 + i * n);
                 negate_poly_coeffmod(c0 + i * n, n, primes[i], c0 + i * n);
-                add_poly_coeffmod(c0 + i * n, plain.data() + i * n, n, primes[i], c0 + i * n);
+                add_poly_coeffmod(c0 + i * n, e, n, primes[i], c0 + i * n);
             }
             std::fill(noise.begin(), noise.end(), 0);
         }
@@ -135,9 +152,21 @@ namespace hevit
         std::vector<seal::Ciphertext> cts(count);
         std::vector<seal::prng_seed_type> seeds(count);
         parallel_for(count, threads, [&](std::size_t i) {
+            if (layout == Layout::coefficient)
+            {
+                // message coefficients and noise share one forward NTT
+                std::vector<std::uint64_t> coeffs(context.params().poly_modulus_degree);
+                detail::encode_coefficients(context, values + i * cols, cols, period, coeffs.data());
+                encrypt_seeded(
+                    context.seal_context(), secret_key_, coeffs.data(), false, context.data_parms_id(), context.scale(),
+                    cts[i], seeds[i]);
+                std::fill(coeffs.begin(), coeffs.end(), 0);
+                return;
+            }
             seal::Plaintext pt;
             detail::encode_plain(context, values, rows, cols, layout, period, i, pt);
-            encrypt_seeded(context.seal_context(), secret_key_, pt, cts[i], seeds[i]);
+            encrypt_seeded(
+                context.seal_context(), secret_key_, pt.data(), true, pt.parms_id(), pt.scale(), cts[i], seeds[i]);
         });
         return EncryptedBatch(
             public_, layout, rows, cols, period, context.params().max_norm, std::move(cts), std::move(seeds));

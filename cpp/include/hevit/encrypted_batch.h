@@ -114,6 +114,11 @@ namespace hevit
             const PublicContext &context, const double *values, std::size_t rows, std::size_t cols, Layout layout,
             std::size_t period, std::size_t index, seal::Plaintext &destination);
 
+        /** Coefficient layout: one row as rounded integers at coefficients c * period + period - 1
+        (n coefficients, coefficient form, one data prime). */
+        void encode_coefficients(
+            const PublicContext &context, const double *row, std::size_t cols, std::size_t period, std::uint64_t *coeffs);
+
         /**
         Coefficient layout: reads value c of the row of a decrypted (NTT-form, one-prime) plaintext
         from coefficient c * period + period - 1 and divides by the plaintext's scale.
