@@ -447,7 +447,8 @@ namespace hevit
             period_ok = period == 0;
             break;
         case Layout::sample:
-            period_ok = period >= next_pow2(cols) && period <= n / 2 && (period & (period - 1)) == 0;
+            // cols first: a declared column count near 2^64 has no power of two above it
+            period_ok = cols_ok && period >= next_pow2(cols) && period <= n / 2 && (period & (period - 1)) == 0;
             break;
         case Layout::coefficient:
             // value c sits at coefficient c * period + period - 1 < N

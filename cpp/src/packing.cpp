@@ -42,6 +42,11 @@ namespace hevit
 
     std::size_t next_pow2(std::size_t value) noexcept
     {
+        constexpr std::size_t largest = ~(~std::size_t(0) >> 1); // 2^63 on 64-bit
+        if (value > largest)
+        {
+            return 0; // no power of two fits: callers bound value first (0 never passes their checks)
+        }
         std::size_t p = 1;
         while (p < value)
         {

@@ -154,3 +154,14 @@ def test_out_of_range_rotation_step_in_a_context_is_refused(samples):
     payload[first_step : first_step + 4] = struct.pack("<i", 1 << 20)
     with pytest.raises(HevitError, match="rotation step 1048576 out of range"):
         load(with_checksum(blob[:HEADER] + bytes(payload)))
+
+
+def test_huge_declared_column_count_is_refused_at_once(samples):
+    """Regression (found by this fuzz): a sample-layout batch declaring ~2^63 columns made the
+    period check loop forever computing the next power of two."""
+    blob, load = samples["batch_sample"]
+    mutated = bytearray(blob)
+    cols_at = HEADER + 4 + 4 + 8  # layout, seeded, 2 reserved (u8), prime count (u32), rows (u64)
+    mutated[cols_at : cols_at + 8] = (0xAC00000000000014).to_bytes(8, "little")
+    with pytest.raises(HevitError, match="impossible shape"):
+        load(with_checksum(bytes(mutated)))

@@ -40,7 +40,7 @@ namespace hevit
     /** Parses "batch", "sample" or "coefficient"; throws LayoutError otherwise. */
     Layout parse_layout(const std::string &name);
 
-    /** Smallest power of two >= value (value >= 1). */
+    /** Smallest power of two >= value (value >= 1); 0 when value exceeds the largest one. */
     std::size_t next_pow2(std::size_t value) noexcept;
 
     /** Number of ciphertexts a (rows x cols) matrix needs in layout at ring degree n. */
