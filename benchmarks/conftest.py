@@ -24,7 +24,7 @@ IN_DIM = 768
 OUT_DIM = 3
 #: (layout, preset) pairs compared: the batch layout, two sample-layout presets, and the
 #: coefficient layout (one data prime, no evaluation key)
-SETUPS = (("batch", "batch"), ("sample", "latency"), ("sample", "sample"), ("coefficient", "batch"))
+SETUPS = (("batch", "batch"), ("sample", "latency"), ("sample", "sample"), ("coefficient", "latency"))
 
 
 @dataclass

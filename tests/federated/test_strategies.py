@@ -137,12 +137,7 @@ def test_he_cls_auto_layout_serves_small_requests_in_the_coefficient_layout(fede
     assert record.agreement == 1.0 and record.key_switches == 0
     plan = he.LinearPlan.compile(keys.server_keys().inference, head.weights, head.bias, layout="coefficient")
     tol = he.reference.linear_tolerance(keys.inference.params, head.weights, normalize_rows(xt), plan)
-    # the compact reply adds its modulus-switch rounding, in units of at most
-    # 2^-PRECISION_BITS: 1/2 from c0 plus sum_j e_j s_j over ~2N/3 nonzero key coefficients with
-    # e_j uniform in [-1/2, 1/2] (std sqrt(N / 18)), taken at 4 sigmas
-    n = keys.inference.params.poly_modulus_degree
-    compact = (0.5 + 4.0 * np.sqrt(n / 18)) * 2.0**-he.CompactBatch.PRECISION_BITS
-    assert record.max_abs_logit_error <= tol + compact
+    assert record.max_abs_logit_error <= tol + he.reference.compact_tolerance(keys.inference.params)
     assert record.bytes_down_per_image < 16_384
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "linear_tolerance",
     "mlp",
     "mlp_tolerance",
+    "compact_tolerance",
 ]
 
 #: Standard deviations an error may reach in a test. Tests compare up to a few million values;
@@ -219,3 +220,14 @@ def mlp_tolerance(params: CkksParams, w1: np.ndarray, b1: np.ndarray, w2: np.nda
     # scale, weighted by at most sum_u |w2_ku|
     output = (ks + 3.0 * rescale) / scale * float(np.max(np.sum(np.abs(w2), axis=1)))
     return float(np.max(dsq_det @ np.abs(w2).T)) + quant2 + SIGMAS * math.hypot(std_y, output)
+
+
+def compact_tolerance(params: CkksParams) -> float:
+    """Extra max abs error of a compact reply (``EncryptedBatch.compact``) on top of the
+    ciphertext's own: the switch to 2^bits rounds c0 (1/2 unit) and every coefficient of c1, which
+    meet about 2N/3 nonzero ternary key coefficients (std sqrt(N / 18) units, taken at SIGMAS);
+    a unit is at most 2^-PRECISION_BITS in value units."""
+    from .batch import CompactBatch
+
+    n = params.poly_modulus_degree
+    return (0.5 + SIGMAS * math.sqrt(n / 18.0)) * 2.0 ** -CompactBatch.PRECISION_BITS
