@@ -122,3 +122,36 @@ def test_hostile_response_bytes_are_refused(coefficient_keys, rng):
     other = he.SecretContext.generate(he.CkksParams.preset("batch", max_norm=1.0))
     with pytest.raises(HevitError):
         other.decrypt(he.EncryptedBatch.from_bytes(reply, other.public_context()))
+
+
+def test_hostile_compact_reply_bytes_are_refused(coefficient_keys, rng):
+    """The compact reply's own loader: truncation, a wrong kind, impossible bits or shapes,
+    another key set, and an EncryptedBatch where a CompactBatch is expected."""
+    sk = coefficient_keys["latency"]
+    pub = he.PublicContext.from_bytes(sk.public_context().to_bytes())
+    w, b = random_layer(rng, 3, 768)
+    full = he.LinearPlan.compile(pub, w, b, layout="coefficient").apply(
+        sk.encrypt(rows_with_norm(rng, 2, 768, 1.0), layout="coefficient"))
+    compact = full.compact().to_bytes()
+    np.testing.assert_allclose(sk.decrypt(he.CompactBatch.from_bytes(compact, pub)), sk.decrypt(full),
+                               atol=he.reference.compact_tolerance(sk.params), rtol=0)
+    for cut in (10, 64, 100, len(compact) - 1):
+        with pytest.raises(SerializationError):
+            he.CompactBatch.from_bytes(compact[:cut], pub)
+    with pytest.raises(SerializationError, match="wrong object kind"):
+        he.CompactBatch.from_bytes(full.to_bytes(), pub)
+    with pytest.raises(SerializationError, match="wrong object kind"):
+        he.EncryptedBatch.from_bytes(compact, pub)
+    header = 64
+    # payload: rows, cols, period (u64 each), bits (u32), unit, norm bound (f64 each)
+    for offset, size, value in ((header, 8, 0), (header, 8, 2**40), (header + 8, 8, 10**6), (header + 16, 8, 0),
+                                (header + 24, 4, 3), (header + 24, 4, 63)):
+        tampered = bytearray(compact)
+        tampered[offset : offset + size] = int(value).to_bytes(size, "little")
+        with pytest.raises(SerializationError):
+            he.CompactBatch.from_bytes(_with_checksum(bytes(tampered)), pub)
+    other = he.SecretContext.generate(he.CkksParams.preset("latency", max_norm=1.0))
+    with pytest.raises(HevitError):
+        he.CompactBatch.from_bytes(compact, other.public_context())
+    with pytest.raises(LayoutError, match="only coefficient-layout"):
+        sk.encrypt(rows_with_norm(rng, 2, 8, 1.0), layout="batch").compact()
