@@ -205,7 +205,6 @@ namespace hevit
         }
         const auto cd = public_->seal_context().get_context_data(public_->data_parms_id());
         const std::size_t n = cd->parms().poly_modulus_degree();
-        const seal::Modulus &q = cd->parms().coeff_modulus().front();
         // the ternary secret key in coefficient form (its first residue, inverse NTT)
         std::vector<std::uint64_t> s_residue(secret_key_.data().data(), secret_key_.data().data() + n);
         seal::util::inverse_ntt_negacyclic_harvey(s_residue.data(), cd->small_ntt_tables()[0]);
@@ -242,7 +241,6 @@ namespace hevit
             }
         });
         std::fill(s.begin(), s.end(), 0);
-        (void)q;
     }
 
     std::string SecretContext::to_bytes() const
