@@ -35,20 +35,22 @@ namespace hevit
         SampleShape sample_shape(std::size_t slots, std::size_t in_dim, std::size_t out_dim, bool fewest_key_switches)
         {
             SampleShape shape{};
-            if (in_dim > slots || out_dim > slots)
-            {
-                throw LayoutError(
-                    "a " + std::to_string(out_dim) + " x " + std::to_string(in_dim) + " layer does not fit the " +
-                    std::to_string(slots) + " slots of the sample layout; use the batch layout or a larger "
-                    "poly_modulus_degree");
-            }
             shape.padded_out = next_pow2(out_dim);
             shape.period = std::max(next_pow2(in_dim), shape.padded_out);
-            if (shape.period > slots)
+            // next_pow2 is 0 for widths beyond the largest power of two: those never fit either
+            if (shape.padded_out == 0 || next_pow2(in_dim) == 0 || shape.period > slots)
             {
                 std::ostringstream out;
-                out << "a " << out_dim << " x " << in_dim << " layer needs " << shape.period
-                    << " slots in the sample layout but these parameters have " << slots
+                out << "a " << out_dim << " x " << in_dim << " layer needs ";
+                if (shape.padded_out == 0 || next_pow2(in_dim) == 0)
+                {
+                    out << "more than 2^63";
+                }
+                else
+                {
+                    out << shape.period;
+                }
+                out << " slots in the sample layout but these parameters have " << slots
                     << "; use the batch layout or a larger poly_modulus_degree";
                 throw LayoutError(out.str());
             }
