@@ -358,7 +358,8 @@ PYBIND11_MODULE(_core, m)
             const auto cd = context->seal_context().first_context_data();
             const std::size_t n = cd->parms().poly_modulus_degree();
             std::vector<std::int64_t> out;
-            ChaCha20Stream stream(detail::fresh_key(), 0);
+            std::random_device device;
+            ChaCha20Stream stream(detail::fresh_key(device), 0);
             std::vector<std::uint64_t> noise(n * cd->parms().coeff_modulus().size());
             const std::uint64_t q = cd->parms().coeff_modulus().front().value();
             for (std::size_t p = 0; p < polys; p++)

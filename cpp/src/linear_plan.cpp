@@ -1,6 +1,7 @@
 // Copyright (c) hevit developers. MIT license.
 #include "hevit/linear_plan.h"
 #include "hevit/errors.h"
+#include "hevit/modular.h"
 #include "hevit/parallel.h"
 #include "seal/util/ntt.h"
 #include "seal/util/uintarithsmallmod.h"
@@ -36,13 +37,15 @@ namespace hevit
         {
             SampleShape shape{};
             shape.padded_out = next_pow2(out_dim);
-            shape.period = std::max(next_pow2(in_dim), shape.padded_out);
+            const std::size_t padded_in = next_pow2(in_dim);
+            shape.period = std::max(padded_in, shape.padded_out);
             // next_pow2 is 0 for widths beyond the largest power of two: those never fit either
-            if (shape.padded_out == 0 || next_pow2(in_dim) == 0 || shape.period > slots)
+            const bool beyond = shape.padded_out == 0 || padded_in == 0;
+            if (beyond || shape.period > slots)
             {
                 std::ostringstream out;
                 out << "a " << out_dim << " x " << in_dim << " layer needs ";
-                if (shape.padded_out == 0 || next_pow2(in_dim) == 0)
+                if (beyond)
                 {
                     out << "more than 2^63";
                 }
@@ -81,15 +84,6 @@ namespace hevit
             return shape;
         }
 
-        double log2_modulus(const seal::SEALContext::ContextData &cd)
-        {
-            double bits = 0.0;
-            for (const auto &q : cd.parms().coeff_modulus())
-            {
-                bits += std::log2(static_cast<double>(q.value()));
-            }
-            return bits;
-        }
     } // namespace
 
     std::vector<int> LinearPlan::rotation_steps(
@@ -212,7 +206,7 @@ namespace hevit
         const double scale_log = std::log2(input_.scale);
         const double bound_log = std::log2(std::max(max_abs_output_, 1.0));
         // Results (complex slots up to sqrt(2) * bound) must stay below a quarter of the modulus.
-        const double capacity = log2_modulus(*cd) - 2.5 - scale_log - bound_log;
+        const double capacity = detail::log2_modulus(*cd) - 2.5 - scale_log - bound_log;
         double max_w = 0.0;
         for (std::size_t i = 0; i < out_dim_ * in_dim_; i++)
         {
@@ -305,7 +299,7 @@ namespace hevit
         {
             // a stage keeps its result unrescaled when rescaling would not leave the headroom
             const double after = std::log2(scale) + bound_log + 2.5;
-            rescale_ = after <= log2_modulus(*cd->next_context_data());
+            rescale_ = after <= detail::log2_modulus(*cd->next_context_data());
         }
         if (rescale_)
         {
@@ -316,19 +310,19 @@ namespace hevit
             const auto next = cd->next_context_data();
             output_parms_id_ = next->parms_id();
             weight_scale_bits_ = std::log2(weight_scale);
-            if (std::log2(output_scale_) + bound_log + 2.5 > log2_modulus(*next))
+            if (std::log2(output_scale_) + bound_log + 2.5 > detail::log2_modulus(*next))
             {
                 std::ostringstream out;
                 out << "this layer does not fit the modulus: outputs can reach " << max_abs_output_
                     << " (||w_k|| * input_norm_bound + |b_k|) but after rescaling only "
-                    << std::floor(log2_modulus(*next) - std::log2(output_scale_) - 2.5)
+                    << std::floor(detail::log2_modulus(*next) - std::log2(output_scale_) - 2.5)
                     << " bits of headroom remain; use the 'precise' preset, or a smaller max_norm / input_norm_bound";
                 throw ParameterError(out.str());
             }
         }
         else
         {
-            const double e = std::floor(std::min(60.0, log2_modulus(*cd) - 2.5 - std::log2(scale) - bound_log));
+            const double e = std::floor(std::min(60.0, detail::log2_modulus(*cd) - 2.5 - std::log2(scale) - bound_log));
             if (e < 8)
             {
                 throw ParameterError(

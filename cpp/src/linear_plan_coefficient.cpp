@@ -2,6 +2,7 @@
 // The coefficient-layout kernel of LinearPlan: compile and apply.
 #include "hevit/errors.h"
 #include "hevit/linear_plan.h"
+#include "hevit/modular.h"
 #include "hevit/parallel.h"
 #include "seal/util/ntt.h"
 #include "seal/util/polyarithsmallmod.h"
@@ -18,13 +19,6 @@ namespace hevit
         constexpr double coefficient_headroom_bits = 2.0;
         /** Fewest weight-scale bits a layer may get before it is refused. */
         constexpr double min_weight_scale_bits = 8.0;
-
-        std::uint64_t to_residue(double value, const seal::Modulus &q)
-        {
-            const std::int64_t v = std::llround(value);
-            const std::uint64_t magnitude = static_cast<std::uint64_t>(v < 0 ? -v : v) % q.value();
-            return v < 0 && magnitude ? q.value() - magnitude : magnitude;
-        }
     } // namespace
 
     void LinearPlan::compile_coefficient(const double *weights, const double *bias)
@@ -76,11 +70,11 @@ namespace hevit
             for (std::size_t i = 0; i < in_dim_; i++)
             {
                 // row k reversed: coefficient k D + i holds w_{k, D-1-i}
-                weight_poly_ntt_[k * in_dim_ + i] = to_residue(weights[k * in_dim_ + (in_dim_ - 1 - i)] * weight_scale, q);
+                weight_poly_ntt_[k * in_dim_ + i] = detail::to_residue(weights[k * in_dim_ + (in_dim_ - 1 - i)] * weight_scale, q);
             }
             if (bias)
             {
-                bias_poly_ntt_[k * in_dim_ + in_dim_ - 1] = to_residue(bias[k] * output_scale_, q);
+                bias_poly_ntt_[k * in_dim_ + in_dim_ - 1] = detail::to_residue(bias[k] * output_scale_, q);
             }
         }
         seal::util::ntt_negacyclic_harvey(weight_poly_ntt_.data(), cd->small_ntt_tables()[0]);

@@ -1,6 +1,7 @@
 // Copyright (c) hevit developers. MIT license.
 #include "hevit/mlp_plan.h"
 #include "hevit/errors.h"
+#include "hevit/modular.h"
 #include "hevit/parallel.h"
 #include "seal/util/ntt.h"
 #include <algorithm>
@@ -18,15 +19,6 @@ namespace hevit
         slots reach sqrt(2) times the bound, and decoding needs |value| < q / 4. */
         constexpr double headroom_bits = 2.5;
 
-        double log2_modulus(const seal::SEALContext::ContextData &cd)
-        {
-            double bits = 0.0;
-            for (const auto &q : cd.parms().coeff_modulus())
-            {
-                bits += std::log2(static_cast<double>(q.value()));
-            }
-            return bits;
-        }
 
         double last_prime(const seal::SEALContext::ContextData &cd)
         {
@@ -171,7 +163,7 @@ namespace hevit
         const double square_scale = hidden_scale * hidden_scale;
         const double square_bits =
             std::log2(square_scale) + std::log2(std::max(8.0 * hidden_bound_ * hidden_bound_, 1.0));
-        if (square_bits + headroom_bits > log2_modulus(*square_cd))
+        if (square_bits + headroom_bits > detail::log2_modulus(*square_cd))
         {
             std::ostringstream out;
             out << "the squares of the hidden units do not fit the modulus: |W1 x + b1| can reach " << hidden_bound_
@@ -202,7 +194,6 @@ namespace hevit
         PlanInput second_input;
         second_input.parms_id = t_cd->parms_id();
         second_input.scale = square_scale / last_prime(*square_cd);
-        second_input.period = first_->output_period();
         second_input.allow_unrescaled = true;
         second_input.fewest_key_switches = true;
         const std::size_t second_in = layout == Layout::sample ? first_->output_period() : hidden;

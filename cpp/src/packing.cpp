@@ -2,6 +2,7 @@
 #include "hevit/packing.h"
 #include "hevit/encrypted_batch.h"
 #include "hevit/errors.h"
+#include "hevit/modular.h"
 #include "seal/util/ntt.h"
 #include <cmath>
 #include "hevit/errors.h"
@@ -103,9 +104,7 @@ namespace hevit
             for (std::size_t c = 0; c < cols; c++)
             {
                 // |value * scale| <= max_norm * scale, which validate_params keeps below q / 4
-                const std::int64_t v = std::llround(row[c] * scale);
-                const std::uint64_t magnitude = static_cast<std::uint64_t>(v < 0 ? -v : v) % q.value();
-                coeffs[c * period + period - 1] = v < 0 && magnitude ? q.value() - magnitude : magnitude;
+                coeffs[c * period + period - 1] = to_residue(row[c] * scale, q);
             }
         }
 

@@ -4,7 +4,6 @@
 #include "seal/util/blake2.h"
 #include "seal/util/uintarithsmallmod.h"
 #include <cstring>
-#include <random>
 
 namespace hevit
 {
@@ -150,10 +149,9 @@ namespace hevit
             return key;
         }
 
-        ChaCha20Stream::Key fresh_key()
+        ChaCha20Stream::Key fresh_key(std::random_device &device)
         {
             ChaCha20Stream::Key key{};
-            std::random_device device; // getrandom(2) on Linux
             for (std::size_t i = 0; i < key.size(); i += 4)
             {
                 const std::uint32_t word = device();

@@ -38,14 +38,14 @@ namespace hevit
             destination.is_ntt_form() = true;
             destination.scale() = scale;
 
-            std::random_device device; // getrandom(2) on Linux
+            std::random_device device; // getrandom(2) on Linux: the public seed and the noise key
             for (auto &word : seed)
             {
                 word = (static_cast<std::uint64_t>(device()) << 32) | device();
             }
             detail::expand_seed(context, seed, destination);
 
-            ChaCha20Stream noise_stream(detail::fresh_key(), 0);
+            ChaCha20Stream noise_stream(detail::fresh_key(device), 0);
             std::vector<std::uint64_t> noise(n * k);
             detail::sample_noise(noise_stream, parms, noise.data());
             std::uint64_t *c0 = destination.data(0);
@@ -80,6 +80,21 @@ namespace hevit
         {
             throw SerializationError("secret key is not valid for these parameters");
         }
+        const auto cd = public_->seal_context().key_context_data();
+        const std::size_t n = cd->parms().poly_modulus_degree();
+        std::vector<std::uint64_t> residue(secret_key_.data().data(), secret_key_.data().data() + n);
+        seal::util::inverse_ntt_negacyclic_harvey(residue.data(), cd->small_ntt_tables()[0]);
+        secret_coefficients_.resize(n);
+        for (std::size_t i = 0; i < n; i++)
+        {
+            secret_coefficients_[i] = residue[i] == 0 ? 0 : (residue[i] == 1 ? 1 : -1);
+        }
+        std::fill(residue.begin(), residue.end(), 0);
+    }
+
+    SecretContext::~SecretContext()
+    {
+        std::fill(secret_coefficients_.begin(), secret_coefficients_.end(), 0);
     }
 
     std::shared_ptr<SecretContext> SecretContext::generate(const CkksParams &params, const std::vector<int> &rotation_steps)
@@ -203,17 +218,8 @@ namespace hevit
             throw ContextMismatchError(
                 "this CompactBatch was made under another key set; it cannot be decrypted with this key");
         }
-        const auto cd = public_->seal_context().get_context_data(public_->data_parms_id());
-        const std::size_t n = cd->parms().poly_modulus_degree();
-        // the ternary secret key in coefficient form (its first residue, inverse NTT)
-        std::vector<std::uint64_t> s_residue(secret_key_.data().data(), secret_key_.data().data() + n);
-        seal::util::inverse_ntt_negacyclic_harvey(s_residue.data(), cd->small_ntt_tables()[0]);
-        std::vector<std::int8_t> s(n);
-        for (std::size_t i = 0; i < n; i++)
-        {
-            s[i] = s_residue[i] == 0 ? 0 : (s_residue[i] == 1 ? 1 : -1);
-        }
-        std::fill(s_residue.begin(), s_residue.end(), 0);
+        const std::size_t n = public_->params().poly_modulus_degree;
+        const std::vector<std::int8_t> &s = secret_coefficients_;
         const int bits = batch.bits();
         const std::uint64_t mask = (std::uint64_t(1) << bits) - 1;
         const std::uint64_t half = std::uint64_t(1) << (bits - 1);
@@ -240,7 +246,6 @@ namespace hevit
                 out[m * cols + c] = value * batch.unit();
             }
         });
-        std::fill(s.begin(), s.end(), 0);
     }
 
     std::string SecretContext::to_bytes() const

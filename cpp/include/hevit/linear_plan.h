@@ -19,8 +19,6 @@ namespace hevit
         seal::parms_id_type parms_id{};
         /** Scale of the input ciphertexts. */
         double scale = 0.0;
-        /** Sample layout: slot period of each input row (a power of two). */
-        std::size_t period = 0;
         /** Batch layout: largest weight scale (bits) to use, 0 for no cap (a stage that rescales
         its output by the last prime wants weights at about that prime's size). */
         int max_weight_scale_bits = 0;

@@ -5,6 +5,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <random>
 
 namespace hevit
 {
@@ -44,7 +45,7 @@ namespace hevit
         ChaCha20Stream::Key seed_key(const seal::prng_seed_type &seed) noexcept;
 
         /** A key from the operating system's entropy (for encryption noise). */
-        ChaCha20Stream::Key fresh_key();
+        ChaCha20Stream::Key fresh_key(std::random_device &device);
 
         /**
         Uniform residues mod each prime of the level, n per prime, written limb after limb:

@@ -65,9 +65,15 @@ namespace hevit
         static std::shared_ptr<SecretContext> from_bytes(std::string_view bytes);
 
         SecretContext(std::shared_ptr<const PublicContext> public_context, seal::SecretKey secret_key);
+        ~SecretContext();
+        SecretContext(const SecretContext &) = delete;
+        SecretContext &operator=(const SecretContext &) = delete;
 
     private:
         std::shared_ptr<const PublicContext> public_;
         seal::SecretKey secret_key_;
+        /** The ternary secret key in coefficient form (from its first residue), for decrypting
+        compact replies coefficient by coefficient; computed once, zeroed on destruction. */
+        std::vector<std::int8_t> secret_coefficients_;
     };
 } // namespace hevit

@@ -18,12 +18,12 @@ import numpy as np
 from .. import he
 from ..errors import ProtocolError
 from ..he.flooding import flood, sum_noise_norm_bound, linear_noise_norm_bound
-from .config import FederatedConfig
+from .config import FederatedConfig, inference_layout_for
 from .keys import FederationKeys
 from .messages import Message
 from .models import LinearHead, normalize_rows, ridge_statistics, ridge_statistics_length, solve_ridge
 from .privacy import RIDGE_RECORD_SENSITIVITY, clip_to_norm, noise_share
-from .server import inference_layout_for
+
 from .vectors import decrypt_vector, encrypt_vector
 
 __all__ = ["HospitalClient", "fedavg_vector_length"]
@@ -235,12 +235,18 @@ class HospitalClient:
     def read_logits(self, data: bytes, round_: int = 0, *, model=None) -> np.ndarray:
         """Exact logits for this hospital's own use: they must not leave it (see :meth:`release_logits`)."""
         ctx = self._inference_keys(model)
+        reply = self._load_reply(data, round_, ctx)
+        with self._phase("decrypt"):
+            return ctx.decrypt(reply)
+
+    def _load_reply(self, data: bytes, round_: int, ctx: he.SecretContext) -> he.EncryptedBatch | he.CompactBatch:
+        """The logits of an infer-reply (a CompactBatch for the coefficient layout)."""
         msg = Message.from_bytes(data)
         if msg.kind != "infer-reply" or msg.round != round_ or msg.keyset_id != ctx.public_context().keyset_id.hex():
             raise ProtocolError(f"expected an infer-reply for round {round_} under this key set")
+        loader = he.CompactBatch if msg.meta.get("compact") else he.EncryptedBatch
         with self._phase("decrypt"):
-            loader = he.CompactBatch if msg.meta.get("compact") else he.EncryptedBatch
-            return ctx.decrypt(loader.from_bytes(msg.blobs["logits"], ctx.public_context()))
+            return loader.from_bytes(msg.blobs["logits"], ctx.public_context())
 
     def release_logits(self, data: bytes, weights, round_: int = 0, *, max_sigma: float = 1e-3) -> np.ndarray:
         """Logits flooded for release to another party (e.g. a server collecting predictions).
@@ -251,15 +257,15 @@ class HospitalClient:
         derived for batch-layout linear plans only (rotations, the coefficient layout's product
         and the two-layer head have other noise), so those are never released.
         """
-        msg = Message.from_bytes(data)
-        layout = "coefficient" if msg.meta.get("compact") else None
-        if layout is None and "logits" in msg.blobs:
-            layout = he.EncryptedBatch.from_bytes(msg.blobs["logits"], self._keys().inference.public_context()).layout
+        ctx = self._keys().inference
+        reply = self._load_reply(data, round_, ctx)
+        layout = "coefficient" if isinstance(reply, he.CompactBatch) else reply.layout
         if layout != "batch":
             raise ProtocolError(f"no flooding bound is established for {layout} replies: only batch-layout logits of a "
                                 "linear head are released (run he-cls with inference_layout='batch')")
-        logits = self.read_logits(data, round_)
-        bound = linear_noise_norm_bound(self._keys().inference.params, weights, len(logits))
+        with self._phase("decrypt"):
+            logits = ctx.decrypt(reply)
+        bound = linear_noise_norm_bound(ctx.params, weights, len(logits))
         return flood(logits, bound, self.config.flooding, max_sigma=max_sigma, rng=self.flooding_rng)
 
     # ------------------------------------------------------------------ helpers

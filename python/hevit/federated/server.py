@@ -26,26 +26,8 @@ from .. import he
 from ..errors import HevitError, ProtocolError, QuorumError, SecretKeyRequiredError, SerializationError
 from .messages import Message
 
-__all__ = ["AggregationServer", "InferenceServer", "Rejection", "inference_layout_for"]
+__all__ = ["AggregationServer", "InferenceServer", "Rejection"]
 
-#: ``auto`` he-cls layout, linear heads: the coefficient layout costs about 1 ms per row at
-#: N = 4096 (one row per ciphertext); the batch layout's cost is fixed per group of N rows (about
-#: 0.5 s for 768 features: 768 ciphertexts encrypted and multiplied). Coefficient up to N / 8 rows.
-COEFFICIENT_ROWS_PER_N = 1 / 8
-#: ``auto`` he-cls layout, the two-layer head: the sample layout costs about 0.15 s per
-#: ciphertext of two rows (35 key switches at N = 8192), the batch layout about 3 s per group of
-#: N rows. Sample up to this many rows.
-MLP_SAMPLE_MAX_ROWS = 16
-
-
-def inference_layout_for(head_kind: str, rows: int, requested: str, poly_modulus_degree: int) -> str:
-    """The layout of one he-cls request: ``requested`` unless it is ``auto``, in which case the
-    cheaper one for ``rows`` rows (see the constants above for the measured costs)."""
-    if requested != "auto":
-        return requested
-    if head_kind == "mlp":
-        return "sample" if rows <= MLP_SAMPLE_MAX_ROWS else "batch"
-    return "coefficient" if rows <= poly_modulus_degree * COEFFICIENT_ROWS_PER_N else "batch"
 
 log = logging.getLogger(__name__)
 

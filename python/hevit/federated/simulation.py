@@ -16,11 +16,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .client import HospitalClient, fedavg_vector_length
-from .config import FederatedConfig
+from .config import FederatedConfig, inference_layout_for
 from .keys import FederationKeys, ServerKeys
 from .models import LinearHead, initial_head, ridge_statistics_length
 from .privacy import epsilon as dp_epsilon
-from .server import AggregationServer, InferenceServer, inference_layout_for
+from .server import AggregationServer, InferenceServer
 
 __all__ = ["RoundRecord", "InferenceRecord", "MomentsRecord", "StrategyResult", "make_clients", "run_moments",
            "run_strategy", "run_inference"]
