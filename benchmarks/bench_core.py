@@ -10,8 +10,8 @@ from hevit import he
 
 from .conftest import IN_DIM, Row, make_features
 
-CASES = [(preset, "batch", b) for preset in ("batch", "sample", "precise") for b in (1, 4096)] + [
-    (preset, "sample", b) for preset in ("latency", "sample", "precise") for b in (1, 64)
+CASES = [(preset, "batch", b) for preset in ("throughput", "single-row", "precise") for b in (1, 4096)] + [
+    (preset, "sample", b) for preset in ("latency", "single-row", "precise") for b in (1, 64)
 ]
 
 
@@ -29,9 +29,12 @@ def test_encrypt_serialize(benchmark, key_holders, registry, preset, layout, bat
     sk = key_holders[preset]
     rows = _rows(sk.params, layout, batch)
     x = make_features(rows)
-    blob = benchmark.pedantic(lambda: sk.encrypt(x, layout=layout).to_bytes(), rounds=5 if rows < 100 else 2)
-    benchmark.extra_info.update(preset=preset, layout=layout, batch=rows, bytes_per_sample=len(blob) / rows,
-                                dim=IN_DIM)
+    blob = benchmark.pedantic(
+        lambda: sk.encrypt(x, layout=layout).to_bytes(), rounds=5 if rows < 100 else 2
+    )
+    benchmark.extra_info.update(
+        preset=preset, layout=layout, batch=rows, bytes_per_sample=len(blob) / rows, dim=IN_DIM
+    )
     registry.add(Row(f"encrypt {preset}/{layout}", "core", rows, benchmark, len(blob) / rows))
 
 
@@ -41,6 +44,8 @@ def test_deserialize_decrypt(benchmark, key_holders, registry, preset, layout, b
     rows = _rows(sk.params, layout, batch)
     blob = sk.encrypt(make_features(rows), layout=layout).to_bytes()
     pub = sk.public_context()
-    benchmark.pedantic(lambda: sk.decrypt(he.EncryptedBatch.from_bytes(blob, pub)), rounds=5 if rows < 100 else 2)
+    benchmark.pedantic(
+        lambda: sk.decrypt(he.EncryptedBatch.from_bytes(blob, pub)), rounds=5 if rows < 100 else 2
+    )
     benchmark.extra_info.update(preset=preset, layout=layout, batch=rows)
     registry.add(Row(f"decrypt {preset}/{layout}", "core", rows, benchmark))

@@ -17,11 +17,12 @@ BATCH = 16
 @pytest.fixture(scope="module")
 def feature_models(tmp_path_factory):
     torch = pytest.importorskip("torch")
+    from tests.helpers import require_lc25000
+
     from hevit.data import ImageFolder
     from hevit.features import ClsExtractor, preprocess_images
     from hevit.features.export import export_onnx, quantize_int8
     from hevit.features.vit import DEFAULT_VIT, PAPER_VIT, ClsTokenModel, build_model
-    from tests.helpers import require_lc25000
 
     torch.set_num_threads(len(__import__("os").sched_getaffinity(0)))
     folder = ImageFolder(require_lc25000())
@@ -61,11 +62,15 @@ def test_extraction_throughput(benchmark, feature_models, registry, name, engine
     assert out.shape == (BATCH, 768)
     if engine == "int8":
         ref = m["fp32"].run(x)
-        cos = np.sum(out * ref, axis=1) / (np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1))
+        cos = np.sum(out * ref, axis=1) / (
+            np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1)
+        )
         benchmark.extra_info["cls_cosine_to_fp32_min"] = float(cos.min())
         benchmark.extra_info["cls_cosine_to_fp32_mean"] = float(cos.mean())
     benchmark.extra_info.update(model=name, engine=engine, batch=BATCH)
-    registry.add(Row(f"{name} {engine}", "features", BATCH, benchmark, extra=dict(benchmark.extra_info)))
+    registry.add(
+        Row(f"{name} {engine}", "features", BATCH, benchmark, extra=dict(benchmark.extra_info))
+    )
 
 
 #: Token options of the pretrained ViT-Ti, per image: final [CLS]; [CLS] of blocks 7, 9, 11, 12;
@@ -75,12 +80,13 @@ TOKEN_OPTIONS = [("cls", 1), ("cls:7,9,11,12", 1), ("cls:7,9,11,12", 8)]
 
 @pytest.fixture(scope="module")
 def vit_tiny_extractors(tmp_path_factory):
+    from tests.features.test_features import SHARED_VIT_TI
+    from tests.helpers import require_lc25000
+
     from hevit.data import ImageFolder
     from hevit.features import ClsExtractor, preprocess_images
     from hevit.features.export import export_onnx
     from hevit.features.vit import TokenSpec, ViTSpec, build_model
-    from tests.features.test_features import SHARED_VIT_TI
-    from tests.helpers import require_lc25000
 
     if not SHARED_VIT_TI.is_file():
         pytest.skip(f"shared pretrained ViT-Ti missing at {SHARED_VIT_TI}")
@@ -92,8 +98,10 @@ def vit_tiny_extractors(tmp_path_factory):
     out = {}
     for tokens, tta in TOKEN_OPTIONS:
         exported = export_onnx(model, spec, info, tokens=TokenSpec.parse(tokens), cache_dir=cache)
-        out[(tokens, tta)] = (ClsExtractor(exported, providers="cpu", tta=tta),
-                              preprocess_images(images, exported.preprocess_config))
+        out[(tokens, tta)] = (
+            ClsExtractor(exported, providers="cpu", tta=tta),
+            preprocess_images(images, exported.preprocess_config),
+        )
     return out
 
 
@@ -102,6 +110,19 @@ def test_token_option_cost(benchmark, vit_tiny_extractors, registry, tokens, tta
     extractor, x = vit_tiny_extractors[(tokens, tta)]
     out = benchmark.pedantic(lambda: extractor.run(x), rounds=3, iterations=1)
     assert out.shape == (BATCH, extractor.exported.cls_dim)
-    benchmark.extra_info.update(model="vit_tiny_patch16_224 (pretrained)", tokens=tokens, tta=tta, batch=BATCH,
-                                dim=extractor.exported.cls_dim)
-    registry.add(Row(f"vit_tiny {tokens} tta{tta}", "features", BATCH, benchmark, extra=dict(benchmark.extra_info)))
+    benchmark.extra_info.update(
+        model="vit_tiny_patch16_224 (pretrained)",
+        tokens=tokens,
+        tta=tta,
+        batch=BATCH,
+        dim=extractor.exported.cls_dim,
+    )
+    registry.add(
+        Row(
+            f"vit_tiny {tokens} tta{tta}",
+            "features",
+            BATCH,
+            benchmark,
+            extra=dict(benchmark.extra_info),
+        )
+    )

@@ -50,19 +50,28 @@ def test_hevit_round(benchmark, registry, key_sets, what):
 
     def round_trip():
         uploads = [encrypt_vector(sk, v).to_bytes() for v in vectors]
-        total = he.EncryptedBatch.sum([he.EncryptedBatch.from_bytes(u, server) for u in uploads]).to_bytes()
+        total = he.EncryptedBatch.sum(
+            [he.EncryptedBatch.from_bytes(u, server) for u in uploads]
+        ).to_bytes()
         released = []
         for _ in range(CLIENTS):
-            exact = decrypt_vector(sk, he.EncryptedBatch.from_bytes(total, sk.public_context()), len(vectors[0]))
-            released.append(flood(exact, sum_noise_norm_bound(sk.params, len(exact), CLIENTS), policy))
+            exact = decrypt_vector(
+                sk, he.EncryptedBatch.from_bytes(total, sk.public_context()), len(vectors[0])
+            )
+            released.append(
+                flood(exact, sum_noise_norm_bound(sk.params, len(exact), CLIENTS), policy)
+            )
         sizes.update(up=len(uploads[0]), down=len(total))
         return released
 
-    released = benchmark.pedantic(round_trip, rounds=3 if what == "head update" else 1, iterations=1)
+    released = benchmark.pedantic(
+        round_trip, rounds=3 if what == "head update" else 1, iterations=1
+    )
     expected = sum(vectors)
     sigma = policy.sigma(sum_noise_norm_bound(sk.params, len(expected), CLIENTS))
-    assert np.abs(released[0] - expected).max() <= he.reference.sum_tolerance(sk.params, CLIENTS) + \
-        he.reference.SIGMAS * sigma + policy.grid(sigma)
+    assert np.abs(released[0] - expected).max() <= he.reference.sum_tolerance(
+        sk.params, CLIENTS
+    ) + he.reference.SIGMAS * sigma + policy.grid(sigma)
     _add(registry, benchmark, f"hevit {PRESET[what]} (flooded)", what, sizes["up"], sizes["down"])
 
 
@@ -77,8 +86,10 @@ def test_tenseal_round(benchmark, registry, what):
     sizes = {}
 
     def round_trip():
-        uploads = [[ts.ckks_vector(ctx, v[i : i + slots]).serialize() for i in range(0, len(v), slots)]
-                   for v in vectors]
+        uploads = [
+            [ts.ckks_vector(ctx, v[i : i + slots]).serialize() for i in range(0, len(v), slots)]
+            for v in vectors
+        ]
         totals = []
         for chunk in range(len(uploads[0])):
             acc = ts.ckks_vector_from(server, uploads[0][chunk])
@@ -93,7 +104,9 @@ def test_tenseal_round(benchmark, registry, what):
 
     out = benchmark.pedantic(round_trip, rounds=3 if what == "head update" else 1, iterations=1)
     assert np.abs(out[0] - sum(vectors)).max() < 1e-3  # TenSEAL's own precision at scale 2^40
-    _add(registry, benchmark, "tenseal ckks_vector", what, sizes["up"], sizes["down"], "no flooding")
+    _add(
+        registry, benchmark, "tenseal ckks_vector", what, sizes["up"], sizes["down"], "no flooding"
+    )
 
 
 @pytest.mark.parametrize("what", list(SIZES))
@@ -107,4 +120,12 @@ def test_numpy_round(benchmark, registry, what):
 
     out = benchmark.pedantic(round_trip, rounds=5, iterations=1)
     np.testing.assert_array_equal(out[0], vectors[0] + vectors[1] + vectors[2])
-    _add(registry, benchmark, "numpy plaintext", what, 8 * SIZES[what], 8 * SIZES[what], "unprotected")
+    _add(
+        registry,
+        benchmark,
+        "numpy plaintext",
+        what,
+        8 * SIZES[what],
+        8 * SIZES[what],
+        "unprotected",
+    )

@@ -31,8 +31,11 @@ def check_logits(y, x, w, b, params, plan):
 
 
 SETUP_IDS = [f"{layout}/{preset}" for layout, preset in SETUPS]
-CASES = [(setup, batch) for setup in SETUP_IDS
-         for batch in (COEFFICIENT_BATCHES if setup.startswith("coefficient") else BATCHES)]
+CASES = [
+    (setup, batch)
+    for setup in SETUP_IDS
+    for batch in (COEFFICIENT_BATCHES if setup.startswith("coefficient") else BATCHES)
+]
 
 
 @pytest.mark.parametrize("setup, batch", CASES)
@@ -57,11 +60,24 @@ def test_hevit_end_to_end(benchmark, hevit_setups, registry, setup, batch):
     y = benchmark.pedantic(round_trip, rounds=rounds_for(batch), iterations=1)
     check_logits(y, x, s.weights, s.bias, s.params, s.plan)
     benchmark.extra_info.update(
-        layout=layout, preset=s.params.name, batch=batch, up_bytes_per_image=sizes["up"] / batch,
-        down_bytes_per_image=sizes["down"] / batch, key_switches=s.plan.key_switches,
+        layout=layout,
+        preset=s.params.name,
+        batch=batch,
+        up_bytes_per_image=sizes["up"] / batch,
+        down_bytes_per_image=sizes["down"] / batch,
+        key_switches=s.plan.key_switches,
         server_key_bytes=len(s.server.to_bytes()),
     )
-    registry.add(Row(f"hevit {setup}", "end-to-end", batch, benchmark, sizes["up"] / batch, sizes["down"] / batch))
+    registry.add(
+        Row(
+            f"hevit {setup}",
+            "end-to-end",
+            batch,
+            benchmark,
+            sizes["up"] / batch,
+            sizes["down"] / batch,
+        )
+    )
 
 
 @pytest.mark.parametrize("setup, batch", CASES)
@@ -107,12 +123,29 @@ def tenseal_contexts():
 def _tenseal_row(benchmark, registry, name, batch, up, down, w, x, b, y, server_ctx):
     ref = he.reference.linear(x, w, b)
     assert np.array_equal(np.asarray(y).argmax(axis=1), ref.argmax(axis=1))
-    key_bytes = len(server_ctx.serialize(save_public_key=True, save_secret_key=False, save_galois_keys=True,
-                                         save_relin_keys=True))
-    benchmark.extra_info.update(impl=name, batch=batch, up_bytes_per_image=up / batch,
-                                down_bytes_per_image=down / batch, server_key_bytes=key_bytes)
-    registry.add(Row(name, "end-to-end", batch, benchmark, up / batch, down / batch,
-                     extra={"server_key_bytes": key_bytes}))
+    key_bytes = len(
+        server_ctx.serialize(
+            save_public_key=True, save_secret_key=False, save_galois_keys=True, save_relin_keys=True
+        )
+    )
+    benchmark.extra_info.update(
+        impl=name,
+        batch=batch,
+        up_bytes_per_image=up / batch,
+        down_bytes_per_image=down / batch,
+        server_key_bytes=key_bytes,
+    )
+    registry.add(
+        Row(
+            name,
+            "end-to-end",
+            batch,
+            benchmark,
+            up / batch,
+            down / batch,
+            extra={"server_key_bytes": key_bytes},
+        )
+    )
 
 
 @pytest.mark.parametrize("batch", [1])
@@ -134,8 +167,19 @@ def test_tenseal_vector_matmul(benchmark, registry, tenseal_contexts, batch):
         return out
 
     y = benchmark.pedantic(round_trip, rounds=1, iterations=1)
-    _tenseal_row(benchmark, registry, "tenseal ckks_vector.matmul", batch, sizes["up"], sizes["down"], w, x, b, y,
-                 server_ctx)
+    _tenseal_row(
+        benchmark,
+        registry,
+        "tenseal ckks_vector.matmul",
+        batch,
+        sizes["up"],
+        sizes["down"],
+        w,
+        x,
+        b,
+        y,
+        server_ctx,
+    )
 
 
 @pytest.mark.parametrize("batch", [1, 16])
@@ -164,7 +208,19 @@ def test_tenseal_enc_matmul(benchmark, registry, tenseal_contexts, batch):
         return np.vstack(logits)
 
     y = benchmark.pedantic(round_trip, rounds=2 if batch > 1 else 3, iterations=1)
-    _tenseal_row(benchmark, registry, "tenseal enc_matmul", batch, sizes["up"], sizes["down"], w, x, b, y, server_ctx)
+    _tenseal_row(
+        benchmark,
+        registry,
+        "tenseal enc_matmul",
+        batch,
+        sizes["up"],
+        sizes["down"],
+        w,
+        x,
+        b,
+        y,
+        server_ctx,
+    )
 
 
 @pytest.mark.parametrize("batch", [16, 256, 4096])
@@ -184,14 +240,27 @@ def test_tenseal_ckks_tensor_batched(benchmark, registry, tenseal_contexts, batc
         return y.reshape(batch, OUT_DIM) if y.ndim != 2 or y.shape != (batch, OUT_DIM) else y
 
     y = benchmark.pedantic(round_trip, rounds=1, iterations=1)
-    _tenseal_row(benchmark, registry, "tenseal ckks_tensor(batch)", batch, sizes["up"], sizes["down"], w, x, b, y,
-                 server_ctx)
+    _tenseal_row(
+        benchmark,
+        registry,
+        "tenseal ckks_tensor(batch)",
+        batch,
+        sizes["up"],
+        sizes["down"],
+        w,
+        x,
+        b,
+        y,
+        server_ctx,
+    )
 
 
-def test_openfhe_peer_is_reported_when_missing():  # noqa: D401
+def test_openfhe_peer_is_reported_when_missing():
     """OpenFHE's Python wheel is the second peer the linear suite wants. Every `openfhe` wheel on
     the package index these machines reach (1.4.2 to 1.6.1) ships only a CPython 3.10 extension
     module, so it does not import on CPython 3.11: the peer is reported as missing (skipped with
     this reason), not dropped silently."""
-    pytest.importorskip("openfhe", reason="OpenFHE peer missing: no importable openfhe wheel for this Python")
+    pytest.importorskip(
+        "openfhe", reason="OpenFHE peer missing: no importable openfhe wheel for this Python"
+    )
     pytest.fail("openfhe imports here: write its EvalInnerProduct benchmark beside TenSEAL's")

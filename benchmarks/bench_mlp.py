@@ -23,7 +23,12 @@ def make_mlp(seed: int = 3):
     rng = np.random.default_rng(seed)
     w1 = rng.standard_normal((HIDDEN, IN_DIM))
     w1 *= 2.0 / np.linalg.norm(w1, axis=1, keepdims=True)
-    return w1, 0.1 * rng.standard_normal(HIDDEN), 0.1 * rng.standard_normal((OUT_DIM, HIDDEN)), np.zeros(OUT_DIM)
+    return (
+        w1,
+        0.1 * rng.standard_normal(HIDDEN),
+        0.1 * rng.standard_normal((OUT_DIM, HIDDEN)),
+        np.zeros(OUT_DIM),
+    )
 
 
 def unit_rows(batch: int) -> np.ndarray:
@@ -37,7 +42,9 @@ def mlp_setups():
     out = {}
     for layout in ("batch", "sample"):
         params = he.CkksParams.preset("mlp", max_norm=1.0)
-        evk = he.MlpPlan.evaluation_keys(params, in_dim=IN_DIM, hidden=HIDDEN, out_dim=OUT_DIM, layout=layout)
+        evk = he.MlpPlan.evaluation_keys(
+            params, in_dim=IN_DIM, hidden=HIDDEN, out_dim=OUT_DIM, layout=layout
+        )
         sk = he.SecretContext.generate(params, **evk.as_kwargs())
         pub = he.PublicContext.from_bytes(sk.public_context().to_bytes())
         out[layout] = (sk, pub, he.MlpPlan.compile(pub, *head, layout=layout))
@@ -60,16 +67,28 @@ def test_hevit_mlp_end_to_end(benchmark, mlp_setups, registry, layout, batch):
     y = benchmark.pedantic(run, rounds=3 if batch == 1 else 1, iterations=1)
     ref = he.reference.mlp(x, *head)
     assert np.array_equal(y.argmax(axis=1), ref.argmax(axis=1))
-    assert np.abs(y - ref).max() <= he.reference.mlp_tolerance(sk.params, head[0], head[1], head[2], x, plan)
-    benchmark.extra_info.update(layout=layout, preset="mlp", batch=batch, hidden=HIDDEN,
-                                key_switches=plan.key_switches, up_bytes_per_image=sizes["up"] / batch,
-                                down_bytes_per_image=sizes["down"] / batch,
-                                max_abs_error=float(np.abs(y - ref).max()))
-    registry.add(Row(f"hevit mlp {layout}", "mlp", batch, benchmark, extra=dict(benchmark.extra_info)))
+    assert np.abs(y - ref).max() <= he.reference.mlp_tolerance(
+        sk.params, head[0], head[1], head[2], x, plan
+    )
+    benchmark.extra_info.update(
+        layout=layout,
+        preset="mlp",
+        batch=batch,
+        hidden=HIDDEN,
+        key_switches=plan.key_switches,
+        up_bytes_per_image=sizes["up"] / batch,
+        down_bytes_per_image=sizes["down"] / batch,
+        max_abs_error=float(np.abs(y - ref).max()),
+    )
+    registry.add(
+        Row(f"hevit mlp {layout}", "mlp", batch, benchmark, extra=dict(benchmark.extra_info))
+    )
 
 
 def test_tenseal_mlp_single_image(benchmark, registry):
-    ts = pytest.importorskip("tenseal", reason="TenSEAL is the peer of this benchmark (pip install 'hevit[bench]')")
+    ts = pytest.importorskip(
+        "tenseal", reason="TenSEAL is the peer of this benchmark (pip install 'hevit[bench]')"
+    )
     w1, b1, w2, b2 = make_mlp()
     x = unit_rows(1)
     # mm, square, mm take three levels: TenSEAL needs N = 16384 for [60, 40, 40, 40, 60] (240 bits)
@@ -87,8 +106,12 @@ def test_tenseal_mlp_single_image(benchmark, registry):
     y = benchmark.pedantic(run, rounds=1, iterations=1)
     ref = he.reference.mlp(x, w1, b1, w2, b2)[0]
     assert np.array_equal(y.argmax(), ref.argmax())
-    benchmark.extra_info.update(peer="tenseal ckks_vector mm/square/mm", batch=1, max_abs_error=float(np.abs(y - ref).max()))
-    registry.add(Row("tenseal mlp ckks_vector", "mlp", 1, benchmark, extra=dict(benchmark.extra_info)))
+    benchmark.extra_info.update(
+        peer="tenseal ckks_vector mm/square/mm", batch=1, max_abs_error=float(np.abs(y - ref).max())
+    )
+    registry.add(
+        Row("tenseal mlp ckks_vector", "mlp", 1, benchmark, extra=dict(benchmark.extra_info))
+    )
 
 
 @pytest.mark.parametrize("batch", [1, 4096])

@@ -24,7 +24,12 @@ IN_DIM = 768
 OUT_DIM = 3
 #: (layout, preset) pairs compared: the batch layout, two sample-layout presets, and the
 #: coefficient layout (one data prime, no evaluation key)
-SETUPS = (("batch", "batch"), ("sample", "latency"), ("sample", "sample"), ("coefficient", "latency"))
+SETUPS = (
+    ("batch", "batch"),
+    ("sample", "latency"),
+    ("sample", "sample"),
+    ("coefficient", "latency"),
+)
 
 
 @dataclass
@@ -40,7 +45,9 @@ class HevitSetup:
 
 def make_head(seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return rng.standard_normal((OUT_DIM, IN_DIM)) / np.sqrt(IN_DIM), rng.standard_normal(OUT_DIM) * 0.1
+    return rng.standard_normal((OUT_DIM, IN_DIM)) / np.sqrt(IN_DIM), rng.standard_normal(
+        OUT_DIM
+    ) * 0.1
 
 
 def make_features(rows: int, seed: int = 2) -> np.ndarray:
@@ -121,7 +128,11 @@ def _table(rows: list[Row]) -> tuple[str, list[dict]]:
         peers = [x["ms_per_image"] for x in at_b if x["impl"].startswith("tenseal")]
         best_peer = min(peers) if peers else None
         for x in sorted(at_b, key=lambda x: x["ms_per_image"]):
-            ratio = f"{best_peer / x['ms_per_image']:.1f}x faster" if best_peer and x["impl"].startswith("hevit") else ""
+            ratio = (
+                f"{best_peer / x['ms_per_image']:.1f}x faster"
+                if best_peer and x["impl"].startswith("hevit")
+                else ""
+            )
             lines.append(
                 f"| {batch} | {x['impl']} | {x['ms_per_image']:.4f} | {x['up_bytes_per_image']:,.0f} | "
                 f"{x['down_bytes_per_image']:,.0f} | {ratio} |"
@@ -134,11 +145,16 @@ def _table(rows: list[Row]) -> tuple[str, list[dict]]:
             lines.append(f"| {x['batch']} | {x['impl']} | {x['ms_per_image']:.4f} | {size} |")
     feats = [x for x in records if x["what"] == "features" and x["ms_per_image"] is not None]
     if feats:
-        lines += ["", "| model | engine | ms/image | images/s | vs PyTorch | int8 cos to fp32 (min) |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| model | engine | ms/image | images/s | vs PyTorch | int8 cos to fp32 (min) |",
+            "|---|---|---|---|---|---|",
+        ]
         for x in sorted(feats, key=lambda x: x["impl"]):
             model = x["impl"].split()[0]
-            torch_ms = next((y["ms_per_image"] for y in feats if y["impl"] == f"{model} torch"), None)
+            torch_ms = next(
+                (y["ms_per_image"] for y in feats if y["impl"] == f"{model} torch"), None
+            )
             ratio = f"{torch_ms / x['ms_per_image']:.2f}x" if torch_ms else ""
             cos = x.get("cls_cosine_to_fp32_min")
             lines.append(
@@ -147,15 +163,24 @@ def _table(rows: list[Row]) -> tuple[str, list[dict]]:
             )
     agg = [x for x in records if x["what"] == "aggregation" and x["ms_per_image"] is not None]
     if agg:
-        lines += ["", "| vector | implementation | ms per round (3 clients) | up B/client | down B/client | vs TenSEAL |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| vector | implementation | ms per round (3 clients) | up B/client | down B/client | vs TenSEAL |",
+            "|---|---|---|---|---|---|",
+        ]
         for vector in sorted({x["vector"] for x in agg}):
             at_v = [x for x in agg if x["vector"] == vector]
             peer = next((x["ms_per_image"] for x in at_v if x["impl"].startswith("tenseal")), None)
             for x in sorted(at_v, key=lambda x: x["ms_per_image"]):
-                ratio = f"{peer / x['ms_per_image']:.1f}x faster" if peer and x["impl"].startswith("hevit") else ""
-                lines.append(f"| {vector} | {x['impl']} | {x['ms_per_image']:.2f} | {x['up_bytes_per_image']:,.0f} | "
-                             f"{x['down_bytes_per_image']:,.0f} | {ratio} |")
+                ratio = (
+                    f"{peer / x['ms_per_image']:.1f}x faster"
+                    if peer and x["impl"].startswith("hevit")
+                    else ""
+                )
+                lines.append(
+                    f"| {vector} | {x['impl']} | {x['ms_per_image']:.2f} | {x['up_bytes_per_image']:,.0f} | "
+                    f"{x['down_bytes_per_image']:,.0f} | {ratio} |"
+                )
     server = [x for x in records if x["what"] == "server" and x["ms_per_image"] is not None]
     if server:
         lines += ["", "| B | implementation | server-only ms/image |", "|---|---|---|"]
@@ -170,12 +195,16 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     table, records = _table(_REGISTRY.rows)
     machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"
     if not any(r["ms_per_image"] is not None for r in records):
-        terminalreporter.write_line("benchmarks ran once (--benchmark-disable): no timings to compare")
+        terminalreporter.write_line(
+            "benchmarks ran once (--benchmark-disable): no timings to compare"
+        )
         return
     terminalreporter.write_sep("=", f"hevit vs peers (median, {machine})")
     terminalreporter.write_line(table)
     out = Path("benchmark-results")
     out.mkdir(exist_ok=True)
-    (out / "comparison.json").write_text(json.dumps({"machine": machine, "rows": records}, indent=2))
+    (out / "comparison.json").write_text(
+        json.dumps({"machine": machine, "rows": records}, indent=2)
+    )
     (out / "comparison.md").write_text(table + "\n")
     terminalreporter.write_line(f"written: {out / 'comparison.json'}, {out / 'comparison.md'}")

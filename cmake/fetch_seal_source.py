@@ -37,7 +37,9 @@ def _pip_config() -> dict[str, str]:
     """Return pip's effective configuration as ``{key: value}`` (env overrides included)."""
     out = subprocess.run(
         [sys.executable, "-m", "pip", "config", "list"],
-        check=False, capture_output=True, text=True,
+        check=False,
+        capture_output=True,
+        text=True,
     ).stdout
     config: dict[str, str] = {}
     for line in out.splitlines():
@@ -126,7 +128,7 @@ def _extract_seal(data: bytes, dest: str) -> str:
         for member in members:
             if not (member.isfile() or member.isdir()):
                 continue
-            member.name = member.name[len("pyfhel-3.5.0/Pyfhel/backend/"):]
+            member.name = member.name[len("pyfhel-3.5.0/Pyfhel/backend/") :]
             tar.extract(member, dest, filter="data")
     return os.path.join(dest, "SEAL")
 
@@ -154,8 +156,10 @@ def main(argv: list[str]) -> int:
             raise RuntimeError(f"sha256 mismatch for {url}: {digest} != {SDIST_SHA256}")
         print(_extract_seal(data, dest))
         return 0
-    print(f"could not find {SDIST_FILENAME} on any configured index: {'; '.join(tried)}",
-          file=sys.stderr)
+    print(
+        f"could not find {SDIST_FILENAME} on any configured index: {'; '.join(tried)}",
+        file=sys.stderr,
+    )
     return 1
 
 

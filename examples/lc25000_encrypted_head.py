@@ -22,7 +22,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True)
     parser.add_argument("--limit-per-class", type=int, default=None)
-    parser.add_argument("--int8", action="store_true", help="also extract with the int8 model and compare")
+    parser.add_argument(
+        "--int8", action="store_true", help="also extract with the int8 model and compare"
+    )
     parser.add_argument("--img-size", type=int, default=None)
     parser.add_argument("--patch-size", type=int, default=None)
     parser.add_argument("--cache-dir", default=None)
@@ -33,24 +35,46 @@ def main(argv=None) -> int:
     variants = [False, True] if args.int8 else [False]
     features = {}
     for int8 in variants:
-        features[int8] = extract_features(args.data, spec=spec, int8=int8, limit_per_class=args.limit_per_class,
-                                          cache_dir=args.cache_dir, seed=args.seed, progress=False)
+        features[int8] = extract_features(
+            args.data,
+            spec=spec,
+            int8=int8,
+            limit_per_class=args.limit_per_class,
+            cache_dir=args.cache_dir,
+            seed=args.seed,
+            progress=False,
+        )
     base = features[False]
     train, test = stratified_split(base.labels, test_fraction=0.3, seed=args.seed)
     for int8, fs in features.items():
         x, y = fs.features.astype(np.float64), fs.labels
         report = run_encrypted_head(
-            x[train], y[train], x[test], y[test], data=str(args.data), seed=args.seed,
-            layouts=(("batch", "batch"), ("sample", "latency"), ("sample", "sample"), ("sample", "precise")),
+            x[train],
+            y[train],
+            x[test],
+            y[test],
+            data=str(args.data),
+            seed=args.seed,
+            layouts=(
+                ("batch", "batch"),
+                ("sample", "latency"),
+                ("sample", "sample"),
+                ("sample", "precise"),
+            ),
         )
         label = "int8" if int8 else "fp32"
-        print(f"\n[{label}] plaintext accuracy {report.accuracy_plaintext:.4f} "
-              f"({len(train)} train / {len(test)} test images)")
+        print(
+            f"\n[{label}] plaintext accuracy {report.accuracy_plaintext:.4f} "
+            f"({len(train)} train / {len(test)} test images)"
+        )
         print(report.table())
         if int8:
             cos = np.sum(fs.features * base.features, axis=1) / (
-                np.linalg.norm(fs.features, axis=1) * np.linalg.norm(base.features, axis=1))
-            print(f"int8 [CLS] cosine similarity to fp32: mean {cos.mean():.4f}, min {cos.min():.4f}")
+                np.linalg.norm(fs.features, axis=1) * np.linalg.norm(base.features, axis=1)
+            )
+            print(
+                f"int8 [CLS] cosine similarity to fp32: mean {cos.mean():.4f}, min {cos.min():.4f}"
+            )
     return 0
 
 

@@ -19,5 +19,7 @@ def rows_with_norm(rng: np.random.Generator, rows: int, cols: int, norm: float) 
 
 def require_lc25000() -> Path:
     if not (LC25000 / "lung_aca").is_dir():
-        pytest.fail(f"real test images missing: {LC25000} (the shared data folder must sit beside the checkout)")
+        pytest.fail(
+            f"real test images missing: {LC25000} (the shared data folder must sit beside the checkout)"
+        )
     return LC25000

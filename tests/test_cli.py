@@ -6,7 +6,6 @@ import numpy as np
 
 from hevit.cli.main import main
 from hevit.features import FeatureSet
-
 from tests.helpers import require_lc25000
 
 
@@ -25,10 +24,25 @@ def _check_run_folder(run, strategies=("plain-fedavg", "he-fedavg", "he-ridge"))
 
 
 def test_demo_runs_end_to_end_on_synthetic_tiles(tmp_path, capsys):
-    code = main([
-        "demo", "--per-class", "8", "--model", "vit_base_patch16_224", "--img-size", "200", "--patch-size", "25",
-        "--rounds", "2", "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"),
-    ])
+    code = main(
+        [
+            "demo",
+            "--per-class",
+            "8",
+            "--model",
+            "vit_base_patch16_224",
+            "--img-size",
+            "200",
+            "--patch-size",
+            "25",
+            "--rounds",
+            "2",
+            "--out",
+            str(tmp_path / "run"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "SYNTHETIC" in out and "RANDOM initialisation" in out and "CPUExecutionProvider" in out
@@ -43,11 +57,31 @@ def test_demo_runs_end_to_end_on_synthetic_tiles(tmp_path, capsys):
 
 
 def test_experiment_on_lc25000_with_separate_test_folder_options(tmp_path, capsys):
-    code = main([
-        "experiment", "--data", str(require_lc25000()), "--limit-per-class", "12", "--img-size", "200",
-        "--patch-size", "25", "--rounds", "2", "--quorum", "2", "--partition", "dirichlet", "--alpha", "5",
-        "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"),
-    ])
+    code = main(
+        [
+            "experiment",
+            "--data",
+            str(require_lc25000()),
+            "--limit-per-class",
+            "12",
+            "--img-size",
+            "200",
+            "--patch-size",
+            "25",
+            "--rounds",
+            "2",
+            "--quorum",
+            "2",
+            "--partition",
+            "dirichlet",
+            "--alpha",
+            "5",
+            "--out",
+            str(tmp_path / "run"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ]
+    )
     assert code == 0, capsys.readouterr().out
     report = _check_run_folder(tmp_path / "run")
     assert report["train_rows"] + report["test_rows"] == 36
@@ -59,19 +93,39 @@ def test_experiment_is_deterministic_for_a_seed(tmp_path):
     from tests.federated.conftest import clustered_features
 
     x, y = clustered_features(21, rows=300, dim=64)
-    path = FeatureSet(x.astype(np.float32), y, [str(i) for i in range(300)], ("a", "b", "c"), {}).save(
-        tmp_path / "f.npz")
+    path = FeatureSet(
+        x.astype(np.float32), y, [str(i) for i in range(300)], ("a", "b", "c"), {}
+    ).save(tmp_path / "f.npz")
     runs = []
     for k in range(2):
-        assert main(["experiment", "--features", str(path), "--rounds", "3", "--out", str(tmp_path / f"r{k}")]) == 0
+        assert (
+            main(
+                [
+                    "experiment",
+                    "--features",
+                    str(path),
+                    "--rounds",
+                    "3",
+                    "--out",
+                    str(tmp_path / f"r{k}"),
+                ]
+            )
+            == 0
+        )
         runs.append(json.loads((tmp_path / f"r{k}" / "report.json").read_text()))
 
     def numbers(report):
         # timings vary; flooding noise (OS entropy by design) moves parameters by ~1e-10 only
         return [
-            (s["strategy"], [r["accuracy"] for r in s["rounds"]], s["bytes_per_round"],
-             [r["contributors"] for r in s["rounds"]], s["inference"]["accuracy_encrypted"],
-             s["inference"]["agreement"], s["inference"]["bytes_up_per_image"])
+            (
+                s["strategy"],
+                [r["accuracy"] for r in s["rounds"]],
+                s["bytes_per_round"],
+                [r["contributors"] for r in s["rounds"]],
+                s["inference"]["accuracy_encrypted"],
+                s["inference"]["agreement"],
+                s["inference"]["bytes_up_per_image"],
+            )
             for s in report["strategies"]
         ] + [report["client_class_balance"], report["centralized_ridge_accuracy"]]
 
@@ -80,10 +134,23 @@ def test_experiment_is_deterministic_for_a_seed(tmp_path):
 
 def test_extract_writes_features_labels_and_metadata(tmp_path, capsys):
     out = tmp_path / "lc.npz"
-    code = main([
-        "extract", "--data", str(require_lc25000()), "--limit-per-class", "2", "--out", str(out),
-        "--img-size", "200", "--patch-size", "25", "--cache-dir", str(tmp_path / "cache"),
-    ])
+    code = main(
+        [
+            "extract",
+            "--data",
+            str(require_lc25000()),
+            "--limit-per-class",
+            "2",
+            "--out",
+            str(out),
+            "--img-size",
+            "200",
+            "--patch-size",
+            "25",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ]
+    )
     assert code == 0
     fs = FeatureSet.load(out)
     assert fs.features.shape == (6, 768) and fs.features.dtype == np.float32
@@ -94,10 +161,23 @@ def test_extract_writes_features_labels_and_metadata(tmp_path, capsys):
 
 def test_attack_job_writes_table_report_and_grid(tmp_path, capsys):
     out = tmp_path / "attack"
-    code = main([
-        "attack", "--data", str(require_lc25000()), "--n-images", "1", "--out", str(out),
-        "--strategies", "plain-fedavg,he-cls,leak-cls", "--ig-iterations", "2", "--fi-iterations", "2",
-    ])
+    code = main(
+        [
+            "attack",
+            "--data",
+            str(require_lc25000()),
+            "--n-images",
+            "1",
+            "--out",
+            str(out),
+            "--strategies",
+            "plain-fedavg,he-cls,leak-cls",
+            "--ig-iterations",
+            "2",
+            "--fi-iterations",
+            "2",
+        ]
+    )
     assert code == 0
     report = json.loads((out / "attack_report.json").read_text())
     summary = report["summary"]
@@ -110,10 +190,25 @@ def test_attack_job_writes_table_report_and_grid(tmp_path, capsys):
 
 def test_extract_with_local_finetuning_records_it(tmp_path, capsys):
     out = tmp_path / "ft.npz"
-    code = main([
-        "extract", "--data", str(require_lc25000()), "--limit-per-class", "2", "--out", str(out),
-        "--img-size", "200", "--patch-size", "25", "--cache-dir", str(tmp_path / "cache"), "--finetune-epochs", "1",
-    ])
+    code = main(
+        [
+            "extract",
+            "--data",
+            str(require_lc25000()),
+            "--limit-per-class",
+            "2",
+            "--out",
+            str(out),
+            "--img-size",
+            "200",
+            "--patch-size",
+            "25",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--finetune-epochs",
+            "1",
+        ]
+    )
     assert code == 0
     fs = FeatureSet.load(out)
     assert "fine-tuned locally for 1 epoch(s) on 6 images" in fs.metadata["weights"]["description"]
@@ -126,8 +221,22 @@ def test_keygen_writes_secret_files_0600_and_public_server_files(tmp_path, capsy
     from hevit import he
     from hevit.federated import FederationKeys, ServerKeys
 
-    assert main(["keygen", "--dim", "32", "--classes", "3", "--hospital-keys", str(tmp_path / "h"),
-                 "--server-keys", str(tmp_path / "s")]) == 0
+    assert (
+        main(
+            [
+                "keygen",
+                "--dim",
+                "32",
+                "--classes",
+                "3",
+                "--hospital-keys",
+                str(tmp_path / "h"),
+                "--server-keys",
+                str(tmp_path / "s"),
+            ]
+        )
+        == 0
+    )
     for name in ("updates.key", "aggregation.key", "inference.key"):
         assert stat.S_IMODE((tmp_path / "h" / name).stat().st_mode) == 0o600
     keys, server = FederationKeys.load(tmp_path / "h"), ServerKeys.from_files(tmp_path / "s")
@@ -135,9 +244,27 @@ def test_keygen_writes_secret_files_0600_and_public_server_files(tmp_path, capsy
     assert isinstance(server.inference, he.PublicContext)
     # the default he-cls layout (auto: coefficient or batch) needs no Galois key at all
     assert server.inference.rotation_steps == ()
-    assert main(["keygen", "--dim", "32", "--classes", "3", "--hospital-keys", str(tmp_path / "h2"),
-                 "--server-keys", str(tmp_path / "s2"), "--inference-preset", "sample",
-                 "--inference-layout", "sample"]) == 0
+    assert (
+        main(
+            [
+                "keygen",
+                "--dim",
+                "32",
+                "--classes",
+                "3",
+                "--hospital-keys",
+                str(tmp_path / "h2"),
+                "--server-keys",
+                str(tmp_path / "s2"),
+                "--inference-preset",
+                "sample",
+                "--inference-layout",
+                "sample",
+            ]
+        )
+        == 0
+    )
     sample = ServerKeys.from_files(tmp_path / "s2")
     assert set(sample.inference.rotation_steps) == set(
-        he.LinearPlan.rotation_steps(sample.inference.params, in_dim=32, out_dim=3, layout="sample"))
+        he.LinearPlan.rotation_steps(sample.inference.params, in_dim=32, out_dim=3, layout="sample")
+    )

@@ -69,7 +69,7 @@ namespace hevit
                 {
                     throw LayoutError(
                         "the coefficient layout needs one data prime (its values are read coefficient by coefficient "
-                        "from one residue): use the 'batch' or 'latency' preset");
+                        "from one residue): use the 'throughput' or 'latency' preset");
                 }
                 if (cols > n)
                 {

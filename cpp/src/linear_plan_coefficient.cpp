@@ -28,7 +28,7 @@ namespace hevit
         if (primes.size() != 1)
         {
             throw LayoutError(
-                "the coefficient layout needs one data prime: use the 'batch' or 'latency' preset");
+                "the coefficient layout needs one data prime: use the 'throughput' or 'latency' preset");
         }
         const std::size_t n = cd->parms().poly_modulus_degree();
         if (out_dim_ > n / in_dim_)

@@ -5,18 +5,19 @@ so callers can catch either. The C++ core raises these same classes.
 """
 
 __all__ = [
-    "HevitError",
-    "ParameterError",
-    "ValueRangeError",
-    "LayoutError",
     "ContextMismatchError",
-    "SerializationError",
-    "MissingKeyError",
-    "SecretKeyRequiredError",
     "DataError",
+    "DecryptionBudgetError",
+    "HevitError",
+    "LayoutError",
+    "MissingKeyError",
     "ModelError",
+    "ParameterError",
     "ProtocolError",
     "QuorumError",
+    "SecretKeyRequiredError",
+    "SerializationError",
+    "ValueRangeError",
 ]
 
 
@@ -63,6 +64,11 @@ class ModelError(HevitError, ValueError):
 class ProtocolError(HevitError, ValueError):
     """A federated message that must be rejected: unknown sender, stale or duplicated round,
     wrong strategy or kind, or content that does not match what the round expects."""
+
+
+class DecryptionBudgetError(HevitError, RuntimeError):
+    """A key holder has released as many flooded decryptions under one key set as its flooding
+    policy's ``max_decryptions`` covers: re-key (a new key set) before releasing more."""
 
 
 class QuorumError(HevitError, RuntimeError):

@@ -43,7 +43,7 @@ def test_dirichlet_partition_skews_with_small_alpha(labels):
 
     assert spread(skewed) > 3 * spread(even)
     again = dirichlet_partition(np.arange(600), labels, clients=3, alpha=0.1, seed=2)
-    for a, b in zip(skewed, again):
+    for a, b in zip(skewed, again, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -66,8 +66,8 @@ def test_stratified_folds_cover_every_row_once_and_are_deterministic():
         counts = [int(np.sum(labels[f] == c)) for f in folds]
         assert max(counts) - min(counts) <= 1 and sum(counts) == total
     again = stratified_folds(labels, folds=5, seed=3)
-    assert all(np.array_equal(a, b) for a, b in zip(folds, again))
+    assert all(np.array_equal(a, b) for a, b in zip(folds, again, strict=True))
     other = stratified_folds(labels, folds=5, seed=4)
-    assert not all(np.array_equal(a, b) for a, b in zip(folds, other))
+    assert not all(np.array_equal(a, b) for a, b in zip(folds, other, strict=True))
     with pytest.raises(ValueError, match="at least 5 rows of every class"):
         stratified_folds(np.array([0] * 10 + [1] * 3), folds=5, seed=0)

@@ -7,10 +7,15 @@ import torch
 
 from hevit.data import ImageFolder
 from hevit.errors import ModelError
-from hevit.features import ClsExtractor, FeatureSet, PreprocessConfig, preprocess_images, select_providers
+from hevit.features import (
+    ClsExtractor,
+    FeatureSet,
+    PreprocessConfig,
+    preprocess_images,
+    select_providers,
+)
 from hevit.features.export import PARITY_LIMIT, export_onnx, quantize_int8
 from hevit.features.vit import ClsTokenModel, ViTSpec, build_model
-
 from tests.helpers import require_lc25000
 
 MODELS = ["vit_b16_224", "paper_200_p25"]
@@ -39,7 +44,7 @@ def test_preprocessing_matches_timm_transform():
 
 @pytest.mark.parametrize("name", MODELS)
 def test_onnx_matches_pytorch_on_random_and_real_images_at_dynamic_batch_sizes(vit_models, name):
-    model, info, exported = vit_models[name]
+    model, _info, exported = vit_models[name]
     assert exported.cls_dim == 768 and exported.parity_max_abs <= PARITY_LIMIT
     extractor = ClsExtractor(exported, providers="cpu")
     wrapper = ClsTokenModel(model)
@@ -59,12 +64,17 @@ def test_onnx_matches_pytorch_on_random_and_real_images_at_dynamic_batch_sizes(v
 
 def test_export_is_cached_by_content(vit_models, onnx_cache):
     model, info, exported = vit_models["paper_200_p25"]
-    spec = ViTSpec(**{"name": exported.spec["name"], "kwargs": tuple(sorted(exported.spec["kwargs"].items()))})
+    spec = ViTSpec(
+        **{"name": exported.spec["name"], "kwargs": tuple(sorted(exported.spec["kwargs"].items()))}
+    )
     again = export_onnx(model, spec, info, cache_dir=onnx_cache)
     assert again.onnx_path == exported.onnx_path
     other_model, other_info = build_model(spec, weights="random", seed=1)
     assert other_info.digest != info.digest
-    assert export_onnx(other_model, spec, other_info, cache_dir=onnx_cache).onnx_path != exported.onnx_path
+    assert (
+        export_onnx(other_model, spec, other_info, cache_dir=onnx_cache).onnx_path
+        != exported.onnx_path
+    )
 
 
 def test_weights_from_a_local_checkpoint(tmp_path, vit_models):
@@ -76,10 +86,13 @@ def test_weights_from_a_local_checkpoint(tmp_path, vit_models):
     save_file(state, tmp_path / "w.safetensors")
     torch.save({"model": state}, tmp_path / "w.pth")
     for path in (tmp_path / "w.safetensors", tmp_path / "w.pth"):
-        loaded, loaded_info = build_model(spec, weights=path, seed=123)
+        _loaded, loaded_info = build_model(spec, weights=path, seed=123)
         assert loaded_info.source == "file" and loaded_info.digest == info.digest
     with pytest.raises(ModelError, match="does not fit"):
-        build_model(ViTSpec.make("vit_small_patch16_224", img_size=200, patch_size=25), weights=tmp_path / "w.pth")
+        build_model(
+            ViTSpec.make("vit_small_patch16_224", img_size=200, patch_size=25),
+            weights=tmp_path / "w.pth",
+        )
     with pytest.raises(ModelError, match="does not exist"):
         build_model(spec, weights=tmp_path / "missing.pth")
 
@@ -87,7 +100,9 @@ def test_weights_from_a_local_checkpoint(tmp_path, vit_models):
 def test_pretrained_weights_fail_loudly_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelError, match="could not load pretrained weights"):
-        build_model(ViTSpec.make("vit_base_patch16_224", img_size=200, patch_size=25), weights="pretrained")
+        build_model(
+            ViTSpec.make("vit_base_patch16_224", img_size=200, patch_size=25), weights="pretrained"
+        )
 
 
 def test_random_weights_are_labelled_and_seeded(vit_models):
@@ -99,10 +114,27 @@ def test_random_weights_are_labelled_and_seeded(vit_models):
     "requested, available, gpu, expected, reason",
     [
         ("auto", ["CPUExecutionProvider"], False, ["CPUExecutionProvider"], "no CUDA provider"),
-        ("auto", ["CUDAExecutionProvider", "CPUExecutionProvider"], False, ["CPUExecutionProvider"], "no GPU is visible"),
-        ("auto", ["CUDAExecutionProvider", "CPUExecutionProvider"], True,
-         ["CUDAExecutionProvider", "CPUExecutionProvider"], "visible GPU"),
-        ("cpu", ["CUDAExecutionProvider", "CPUExecutionProvider"], True, ["CPUExecutionProvider"], "requested"),
+        (
+            "auto",
+            ["CUDAExecutionProvider", "CPUExecutionProvider"],
+            False,
+            ["CPUExecutionProvider"],
+            "no GPU is visible",
+        ),
+        (
+            "auto",
+            ["CUDAExecutionProvider", "CPUExecutionProvider"],
+            True,
+            ["CUDAExecutionProvider", "CPUExecutionProvider"],
+            "visible GPU",
+        ),
+        (
+            "cpu",
+            ["CUDAExecutionProvider", "CPUExecutionProvider"],
+            True,
+            ["CPUExecutionProvider"],
+            "requested",
+        ),
     ],
 )
 def test_provider_selection(requested, available, gpu, expected, reason):
@@ -114,7 +146,9 @@ def test_cuda_requests_fail_instead_of_falling_back(vit_models):
     with pytest.raises(ModelError, match="no CUDA provider"):
         select_providers("cuda", available=["CPUExecutionProvider"], gpu=False)
     with pytest.raises(ModelError, match="no GPU is visible"):
-        select_providers("cuda", available=["CUDAExecutionProvider", "CPUExecutionProvider"], gpu=False)
+        select_providers(
+            "cuda", available=["CUDAExecutionProvider", "CPUExecutionProvider"], gpu=False
+        )
     with pytest.raises(ModelError, match="fp16 extraction needs the CUDA provider"):
         ClsExtractor(vit_models["paper_200_p25"][2], providers="cpu", fp16=True)
 
@@ -127,7 +161,10 @@ def test_extract_folder_streams_and_round_trips(tmp_path, vit_models):
     fs = extractor.extract_folder(folder, batch_size=4, progress=False)
     assert fs.features.shape == (9, 768) and fs.features.dtype == np.float32
     np.testing.assert_array_equal(fs.labels, folder.labels)
-    assert fs.metadata["provider"] == "CPUExecutionProvider" and fs.metadata["weights"]["source"] == "random"
+    assert (
+        fs.metadata["provider"] == "CPUExecutionProvider"
+        and fs.metadata["weights"]["source"] == "random"
+    )
     direct = extractor.extract_images([folder.load(i) for i in range(9)])
     np.testing.assert_allclose(fs.features, direct, atol=1e-5)
     loaded = FeatureSet.load(fs.save(tmp_path / "f.npz"))
@@ -141,7 +178,9 @@ def test_int8_model_stays_close_to_fp32(vit_models):
     x = preprocess_images(real_images(6), exported.preprocess_config)
     fp32 = ClsExtractor(exported, providers="cpu").run(x)
     int8 = ClsExtractor(quantize_int8(exported), providers="cpu").run(x)
-    cos = np.sum(fp32 * int8, axis=1) / (np.linalg.norm(fp32, axis=1) * np.linalg.norm(int8, axis=1))
+    cos = np.sum(fp32 * int8, axis=1) / (
+        np.linalg.norm(fp32, axis=1) * np.linalg.norm(int8, axis=1)
+    )
     assert cos.min() > 0.95, cos
 
 
@@ -154,11 +193,21 @@ def test_local_finetuning_lowers_the_training_loss(tmp_path):
 
     folder = ImageFolder(write_synthetic_dataset(tmp_path / "syn", per_class=8, size=48, seed=3))
     torch.manual_seed(0)
-    model = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=2, num_classes=0).eval()
+    model = timm.create_model(
+        "vit_tiny_patch16_224", img_size=32, patch_size=8, depth=2, num_classes=0
+    ).eval()
     config = PreprocessConfig((3, 32, 32), "bicubic", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 0.9)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    result = finetune_vit(model, folder, np.arange(len(folder)), config, epochs=4, lr=1e-3, batch_size=8,
-                          progress=False)
+    result = finetune_vit(
+        model,
+        folder,
+        np.arange(len(folder)),
+        config,
+        epochs=4,
+        lr=1e-3,
+        batch_size=8,
+        progress=False,
+    )
     assert len(result.loss_per_epoch) == 4 and result.loss_per_epoch[-1] < result.loss_per_epoch[0]
     assert not model.training
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
@@ -166,14 +215,21 @@ def test_local_finetuning_lowers_the_training_loss(tmp_path):
         finetune_vit(model, folder, np.arange(4), config, epochs=0)
 
 
-SHARED_VIT_TI = Path(__file__).resolve().parents[3] / "shared" / "models" / "vit_tiny_patch16_224.imagenet.safetensors"
+SHARED_VIT_TI = (
+    Path(__file__).resolve().parents[3]
+    / "shared"
+    / "models"
+    / "vit_tiny_patch16_224.imagenet.safetensors"
+)
 
 
 @pytest.fixture(scope="module")
 def vit_tiny():
     """The shared ImageNet-pretrained ViT-Ti (CI has ../shared; a missing file skips loudly)."""
     if not SHARED_VIT_TI.is_file():
-        pytest.skip(f"shared pretrained ViT-Ti missing at {SHARED_VIT_TI}: these tests need ../shared beside the checkout")
+        pytest.skip(
+            f"shared pretrained ViT-Ti missing at {SHARED_VIT_TI}: these tests need ../shared beside the checkout"
+        )
     return build_model(ViTSpec.make("vit_tiny_patch16_224"), weights=SHARED_VIT_TI)
 
 
@@ -199,11 +255,13 @@ def test_checkpoint_mismatch_names_the_first_key(tmp_path, vit_tiny):
     broken = dict(state)
     broken["blocks.3.attn.qkv.weight"] = broken["blocks.3.attn.qkv.weight"][:, :5].contiguous()
     save_file(broken, tmp_path / "shape.safetensors")
-    with pytest.raises(ModelError, match=r"first mismatch: 'blocks.3.attn.qkv.weight' has shape \(576, 5\)"):
+    with pytest.raises(
+        ModelError, match=r"first mismatch: 'blocks.3.attn.qkv.weight' has shape \(576, 5\)"
+    ):
         build_model(ViTSpec.make("vit_tiny_patch16_224"), weights=tmp_path / "shape.safetensors")
     missing = {k: v for k, v in state.items() if k != "norm.bias"}
     save_file(missing, tmp_path / "missing.safetensors")
-    with pytest.raises(ModelError, match="first mismatch: key 'norm.bias' is missing"):
+    with pytest.raises(ModelError, match=r"first mismatch: key 'norm\.bias' is missing"):
         build_model(ViTSpec.make("vit_tiny_patch16_224"), weights=tmp_path / "missing.safetensors")
 
 
@@ -215,12 +273,23 @@ def test_block_tokens_export_with_parity_and_cls_of_the_last_block_is_cls(vit_ti
     model, info = vit_tiny
     spec = ViTSpec.make("vit_tiny_patch16_224")
     images = preprocess_images(real_images(3), PreprocessConfig.for_model(model))
-    multi = export_onnx(model, spec, info, tokens=TokenSpec.parse("cls:7,9,11,12"), cache_dir=onnx_cache,
-                        parity_images=images)
+    multi = export_onnx(
+        model,
+        spec,
+        info,
+        tokens=TokenSpec.parse("cls:7,9,11,12"),
+        cache_dir=onnx_cache,
+        parity_images=images,
+    )
     final = export_onnx(model, spec, info, cache_dir=onnx_cache)
     assert multi.cls_dim == 768 and multi.tokens == "cls:7,9,11,12" and multi.parity_max_abs <= 1e-4
     assert multi.key != final.key  # the token choice is part of the cache key
-    run = lambda e: ort.InferenceSession(e.onnx_path, providers=["CPUExecutionProvider"]).run(None, {"images": images})[0]  # noqa: E731
+
+    def run(e):
+        return ort.InferenceSession(e.onnx_path, providers=["CPUExecutionProvider"]).run(
+            None, {"images": images}
+        )[0]
+
     out_multi, out_final = run(multi), run(final)
     assert out_multi.shape == (3, 768)
     # block 12's normed [CLS] is the final-norm [CLS]

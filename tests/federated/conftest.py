@@ -33,8 +33,14 @@ class Federation:
     server_keys: ServerKeys
 
     def clients(self, config: FederatedConfig):
-        return make_clients(self.x[self.train], self.y[self.train], self.parts, classes=CLASSES, keys=self.keys,
-                            config=config)
+        return make_clients(
+            self.x[self.train],
+            self.y[self.train],
+            self.parts,
+            classes=CLASSES,
+            keys=self.keys,
+            config=config,
+        )
 
 
 @pytest.fixture(scope="session")
@@ -42,6 +48,11 @@ def federation() -> Federation:
     x, y = clustered_features(7)
     train, test = stratified_split(y, test_fraction=0.3, seed=0)
     parts = iid_partition(np.arange(len(train)), clients=3, seed=0)
-    keys = FederationKeys.generate(aggregation_preset="release", inference_preset="sample",
-                                   inference_layout="sample", dim=DIM, classes=CLASSES)
+    keys = FederationKeys.generate(
+        aggregation_preset="release",
+        inference_preset="single-row",
+        inference_layout="sample",
+        dim=DIM,
+        classes=CLASSES,
+    )
     return Federation(x, y, train, test, parts, keys, keys.server_keys())

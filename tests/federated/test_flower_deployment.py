@@ -5,7 +5,9 @@ match the in-process run and the server side must only ever receive ciphertext b
 from __future__ import annotations
 
 import base64
+import functools
 import json
+import operator
 import os
 import shutil
 import socket
@@ -22,8 +24,8 @@ from hevit import he
 from hevit.features import FeatureSet
 from hevit.federated import FederationKeys, HospitalClient, LinearHead, Message, run_strategy
 from hevit.federated.flower import app_dir
-from hevit.federated.keys import KEY_SETS
 from hevit.federated.flower.apps import client_partition, config_from_run
+from hevit.federated.keys import KEY_SETS
 from hevit.federated.vectors import decrypt_vector
 
 from .conftest import clustered_features
@@ -57,31 +59,62 @@ def executable(name: str) -> str:
 def deployment(tmp_path_factory):
     root = tmp_path_factory.mktemp("flower")
     x, y = clustered_features(9, rows=240, dim=DIM)
-    features = FeatureSet(x.astype(np.float32), y, [str(i) for i in range(len(y))], ("a", "b", "c"), {})
+    features = FeatureSet(
+        x.astype(np.float32), y, [str(i) for i in range(len(y))], ("a", "b", "c"), {}
+    )
     features.save(root / "features.npz")
-    keys = FederationKeys.generate(aggregation_preset="release", inference_preset="sample",
-                                   inference_layout="sample", dim=DIM, classes=CLASSES)
+    keys = FederationKeys.generate(
+        aggregation_preset="release",
+        inference_preset="single-row",
+        inference_layout="sample",
+        dim=DIM,
+        classes=CLASSES,
+    )
     keys.save(root / "hospital-keys")
     keys.server_keys().to_files(root / "server-keys")
     port = free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     (root / "cli").mkdir()
     (root / "cli" / "config.toml").write_text(
-        f'[superlink]\ndefault = "loopback"\n\n[superlink.loopback]\naddress = "127.0.0.1:{port}"\ninsecure = true\n')
+        f'[superlink]\ndefault = "loopback"\n\n[superlink.loopback]\naddress = "127.0.0.1:{port}"\ninsecure = true\n'
+    )
     procs = []
     try:
-        procs.append(subprocess.Popen(
-            [executable("flower-superlink"), "--insecure", "--port", str(port),
-             "--disable-runtime-dependency-installation"],
-            env={**env, "FLWR_HOME": str(root / "superlink")}, stdout=open(root / "superlink.log", "w"),
-            stderr=subprocess.STDOUT, start_new_session=True))
+        procs.append(
+            subprocess.Popen(
+                [
+                    executable("flower-superlink"),
+                    "--insecure",
+                    "--port",
+                    str(port),
+                    "--disable-runtime-dependency-installation",
+                ],
+                env={**env, "FLWR_HOME": str(root / "superlink")},
+                stdout=open(root / "superlink.log", "w"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
         wait_for_port(port, time.monotonic() + 60)
         for k in range(NODES):
-            procs.append(subprocess.Popen(
-                [executable("flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{port}", "--port",
-                 str(free_port()), "--node-config", f"partition-id={k}"],
-                env={**env, "FLWR_HOME": str(root / f"node{k}")}, stdout=open(root / f"node{k}.log", "w"),
-                stderr=subprocess.STDOUT, start_new_session=True))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        executable("flower-supernode"),
+                        "--insecure",
+                        "--superlink",
+                        f"127.0.0.1:{port}",
+                        "--port",
+                        str(free_port()),
+                        "--node-config",
+                        f"partition-id={k}",
+                    ],
+                    env={**env, "FLWR_HOME": str(root / f"node{k}")},
+                    stdout=open(root / f"node{k}.log", "w"),
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
         yield root, keys, env
     finally:
         for p in procs:
@@ -95,23 +128,48 @@ def deployment(tmp_path_factory):
 def flwr_run(root: Path, env: dict, strategy: str, rounds: int) -> dict:
     result = root / f"{strategy}-result.json"
     overrides = {
-        "strategy": strategy, "rounds": rounds, "num-clients": NODES, "local-epochs": 2,
-        "features": str(root / "features.npz"), "keys-dir": str(root / "hospital-keys"),
-        "server-keys-dir": str(root / "server-keys"), "result-path": str(result),
+        "strategy": strategy,
+        "rounds": rounds,
+        "num-clients": NODES,
+        "local-epochs": 2,
+        "features": str(root / "features.npz"),
+        "keys-dir": str(root / "hospital-keys"),
+        "server-keys-dir": str(root / "server-keys"),
+        "result-path": str(result),
         "received-dir": str(root / f"{strategy}-received"),
     }
     run_config = " ".join(f"{k}={json.dumps(v)}" for k, v in overrides.items())
-    proc = subprocess.run([executable("flwr"), "run", str(app_dir()), "loopback", "--stream",
-                           "--run-config", run_config],
-                          env={**env, "FLWR_HOME": str(root / "cli")}, capture_output=True, text=True,
-                          timeout=TIMEOUT)
+    proc = subprocess.run(
+        [
+            executable("flwr"),
+            "run",
+            str(app_dir()),
+            "loopback",
+            "--stream",
+            "--run-config",
+            run_config,
+        ],
+        env={**env, "FLWR_HOME": str(root / "cli")},
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
     assert proc.returncode == 0 and result.exists(), (proc.stdout[-3000:], proc.stderr[-3000:])
     return json.loads(result.read_text())
 
 
 def run_config(root: Path, strategy: str, rounds: int) -> dict:
-    return {"strategy": strategy, "rounds": rounds, "num-clients": NODES, "local-epochs": 2, "quorum": 0,
-            "seed": 0, "learning-rate": 0.5, "test-fraction": 0.3, "features": str(root / "features.npz")}
+    return {
+        "strategy": strategy,
+        "rounds": rounds,
+        "num-clients": NODES,
+        "local-epochs": 2,
+        "quorum": 0,
+        "seed": 0,
+        "learning-rate": 0.5,
+        "test-fraction": 0.3,
+        "features": str(root / "features.npz"),
+    }
 
 
 def in_process(root: Path, keys, strategy: str, rounds: int):
@@ -120,23 +178,36 @@ def in_process(root: Path, keys, strategy: str, rounds: int):
     clients, xt, yt = [], [], []
     for k in range(NODES):
         x, y, x_test, y_test, classes = client_partition(cfg_dict, k)
-        clients.append(HospitalClient(f"client-{k}", x, y, classes=classes, keys=keys, config=config,
-                                      clients=NODES))
+        clients.append(
+            HospitalClient(
+                f"client-{k}", x, y, classes=classes, keys=keys, config=config, clients=NODES
+            )
+        )
         xt.append(x_test)
         yt.append(y_test)
     xt, yt = np.concatenate(xt), np.concatenate(yt)
-    return clients, run_strategy(strategy, clients, keys.server_keys(), xt, yt, config, progress=False)
+    return clients, run_strategy(
+        strategy, clients, keys.server_keys(), xt, yt, config, progress=False
+    )
 
 
 def assert_server_saw_only_ciphertexts(root: Path, keys, strategy: str, result: dict) -> None:
     received = sorted((root / f"{strategy}-received").iterdir())
     assert len(received) == NODES * len(result["rounds"])
-    chunks = sum((secret_key_chunks(getattr(keys, name)) for name in KEY_SETS), [])
+    chunks = functools.reduce(
+        operator.iadd, (secret_key_chunks(getattr(keys, name)) for name in KEY_SETS), []
+    )
     for path in received:
         data = path.read_bytes()
         msg = Message.from_bytes(data)
-        assert msg.blobs and all(isinstance(b, bytes) for b in msg.blobs.values())  # ciphertexts only
-        ctx = keys.updates.public_context() if strategy == "he-fedavg" else keys.aggregation.public_context()
+        assert msg.blobs and all(
+            isinstance(b, bytes) for b in msg.blobs.values()
+        )  # ciphertexts only
+        ctx = (
+            keys.updates.public_context()
+            if strategy == "he-fedavg"
+            else keys.aggregation.public_context()
+        )
         assert msg.keyset_id == ctx.keyset_id.hex()
         he.EncryptedBatch.from_bytes(next(iter(msg.blobs.values())), ctx)
         assert not any(c in data for c in chunks)
@@ -148,7 +219,9 @@ def assert_server_saw_only_ciphertexts(root: Path, keys, strategy: str, result: 
 def test_flower_he_ridge_matches_in_process(deployment):
     root, keys, env = deployment
     result = flwr_run(root, env, "he-ridge", 1)
-    assert result["rounds"] == [1] and result["contributors"] == [[f"client-{k}" for k in range(NODES)]]
+    assert result["rounds"] == [1] and result["contributors"] == [
+        [f"client-{k}" for k in range(NODES)]
+    ]
     assert_server_saw_only_ciphertexts(root, keys, "he-ridge", result)
     clients, local = in_process(root, keys, "he-ridge", 1)
     # the encrypted sum Flower's server produced decrypts to the in-process statistics

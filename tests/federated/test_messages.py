@@ -19,16 +19,29 @@ EXAMPLES = int(os.environ.get("HEVIT_FUZZ_EXAMPLES", "200"))
 
 
 def sample_message() -> Message:
-    return Message("update", "he-fedavg", 3, "client-1", "ab" * 16,
-                   {"update": b"\x01\x02" * 50, "extra": np.arange(12, dtype=float).reshape(3, 4)}, {"note": 1})
+    return Message(
+        "update",
+        "he-fedavg",
+        3,
+        "client-1",
+        "ab" * 16,
+        {"update": b"\x01\x02" * 50, "extra": np.arange(12, dtype=float).reshape(3, 4)},
+        {"note": 1},
+    )
 
 
 def test_round_trip():
     msg = sample_message()
     data = msg.to_bytes()
     back = Message.from_bytes(data)
-    assert (back.kind, back.strategy, back.round, back.sender, back.keyset_id, back.meta) == \
-        (msg.kind, msg.strategy, msg.round, msg.sender, msg.keyset_id, msg.meta)
+    assert (back.kind, back.strategy, back.round, back.sender, back.keyset_id, back.meta) == (
+        msg.kind,
+        msg.strategy,
+        msg.round,
+        msg.sender,
+        msg.keyset_id,
+        msg.meta,
+    )
     assert back.blobs["update"] == msg.blobs["update"]
     np.testing.assert_array_equal(back.blobs["extra"], msg.blobs["extra"])
     assert back.to_bytes() == data
@@ -42,19 +55,29 @@ def _rewrite_header(data: bytes, edit) -> bytes:
     return data[:6] + struct.pack("<I", len(head)) + head + data[10 + head_len :]
 
 
-@pytest.mark.parametrize("edit, match", [
-    (lambda h: h["blobs"][0].update(nbytes=1 << 40), "do not add up"),
-    (lambda h: h["blobs"][1].update(shape=[1 << 20, 1 << 20]), "does not match"),
-    (lambda h: h["blobs"][1].update(shape=[-1, 4]), "invalid shape"),
-    (lambda h: h["blobs"][0].update(type="pickle"), "unknown blob type"),
-    (lambda h: h.update(kind="shell"), "unknown message kind"),
-    (lambda h: h.update(round=-1), "negative round"),
-    (lambda h: h.update(round=True), "round"),
-    (lambda h: h.pop("sender"), "sender"),
-    (lambda h: h["blobs"].append(dict(h["blobs"][0])), "repeated"),
-    (lambda h: h.update(blobs=[{"name": str(i), "type": "ciphertext", "shape": [], "nbytes": 0}
-                               for i in range(100)]), "limit"),
-])
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda h: h["blobs"][0].update(nbytes=1 << 40), "do not add up"),
+        (lambda h: h["blobs"][1].update(shape=[1 << 20, 1 << 20]), "does not match"),
+        (lambda h: h["blobs"][1].update(shape=[-1, 4]), "invalid shape"),
+        (lambda h: h["blobs"][0].update(type="pickle"), "unknown blob type"),
+        (lambda h: h.update(kind="shell"), "unknown message kind"),
+        (lambda h: h.update(round=-1), "negative round"),
+        (lambda h: h.update(round=True), "round"),
+        (lambda h: h.pop("sender"), "sender"),
+        (lambda h: h["blobs"].append(dict(h["blobs"][0])), "repeated"),
+        (
+            lambda h: h.update(
+                blobs=[
+                    {"name": str(i), "type": "ciphertext", "shape": [], "nbytes": 0}
+                    for i in range(100)
+                ]
+            ),
+            "limit",
+        ),
+    ],
+)
 def test_lying_headers_are_refused(edit, match):
     with pytest.raises(SerializationError, match=match):
         Message.from_bytes(_rewrite_header(sample_message().to_bytes(), edit))
@@ -71,7 +94,9 @@ def test_prefix_checks():
     with pytest.raises(SerializationError, match="limit"):
         Message.from_bytes(data, max_bytes=100)
     with pytest.raises(SerializationError, match="NaN"):
-        Message.from_bytes(Message("update", "plain-fedavg", 1, "a", "", {"u": np.array([np.nan])}).to_bytes())
+        Message.from_bytes(
+            Message("update", "plain-fedavg", 1, "a", "", {"u": np.array([np.nan])}).to_bytes()
+        )
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])

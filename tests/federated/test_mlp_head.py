@@ -7,16 +7,24 @@ import numpy as np
 import pytest
 
 from hevit import he
-from hevit.federated import FederatedConfig, FederationKeys, MlpHead, make_clients, normalize_rows, run_inference
-from hevit.federated import run_strategy
+from hevit.federated import (
+    FederatedConfig,
+    FederationKeys,
+    MlpHead,
+    make_clients,
+    normalize_rows,
+    run_inference,
+    run_strategy,
+)
 
 from .conftest import CLASSES, DIM
 
 
 @pytest.fixture(scope="module")
 def mlp_federation(federation):
-    keys = FederationKeys.generate(inference_preset="sample", inference_layout="batch", dim=DIM, classes=CLASSES,
-                                   mlp_hidden=16)
+    keys = FederationKeys.generate(
+        inference_preset="single-row", inference_layout="batch", dim=DIM, classes=CLASSES, mlp_hidden=16
+    )
     return federation, keys, keys.server_keys()
 
 
@@ -32,8 +40,15 @@ def test_mlp_head_gradients_match_finite_differences(rng):
 
     # one full-batch SGD step without momentum history equals -lr * gradient
     lr = 1e-3
-    stepped = head.fit(x, y, epochs=1, learning_rate=lr, batch_size=5, weight_decay=0.0,
-                       rng=np.random.default_rng(0))
+    stepped = head.fit(
+        x,
+        y,
+        epochs=1,
+        learning_rate=lr,
+        batch_size=5,
+        weight_decay=0.0,
+        rng=np.random.default_rng(0),
+    )
     grad = (head.to_vector() - stepped.to_vector()) / lr
     v = head.to_vector()
     for i in rng.choice(len(v), 12, replace=False):
@@ -46,10 +61,17 @@ def test_mlp_head_gradients_match_finite_differences(rng):
 @pytest.mark.parametrize("strategy", ["plain-fedavg", "he-fedavg"])
 def test_federated_mlp_encrypted_predictions_equal_plaintext(mlp_federation, strategy):
     federation, keys, server_keys = mlp_federation
-    config = FederatedConfig(rounds=3, local_epochs=4, learning_rate=0.3, head="mlp", hidden=16,
-                             inference_layout="batch")
-    clients = make_clients(federation.x[federation.train], federation.y[federation.train], federation.parts,
-                           classes=CLASSES, keys=keys, config=config)
+    config = FederatedConfig(
+        rounds=3, local_epochs=4, learning_rate=0.3, head="mlp", hidden=16, inference_layout="batch"
+    )
+    clients = make_clients(
+        federation.x[federation.train],
+        federation.y[federation.train],
+        federation.parts,
+        classes=CLASSES,
+        keys=keys,
+        config=config,
+    )
     xt, yt = federation.x[federation.test], federation.y[federation.test]
     result = run_strategy(strategy, clients, server_keys, xt, yt, config, progress=False)
     head = result.head
@@ -60,10 +82,16 @@ def test_federated_mlp_encrypted_predictions_equal_plaintext(mlp_federation, str
     record = run_inference(head, clients, server_keys, test_parts, xt, yt, config)
     assert record.head == "mlp" and record.preset == "mlp"
     assert record.agreement == 1.0
-    assert record.accuracy_encrypted == record.accuracy_plaintext == pytest.approx(result.final_accuracy)
+    assert (
+        record.accuracy_encrypted
+        == record.accuracy_plaintext
+        == pytest.approx(result.final_accuracy)
+    )
     rows = clients[0].preprocess(xt)
     plan = head.compile_plan(server_keys.mlp_inference, layout="batch")
-    tol = he.reference.mlp_tolerance(keys.mlp_inference.params, head.w1, head.b1, head.w2, rows, plan)
+    tol = he.reference.mlp_tolerance(
+        keys.mlp_inference.params, head.w1, head.b1, head.w2, rows, plan
+    )
     assert record.max_abs_logit_error <= tol
 
 

@@ -29,7 +29,11 @@ def secret_key_chunks(sk, count: int = 64, width: int = 16) -> list[bytes]:
 def test_server_never_receives_secret_key_bytes(tmp_path, monkeypatch):
     received: list[bytes] = []
     generated: list[FederationKeys] = []
-    receive, handle, generate = AggregationServer.receive, InferenceServer.handle, FederationKeys.generate
+    receive, handle, generate = (
+        AggregationServer.receive,
+        InferenceServer.handle,
+        FederationKeys.generate,
+    )
 
     def spy_receive(self, data):
         received.append(bytes(data))
@@ -43,20 +47,31 @@ def test_server_never_receives_secret_key_bytes(tmp_path, monkeypatch):
         keys = generate(*args, **kw)
         generated.append(keys)
         server_keys = keys.server_keys()
-        received.extend(getattr(server_keys, name).to_bytes() for name in ("updates", "aggregation", "inference"))
+        received.extend(
+            getattr(server_keys, name).to_bytes()
+            for name in ("updates", "aggregation", "inference")
+        )
         return keys
 
     monkeypatch.setattr(AggregationServer, "receive", spy_receive)
     monkeypatch.setattr(InferenceServer, "handle", spy_handle)
     monkeypatch.setattr(FederationKeys, "generate", staticmethod(spy_generate))
     x, y = clustered_features(3, rows=240, dim=48)
-    features = FeatureSet(x.astype(np.float32), y, [str(i) for i in range(len(y))], ("a", "b", "c"), {})
-    report = experiment_job.run_experiment(features, config=FederatedConfig(rounds=2, local_epochs=1),
-                                           checkpoint_dir=tmp_path, progress=False)
+    features = FeatureSet(
+        x.astype(np.float32), y, [str(i) for i in range(len(y))], ("a", "b", "c"), {}
+    )
+    report = experiment_job.run_experiment(
+        features,
+        config=FederatedConfig(rounds=2, local_epochs=1),
+        checkpoint_dir=tmp_path,
+        progress=False,
+    )
     assert len(report.strategies) == 3 and len(generated) == 1
     for path in (tmp_path / "server").iterdir():  # checkpoints hold the aggregates in base64
         received.append(path.read_bytes())
-        received.extend(base64.b64decode(s["aggregate"]) for s in json.loads(path.read_text())["completed"])
+        received.extend(
+            base64.b64decode(s["aggregate"]) for s in json.loads(path.read_text())["completed"]
+        )
     kinds = {bytes(m[:4]) for m in received}
     assert b"HVFM" in kinds and b"HEVT" in kinds  # messages and public contexts were both captured
     keys = generated[0]

@@ -31,14 +31,27 @@ def rss_bytes() -> int:
 def test_fifty_clients_memory_stays_flat(capsys):
     x, y = clustered_features(5, rows=CLIENTS * 24)
     parts = iid_partition(np.arange(len(y)), clients=CLIENTS, seed=0)
-    keys = FederationKeys.generate(aggregation_preset="release", inference_preset="sample",
-                                   inference_layout="sample", dim=DIM, classes=CLASSES)
+    keys = FederationKeys.generate(
+        aggregation_preset="release",
+        inference_preset="single-row",
+        inference_layout="sample",
+        dim=DIM,
+        classes=CLASSES,
+    )
     config = FederatedConfig(rounds=ROUNDS, local_epochs=1)
     clients = make_clients(x, y, parts, classes=CLASSES, keys=keys, config=config)
     samples: list[int] = []
     start = time.perf_counter()
-    result = run_strategy("he-fedavg", clients, keys.server_keys(), x[:100], y[:100], config, progress=False,
-                          on_round_end=lambda r: samples.append(rss_bytes()))
+    result = run_strategy(
+        "he-fedavg",
+        clients,
+        keys.server_keys(),
+        x[:100],
+        y[:100],
+        config,
+        progress=False,
+        on_round_end=lambda r: samples.append(rss_bytes()),
+    )
     seconds = time.perf_counter() - start
     assert [r.round for r in result.rounds] == list(range(1, ROUNDS + 1))
     assert all(len(r.contributors) == CLIENTS for r in result.rounds)
@@ -48,6 +61,8 @@ def test_fifty_clients_memory_stays_flat(capsys):
     assert slope < upload / 6, (slope, upload)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     with capsys.disabled():
-        print(f"\nsoak: {CLIENTS} clients x {ROUNDS} he-fedavg rounds in {seconds:.1f} s, "
-              f"{CLIENTS * ROUNDS / seconds:.1f} contributions/s, {upload / 1e6:.2f} MB uploaded per round, "
-              f"RSS growth {slope / 1e6:.3f} MB/round, peak RSS {peak / 1e6:.0f} MB")
+        print(
+            f"\nsoak: {CLIENTS} clients x {ROUNDS} he-fedavg rounds in {seconds:.1f} s, "
+            f"{CLIENTS * ROUNDS / seconds:.1f} contributions/s, {upload / 1e6:.2f} MB uploaded per round, "
+            f"RSS growth {slope / 1e6:.3f} MB/round, peak RSS {peak / 1e6:.0f} MB"
+        )

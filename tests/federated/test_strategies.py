@@ -12,11 +12,11 @@ from hevit import he
 from hevit.errors import QuorumError
 from hevit.federated import (
     AggregationServer,
-    make_clients,
     DPConfig,
     FederatedConfig,
     LinearHead,
     centralized_ridge,
+    make_clients,
     normalize_rows,
     run_inference,
     run_strategy,
@@ -33,7 +33,9 @@ def released_value_error(config: FederatedConfig, params, length: int, contribut
     units of the unscaled sum (times count_scale)."""
     sigma = config.flooding.sigma(sum_noise_norm_bound(params, length, contributors))
     ckks = he.reference.sum_tolerance(params, contributors)
-    return config.count_scale * (he.reference.SIGMAS * sigma + config.flooding.grid(sigma) / 2 + ckks)
+    return config.count_scale * (
+        he.reference.SIGMAS * sigma + config.flooding.grid(sigma) / 2 + ckks
+    )
 
 
 def direct_fedavg(clients, rounds: int, dropouts=None) -> list[LinearHead]:
@@ -52,31 +54,55 @@ def direct_fedavg(clients, rounds: int, dropouts=None) -> list[LinearHead]:
 def test_plain_fedavg_is_fedavg(federation):
     config = FederatedConfig(**FAST)
     clients = federation.clients(config)
-    result = run_strategy("plain-fedavg", clients, None, federation.x[federation.test],
-                          federation.y[federation.test], config, progress=False)
+    result = run_strategy(
+        "plain-fedavg",
+        clients,
+        None,
+        federation.x[federation.test],
+        federation.y[federation.test],
+        config,
+        progress=False,
+    )
     expected = direct_fedavg(clients, config.rounds)[-1]
     # the only difference is float rounding of the 1 / count_scale scaling
-    np.testing.assert_allclose(result.head.to_vector(), expected.to_vector(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        result.head.to_vector(), expected.to_vector(), rtol=1e-12, atol=1e-12
+    )
     assert [r.round for r in result.rounds] == [1, 2, 3]
-    assert result.final_accuracy == expected.accuracy(normalize_rows(federation.x[federation.test]),
-                                                      federation.y[federation.test])
+    assert result.final_accuracy == expected.accuracy(
+        normalize_rows(federation.x[federation.test]), federation.y[federation.test]
+    )
 
 
 def test_he_fedavg_matches_plain_fedavg(federation):
     config = FederatedConfig(**FAST)
     xt, yt = federation.x[federation.test], federation.y[federation.test]
-    plain = run_strategy("plain-fedavg", federation.clients(config), None, xt, yt, config, progress=False)
+    plain = run_strategy(
+        "plain-fedavg", federation.clients(config), None, xt, yt, config, progress=False
+    )
     clients = federation.clients(config)
-    encrypted = run_strategy("he-fedavg", clients, federation.server_keys, xt, yt, config, progress=False)
+    encrypted = run_strategy(
+        "he-fedavg", clients, federation.server_keys, xt, yt, config, progress=False
+    )
     # round 1 starts from the same head, so the released model differs only by the released error
     params = federation.keys.updates.params
     length = CLASSES * DIM + CLASSES + 1
     n_total = sum(len(c.x) for c in clients)
-    tol = released_value_error(config, params, length, 3) / n_total * (1 + np.abs(plain.head.to_vector()).max())
+    tol = (
+        released_value_error(config, params, length, 3)
+        / n_total
+        * (1 + np.abs(plain.head.to_vector()).max())
+    )
     first_plain = direct_fedavg(federation.clients(config), 1)[0]
-    first_he = run_strategy("he-fedavg", federation.clients(FederatedConfig(**{**FAST, "rounds": 1})),
-                            federation.server_keys, xt, yt, FederatedConfig(**{**FAST, "rounds": 1}),
-                            progress=False).head
+    first_he = run_strategy(
+        "he-fedavg",
+        federation.clients(FederatedConfig(**{**FAST, "rounds": 1})),
+        federation.server_keys,
+        xt,
+        yt,
+        FederatedConfig(**{**FAST, "rounds": 1}),
+        progress=False,
+    ).head
     assert np.abs(first_he.to_vector() - first_plain.to_vector()).max() <= tol
     assert [r.accuracy for r in encrypted.rounds] == [r.accuracy for r in plain.rounds]
     assert encrypted.inference is None and encrypted.epsilon is None
@@ -86,10 +112,14 @@ def test_he_ridge_matches_centralized_ridge(federation):
     config = FederatedConfig()
     clients = federation.clients(config)
     xt, yt = federation.x[federation.test], federation.y[federation.test]
-    result = run_strategy("he-ridge", clients, federation.server_keys, xt, yt, config, progress=False)
+    result = run_strategy(
+        "he-ridge", clients, federation.server_keys, xt, yt, config, progress=False
+    )
     assert len(result.rounds) == 1
     x = normalize_rows(federation.x[federation.train])
-    reference = centralized_ridge(x, federation.y[federation.train], CLASSES, alpha=config.ridge_alpha)
+    reference = centralized_ridge(
+        x, federation.y[federation.train], CLASSES, alpha=config.ridge_alpha
+    )
     # perturbation bound of (A + alpha I) W = B with every released entry off by at most delta
     d = DIM + 1
     length = d * (d + 1) // 2 + d * CLASSES
@@ -104,16 +134,22 @@ def test_he_ridge_matches_centralized_ridge(federation):
 
 
 def test_he_cls_predictions_equal_plaintext_predictions(federation):
-    config = FederatedConfig(inference_preset="sample", inference_layout="sample")
+    config = FederatedConfig(inference_preset="single-row", inference_layout="sample")
     clients = federation.clients(config)
     xt, yt = federation.x[federation.test], federation.y[federation.test]
-    head = run_strategy("he-ridge", clients, federation.server_keys, xt, yt, config, progress=False).head
+    head = run_strategy(
+        "he-ridge", clients, federation.server_keys, xt, yt, config, progress=False
+    ).head
     test_parts = [np.arange(k, len(xt), 3) for k in range(3)]
     record = run_inference(head, clients, federation.server_keys, test_parts, xt, yt, config)
     assert record.agreement == 1.0
     assert record.accuracy_encrypted == record.accuracy_plaintext
-    plan = he.LinearPlan.compile(federation.server_keys.inference, head.weights, head.bias, layout="sample")
-    tol = he.reference.linear_tolerance(federation.keys.inference.params, head.weights, normalize_rows(xt), plan)
+    plan = he.LinearPlan.compile(
+        federation.server_keys.inference, head.weights, head.bias, layout="sample"
+    )
+    tol = he.reference.linear_tolerance(
+        federation.keys.inference.params, head.weights, normalize_rows(xt), plan
+    )
     assert record.max_abs_logit_error <= tol
     assert record.rows == len(xt) and record.bytes_up_per_image > 0
     assert record.rows_per_layout == {"sample": len(xt)}
@@ -124,19 +160,31 @@ def test_he_cls_auto_layout_serves_small_requests_in_the_coefficient_layout(fede
     predictions still equal the plaintext ones."""
     from hevit.federated import FederationKeys
 
-    keys = FederationKeys.generate(inference_preset="latency", inference_layout="auto", dim=DIM, classes=CLASSES)
+    keys = FederationKeys.generate(
+        inference_preset="latency", inference_layout="auto", dim=DIM, classes=CLASSES
+    )
     config = FederatedConfig()
     assert config.inference_layout == "auto" and config.inference_preset == "latency"
-    clients = make_clients(federation.x[federation.train], federation.y[federation.train], federation.parts,
-                           classes=CLASSES, keys=keys, config=config)
+    clients = make_clients(
+        federation.x[federation.train],
+        federation.y[federation.train],
+        federation.parts,
+        classes=CLASSES,
+        keys=keys,
+        config=config,
+    )
     xt, yt = federation.x[federation.test], federation.y[federation.test]
     head = run_strategy("plain-fedavg", clients, None, xt, yt, config, progress=False).head
     test_parts = [np.arange(k, len(xt), 3) for k in range(3)]
     record = run_inference(head, clients, keys.server_keys(), test_parts, xt, yt, config)
     assert record.rows_per_layout == {"coefficient": len(xt)}
     assert record.agreement == 1.0 and record.key_switches == 0
-    plan = he.LinearPlan.compile(keys.server_keys().inference, head.weights, head.bias, layout="coefficient")
-    tol = he.reference.linear_tolerance(keys.inference.params, head.weights, normalize_rows(xt), plan)
+    plan = he.LinearPlan.compile(
+        keys.server_keys().inference, head.weights, head.bias, layout="coefficient"
+    )
+    tol = he.reference.linear_tolerance(
+        keys.inference.params, head.weights, normalize_rows(xt), plan
+    )
     assert record.max_abs_logit_error <= tol + he.reference.compact_tolerance(keys.inference.params)
     assert record.bytes_down_per_image < 16_384
 
@@ -161,8 +209,15 @@ def test_bytes_accounted_are_the_lengths_sent(federation, monkeypatch):
     monkeypatch.setattr(AggregationServer, "receive", spy_receive)
     monkeypatch.setattr(AggregationServer, "close_round", spy_close)
     config = FederatedConfig(**FAST)
-    result = run_strategy("he-fedavg", federation.clients(config), federation.server_keys,
-                          federation.x[federation.test], federation.y[federation.test], config, progress=False)
+    result = run_strategy(
+        "he-fedavg",
+        federation.clients(config),
+        federation.server_keys,
+        federation.x[federation.test],
+        federation.y[federation.test],
+        config,
+        progress=False,
+    )
     for record in result.rounds:
         for client, size in record.bytes_up.items():
             assert size == sent_up[(record.round, client)]
@@ -176,14 +231,24 @@ def test_client_dropping_out_mid_round(federation, strategy):
     clients = federation.clients(config)
     dropouts = {2: {"client-1"}}
     keys = None if strategy == "plain-fedavg" else federation.server_keys
-    result = run_strategy(strategy, clients, keys, federation.x[federation.test], federation.y[federation.test],
-                          config, dropouts=dropouts, progress=False)
+    result = run_strategy(
+        strategy,
+        clients,
+        keys,
+        federation.x[federation.test],
+        federation.y[federation.test],
+        config,
+        dropouts=dropouts,
+        progress=False,
+    )
     assert result.rounds[1].contributors == ["client-0", "client-2"]
     assert result.rounds[1].dropped == ["client-1"]
     assert "client-1" not in result.rounds[1].bytes_up
     expected = direct_fedavg(clients, config.rounds, dropouts)[-1]
     if strategy == "plain-fedavg":
-        np.testing.assert_allclose(result.head.to_vector(), expected.to_vector(), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(
+            result.head.to_vector(), expected.to_vector(), rtol=1e-12, atol=1e-12
+        )
     else:  # equal up to the released error, which leaves every prediction unchanged
         xt = normalize_rows(federation.x[federation.test])
         np.testing.assert_array_equal(result.head.predict(xt), expected.predict(xt))
@@ -191,10 +256,19 @@ def test_client_dropping_out_mid_round(federation, strategy):
 
 def test_quorum_violation_fails_the_round_clearly(federation):
     config = FederatedConfig(**FAST)  # quorum None: every client is required
-    with pytest.raises(QuorumError, match=r"round 2: 2 valid contribution\(s\).*quorum is 3.*client-1"):
-        run_strategy("he-fedavg", federation.clients(config), federation.server_keys,
-                     federation.x[federation.test], federation.y[federation.test], config,
-                     dropouts={2: {"client-1"}}, progress=False)
+    with pytest.raises(
+        QuorumError, match=r"round 2: 2 valid contribution\(s\).*quorum is 3.*client-1"
+    ):
+        run_strategy(
+            "he-fedavg",
+            federation.clients(config),
+            federation.server_keys,
+            federation.x[federation.test],
+            federation.y[federation.test],
+            config,
+            dropouts={2: {"client-1"}},
+            progress=False,
+        )
 
 
 def test_differential_privacy_noise_and_epsilon(federation):
@@ -215,11 +289,25 @@ def test_differential_privacy_noise_and_epsilon(federation):
     assert 0.85 < float(np.std(noise)) < 1.15
     assert abs(float(np.mean(noise))) < 0.25
     assert result.epsilon is not None and result.epsilon > 0
-    more_rounds = run_strategy("plain-fedavg", federation.clients(FederatedConfig(rounds=3, local_epochs=1, dp=dp)),
-                               None, xt, yt, FederatedConfig(rounds=3, local_epochs=1, dp=dp), progress=False)
+    more_rounds = run_strategy(
+        "plain-fedavg",
+        federation.clients(FederatedConfig(rounds=3, local_epochs=1, dp=dp)),
+        None,
+        xt,
+        yt,
+        FederatedConfig(rounds=3, local_epochs=1, dp=dp),
+        progress=False,
+    )
     assert more_rounds.epsilon > result.epsilon
-    ridge = run_strategy("he-ridge", federation.clients(config), federation.server_keys, xt, yt, config,
-                         progress=False)
+    ridge = run_strategy(
+        "he-ridge",
+        federation.clients(config),
+        federation.server_keys,
+        xt,
+        yt,
+        config,
+        progress=False,
+    )
     assert ridge.epsilon == pytest.approx(result.epsilon)  # one Gaussian release each
 
 
@@ -230,12 +318,22 @@ def test_released_logits_only_through_the_path_with_a_derived_noise_bound(federa
     from hevit.federated import FederationKeys, InferenceServer
 
     xt = federation.x[federation.test][:8]
-    head = LinearHead(np.random.default_rng(0).standard_normal((CLASSES, DIM)) * 0.1, np.zeros(CLASSES))
+    head = LinearHead(
+        np.random.default_rng(0).standard_normal((CLASSES, DIM)) * 0.1, np.zeros(CLASSES)
+    )
     for layout, preset in (("batch", "release"), ("coefficient", "latency")):
-        keys = FederationKeys.generate(inference_preset=preset, inference_layout=layout, dim=DIM, classes=CLASSES)
+        keys = FederationKeys.generate(
+            inference_preset=preset, inference_layout=layout, dim=DIM, classes=CLASSES
+        )
         config = FederatedConfig(inference_preset=preset, inference_layout=layout)
-        client = make_clients(federation.x[federation.train], federation.y[federation.train], federation.parts[:1],
-                              classes=CLASSES, keys=keys, config=config)[0]
+        client = make_clients(
+            federation.x[federation.train],
+            federation.y[federation.train],
+            federation.parts[:1],
+            classes=CLASSES,
+            keys=keys,
+            config=config,
+        )[0]
         server = InferenceServer(keys.server_keys().inference, head, layout=layout)
         reply = server.handle(client.inference_request(xt, model=head))
         if layout == "batch":
@@ -244,5 +342,54 @@ def test_released_logits_only_through_the_path_with_a_derived_noise_bound(federa
             assert released.shape == exact.shape and not np.array_equal(released, exact)
             assert np.abs(released - exact).max() < 1e-2
         else:
-            with pytest.raises(ProtocolError, match="no flooding bound is established for coefficient"):
+            with pytest.raises(
+                ProtocolError, match="no flooding bound is established for coefficient"
+            ):
                 client.release_logits(reply, head.weights)
+
+
+def test_releases_past_the_flooding_budget_are_refused(federation):
+    """The flooding std covers max_decryptions releases per key set: the next one is refused
+    before anything is decrypted, and a new key set starts a new count."""
+    from hevit.errors import DecryptionBudgetError
+    from hevit.federated import FederationKeys, InferenceServer
+    from hevit.he.flooding import FloodingPolicy
+
+    xt = federation.x[federation.test][:4]
+    head = LinearHead(
+        np.random.default_rng(1).standard_normal((CLASSES, DIM)) * 0.1, np.zeros(CLASSES)
+    )
+    config = FederatedConfig(
+        inference_preset="release",
+        inference_layout="batch",
+        flooding=FloodingPolicy(max_decryptions=2),
+    )
+
+    def client_and_server():
+        keys = FederationKeys.generate(
+            inference_preset="release", inference_layout="batch", dim=DIM, classes=CLASSES
+        )
+        client = make_clients(
+            federation.x[federation.train],
+            federation.y[federation.train],
+            federation.parts[:1],
+            classes=CLASSES,
+            keys=keys,
+            config=config,
+        )[0]
+        return client, InferenceServer(keys.server_keys().inference, head, layout="batch")
+
+    client, server = client_and_server()
+    for _ in range(2):
+        client.release_logits(server.handle(client.inference_request(xt, model=head)), head.weights)
+    reply = server.handle(client.inference_request(xt, model=head))
+    with pytest.raises(DecryptionBudgetError, match="2 flooded decryptions already released"):
+        client.release_logits(reply, head.weights)
+    # exact decryptions for the hospital's own use are not releases
+    assert client.read_logits(reply, model=head).shape == (4, CLASSES)
+    # the budget is per key set: a client under fresh keys releases again
+    other, other_server = client_and_server()
+    other.decryption_budget = client.decryption_budget
+    other.release_logits(
+        other_server.handle(other.inference_request(xt, model=head)), head.weights
+    )

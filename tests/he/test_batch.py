@@ -3,7 +3,6 @@ import pytest
 
 from hevit import he
 from hevit.errors import ContextMismatchError, LayoutError, SerializationError, ValueRangeError
-
 from tests.helpers import rows_with_norm
 
 PRESETS = sorted(he.PRESETS)
@@ -80,8 +79,11 @@ def test_sum_aggregates_clients(keys, rng, layout):
     # a sum with a public-key (unseeded) batch stores c1 in full
     mixed = he.EncryptedBatch.sum([total, sk.public_context().encrypt(xs[0], layout=layout)])
     assert not mixed.seeded and mixed.seed_count == 0
-    assert np.abs(sk.decrypt(mixed) - sum(xs) - xs[0]).max() <= he.reference.public_round_trip_tolerance(
-        sk.params) + he.reference.sum_tolerance(sk.params, 3)
+    assert np.abs(
+        sk.decrypt(mixed) - sum(xs) - xs[0]
+    ).max() <= he.reference.public_round_trip_tolerance(sk.params) + he.reference.sum_tolerance(
+        sk.params, 3
+    )
 
 
 def test_sum_of_many_fresh_batches_stores_c1_beyond_the_seed_limit(keys, rng):
@@ -93,7 +95,10 @@ def test_sum_of_many_fresh_batches_stores_c1_beyond_the_seed_limit(keys, rng):
     over = he.EncryptedBatch.sum([big, one])
     assert not over.seeded and over.nbytes > big.nbytes
     back = he.EncryptedBatch.from_bytes(big.to_bytes(), sk.public_context())
-    assert np.abs(sk.decrypt(back) - 255 * x).max() <= he.reference.sum_tolerance(sk.params, 255) * 255 ** 0.5
+    assert (
+        np.abs(sk.decrypt(back) - 255 * x).max()
+        <= he.reference.sum_tolerance(sk.params, 255) * 255**0.5
+    )
 
 
 def test_sum_refuses_mismatches(keys, rng):

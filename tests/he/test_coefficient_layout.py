@@ -6,12 +6,11 @@ import pytest
 
 from hevit import he
 from hevit.errors import HevitError, LayoutError, SerializationError
-
 from tests.helpers import rows_with_norm
 
 from .test_plan import random_layer
 
-PRESETS = ["batch", "latency"]  # one data prime each
+PRESETS = ["throughput", "latency"]  # one data prime each
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +54,10 @@ def test_coefficient_round_trips_secret_and_public_key(coefficient_keys, rng, pr
     # public-key encryption adds e0 + e1 s + u e: std sigma sqrt(1 + 4N/3) per coefficient
     n = sk.params.poly_modulus_degree
     tol_public = tol_secret * np.sqrt(1 + 4 * n / 3)
-    assert np.abs(sk.decrypt(sk.public_context().encrypt(x, layout="coefficient")) - x).max() <= tol_public
+    assert (
+        np.abs(sk.decrypt(sk.public_context().encrypt(x, layout="coefficient")) - x).max()
+        <= tol_public
+    )
     # sums of client batches stay in the layout
     total = he.EncryptedBatch.sum([enc, enc, enc])
     assert np.abs(sk.decrypt(total) - 3 * x).max() <= 3 * tol_secret
@@ -72,7 +74,7 @@ def test_zero_weights_give_the_bias(coefficient_keys, rng):
 
 
 def test_coefficient_layout_refusals(coefficient_keys, rng):
-    multi = he.SecretContext.generate(he.CkksParams.preset("sample"))
+    multi = he.SecretContext.generate(he.CkksParams.preset("single-row"))
     x = rows_with_norm(rng, 1, 768, 1.0)
     with pytest.raises(LayoutError, match="one data prime"):
         multi.encrypt(x, layout="coefficient")
@@ -89,8 +91,14 @@ def test_coefficient_layout_refusals(coefficient_keys, rng):
     mlp_params = he.CkksParams.preset("mlp", max_norm=1.0)
     mlp_keys = he.SecretContext.generate(mlp_params, conjugation=True, relinearization=True)
     with pytest.raises(LayoutError, match="serves linear heads"):
-        he.MlpPlan.compile(mlp_keys.public_context(), np.ones((4, 8)), np.zeros(4), np.ones((2, 4)), np.zeros(2),
-                           layout="coefficient")
+        he.MlpPlan.compile(
+            mlp_keys.public_context(),
+            np.ones((4, 8)),
+            np.zeros(4),
+            np.ones((2, 4)),
+            np.zeros(2),
+            layout="coefficient",
+        )
 
 
 def _with_checksum(blob: bytes) -> bytes:
@@ -105,8 +113,11 @@ def test_hostile_response_bytes_are_refused(coefficient_keys, rng):
     sk = coefficient_keys["batch"]
     pub = he.PublicContext.from_bytes(sk.public_context().to_bytes())
     w, b = random_layer(rng, 3, 768)
-    reply = he.LinearPlan.compile(pub, w, b, layout="coefficient").apply(
-        sk.encrypt(rows_with_norm(rng, 1, 768, 1.0), layout="coefficient")).to_bytes()
+    reply = (
+        he.LinearPlan.compile(pub, w, b, layout="coefficient")
+        .apply(sk.encrypt(rows_with_norm(rng, 1, 768, 1.0), layout="coefficient"))
+        .to_bytes()
+    )
     for cut in (1, 63, 64, 100, len(reply) - 1):
         with pytest.raises(SerializationError):
             he.EncryptedBatch.from_bytes(reply[:cut], pub)
@@ -116,10 +127,11 @@ def test_hostile_response_bytes_are_refused(coefficient_keys, rng):
     for offset, value in ((layout_at, 9), (period_at, 4096), (period_at, 0)):
         tampered = bytearray(reply)
         tampered[offset : offset + (1 if offset == layout_at else 8)] = (
-            bytes([value]) if offset == layout_at else int(value).to_bytes(8, "little"))
+            bytes([value]) if offset == layout_at else int(value).to_bytes(8, "little")
+        )
         with pytest.raises(SerializationError):
             he.EncryptedBatch.from_bytes(_with_checksum(bytes(tampered)), pub)
-    other = he.SecretContext.generate(he.CkksParams.preset("batch", max_norm=1.0))
+    other = he.SecretContext.generate(he.CkksParams.preset("throughput", max_norm=1.0))
     with pytest.raises(HevitError):
         other.decrypt(he.EncryptedBatch.from_bytes(reply, other.public_context()))
 
@@ -131,10 +143,15 @@ def test_hostile_compact_reply_bytes_are_refused(coefficient_keys, rng):
     pub = he.PublicContext.from_bytes(sk.public_context().to_bytes())
     w, b = random_layer(rng, 3, 768)
     full = he.LinearPlan.compile(pub, w, b, layout="coefficient").apply(
-        sk.encrypt(rows_with_norm(rng, 2, 768, 1.0), layout="coefficient"))
+        sk.encrypt(rows_with_norm(rng, 2, 768, 1.0), layout="coefficient")
+    )
     compact = full.compact().to_bytes()
-    np.testing.assert_allclose(sk.decrypt(he.CompactBatch.from_bytes(compact, pub)), sk.decrypt(full),
-                               atol=he.reference.compact_tolerance(sk.params), rtol=0)
+    np.testing.assert_allclose(
+        sk.decrypt(he.CompactBatch.from_bytes(compact, pub)),
+        sk.decrypt(full),
+        atol=he.reference.compact_tolerance(sk.params),
+        rtol=0,
+    )
     for cut in (10, 64, 100, len(compact) - 1):
         with pytest.raises(SerializationError):
             he.CompactBatch.from_bytes(compact[:cut], pub)
@@ -144,8 +161,14 @@ def test_hostile_compact_reply_bytes_are_refused(coefficient_keys, rng):
         he.EncryptedBatch.from_bytes(compact, pub)
     header = 64
     # payload: rows, cols, period (u64 each), bits (u32), unit, norm bound (f64 each)
-    for offset, size, value in ((header, 8, 0), (header, 8, 2**40), (header + 8, 8, 10**6), (header + 16, 8, 0),
-                                (header + 24, 4, 3), (header + 24, 4, 63)):
+    for offset, size, value in (
+        (header, 8, 0),
+        (header, 8, 2**40),
+        (header + 8, 8, 10**6),
+        (header + 16, 8, 0),
+        (header + 24, 4, 3),
+        (header + 24, 4, 63),
+    ):
         tampered = bytearray(compact)
         tampered[offset : offset + size] = int(value).to_bytes(size, "little")
         with pytest.raises(SerializationError):

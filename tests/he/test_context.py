@@ -3,7 +3,6 @@ import pytest
 
 from hevit import he
 from hevit.errors import ContextMismatchError, SecretKeyRequiredError, SerializationError
-
 from tests.helpers import rows_with_norm
 
 
@@ -47,7 +46,9 @@ def test_secret_context_round_trip_decrypts_old_ciphertexts(keys, rng):
     restored = he.SecretContext.from_bytes(sk.to_bytes())
     assert restored.public_context().keyset_id == sk.public_context().keyset_id
     enc = he.EncryptedBatch.from_bytes(blob, restored.public_context())
-    np.testing.assert_allclose(restored.decrypt(enc), x, atol=he.reference.round_trip_tolerance(sk.params), rtol=0)
+    np.testing.assert_allclose(
+        restored.decrypt(enc), x, atol=he.reference.round_trip_tolerance(sk.params), rtol=0
+    )
 
 
 def test_secret_context_bytes_are_refused_as_a_public_context(keys):
@@ -75,7 +76,7 @@ def test_secret_key_bytes_never_appear_in_public_bytes(keys):
 
 
 def test_decrypting_under_another_key_set_is_refused(rng):
-    params = he.CkksParams.preset("batch")
+    params = he.CkksParams.preset("throughput")
     a = he.SecretContext.generate(params)
     b = he.SecretContext.generate(params)
     enc = a.encrypt(rng.standard_normal((3, 4)), layout="batch")
@@ -104,7 +105,9 @@ def test_introspection_bindings(keys, rng):
     sk = keys.get("sample", rotation_steps=(1,))
     core = sk.public_context()._core
     assert core.slot_count == 2048
-    assert len(core.primes) == 3 and all(p.bit_length() == b for p, b in zip(core.primes, (39, 30, 40)))
+    assert len(core.primes) == 3 and all(
+        p.bit_length() == b for p, b in zip(core.primes, (39, 30, 40), strict=True)
+    )
     enc = sk.encrypt(rng.standard_normal((3, 20)), layout="sample")
     assert enc._core.period == 32 and enc._core.prime_count == 2
     assert enc.context.keyset_id == sk.public_context().keyset_id
@@ -127,8 +130,15 @@ def test_secret_context_with_a_foreign_secret_key_is_refused(keys):
     blob_a, blob_b = a.to_bytes(), b.to_bytes()
     pub_len = struct.unpack_from("<Q", blob_a, 64)[0]
     # a's public context with b's secret key, checksum recomputed: a consistent-looking forgery
-    payload = blob_a[64 : 64 + 8 + pub_len] + blob_b[64 + 8 + struct.unpack_from("<Q", blob_b, 64)[0] :]
-    forged = blob_a[:40] + struct.pack("<Q", len(payload)) + hashlib.blake2b(payload, digest_size=16).digest() + payload
+    payload = (
+        blob_a[64 : 64 + 8 + pub_len] + blob_b[64 + 8 + struct.unpack_from("<Q", blob_b, 64)[0] :]
+    )
+    forged = (
+        blob_a[:40]
+        + struct.pack("<Q", len(payload))
+        + hashlib.blake2b(payload, digest_size=16).digest()
+        + payload
+    )
     with pytest.raises(SerializationError, match="does not belong to its public key"):
         he.SecretContext.from_bytes(forged)
 

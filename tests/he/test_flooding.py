@@ -5,7 +5,13 @@ import pytest
 
 from hevit import he
 from hevit.errors import ParameterError
-from hevit.he.flooding import FloodingPolicy, flood, linear_noise_norm_bound, noise_norm_bound, sum_noise_norm_bound
+from hevit.he.flooding import (
+    FloodingPolicy,
+    flood,
+    linear_noise_norm_bound,
+    noise_norm_bound,
+    sum_noise_norm_bound,
+)
 
 
 def test_sigma_follows_the_kl_bound():
@@ -36,7 +42,7 @@ def test_explicit_precision_grid(rng):
 
 
 def test_flood_refuses_noise_the_task_cannot_absorb():
-    params = he.CkksParams.preset("batch")
+    params = he.CkksParams.preset("throughput")
     bound = sum_noise_norm_bound(params, 4096, 3)
     with pytest.raises(ParameterError, match="release"):
         flood(np.zeros(4096), bound, FloodingPolicy(), max_sigma=1e-3)
@@ -60,5 +66,18 @@ def test_noise_bounds_scale_as_derived():
     one = sum_noise_norm_bound(params, 100, 1)
     assert math.isclose(sum_noise_norm_bound(params, 100, 4), 2 * one)
     w = np.ones((3, 16)) * 2.0  # row norm 8
-    assert math.isclose(linear_noise_norm_bound(params, w, 10), 8 * noise_norm_bound(
-        he.reference.ckks_noise_std(params), 30))
+    assert math.isclose(
+        linear_noise_norm_bound(params, w, 10),
+        8 * noise_norm_bound(he.reference.ckks_noise_std(params), 30),
+    )
+
+
+def test_decryption_budget_counts_per_key_set():
+    from hevit.errors import DecryptionBudgetError
+    from hevit.he.flooding import DecryptionBudget
+
+    budget, policy = DecryptionBudget(), FloodingPolicy(max_decryptions=3)
+    assert [budget.spend(b"a", policy) for _ in range(3)] == [2, 1, 0]
+    with pytest.raises(DecryptionBudgetError, match="covers 3"):
+        budget.spend(b"a", policy)
+    assert budget.released(b"a") == 3 and budget.spend(b"b", policy) == 2

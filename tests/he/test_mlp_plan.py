@@ -4,8 +4,13 @@ import numpy as np
 import pytest
 
 from hevit import he
-from hevit.errors import LayoutError, MissingKeyError, ParameterError, SecretKeyRequiredError, ValueRangeError
-
+from hevit.errors import (
+    LayoutError,
+    MissingKeyError,
+    ParameterError,
+    SecretKeyRequiredError,
+    ValueRangeError,
+)
 from tests.helpers import rows_with_norm
 
 
@@ -18,7 +23,9 @@ def mlp_keys():
         key = (layout, in_dim, hidden, out_dim) if layout == "sample" else (layout,)
         if key not in cache:
             params = he.CkksParams.preset("mlp", max_norm=1.0)
-            evk = he.MlpPlan.evaluation_keys(params, in_dim=in_dim, hidden=hidden, out_dim=out_dim, layout=layout)
+            evk = he.MlpPlan.evaluation_keys(
+                params, in_dim=in_dim, hidden=hidden, out_dim=out_dim, layout=layout
+            )
             cache[key] = he.SecretContext.generate(params, **evk.as_kwargs())
         return cache[key]
 
@@ -29,7 +36,12 @@ def random_head(rng, in_dim, hidden, out_dim):
     """A head like the trained ones: unit-norm W1 rows scaled by 2, small W2, nonzero biases."""
     w1 = rng.standard_normal((hidden, in_dim))
     w1 *= 2.0 / np.linalg.norm(w1, axis=1, keepdims=True)
-    return w1, 0.3 * rng.standard_normal(hidden), rng.standard_normal((out_dim, hidden)), rng.standard_normal(out_dim)
+    return (
+        w1,
+        0.3 * rng.standard_normal(hidden),
+        rng.standard_normal((out_dim, hidden)),
+        rng.standard_normal(out_dim),
+    )
 
 
 def check(sk, layout, head, x):
@@ -48,7 +60,9 @@ def check(sk, layout, head, x):
     return plan, err
 
 
-@pytest.mark.parametrize("in_dim, hidden, out_dim", [(768, 64, 3), (192, 32, 5), (5, 3, 2), (1000, 16, 10)])
+@pytest.mark.parametrize(
+    "in_dim, hidden, out_dim", [(768, 64, 3), (192, 32, 5), (5, 3, 2), (1000, 16, 10)]
+)
 @pytest.mark.parametrize("layout", ["batch", "sample"])
 def test_mlp_plan_matches_numpy(rng, mlp_keys, layout, in_dim, hidden, out_dim):
     head = random_head(rng, in_dim, hidden, out_dim)
@@ -74,7 +88,7 @@ def test_sample_layout_with_an_odd_row_count(rng, mlp_keys):
 
 def test_zero_weights(rng, mlp_keys):
     w1, b1, w2, b2 = random_head(rng, 192, 32, 5)
-    w1[: 16] = 0.0
+    w1[:16] = 0.0
     w2[:, 8:] = 0.0
     check(mlp_keys("batch"), "batch", (w1, b1, w2, b2), rows_with_norm(rng, 4, 192, 1.0))
 
@@ -102,29 +116,37 @@ def test_evaluation_keys_and_refusals(rng, mlp_keys):
     with pytest.raises(ParameterError, match="three data primes"):
         he.MlpPlan.compile(shallow_keys.public_context(), *head, layout="batch")
     with pytest.raises(LayoutError, match="w2 must have shape"):
-        he.MlpPlan.compile(batch_keys.public_context(), head[0], head[1], head[2][:, :5], head[3], layout="batch")
+        he.MlpPlan.compile(
+            batch_keys.public_context(), head[0], head[1], head[2][:, :5], head[3], layout="batch"
+        )
     bad = head[0].copy()
     bad[0, 0] = np.nan
     with pytest.raises(ValueRangeError):
-        he.MlpPlan.compile(batch_keys.public_context(), bad, head[1], head[2], head[3], layout="batch")
+        he.MlpPlan.compile(
+            batch_keys.public_context(), bad, head[1], head[2], head[3], layout="batch"
+        )
 
 
 def test_hidden_units_that_cannot_fit_are_refused(rng, mlp_keys):
     w1, b1, w2, b2 = random_head(rng, 16, 4, 2)
     for layout in ("batch", "sample"):
         keys = mlp_keys(layout, 16, 4, 2)
-        with pytest.raises(ParameterError, match="does not fit|do not fit"):
+        with pytest.raises(ParameterError, match=r"does not fit|do not fit"):
             he.MlpPlan.compile(keys.public_context(), w1 * 2.0**24, b1, w2, b2, layout=layout)
 
 
 def test_evaluation_keys_survive_serialization():
     params = he.CkksParams.preset("mlp", max_norm=1.0)
-    sk = he.SecretContext.generate(params, rotation_steps=(1, 4), conjugation=True, relinearization=True)
+    sk = he.SecretContext.generate(
+        params, rotation_steps=(1, 4), conjugation=True, relinearization=True
+    )
     pub = he.PublicContext.from_bytes(sk.public_context().to_bytes())
     assert pub.conjugation and pub.relinearization and pub.rotation_steps == (1, 4)
     again = he.SecretContext.from_bytes(sk.to_bytes())
     assert again.public_context().conjugation and again.public_context().relinearization
-    plain = he.PublicContext.from_bytes(he.SecretContext.generate(params).public_context().to_bytes())
+    plain = he.PublicContext.from_bytes(
+        he.SecretContext.generate(params).public_context().to_bytes()
+    )
     assert not plain.conjugation and not plain.relinearization
 
 

@@ -12,11 +12,10 @@ from hevit.errors import (
     SecretKeyRequiredError,
     ValueRangeError,
 )
-
 from tests.helpers import rows_with_norm
 
 SHAPES = [(c, d) for c in (1, 2, 3, 10) for d in (1, 5, 768, 1000)]
-LAYOUT_PRESET = {"batch": "batch", "sample": "sample"}
+LAYOUT_PRESET = {"batch": "throughput", "sample": "single-row"}
 
 
 def random_layer(rng, out_dim, in_dim, *, zeros=True):
@@ -92,15 +91,21 @@ def test_all_zero_weights_give_the_bias(keys, rng, layout):
     x = rows_with_norm(rng, 5, 768, 30.0)
     plan = he.LinearPlan.compile(sk.public_context(), w, b, layout=layout)
     y = sk.decrypt(plan.apply(sk.encrypt(x, layout=layout)))
-    np.testing.assert_allclose(y, np.tile(b, (5, 1)), atol=he.reference.linear_tolerance(sk.params, w, x, plan), rtol=0)
+    np.testing.assert_allclose(
+        y, np.tile(b, (5, 1)), atol=he.reference.linear_tolerance(sk.params, w, x, plan), rtol=0
+    )
 
 
 def test_sample_plan_key_switch_budget():
-    params = he.CkksParams.preset("sample")
+    params = he.CkksParams.preset("single-row")
     for out_dim in (1, 2, 3, 10):
-        sk_steps = he.LinearPlan.rotation_steps(params, in_dim=768, out_dim=out_dim, layout="sample")
+        sk_steps = he.LinearPlan.rotation_steps(
+            params, in_dim=768, out_dim=out_dim, layout="sample"
+        )
         sk = he.SecretContext.generate(params, rotation_steps=sk_steps)
-        plan = he.LinearPlan.compile(sk.public_context(), np.ones((out_dim, 768)) * 1e-3, layout="sample")
+        plan = he.LinearPlan.compile(
+            sk.public_context(), np.ones((out_dim, 768)) * 1e-3, layout="sample"
+        )
         assert plan.key_switches <= 10 + out_dim - 1  # ceil(log2 768) + C - 1
         assert set(plan.rotation_steps) == set(sk_steps)
     assert he.LinearPlan.rotation_steps(params, in_dim=768, out_dim=3, layout="batch") == ()
@@ -115,7 +120,7 @@ def test_batch_plan_needs_no_evaluation_keys(keys, rng):
 
 
 def test_missing_galois_key_is_named(keys):
-    params = he.CkksParams.preset("sample")
+    params = he.CkksParams.preset("single-row")
     steps = he.LinearPlan.rotation_steps(params, in_dim=768, out_dim=3, layout="sample")
     sk = he.SecretContext.generate(params, rotation_steps=steps[:-1])
     with pytest.raises(MissingKeyError, match=f"rotation step {steps[-1]} has no Galois key"):
@@ -128,7 +133,9 @@ def test_apply_refuses_wrong_inputs(keys, rng):
     w, b = random_layer(rng, 3, 768)
     plan = he.LinearPlan.compile(pub, w, b, layout="sample")
     x = rows_with_norm(rng, 2, 768, 10.0)
-    with pytest.raises(LayoutError, match="compiled for the 'sample' layout but the batch is in the 'batch'"):
+    with pytest.raises(
+        LayoutError, match="compiled for the 'sample' layout but the batch is in the 'batch'"
+    ):
         plan.apply(sk.encrypt(x, layout="batch"))
     with pytest.raises(LayoutError, match="plan expects rows of 768 values, the batch has 767"):
         plan.apply(sk.encrypt(x[:, :767], layout="sample"))
@@ -148,7 +155,9 @@ def test_sum_of_clients_needs_a_larger_input_bound(keys, rng):
     plan = he.LinearPlan.compile(sk.public_context(), w, b, layout="batch")
     with pytest.raises(ValueRangeError, match="compile the plan with input_norm_bound >= 192"):
         plan.apply(total)
-    plan3 = he.LinearPlan.compile(sk.public_context(), w, b, layout="batch", input_norm_bound=3 * 64.0)
+    plan3 = he.LinearPlan.compile(
+        sk.public_context(), w, b, layout="batch", input_norm_bound=3 * 64.0
+    )
     y = sk.decrypt(plan3.apply(total))
     x = sum(xs)
     tol = he.reference.linear_tolerance(sk.params, w, x, plan3) * np.sqrt(3)
@@ -166,7 +175,9 @@ def test_compile_refuses_bad_layers(keys):
     with pytest.raises(ParameterError, match="does not fit the modulus"):
         he.LinearPlan.compile(pub, np.full((2, 768), 1e6), layout="batch")
     with pytest.raises(LayoutError, match="needs 4096 slots in the sample layout"):
-        he.LinearPlan.rotation_steps(he.CkksParams.preset("sample"), in_dim=3000, out_dim=2, layout="sample")
+        he.LinearPlan.rotation_steps(
+            he.CkksParams.preset("single-row"), in_dim=3000, out_dim=2, layout="sample"
+        )
 
 
 @pytest.mark.parametrize("layout", ["batch", "sample"])
@@ -186,12 +197,14 @@ def test_plan_is_reusable_across_threads(keys, rng, layout):
         t.start()
     for t in threads:
         t.join()
-    for x, y in zip(xs, results):
+    for x, y in zip(xs, results, strict=True):
         tol = he.reference.linear_tolerance(sk.params, w, x, plan)
         assert np.abs(y - he.reference.linear(x, w, b)).max() <= tol
 
 
 def test_compile_refuses_a_secret_context(keys):
     sk = keys.get("batch")
-    with pytest.raises(SecretKeyRequiredError, match="LinearPlan.compile takes the server's PublicContext"):
+    with pytest.raises(
+        SecretKeyRequiredError, match=r"LinearPlan\.compile takes the server's PublicContext"
+    ):
         he.LinearPlan.compile(sk, np.ones((1, 3)), layout="batch")

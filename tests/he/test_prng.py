@@ -6,7 +6,9 @@ import pytest
 
 from hevit import _core, he
 
-cryptography = pytest.importorskip("cryptography", reason="the independent ChaCha20 reference (a flwr dependency)")
+cryptography = pytest.importorskip(
+    "cryptography", reason="the independent ChaCha20 reference (a flwr dependency)"
+)
 
 
 def reference_block(key: bytes, nonce_words: tuple[int, int, int], counter: int) -> bytes:
@@ -21,7 +23,9 @@ def test_chacha20_blocks_equal_an_independent_implementation(rng):
         key = rng.bytes(32)
         nonce = tuple(int(v) for v in rng.integers(0, 2**32, 3, dtype=np.uint64))
         counter = int(rng.integers(0, 2**32 - 1))
-        assert _core.inspection.chacha20_block(key, *nonce, counter) == reference_block(key, nonce, counter)
+        assert _core.inspection.chacha20_block(key, *nonce, counter) == reference_block(
+            key, nonce, counter
+        )
 
 
 def test_rfc8439_block_vector():
@@ -33,12 +37,16 @@ def test_rfc8439_block_vector():
 
 
 def test_seed_expansion_is_uniform_and_deterministic(rng):
-    sk = he.SecretContext.generate(he.CkksParams.preset("sample"))
+    sk = he.SecretContext.generate(he.CkksParams.preset("single-row"))
     pub = sk.public_context()._core
     seed = rng.bytes(64)
     first = np.asarray(_core.inspection.seed_expansion(pub, seed), dtype=np.float64)
-    assert np.array_equal(first, np.asarray(_core.inspection.seed_expansion(pub, seed), dtype=np.float64))
-    assert not np.array_equal(first, np.asarray(_core.inspection.seed_expansion(pub, rng.bytes(64)), dtype=np.float64))
+    assert np.array_equal(
+        first, np.asarray(_core.inspection.seed_expansion(pub, seed), dtype=np.float64)
+    )
+    assert not np.array_equal(
+        first, np.asarray(_core.inspection.seed_expansion(pub, rng.bytes(64)), dtype=np.float64)
+    )
     primes = _core.inspection.first_prime(pub)
     n = sk.params.poly_modulus_degree
     limb = first[:n] / primes
@@ -49,8 +57,10 @@ def test_seed_expansion_is_uniform_and_deterministic(rng):
 
 
 def test_noise_is_centred_binomial_with_sigma_sqrt_10_5():
-    sk = he.SecretContext.generate(he.CkksParams.preset("batch"))
-    noise = np.asarray(_core.inspection.noise_sample(sk.public_context()._core, 16), dtype=np.float64)
+    sk = he.SecretContext.generate(he.CkksParams.preset("throughput"))
+    noise = np.asarray(
+        _core.inspection.noise_sample(sk.public_context()._core, 16), dtype=np.float64
+    )
     assert np.abs(noise).max() <= 21
     n = noise.size
     assert abs(noise.mean()) < 6 * np.sqrt(10.5 / n)

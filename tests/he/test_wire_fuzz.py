@@ -24,14 +24,14 @@ HEADER = 64
 
 @pytest.fixture(scope="module")
 def samples():
-    params = he.CkksParams.preset("sample")
+    params = he.CkksParams.preset("single-row")
     sk = he.SecretContext.generate(params, rotation_steps=(1, 4))
     rng = np.random.default_rng(7)
     x = rng.standard_normal((3, 20))
     pub = sk.public_context()
     seeded = sk.encrypt(x, layout="batch")
     # the coefficient layout needs one data prime
-    one_prime = he.SecretContext.generate(he.CkksParams.preset("batch"))
+    one_prime = he.SecretContext.generate(he.CkksParams.preset("throughput"))
     one_prime_pub = one_prime.public_context()
 
     def load_one_prime(b):
@@ -41,27 +41,49 @@ def samples():
         "public_context": (pub.to_bytes(), lambda b: he.PublicContext.from_bytes(b)),
         "secret_context": (sk.to_bytes(), lambda b: he.SecretContext.from_bytes(b)),
         "batch_seeded": (seeded.to_bytes(), lambda b: he.EncryptedBatch.from_bytes(b, pub)),
-        "batch_full": (pub.encrypt(x, layout="batch").to_bytes(), lambda b: he.EncryptedBatch.from_bytes(b, pub)),
+        "batch_full": (
+            pub.encrypt(x, layout="batch").to_bytes(),
+            lambda b: he.EncryptedBatch.from_bytes(b, pub),
+        ),
         "batch_summed": (
             he.EncryptedBatch.sum([seeded, seeded, seeded]).to_bytes(),
             lambda b: he.EncryptedBatch.from_bytes(b, pub),
         ),
-        "batch_sample": (sk.encrypt(x, layout="sample").to_bytes(), lambda b: he.EncryptedBatch.from_bytes(b, pub)),
-        "coefficient_fresh": (one_prime.encrypt(x, layout="coefficient").to_bytes(), load_one_prime),
+        "batch_sample": (
+            sk.encrypt(x, layout="sample").to_bytes(),
+            lambda b: he.EncryptedBatch.from_bytes(b, pub),
+        ),
+        "coefficient_fresh": (
+            one_prime.encrypt(x, layout="coefficient").to_bytes(),
+            load_one_prime,
+        ),
         "coefficient_reply": (
             he.LinearPlan.compile(one_prime_pub, rng.standard_normal((2, 20)), layout="coefficient")
-            .apply(one_prime.encrypt(x, layout="coefficient")).to_bytes(),
+            .apply(one_prime.encrypt(x, layout="coefficient"))
+            .to_bytes(),
             load_one_prime,
         ),
     }
 
 
-KINDS = ["public_context", "secret_context", "batch_seeded", "batch_full", "batch_summed", "batch_sample",
-         "coefficient_fresh", "coefficient_reply"]
+KINDS = [
+    "public_context",
+    "secret_context",
+    "batch_seeded",
+    "batch_full",
+    "batch_summed",
+    "batch_sample",
+    "coefficient_fresh",
+    "coefficient_reply",
+]
 # CI runs a bounded, derandomised campaign; HEVIT_FUZZ_EXAMPLES=5000 runs a long random one.
 _EXAMPLES = int(os.environ.get("HEVIT_FUZZ_EXAMPLES", "60"))
-FUZZ = settings(max_examples=_EXAMPLES, deadline=None, derandomize="HEVIT_FUZZ_EXAMPLES" not in os.environ,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=_EXAMPLES,
+    deadline=None,
+    derandomize="HEVIT_FUZZ_EXAMPLES" not in os.environ,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 def with_checksum(blob: bytes) -> bytes:

@@ -27,23 +27,32 @@ def test_identical_and_independent_images(rng):
 
 
 def test_metrics_degrade_monotonically_with_noise(rng):
-    from tests.helpers import require_lc25000
     from PIL import Image
+
+    from tests.helpers import require_lc25000
 
     path = sorted((require_lc25000() / "lung_aca").iterdir())[0]
     a = np.asarray(Image.open(path).convert("RGB"), dtype=np.float64) / 255.0
     scores = []
     for sigma in (0.01, 0.05, 0.2):
         b = np.clip(a + rng.normal(0, sigma, a.shape), 0, 1)
-        scores.append([metrics.psnr(a, b, data_range=1.0), metrics.ssim(a, b, data_range=1.0),
-                       metrics.nmi(a, b, data_range=1.0), -metrics.lpips(a, b, data_range=1.0)])
+        scores.append(
+            [
+                metrics.psnr(a, b, data_range=1.0),
+                metrics.ssim(a, b, data_range=1.0),
+                metrics.nmi(a, b, data_range=1.0),
+                -metrics.lpips(a, b, data_range=1.0),
+            ]
+        )
     scores = np.array(scores)
     assert np.all(np.diff(scores, axis=0) < 0)
 
 
 def test_lpips_is_symmetric(rng):
     a, b = rng.random((48, 48, 3)), rng.random((48, 48, 3))
-    assert metrics.lpips(a, b, data_range=1.0) == pytest.approx(metrics.lpips(b, a, data_range=1.0), rel=1e-5)
+    assert metrics.lpips(a, b, data_range=1.0) == pytest.approx(
+        metrics.lpips(b, a, data_range=1.0), rel=1e-5
+    )
 
 
 def test_bad_inputs():
@@ -66,7 +75,7 @@ def test_lpips_refuses_weights_that_are_not_the_pinned_file(tmp_path, monkeypatc
     fake = tmp_path / "alexnet.ckpt"
     fake.write_bytes(b"not the weights")
     monkeypatch.setattr(lpips_module, "alexnet_weights_path", lambda: fake)
-    with pytest.raises(ModelError, match="is not the pinned LPIPS v0.1 AlexNet file"):
+    with pytest.raises(ModelError, match=r"is not the pinned LPIPS v0\.1 AlexNet file"):
         lpips_module.Lpips()
 
 

@@ -15,11 +15,11 @@ namespace hevit
     A (rows x cols) matrix of real values encrypted in one slot layout under one key set.
 
     Ciphertexts are always kept expanded in memory (ready for evaluation). Fresh symmetric
-    encryptions also keep their seeds, so that to_bytes can send c0 and a 64-byte seed instead of
-    c0 and c1; anything computed from them (sums, plan outputs) is sent whole. Coefficients are
-    bit-packed to each prime's width. Fresh symmetric encryptions store c1 as a 64-byte seed, and
-    so do their sums (c1 of a sum of k fresh ciphertexts is the sum of k seed expansions): an
-    aggregate of k client batches travels as c0 plus k seeds, about half the bytes of c0 and c1.
+    encryptions also keep their 64-byte seeds, and so do sums of fresh encryptions (c1 of a sum of
+    k fresh ciphertexts is the sum of the k seed expansions, up to max_seeds): to_bytes sends c0
+    and the seeds instead of c0 and c1, so an aggregate of k client batches travels in about half
+    the bytes. Plan outputs (and sums past max_seeds) are sent whole. Coefficients are bit-packed
+    to each prime's width.
 
     norm_bound is a public upper bound on the L2 norm of every row (max_norm at encryption, added
     up by sum, propagated by plans); plans use it to guarantee results never wrap the modulus.

@@ -23,7 +23,9 @@ def invert_linear_layer(weight_grad: np.ndarray, bias_grad: np.ndarray) -> np.nd
     weight_grad = np.asarray(weight_grad, dtype=np.float64)
     bias_grad = np.asarray(bias_grad, dtype=np.float64)
     if weight_grad.ndim != 2 or bias_grad.shape != (weight_grad.shape[0],):
-        raise ValueError(f"need dL/dW (out, in) and dL/db (out,), got {weight_grad.shape} and {bias_grad.shape}")
+        raise ValueError(
+            f"need dL/dW (out, in) and dL/db (out,), got {weight_grad.shape} and {bias_grad.shape}"
+        )
     if not np.any(bias_grad):
         raise ValueError("all bias gradients are zero: the input cannot be recovered analytically")
     order = np.argsort(-np.abs(bias_grad))
@@ -33,8 +35,13 @@ def invert_linear_layer(weight_grad: np.ndarray, bias_grad: np.ndarray) -> np.nd
     return (weights[:, None] * estimates).sum(axis=0) / weights.sum()
 
 
-def invert_patch_embedding(proj_weight_grad: np.ndarray, pos_embed_grad: np.ndarray, *,
-                           image_size: tuple[int, int], num_prefix_tokens: int = 1) -> np.ndarray:
+def invert_patch_embedding(
+    proj_weight_grad: np.ndarray,
+    pos_embed_grad: np.ndarray,
+    *,
+    image_size: tuple[int, int],
+    num_prefix_tokens: int = 1,
+) -> np.ndarray:
     """Reconstructs the normalised input image (1, 3, H, W) of a single-image ViT update.
 
     Parameters
@@ -49,8 +56,14 @@ def invert_patch_embedding(proj_weight_grad: np.ndarray, pos_embed_grad: np.ndar
     grid_h, grid_w = h // p, w // p
     g = np.asarray(pos_embed_grad, dtype=np.float64).reshape(-1, d)[num_prefix_tokens:]
     if g.shape[0] != grid_h * grid_w:
-        raise ValueError(f"position-embedding gradient has {g.shape[0]} patch rows, expected {grid_h * grid_w}")
+        raise ValueError(
+            f"position-embedding gradient has {g.shape[0]} patch rows, expected {grid_h * grid_w}"
+        )
     m = gw.reshape(d, channels * p * p)
     patches, *_ = np.linalg.lstsq(g.T, m, rcond=None)  # (P, 3 p p)
-    img = patches.reshape(grid_h, grid_w, channels, p, p).transpose(2, 0, 3, 1, 4).reshape(channels, h, w)
+    img = (
+        patches.reshape(grid_h, grid_w, channels, p, p)
+        .transpose(2, 0, 3, 1, 4)
+        .reshape(channels, h, w)
+    )
     return img[None].astype(np.float32)

@@ -23,7 +23,9 @@ def decode_as_plaintext(blob: bytes, count: int) -> np.ndarray:
     return (values - values.mean()) / (values.std() + 1e-12)
 
 
-def ciphertext_only_reconstruction(observation, *, shape: tuple[int, ...], invert=None) -> np.ndarray:
+def ciphertext_only_reconstruction(
+    observation, *, shape: tuple[int, ...], invert=None
+) -> np.ndarray:
     """An image-shaped guess from the ciphertexts of ``observation``.
 
     With ``invert`` (a function from decoded plaintext-like arrays to an image) the adversary runs

@@ -19,7 +19,7 @@ import numpy as np
 from .. import _core
 from ..he import EncryptedBatch
 
-__all__ = ["KeyRecoveryResult", "recover_secret_key", "decrypts_correctly"]
+__all__ = ["KeyRecoveryResult", "decrypts_correctly", "recover_secret_key"]
 
 
 @dataclass
@@ -30,7 +30,9 @@ class KeyRecoveryResult:
     ternary: bool
 
 
-def recover_secret_key(batch: EncryptedBatch, released_values, *, index: int = 0) -> KeyRecoveryResult:
+def recover_secret_key(
+    batch: EncryptedBatch, released_values, *, index: int = 0
+) -> KeyRecoveryResult:
     """Solves ``c0 + c1 * s = encode(released)`` for ``s`` from ciphertext ``index`` of ``batch``.
 
     ``released_values`` is the whole decrypted matrix of ``batch`` (rows x cols); the attack needs
@@ -44,17 +46,19 @@ def recover_secret_key(batch: EncryptedBatch, released_values, *, index: int = 0
     values = np.ascontiguousarray(released_values, dtype=np.float64)
     m = [int(v) for v in _core.inspection.plaintext_coefficients(ctx, values, batch.layout, index)]
     ntt = _NegacyclicNtt(n, q)
-    num = ntt.forward([(a - b) % q for a, b in zip(m, c0)])
+    num = ntt.forward([(a - b) % q for a, b in zip(m, c0, strict=True)])
     den = ntt.forward(c1)
     if any(d == 0 for d in den):
         raise ArithmeticError("c1 is not invertible modulo q")
-    s = ntt.inverse([a * pow(b, -1, q) % q for a, b in zip(num, den)])
+    s = ntt.inverse([a * pow(b, -1, q) % q for a, b in zip(num, den, strict=True)])
     centred = np.array([v - q if v > q // 2 else v for v in s], dtype=object)
     ternary = bool(all(v in (-1, 0, 1) for v in centred))
     return KeyRecoveryResult(key=centred, ternary=ternary)
 
 
-def decrypts_correctly(key, batch: EncryptedBatch, values, *, index: int = 0, noise_bound: float) -> bool:
+def decrypts_correctly(
+    key, batch: EncryptedBatch, values, *, index: int = 0, noise_bound: float
+) -> bool:
     """Whether ``key`` decrypts ciphertext ``index`` of ``batch`` to ``values``' encoding up to
     ``noise_bound`` (in coefficient units): proof that the key is the real one."""
     ctx = batch.context._core
@@ -64,11 +68,15 @@ def decrypts_correctly(key, batch: EncryptedBatch, values, *, index: int = 0, no
     c0, c1 = [int(v) for v in ct[:n]], [int(v) for v in ct[n:]]
     ntt = _NegacyclicNtt(n, q)
     s = [int(v) % q for v in key]
-    prod = ntt.inverse([a * b % q for a, b in zip(ntt.forward(c1), ntt.forward(s))])
-    m = [int(v) for v in _core.inspection.plaintext_coefficients(
-        ctx, np.ascontiguousarray(values, dtype=np.float64), batch.layout, index)]
+    prod = ntt.inverse([a * b % q for a, b in zip(ntt.forward(c1), ntt.forward(s), strict=True)])
+    m = [
+        int(v)
+        for v in _core.inspection.plaintext_coefficients(
+            ctx, np.ascontiguousarray(values, dtype=np.float64), batch.layout, index
+        )
+    ]
     worst = 0
-    for a, b, c in zip(c0, prod, m):
+    for a, b, c in zip(c0, prod, m, strict=True):
         d = (a + b - c) % q
         worst = max(worst, min(d, q - d))
     return worst <= noise_bound
@@ -81,7 +89,11 @@ class _NegacyclicNtt:
         if (q - 1) % (2 * n):
             raise ValueError("q is not 1 mod 2N")
         self.n, self.q = n, q
-        psi = next(p for p in (pow(g, (q - 1) // (2 * n), q) for g in range(2, 1000)) if pow(p, n, q) == q - 1)
+        psi = next(
+            p
+            for p in (pow(g, (q - 1) // (2 * n), q) for g in range(2, 1000))
+            if pow(p, n, q) == q - 1
+        )
         self.psi = [pow(psi, i, q) for i in range(n)]
         inv_psi = pow(psi, -1, q)
         self.inv_psi = [pow(inv_psi, i, q) for i in range(n)]
@@ -117,8 +129,10 @@ class _NegacyclicNtt:
         return a
 
     def forward(self, a: list[int]) -> list[int]:
-        return self._cyclic([x * p % self.q for x, p in zip(a, self.psi)], self.omega)
+        return self._cyclic([x * p % self.q for x, p in zip(a, self.psi, strict=True)], self.omega)
 
     def inverse(self, a: list[int]) -> list[int]:
         out = self._cyclic(a, pow(self.omega, -1, self.q))
-        return [x * self.inv_n % self.q * p % self.q for x, p in zip(out, self.inv_psi)]
+        return [
+            x * self.inv_n % self.q * p % self.q for x, p in zip(out, self.inv_psi, strict=True)
+        ]

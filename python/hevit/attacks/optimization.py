@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["AttackTrace", "inverting_gradients", "feature_inversion", "total_variation"]
+__all__ = ["AttackTrace", "feature_inversion", "inverting_gradients", "total_variation"]
 
 
 @dataclass
@@ -39,7 +39,7 @@ class _UnfusedAttention:
         return self
 
     def __exit__(self, *exc):
-        for m, v in zip(self.layers, self.saved):
+        for m, v in zip(self.layers, self.saved, strict=True):
             m.fused_attn = v
         return False
 
@@ -51,9 +51,18 @@ def _start(shape, seed):
     return (0.5 * torch.randn(shape, generator=g)).requires_grad_(True)
 
 
-def inverting_gradients(model, observed: dict[str, np.ndarray], labels, *, image_shape, iterations: int = 50,
-                        lr: float = 0.1, tv_weight: float = 1e-2, seed: int = 0,
-                        parameter_names=None) -> AttackTrace:
+def inverting_gradients(
+    model,
+    observed: dict[str, np.ndarray],
+    labels,
+    *,
+    image_shape,
+    iterations: int = 50,
+    lr: float = 0.1,
+    tv_weight: float = 1e-2,
+    seed: int = 0,
+    parameter_names=None,
+) -> AttackTrace:
     """Geiping et al. (2020): minimise 1 - cos(grad(x_hat), observed) + tv * TV(x_hat).
 
     Parameters
@@ -79,7 +88,7 @@ def inverting_gradients(model, observed: dict[str, np.ndarray], labels, *, image
             opt.zero_grad()
             loss = torch.nn.functional.cross_entropy(model(x), y)
             grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=True)
-            dot = sum((g * t).sum() for g, t in zip(grads, targets))
+            dot = sum((g * t).sum() for g, t in zip(grads, targets, strict=True))
             norm = torch.sqrt(sum((g * g).sum() for g in grads))
             objective = 1 - dot / (norm * target_norm + 1e-12) + tv_weight * total_variation(x)
             objective.backward()
@@ -91,8 +100,16 @@ def inverting_gradients(model, observed: dict[str, np.ndarray], labels, *, image
     return trace
 
 
-def feature_inversion(model, target_cls: np.ndarray, *, image_shape, iterations: int = 50, lr: float = 0.1,
-                      tv_weight: float = 1e-2, seed: int = 0) -> AttackTrace:
+def feature_inversion(
+    model,
+    target_cls: np.ndarray,
+    *,
+    image_shape,
+    iterations: int = 50,
+    lr: float = 0.1,
+    tv_weight: float = 1e-2,
+    seed: int = 0,
+) -> AttackTrace:
     """Finds an image whose [CLS] token matches ``target_cls``: minimise
     ||cls(x) - target||^2 / ||target||^2 + tv * TV(x)."""
     import torch

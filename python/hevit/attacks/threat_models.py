@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["ThreatModel", "THREAT_MODELS", "Victim", "Observation", "observe", "client_update"]
+__all__ = ["THREAT_MODELS", "Observation", "ThreatModel", "Victim", "client_update", "observe"]
 
 
 @dataclass(frozen=True)
@@ -20,17 +20,33 @@ class ThreatModel:
 
 THREAT_MODELS: dict[str, ThreatModel] = {
     "plain-fedavg": ThreatModel(
-        "plain-fedavg", "server", "the plaintext model update of one local step (all trainable ViT "
-        "parameters: patch and position embeddings, blocks, head)", False),
+        "plain-fedavg",
+        "server",
+        "the plaintext model update of one local step (all trainable ViT "
+        "parameters: patch and position embeddings, blocks, head)",
+        False,
+    ),
     "he-fedavg": ThreatModel(
-        "he-fedavg", "server", "CKKS ciphertexts of the same update (seeded, bit-packed bytes)", True),
+        "he-fedavg",
+        "server",
+        "CKKS ciphertexts of the same update (seeded, bit-packed bytes)",
+        True,
+    ),
     "he-ridge": ThreatModel(
-        "he-ridge", "server", "CKKS ciphertexts of the client's sufficient statistics X^T X, X^T Y", True),
+        "he-ridge",
+        "server",
+        "CKKS ciphertexts of the client's sufficient statistics X^T X, X^T Y",
+        True,
+    ),
     "he-cls": ThreatModel(
-        "he-cls", "server", "CKKS ciphertexts of the client's [CLS] tokens", True),
+        "he-cls", "server", "CKKS ciphertexts of the client's [CLS] tokens", True
+    ),
     "leak-cls": ThreatModel(
-        "leak-cls", "anyone holding decrypted tokens", "the plaintext [CLS] token of the image (a key "
-        "holder's decryption that leaked)", False),
+        "leak-cls",
+        "anyone holding decrypted tokens",
+        "the plaintext [CLS] token of the image (a key holder's decryption that leaked)",
+        False,
+    ),
 }
 
 
@@ -76,7 +92,11 @@ def client_update(victim: Victim) -> dict[str, np.ndarray]:
     logits = model(torch.from_numpy(victim.image))
     loss = torch.nn.functional.cross_entropy(logits, torch.tensor(list(victim.labels)))
     loss.backward()
-    grads = {n: p.grad.detach().double().numpy().copy() for n, p in model.named_parameters() if p.grad is not None}
+    grads = {
+        n: p.grad.detach().double().numpy().copy()
+        for n, p in model.named_parameters()
+        if p.grad is not None
+    }
     model.zero_grad(set_to_none=True)
     return grads
 
@@ -95,8 +115,10 @@ def _encrypt_vector(secret_context, values: np.ndarray) -> bytes:
     flat = np.asarray(values, dtype=np.float64).ravel()
     limit = secret_context.params.max_norm
     scale = max(float(np.abs(flat).max()) / (0.5 * limit), 1.0)  # the client rescales into range
-    chunks = [secret_context.encrypt((flat[i : i + n] / scale).reshape(-1, 1), layout="batch")
-              for i in range(0, len(flat), n)]
+    chunks = [
+        secret_context.encrypt((flat[i : i + n] / scale).reshape(-1, 1), layout="batch")
+        for i in range(0, len(flat), n)
+    ]
     return b"".join(c.to_bytes() for c in chunks) if len(chunks) > 1 else chunks[0].to_bytes()
 
 
@@ -123,11 +145,18 @@ def observe(threat: str, victim: Victim, *, secret_context=None) -> Observation:
         return Observation(tm, ciphertexts=blob, context=public)
     if threat == "he-cls":
         cls = _cls_token(victim)
-        return Observation(tm, ciphertexts={"cls": secret_context.encrypt(cls, layout="sample").to_bytes()},
-                           context=public)
+        return Observation(
+            tm,
+            ciphertexts={"cls": secret_context.encrypt(cls, layout="sample").to_bytes()},
+            context=public,
+        )
     if threat == "he-ridge":
         cls = _cls_token(victim)
         xa = np.hstack([cls, np.ones((1, 1))])
         stats = xa.T @ xa
-        return Observation(tm, ciphertexts={"xtx": _encrypt_vector(secret_context, stats)}, context=public)
-    raise AssertionError(f"threat model {threat!r} has no observation")  # every listed model is handled above
+        return Observation(
+            tm, ciphertexts={"xtx": _encrypt_vector(secret_context, stats)}, context=public
+        )
+    raise AssertionError(
+        f"threat model {threat!r} has no observation"
+    )  # every listed model is handled above

@@ -7,7 +7,6 @@ import logging
 import sys
 
 
-
 def _demo(args: argparse.Namespace) -> int:
     import tempfile
 
@@ -37,10 +36,22 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _extract_options(args: argparse.Namespace, spec) -> dict:
     """Keyword arguments of extract_features from the model options."""
-    return dict(spec=spec, weights=args.weights, seed=args.seed, batch_size=args.batch_size,
-                providers=args.providers, threads=args.threads, int8=args.int8, fp16=args.fp16,
-                cache_dir=args.cache_dir, tokens=args.tokens, tta=args.tta, mean=args.mean, std=args.std,
-                crop_pct=args.crop_pct)
+    return dict(
+        spec=spec,
+        weights=args.weights,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        providers=args.providers,
+        threads=args.threads,
+        int8=args.int8,
+        fp16=args.fp16,
+        cache_dir=args.cache_dir,
+        tokens=args.tokens,
+        tta=args.tta,
+        mean=args.mean,
+        std=args.std,
+        crop_pct=args.crop_pct,
+    )
 
 
 def _experiment(args: argparse.Namespace) -> int:
@@ -48,10 +59,14 @@ def _experiment(args: argparse.Namespace) -> int:
     from ..jobs.extract import extract_features, make_spec
 
     if (args.data is None) == (args.features is None):
-        print("error: give exactly one of --data (an image folder) or --features (an .npz from hevit extract)")
+        print(
+            "error: give exactly one of --data (an image folder) or --features (an .npz from hevit extract)"
+        )
         return 2
     if args.trainable_blocks and args.data is None:
-        print("error: --trainable-blocks needs --data (the images run through the frozen front of the ViT)")
+        print(
+            "error: --trainable-blocks needs --data (the images run through the frozen front of the ViT)"
+        )
         return 2
     test = None
     if args.features is not None:
@@ -62,13 +77,23 @@ def _experiment(args: argparse.Namespace) -> int:
         from ..jobs.extract import extract_tail_inputs
 
         if args.tokens != "cls" or args.tta != 1 or "mlp" in args.head:
-            print("error: --trainable-blocks trains the ViT tail with its own linear head on the final [CLS]; "
-                  "it does not combine with --tokens, --tta or --head mlp")
+            print(
+                "error: --trainable-blocks trains the ViT tail with its own linear head on the final [CLS]; "
+                "it does not combine with --tokens, --tta or --head mlp"
+            )
             return 2
         spec = make_spec(args.model, img_size=args.img_size, patch_size=args.patch_size)
-        options = dict(spec=spec, weights=args.weights, seed=args.seed, blocks=args.trainable_blocks,
-                       batch_size=args.batch_size, limit_per_class=args.limit_per_class, mean=args.mean, std=args.std,
-                       crop_pct=args.crop_pct)
+        options = dict(
+            spec=spec,
+            weights=args.weights,
+            seed=args.seed,
+            blocks=args.trainable_blocks,
+            batch_size=args.batch_size,
+            limit_per_class=args.limit_per_class,
+            mean=args.mean,
+            std=args.std,
+            crop_pct=args.crop_pct,
+        )
         train, tail = extract_tail_inputs(args.data, **options)
         if args.test_data:
             test, _ = extract_tail_inputs(args.test_data, **options)
@@ -88,33 +113,62 @@ def _run_and_report(args: argparse.Namespace, train, test, *, tail=None) -> int:
 
     dp = None
     if getattr(args, "dp_noise_multiplier", None):
-        dp = DPConfig(noise_multiplier=args.dp_noise_multiplier, clip_norm=args.dp_clip, delta=args.dp_delta)
+        dp = DPConfig(
+            noise_multiplier=args.dp_noise_multiplier, clip_norm=args.dp_clip, delta=args.dp_delta
+        )
     from ..jobs.experiment import run_cross_validation
 
     heads = tuple(h.strip() for h in args.head.split(",") if h.strip())
-    config = FederatedConfig(rounds=args.rounds, local_epochs=args.local_epochs, learning_rate=args.lr,
-                             quorum=args.quorum, dp=dp, seed=args.seed, ridge_alpha=args.ridge_alpha,
-                             head=heads[0] if heads else "linear", hidden=args.hidden,
-                             inference_preset=args.inference_preset, inference_layout=args.inference_layout)
+    config = FederatedConfig(
+        rounds=args.rounds,
+        local_epochs=args.local_epochs,
+        learning_rate=args.lr,
+        quorum=args.quorum,
+        dp=dp,
+        seed=args.seed,
+        ridge_alpha=args.ridge_alpha,
+        head=heads[0] if heads else "linear",
+        hidden=args.hidden,
+        inference_preset=args.inference_preset,
+        inference_layout=args.inference_layout,
+    )
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
-    options = dict(clients=args.clients, strategies=strategies, config=config, partition=args.partition,
-                   dirichlet_alpha=args.alpha, threads=args.threads, tail=tail, heads=heads)
-    report = run_experiment(train, test, checkpoint_dir=args.checkpoint_dir, models_dir=args.out, **options)
+    options = dict(
+        clients=args.clients,
+        strategies=strategies,
+        config=config,
+        partition=args.partition,
+        dirichlet_alpha=args.alpha,
+        threads=args.threads,
+        tail=tail,
+        heads=heads,
+    )
+    report = run_experiment(
+        train, test, checkpoint_dir=args.checkpoint_dir, models_dir=args.out, **options
+    )
     if getattr(args, "cv", 0):
         if test is not None or tail is not None:
-            print("error: --cv folds the --data/--features set itself; it does not combine with a separate test "
-                  "set or --trainable-blocks")
+            print(
+                "error: --cv folds the --data/--features set itself; it does not combine with a separate test "
+                "set or --trainable-blocks"
+            )
             return 2
-        report.cross_validation = run_cross_validation(train, folds=args.cv, seed=args.seed, **options)
+        report.cross_validation = run_cross_validation(
+            train, folds=args.cv, seed=args.seed, **options
+        )
     print(report.summary_table())
     print()
     print(report.latency_table())
     out = report.write(args.out)
-    print(f"wrote {out}/report.json, report.md, accuracy_per_round.png, bytes_per_round.png, latency_per_phase.png")
+    print(
+        f"wrote {out}/report.json, report.md, accuracy_per_round.png, bytes_per_round.png, latency_per_phase.png"
+    )
     for s in report.strategies:
         if "finetuned_weights" in s:
-            print(f"{s['strategy']}: federatedly fine-tuned ViT written to {s['finetuned_weights']}; extract tokens "
-                  f"from it with --weights {s['finetuned_weights']}")
+            print(
+                f"{s['strategy']}: federatedly fine-tuned ViT written to {s['finetuned_weights']}; extract tokens "
+                f"from it with --weights {s['finetuned_weights']}"
+            )
     disagreements = [s["strategy"] for s in report.strategies if s["inference"]["agreement"] < 1.0]
     if disagreements:
         print(f"WARNING: encrypted and plaintext predictions disagree for {disagreements}")
@@ -123,42 +177,85 @@ def _run_and_report(args: argparse.Namespace, train, test, *, tail=None) -> int:
 
 def _add_federated_options(p: argparse.ArgumentParser, *, out_default: str | None) -> None:
     p.add_argument("--clients", type=int, default=3)
-    p.add_argument("--rounds", type=int, default=10, help="FedAvg rounds (he-ridge always takes one)")
-    p.add_argument("--strategies", default="plain-fedavg,he-fedavg,he-ridge",
-                   help="comma-separated; he-cls inference runs for every trained head")
-    p.add_argument("--out", default=out_default, required=out_default is None,
-                   help="run folder for report.json, report.md and the plots")
+    p.add_argument(
+        "--rounds", type=int, default=10, help="FedAvg rounds (he-ridge always takes one)"
+    )
+    p.add_argument(
+        "--strategies",
+        default="plain-fedavg,he-fedavg,he-ridge",
+        help="comma-separated; he-cls inference runs for every trained head",
+    )
+    p.add_argument(
+        "--out",
+        default=out_default,
+        required=out_default is None,
+        help="run folder for report.json, report.md and the plots",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--local-epochs", type=int, default=5)
-    p.add_argument("--lr", type=float, default=None,
-                   help="local SGD learning rate (default 0.5 for the linear head, 0.05 for the mlp head)")
-    p.add_argument("--head", default="linear",
-                   help="head models the FedAvg strategies train: linear, mlp or both (linear,mlp); "
-                        "he-ridge always solves a linear head")
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="local SGD learning rate (default 0.5 for the linear head, 0.05 for the mlp head)",
+    )
+    p.add_argument(
+        "--head",
+        default="linear",
+        help="head models the FedAvg strategies train: linear, mlp or both (linear,mlp); "
+        "he-ridge always solves a linear head",
+    )
     p.add_argument("--hidden", type=int, default=64, help="hidden units of the mlp head")
-    p.add_argument("--ridge-alpha", type=float, default=0.1, help="ridge penalty of he-ridge (unit-norm rows)")
-    p.add_argument("--quorum", type=int, default=None, help="fewest clients a round needs (default: all)")
+    p.add_argument(
+        "--ridge-alpha", type=float, default=0.1, help="ridge penalty of he-ridge (unit-norm rows)"
+    )
+    p.add_argument(
+        "--quorum", type=int, default=None, help="fewest clients a round needs (default: all)"
+    )
     p.add_argument("--partition", default="iid", choices=["iid", "dirichlet"])
-    p.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration for --partition dirichlet")
-    p.add_argument("--inference-preset", default="latency", help="CKKS preset of he-cls for linear heads")
-    p.add_argument("--inference-layout", default="auto", choices=["auto", "batch", "sample", "coefficient"],
-                   help="he-cls layout; auto picks per request (coefficient for few rows, batch for many)")
-    p.add_argument("--dp-noise-multiplier", type=float, default=None,
-                   help="enable differential privacy with this Gaussian noise multiplier")
+    p.add_argument(
+        "--alpha", type=float, default=0.5, help="Dirichlet concentration for --partition dirichlet"
+    )
+    p.add_argument(
+        "--inference-preset", default="latency", help="CKKS preset of he-cls for linear heads"
+    )
+    p.add_argument(
+        "--inference-layout",
+        default="auto",
+        choices=["auto", "batch", "sample", "coefficient"],
+        help="he-cls layout; auto picks per request (coefficient for few rows, batch for many)",
+    )
+    p.add_argument(
+        "--dp-noise-multiplier",
+        type=float,
+        default=None,
+        help="enable differential privacy with this Gaussian noise multiplier",
+    )
     p.add_argument("--dp-clip", type=float, default=1.0, help="client update clipping norm (DP)")
     p.add_argument("--dp-delta", type=float, default=1e-5)
-    p.add_argument("--checkpoint-dir", default=None,
-                   help="server round checkpoints; rerunning with the same folder resumes")
-    p.add_argument("--cv", type=int, default=0,
-                   help="also K-fold cross-validation (stratified; every fold runs the encrypted pipeline)")
+    p.add_argument(
+        "--checkpoint-dir",
+        default=None,
+        help="server round checkpoints; rerunning with the same folder resumes",
+    )
+    p.add_argument(
+        "--cv",
+        type=int,
+        default=0,
+        help="also K-fold cross-validation (stratified; every fold runs the encrypted pipeline)",
+    )
 
 
 def _extract(args: argparse.Namespace) -> int:
     from ..jobs.extract import extract_features, make_spec
 
     spec = make_spec(args.model, img_size=args.img_size, patch_size=args.patch_size)
-    features = extract_features(args.data, **_extract_options(args, spec), limit_per_class=args.limit_per_class,
-                                finetune_epochs=args.finetune_epochs)
+    features = extract_features(
+        args.data,
+        **_extract_options(args, spec),
+        limit_per_class=args.limit_per_class,
+        finetune_epochs=args.finetune_epochs,
+    )
     path = features.save(args.out)
     meta = features.metadata
     print(
@@ -175,10 +272,17 @@ def _attack(args: argparse.Namespace) -> int:
         args.img_size, args.patch_size = 200, 25  # the paper's ViT
 
     report = run_attacks(
-        args.data, threats=[t.strip() for t in args.strategies.split(",") if t.strip()],
-        n_images=args.n_images, seed=args.seed, img_size=args.img_size, patch_size=args.patch_size,
-        weights=args.weights, ig_iterations=args.ig_iterations, fi_iterations=args.fi_iterations,
-        out_dir=args.out, model=args.model,
+        args.data,
+        threats=[t.strip() for t in args.strategies.split(",") if t.strip()],
+        n_images=args.n_images,
+        seed=args.seed,
+        img_size=args.img_size,
+        patch_size=args.patch_size,
+        weights=args.weights,
+        ig_iterations=args.ig_iterations,
+        fi_iterations=args.fi_iterations,
+        out_dir=args.out,
+        model=args.model,
     )
     print(report.table())
     print(f"wrote {args.out}/attack_report.json, attack_report.md, attack_grid.png")
@@ -188,22 +292,35 @@ def _attack(args: argparse.Namespace) -> int:
 def _keygen(args: argparse.Namespace) -> int:
     from ..federated import FederationKeys
 
-    keys = FederationKeys.generate(aggregation_preset=args.aggregation_preset, update_preset=args.update_preset,
-                                   inference_preset=args.inference_preset, inference_layout=args.inference_layout,
-                                   dim=args.dim, classes=args.classes, mlp_hidden=args.mlp_hidden)
+    keys = FederationKeys.generate(
+        aggregation_preset=args.aggregation_preset,
+        update_preset=args.update_preset,
+        inference_preset=args.inference_preset,
+        inference_layout=args.inference_layout,
+        dim=args.dim,
+        classes=args.classes,
+        mlp_hidden=args.mlp_hidden,
+    )
     keys.save(args.hospital_keys)
     keys.server_keys().to_files(args.server_keys)
-    print(f"hospital key files (secret, mode 0600; give them to hospitals only): {args.hospital_keys}")
+    print(
+        f"hospital key files (secret, mode 0600; give them to hospitals only): {args.hospital_keys}"
+    )
     print(f"server files (public contexts, no secret key): {args.server_keys}")
     return 0
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="vit_base_patch16_224", help="any timm ViT name")
-    p.add_argument("--img-size", type=int, default=None, help="override the input size (paper: 200)")
-    p.add_argument("--patch-size", type=int, default=None, help="override the patch size (paper: 25)")
     p.add_argument(
-        "--weights", default="random",
+        "--img-size", type=int, default=None, help="override the input size (paper: 200)"
+    )
+    p.add_argument(
+        "--patch-size", type=int, default=None, help="override the patch size (paper: 25)"
+    )
+    p.add_argument(
+        "--weights",
+        default="random",
         help="'random' (seeded init, the offline default), 'pretrained' (timm hub) or a checkpoint path",
     )
     p.add_argument("--providers", default="auto", choices=["auto", "cpu", "cuda"])
@@ -211,16 +328,39 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--int8", action="store_true", help="dynamic int8 quantisation (faster on CPU)")
     p.add_argument("--fp16", action="store_true", help="half precision (CUDA only)")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--cache-dir", default=None, help="ONNX cache (default ~/.cache/hevit/onnx or $HEVIT_CACHE_DIR)")
-    p.add_argument("--tokens", default="cls",
-                   help="'cls' (final-norm [CLS], as in the paper) or 'cls:7,9,11,12' (the [CLS] after those "
-                        "blocks, each normed, concatenated)")
-    p.add_argument("--tta", type=int, default=1, choices=[1, 8],
-                   help="test-time augmentation: mean token over the 8 rotations/flips of each image")
-    p.add_argument("--mean", type=_triple, default=None, help="override the model's normalisation mean, e.g. 0.5,0.5,0.5")
-    p.add_argument("--std", type=_triple, default=None, help="override the model's normalisation std")
-    p.add_argument("--crop-pct", type=float, default=None,
-                   help="override the model's centre-crop fraction (1.0: resize to the input size, no crop)")
+    p.add_argument(
+        "--cache-dir",
+        default=None,
+        help="ONNX cache (default ~/.cache/hevit/onnx or $HEVIT_CACHE_DIR)",
+    )
+    p.add_argument(
+        "--tokens",
+        default="cls",
+        help="'cls' (final-norm [CLS], as in the paper) or 'cls:7,9,11,12' (the [CLS] after those "
+        "blocks, each normed, concatenated)",
+    )
+    p.add_argument(
+        "--tta",
+        type=int,
+        default=1,
+        choices=[1, 8],
+        help="test-time augmentation: mean token over the 8 rotations/flips of each image",
+    )
+    p.add_argument(
+        "--mean",
+        type=_triple,
+        default=None,
+        help="override the model's normalisation mean, e.g. 0.5,0.5,0.5",
+    )
+    p.add_argument(
+        "--std", type=_triple, default=None, help="override the model's normalisation std"
+    )
+    p.add_argument(
+        "--crop-pct",
+        type=float,
+        default=None,
+        help="override the model's centre-crop fraction (1.0: resize to the input size, no crop)",
+    )
 
 
 def _blocks(text: str) -> int | str:
@@ -229,7 +369,9 @@ def _blocks(text: str) -> int | str:
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--trainable-blocks takes a number or 'all', got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"--trainable-blocks takes a number or 'all', got {text!r}"
+        ) from None
 
 
 def _triple(text: str) -> tuple[float, float, float]:
@@ -248,60 +390,117 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(demo)
     demo.set_defaults(func=_demo)
 
-    experiment = sub.add_parser("experiment", help="every strategy on real data: report.json, report.md, plots")
-    experiment.add_argument("--data", default=None, help="folder with one sub-folder of images per class")
-    experiment.add_argument("--test-data", default=None, help="separate test folder (default: hold out 30%%)")
-    experiment.add_argument("--features", default=None, help="an .npz from `hevit extract` instead of --data")
+    experiment = sub.add_parser(
+        "experiment", help="every strategy on real data: report.json, report.md, plots"
+    )
+    experiment.add_argument(
+        "--data", default=None, help="folder with one sub-folder of images per class"
+    )
+    experiment.add_argument(
+        "--test-data", default=None, help="separate test folder (default: hold out 30%%)"
+    )
+    experiment.add_argument(
+        "--features", default=None, help="an .npz from `hevit extract` instead of --data"
+    )
     experiment.add_argument("--test-features", default=None)
     experiment.add_argument("--limit-per-class", type=int, default=None)
-    experiment.add_argument("--trainable-blocks", type=_blocks, default=0,
-                            help="FedAvg strategies also train the last K ViT blocks, or 'all' (default 0: the "
-                                 "head only)")
+    experiment.add_argument(
+        "--trainable-blocks",
+        type=_blocks,
+        default=0,
+        help="FedAvg strategies also train the last K ViT blocks, or 'all' (default 0: the "
+        "head only)",
+    )
     _add_federated_options(experiment, out_default=None)
     _add_model_options(experiment)
     experiment.set_defaults(func=_experiment)
 
-    extract = sub.add_parser("extract", help="image folder -> [CLS] features (.npz) with ONNX Runtime")
-    extract.add_argument("--data", required=True, help="folder with one sub-folder of images per class")
-    extract.add_argument("--out", required=True, help="output .npz (features, labels, paths, classes, metadata)")
+    extract = sub.add_parser(
+        "extract", help="image folder -> [CLS] features (.npz) with ONNX Runtime"
+    )
+    extract.add_argument(
+        "--data", required=True, help="folder with one sub-folder of images per class"
+    )
+    extract.add_argument(
+        "--out", required=True, help="output .npz (features, labels, paths, classes, metadata)"
+    )
     extract.add_argument("--seed", type=int, default=0)
     extract.add_argument("--limit-per-class", type=int, default=None)
-    extract.add_argument("--finetune-epochs", type=int, default=0,
-                         help="fine-tune the ViT locally on these images first (off by default: slow on CPU)")
+    extract.add_argument(
+        "--finetune-epochs",
+        type=int,
+        default=0,
+        help="fine-tune the ViT locally on these images first (off by default: slow on CPU)",
+    )
     _add_model_options(extract)
     extract.set_defaults(func=_extract)
 
-    keygen = sub.add_parser("keygen", help="the federation's key sets: secret files for hospitals, public ones "
-                                           "for the server (e.g. for the Flower apps)")
+    keygen = sub.add_parser(
+        "keygen",
+        help="the federation's key sets: secret files for hospitals, public ones "
+        "for the server (e.g. for the Flower apps)",
+    )
     keygen.add_argument("--dim", type=int, default=768, help="[CLS] feature dimension")
     keygen.add_argument("--classes", type=int, required=True)
-    keygen.add_argument("--hospital-keys", required=True, help="new folder for the hospitals' secret key files")
-    keygen.add_argument("--server-keys", required=True, help="folder for the server's public contexts")
-    keygen.add_argument("--aggregation-preset", default="release", help="he-ridge statistics, feature moments")
+    keygen.add_argument(
+        "--hospital-keys", required=True, help="new folder for the hospitals' secret key files"
+    )
+    keygen.add_argument(
+        "--server-keys", required=True, help="folder for the server's public contexts"
+    )
+    keygen.add_argument(
+        "--aggregation-preset", default="release", help="he-ridge statistics, feature moments"
+    )
     keygen.add_argument("--update-preset", default="update", help="he-fedavg model updates")
     keygen.add_argument("--inference-preset", default="latency")
-    keygen.add_argument("--inference-layout", default="auto", choices=["auto", "batch", "sample", "coefficient"])
-    keygen.add_argument("--mlp-hidden", type=int, default=None,
-                        help="also the mlp_inference key set for a two-layer head of this hidden size")
+    keygen.add_argument(
+        "--inference-layout", default="auto", choices=["auto", "batch", "sample", "coefficient"]
+    )
+    keygen.add_argument(
+        "--mlp-hidden",
+        type=int,
+        default=None,
+        help="also the mlp_inference key set for a two-layer head of this hidden size",
+    )
     keygen.set_defaults(func=_keygen)
 
-    attack = sub.add_parser("attack", help="gradient/feature inversion attacks per strategy, scored by "
-                                           "PSNR, SSIM, NMI, LPIPS")
+    attack = sub.add_parser(
+        "attack",
+        help="gradient/feature inversion attacks per strategy, scored by PSNR, SSIM, NMI, LPIPS",
+    )
     attack.add_argument("--data", required=True)
-    attack.add_argument("--strategies", default="plain-fedavg,he-fedavg,he-ridge,he-cls,leak-cls",
-                        help="comma-separated threat models")
+    attack.add_argument(
+        "--strategies",
+        default="plain-fedavg,he-fedavg,he-ridge,he-cls,leak-cls",
+        help="comma-separated threat models",
+    )
     attack.add_argument("--n-images", type=int, default=4)
     attack.add_argument("--out", required=True)
     attack.add_argument("--seed", type=int, default=0)
     attack.add_argument("--model", default="vit_base_patch16_224", help="any timm ViT name")
-    attack.add_argument("--img-size", type=int, default=None,
-                        help="input size (default: the paper's 200 for the default ViT-B, else the model's own)")
-    attack.add_argument("--patch-size", type=int, default=None,
-                        help="patch size (default: the paper's 25 for the default ViT-B, else the model's own)")
-    attack.add_argument("--weights", default="random",
-                        help="'random' (seeded init), 'pretrained' (timm hub) or a checkpoint path")
-    attack.add_argument("--ig-iterations", type=int, default=30, help="budget of the inverting-gradients attack")
-    attack.add_argument("--fi-iterations", type=int, default=30, help="budget of the [CLS] inversion attack")
+    attack.add_argument(
+        "--img-size",
+        type=int,
+        default=None,
+        help="input size (default: the paper's 200 for the default ViT-B, else the model's own)",
+    )
+    attack.add_argument(
+        "--patch-size",
+        type=int,
+        default=None,
+        help="patch size (default: the paper's 25 for the default ViT-B, else the model's own)",
+    )
+    attack.add_argument(
+        "--weights",
+        default="random",
+        help="'random' (seeded init), 'pretrained' (timm hub) or a checkpoint path",
+    )
+    attack.add_argument(
+        "--ig-iterations", type=int, default=30, help="budget of the inverting-gradients attack"
+    )
+    attack.add_argument(
+        "--fi-iterations", type=int, default=30, help="budget of the [CLS] inversion attack"
+    )
     attack.set_defaults(func=_attack)
     return parser
 

@@ -1,13 +1,19 @@
 """Datasets (class-per-folder images, synthetic H&E-like tiles) and client partitions."""
 
 from .folders import ImageFolder, ImageRecord
-from .partition import class_balance, dirichlet_partition, iid_partition, stratified_folds, stratified_split
+from .partition import (
+    class_balance,
+    dirichlet_partition,
+    iid_partition,
+    stratified_folds,
+    stratified_split,
+)
 from .synthetic import SYNTHETIC_CLASSES, synthetic_tile, write_synthetic_dataset
 
 __all__ = [
+    "SYNTHETIC_CLASSES",
     "ImageFolder",
     "ImageRecord",
-    "SYNTHETIC_CLASSES",
     "class_balance",
     "dirichlet_partition",
     "iid_partition",

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import DataError
 
-__all__ = ["ImageFolder", "ImageRecord", "IMAGE_EXTENSIONS"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageFolder", "ImageRecord"]
 
 log = logging.getLogger(__name__)
 
@@ -41,24 +41,32 @@ class ImageFolder:
         Missing or empty folder, fewer than two classes, a class folder without images.
     """
 
-    def __init__(self, root, *, mode_policy: str = "convert", limit_per_class: int | None = None) -> None:
+    def __init__(
+        self, root, *, mode_policy: str = "convert", limit_per_class: int | None = None
+    ) -> None:
         if mode_policy not in ("convert", "reject"):
             raise ValueError(f"mode_policy must be 'convert' or 'reject', got {mode_policy!r}")
         self.root = Path(root)
         self.mode_policy = mode_policy
         if not self.root.is_dir():
             raise DataError(f"dataset folder {self.root} does not exist or is not a folder")
-        class_dirs = sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        class_dirs = sorted(
+            p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")
+        )
         records: list[ImageRecord] = []
         classes: list[str] = []
         for class_dir in class_dirs:
             files = sorted(
-                p for p in class_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                p
+                for p in class_dir.iterdir()
+                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
             )
             if limit_per_class is not None:
                 files = files[:limit_per_class]
             if not files:
-                raise DataError(f"class folder {class_dir} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+                raise DataError(
+                    f"class folder {class_dir} holds no images ({', '.join(IMAGE_EXTENSIONS)})"
+                )
             classes.append(class_dir.name)
             records.extend(ImageRecord(p, len(classes) - 1) for p in files)
         if not classes:
@@ -85,7 +93,7 @@ class ImageFolder:
 
     def class_counts(self) -> dict[str, int]:
         counts = np.bincount(self.labels, minlength=len(self.classes))
-        return {name: int(c) for name, c in zip(self.classes, counts)}
+        return {name: int(c) for name, c in zip(self.classes, counts, strict=True)}
 
     def load(self, index: int):
         """Returns the image as an RGB ``PIL.Image`` (decoded fully, so corrupt files fail here)."""
@@ -98,7 +106,9 @@ class ImageFolder:
                 mode = img.mode
                 if mode != "RGB":
                     if self.mode_policy == "reject":
-                        raise DataError(f"{path}: image mode {mode} is not RGB (mode_policy='reject')")
+                        raise DataError(
+                            f"{path}: image mode {mode} is not RGB (mode_policy='reject')"
+                        )
                     log.info("%s: converting image mode %s to RGB", path, mode)
                     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
                         # composite on white (the slide background) instead of dropping alpha

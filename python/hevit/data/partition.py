@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["stratified_split", "stratified_folds", "iid_partition", "dirichlet_partition", "class_balance"]
+__all__ = [
+    "class_balance",
+    "dirichlet_partition",
+    "iid_partition",
+    "stratified_folds",
+    "stratified_split",
+]
 
 
 def stratified_split(labels, *, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -16,7 +22,7 @@ def stratified_split(labels, *, test_fraction: float, seed: int) -> tuple[np.nda
     train, test = [], []
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
-        n_test = int(round(test_fraction * len(idx)))
+        n_test = round(test_fraction * len(idx))
         if len(idx) >= 2:
             n_test = min(max(n_test, 1), len(idx) - 1)
         test.append(idx[:n_test])
@@ -32,7 +38,9 @@ def stratified_folds(labels, *, folds: int, seed: int) -> list[np.ndarray]:
         raise ValueError(f"folds must be >= 2, got {folds}")
     counts = np.bincount(labels) if len(labels) else np.zeros(0, dtype=int)
     if len(labels) < folds or (counts[counts > 0] < folds).any():
-        raise ValueError(f"{folds}-fold CV needs at least {folds} rows of every class; counts are {counts.tolist()}")
+        raise ValueError(
+            f"{folds}-fold CV needs at least {folds} rows of every class; counts are {counts.tolist()}"
+        )
     rng = np.random.default_rng([seed, 0xF01D])
     out: list[list[int]] = [[] for _ in range(folds)]
     offset = 0
@@ -56,7 +64,14 @@ def iid_partition(indices, *, clients: int, seed: int) -> list[np.ndarray]:
 
 
 def dirichlet_partition(
-    indices, labels, *, clients: int, alpha: float, seed: int, min_per_client: int = 1, max_tries: int = 100
+    indices,
+    labels,
+    *,
+    clients: int,
+    alpha: float,
+    seed: int,
+    min_per_client: int = 1,
+    max_tries: int = 100,
 ) -> list[np.ndarray]:
     """Non-IID split: each class is divided among clients in Dirichlet(alpha) proportions.
 

@@ -37,13 +37,19 @@ def _smooth_field(rng: np.random.Generator, size: int, cells: int) -> np.ndarray
 
 def _blur(img: np.ndarray, passes: int = 2) -> np.ndarray:
     for _ in range(passes):
-        img = (img + np.roll(img, 1, 0) + np.roll(img, -1, 0) + np.roll(img, 1, 1) + np.roll(img, -1, 1)) / 5.0
+        img = (
+            img
+            + np.roll(img, 1, 0)
+            + np.roll(img, -1, 0)
+            + np.roll(img, 1, 1)
+            + np.roll(img, -1, 1)
+        ) / 5.0
     return img
 
 
 def _paint_ellipses(img, alpha, centers, radii, angles, color, strength, rng):
     size = img.shape[0]
-    for (cy, cx), (ry, rx), theta in zip(centers, radii, angles):
+    for (cy, cx), (ry, rx), theta in zip(centers, radii, angles, strict=True):
         r = int(np.ceil(max(ry, rx))) + 1
         y0, y1 = max(int(cy) - r, 0), min(int(cy) + r + 1, size)
         x0, x1 = max(int(cx) - r, 0), min(int(cx) + r + 1, size)
@@ -70,7 +76,8 @@ def synthetic_tile(label: int, *, size: int = 224, seed: int = 0) -> np.ndarray:
     scale = size / 224.0
     texture = _smooth_field(rng, size, 6)
     fibers = 0.5 + 0.5 * np.sin(
-        np.linspace(0, rng.uniform(8, 20), size)[None, :] + 3.0 * _smooth_field(rng, size, 4) * np.pi
+        np.linspace(0, rng.uniform(8, 20), size)[None, :]
+        + 3.0 * _smooth_field(rng, size, 4) * np.pi
     )
     stain = _EOSIN * (0.88 + 0.12 * texture[..., None]) - 18.0 * fibers[..., None]
     img = stain.copy()
@@ -105,8 +112,11 @@ def synthetic_tile(label: int, *, size: int = 224, seed: int = 0) -> np.ndarray:
             phi = np.linspace(0, 2 * np.pi, k, endpoint=False) + rng.uniform(0, 1)
             centers_list.append(np.stack([cy + r * np.sin(phi), cx + r * np.cos(phi)], 1))
         scatter = rng.uniform(0, size, (int(rng.integers(30, 60) * scale**2), 2))
-        centers = np.concatenate(centers_list + [scatter])
-        radii = np.stack([rng.uniform(2.5, 3.5, len(centers)), rng.uniform(3.5, 5.5, len(centers))], 1) * scale
+        centers = np.concatenate([*centers_list, scatter])
+        radii = (
+            np.stack([rng.uniform(2.5, 3.5, len(centers)), rng.uniform(3.5, 5.5, len(centers))], 1)
+            * scale
+        )
         strength = 0.9
     else:  # squamous: dense large irregular nuclei, keratin whorls
         yy, xx = np.mgrid[0:size, 0:size]
@@ -114,7 +124,10 @@ def synthetic_tile(label: int, *, size: int = 224, seed: int = 0) -> np.ndarray:
             cy, cx = rng.uniform(0, size, 2)
             d = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2)
             whorl = (0.5 + 0.5 * np.sin(d / (3.0 * scale))) * np.clip(1.0 - d / (35 * scale), 0, 1)
-            img = img * (1 - 0.5 * whorl[..., None]) + np.array([240.0, 120.0, 160.0]) * 0.5 * whorl[..., None]
+            img = (
+                img * (1 - 0.5 * whorl[..., None])
+                + np.array([240.0, 120.0, 160.0]) * 0.5 * whorl[..., None]
+            )
         n = int(rng.integers(130, 190) * scale**2)
         centers = rng.uniform(0, size, (n, 2))
         radii = rng.uniform(3.5, 6.5, (n, 2)) * scale

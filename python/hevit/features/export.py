@@ -16,7 +16,7 @@ from ..errors import ModelError
 from .preprocess import PreprocessConfig
 from .vit import ClsTokenModel, TokenSpec, ViTSpec, WeightsInfo
 
-__all__ = ["ExportedModel", "export_onnx", "default_cache_dir", "PARITY_LIMIT", "OPSET"]
+__all__ = ["OPSET", "PARITY_LIMIT", "ExportedModel", "default_cache_dir", "export_onnx"]
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +63,23 @@ def _cache_key(spec: ViTSpec, weights: WeightsInfo, tokens: TokenSpec) -> str:
     import torch
 
     payload = json.dumps(
-        {"spec": spec.to_dict(), "weights": weights.digest, "file_sha256": weights.extra.get("file_sha256"),
-         "tokens": tokens.describe(), "opset": OPSET, "torch": torch.__version__},
+        {
+            "spec": spec.to_dict(),
+            "weights": weights.digest,
+            "file_sha256": weights.extra.get("file_sha256"),
+            "tokens": tokens.describe(),
+            "opset": OPSET,
+            "torch": torch.__version__,
+        },
         sort_keys=True,
         default=str,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
-def parity_check(model, onnx_path: str, images: np.ndarray, tokens: TokenSpec | None = None) -> float:
+def parity_check(
+    model, onnx_path: str, images: np.ndarray, tokens: TokenSpec | None = None
+) -> float:
     """Max abs difference of the token outputs of PyTorch and ONNX Runtime (CPU) on ``images``."""
     import onnxruntime as ort
     import torch
@@ -83,8 +91,18 @@ def parity_check(model, onnx_path: str, images: np.ndarray, tokens: TokenSpec | 
     return float(np.abs(got - ref).max())
 
 
-def export_onnx(model, spec: ViTSpec, weights: WeightsInfo, *, tokens: TokenSpec | None = None, cache_dir=None,
-                parity_images=None, mean=None, std=None, crop_pct=None) -> ExportedModel:
+def export_onnx(
+    model,
+    spec: ViTSpec,
+    weights: WeightsInfo,
+    *,
+    tokens: TokenSpec | None = None,
+    cache_dir=None,
+    parity_images=None,
+    mean=None,
+    std=None,
+    crop_pct=None,
+) -> ExportedModel:
     """Exports (or reuses from the cache) the token graph of ``model``.
 
     The graph has input ``images`` (batch, 3, H, W) float32 with a dynamic batch axis and output
@@ -114,9 +132,12 @@ def export_onnx(model, spec: ViTSpec, weights: WeightsInfo, *, tokens: TokenSpec
     dummy = torch.zeros(2, 3, h, w)
     tmp = onnx_path.with_suffix(".onnx.tmp")
     # timm's shape asserts trace to constants (the input size is fixed by design): silence the
-    # tracer's warnings about them; the parity check below is what guards the export.
+    # tracer's warnings about them; the parity check below is what guards the export. The
+    # TorchScript exporter is chosen on purpose (dynamo=False: the torch.export-based one needs
+    # onnxscript, which is not a dependency); its deprecation notice says nothing new each call.
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export")
         torch.onnx.export(
             wrapper,
             (dummy,),
@@ -164,7 +185,13 @@ def quantize_int8(exported: ExportedModel) -> ExportedModel:
     if dst.is_file() and meta.is_file():
         return ExportedModel.load(dst)
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
-    result = ExportedModel(**{**exported.to_dict(), "onnx_path": str(dst), "key": exported.key + ".int8",
-                              "parity_max_abs": float("nan")})
+    result = ExportedModel(
+        **{
+            **exported.to_dict(),
+            "onnx_path": str(dst),
+            "key": exported.key + ".int8",
+            "parity_max_abs": float("nan"),
+        }
+    )
     meta.write_text(json.dumps(result.to_dict(), indent=2))
     return result

@@ -16,7 +16,14 @@ from ..errors import ModelError
 from .export import ExportedModel
 from .preprocess import preprocess_images
 
-__all__ = ["ClsExtractor", "FeatureSet", "select_providers", "gpu_visible", "dihedral_views", "TTA_VIEWS"]
+__all__ = [
+    "TTA_VIEWS",
+    "ClsExtractor",
+    "FeatureSet",
+    "dihedral_views",
+    "gpu_visible",
+    "select_providers",
+]
 
 #: Test-time augmentation sizes: 1 (none) or the 8 rotations/flips of the square (LC25000 was
 #: itself built by rotating and flipping tiles).
@@ -38,6 +45,7 @@ def dihedral_views(batch: np.ndarray, views: int) -> np.ndarray:
         out.append(rotated)
         out.append(rotated[..., ::-1])
     return np.ascontiguousarray(np.concatenate(out))
+
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +76,9 @@ def select_providers(requested: str, *, available: list[str], gpu: bool) -> tupl
         return [CPU], "CPU requested"
     if requested == "cuda":
         if not cuda_installed:
-            raise ModelError("CUDA requested but onnxruntime has no CUDA provider: pip install 'hevit[gpu]'")
+            raise ModelError(
+                "CUDA requested but onnxruntime has no CUDA provider: pip install 'hevit[gpu]'"
+            )
         if not gpu:
             raise ModelError("CUDA requested but no GPU is visible to the CUDA driver")
         return [CUDA, CPU], "CUDA requested"
@@ -78,7 +88,9 @@ def select_providers(requested: str, *, available: list[str], gpu: bool) -> tupl
         return [CUDA, CPU], "auto: onnxruntime-gpu with a visible GPU"
     if cuda_installed:
         return [CPU], "auto: CPU because the CUDA provider is installed but no GPU is visible"
-    return [CPU], "auto: CPU because onnxruntime has no CUDA provider (install hevit[gpu] on a GPU machine)"
+    return [
+        CPU
+    ], "auto: CPU because onnxruntime has no CUDA provider (install hevit[gpu] on a GPU machine)"
 
 
 @dataclass
@@ -118,7 +130,10 @@ class FeatureSet:
     def subset(self, indices) -> FeatureSet:
         indices = np.asarray(indices)
         return FeatureSet(
-            self.features[indices], self.labels[indices], [self.paths[i] for i in indices], self.classes,
+            self.features[indices],
+            self.labels[indices],
+            [self.paths[i] for i in indices],
+            self.classes,
             dict(self.metadata),
         )
 
@@ -139,18 +154,29 @@ class ClsExtractor:
         (8x the compute).
     """
 
-    def __init__(self, exported: ExportedModel, *, providers: str = "auto", threads: int | None = None,
-                 fp16: bool = False, tta: int = 1) -> None:
+    def __init__(
+        self,
+        exported: ExportedModel,
+        *,
+        providers: str = "auto",
+        threads: int | None = None,
+        fp16: bool = False,
+        tta: int = 1,
+    ) -> None:
         dihedral_views(np.zeros((0, 3, 2, 2), np.float32), tta)  # validates tta before any work
         import onnxruntime as ort
 
-        chosen, reason = select_providers(providers, available=ort.get_available_providers(), gpu=gpu_visible())
+        chosen, reason = select_providers(
+            providers, available=ort.get_available_providers(), gpu=gpu_visible()
+        )
         if fp16 and chosen[0] != CUDA:
-            raise ModelError("fp16 extraction needs the CUDA provider; on CPU use fp32 or the int8 model")
+            raise ModelError(
+                "fp16 extraction needs the CUDA provider; on CPU use fp32 or the int8 model"
+            )
         path = exported.onnx_path
         if fp16:
-            from onnxruntime.transformers.float16 import convert_float_to_float16
             import onnx
+            from onnxruntime.transformers.float16 import convert_float_to_float16
 
             fp16_path = str(Path(path).with_suffix(".fp16.onnx"))
             if not os.path.exists(fp16_path):
@@ -195,7 +221,9 @@ class ClsExtractor:
     def extract_images(self, images) -> np.ndarray:
         return self.run(preprocess_images(list(images), self.preprocess))
 
-    def extract_folder(self, folder, *, indices=None, batch_size: int = 16, progress: bool = True) -> FeatureSet:
+    def extract_folder(
+        self, folder, *, indices=None, batch_size: int = 16, progress: bool = True
+    ) -> FeatureSet:
         """Streams ``folder`` (an :class:`hevit.data.ImageFolder`) in batches; memory stays at one
         batch of images plus the (N, D) result."""
         from tqdm.auto import tqdm
@@ -203,7 +231,9 @@ class ClsExtractor:
         indices = np.arange(len(folder)) if indices is None else np.asarray(indices)
         out = np.empty((len(indices), self.exported.cls_dim), dtype=np.float32)
         start = time.perf_counter()
-        bar = tqdm(total=len(indices), unit="img", desc=f"[CLS] {self.provider}", disable=not progress)
+        bar = tqdm(
+            total=len(indices), unit="img", desc=f"[CLS] {self.provider}", disable=not progress
+        )
         for lo in range(0, len(indices), batch_size):
             chunk = indices[lo : lo + batch_size]
             out[lo : lo + len(chunk)] = self.extract_images(folder.load(int(i)) for i in chunk)
@@ -214,8 +244,11 @@ class ClsExtractor:
         metadata = {
             "model": self.exported.spec,
             "weights": self.exported.weights,
-            "onnx": {"path": self.exported.onnx_path, "opset": self.exported.opset,
-                     "parity_max_abs": self.exported.parity_max_abs},
+            "onnx": {
+                "path": self.exported.onnx_path,
+                "opset": self.exported.opset,
+                "parity_max_abs": self.exported.parity_max_abs,
+            },
             "provider": self.provider,
             "provider_reason": self.provider_reason,
             "threads": self.threads,
@@ -227,4 +260,6 @@ class ClsExtractor:
             "seconds": seconds,
             "images_per_second": len(indices) / seconds if seconds > 0 else float("inf"),
         }
-        return FeatureSet(out, labels, [folder.paths[int(i)] for i in indices], folder.classes, metadata)
+        return FeatureSet(
+            out, labels, [folder.paths[int(i)] for i in indices], folder.classes, metadata
+        )

@@ -25,8 +25,18 @@ class FinetuneResult:
     accuracy_per_epoch: list[float] = field(default_factory=list)
 
 
-def finetune_vit(model, folder, indices, preprocess, *, epochs: int = 1, lr: float = 1e-4, batch_size: int = 16,
-                 seed: int = 0, progress: bool = True) -> FinetuneResult:
+def finetune_vit(
+    model,
+    folder,
+    indices,
+    preprocess,
+    *,
+    epochs: int = 1,
+    lr: float = 1e-4,
+    batch_size: int = 16,
+    seed: int = 0,
+    progress: bool = True,
+) -> FinetuneResult:
     """Fine-tunes ``model`` in place on ``folder`` images ``indices`` and returns the loss curve.
 
     ``preprocess`` is the model's :class:`PreprocessConfig`. The temporary classification head is
@@ -54,10 +64,14 @@ def finetune_vit(model, folder, indices, preprocess, *, epochs: int = 1, lr: flo
         for epoch in range(epochs):
             order = rng.permutation(indices)
             total, correct, loss_sum = 0, 0, 0.0
-            bar = tqdm(total=len(order), desc=f"fine-tune epoch {epoch + 1}/{epochs}", disable=not progress)
+            bar = tqdm(
+                total=len(order), desc=f"fine-tune epoch {epoch + 1}/{epochs}", disable=not progress
+            )
             for lo in range(0, len(order), batch_size):
                 chunk = order[lo : lo + batch_size]
-                x = torch.from_numpy(preprocess_images([folder.load(int(i)) for i in chunk], preprocess))
+                x = torch.from_numpy(
+                    preprocess_images([folder.load(int(i)) for i in chunk], preprocess)
+                )
                 y = torch.from_numpy(labels[chunk])
                 logits = head(features(x))
                 loss = torch.nn.functional.cross_entropy(logits, y)
@@ -71,8 +85,12 @@ def finetune_vit(model, folder, indices, preprocess, *, epochs: int = 1, lr: flo
             bar.close()
             result.loss_per_epoch.append(loss_sum / total)
             result.accuracy_per_epoch.append(correct / total)
-            log.info("fine-tune epoch %d: loss %.4f, train accuracy %.4f", epoch + 1, loss_sum / total,
-                     correct / total)
+            log.info(
+                "fine-tune epoch %d: loss %.4f, train accuracy %.4f",
+                epoch + 1,
+                loss_sum / total,
+                correct / total,
+            )
     finally:
         model.eval()
     return result

@@ -100,7 +100,9 @@ def preprocess_images(images, config: PreprocessConfig) -> np.ndarray:
     out = np.empty((len(images), 3, height, width), dtype=np.float32)
     for i, img in enumerate(images):
         if img.mode != "RGB":
-            raise ValueError(f"image {i} has mode {img.mode}; convert to RGB first (ImageFolder does)")
+            raise ValueError(
+                f"image {i} has mode {img.mode}; convert to RGB first (ImageFolder does)"
+            )
         w, h = img.size
         # torchvision Resize(int): the shorter side becomes scale, the other keeps the aspect ratio
         if scale_h == scale_w:
@@ -112,8 +114,8 @@ def preprocess_images(images, config: PreprocessConfig) -> np.ndarray:
         else:
             size = (scale_w, scale_h)
         img = img.resize(size, resample=resample)
-        left = int(round((size[0] - width) / 2.0))
-        top = int(round((size[1] - height) / 2.0))
+        left = round((size[0] - width) / 2.0)
+        top = round((size[1] - height) / 2.0)
         img = img.crop((left, top, left + width, top + height))
         arr = np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / 255.0
         out[i] = (arr - mean) / std

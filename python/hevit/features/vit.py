@@ -16,8 +16,16 @@ from pathlib import Path
 
 from ..errors import ModelError
 
-__all__ = ["ViTSpec", "WeightsInfo", "TokenSpec", "build_model", "ClsTokenModel", "PAPER_VIT", "DEFAULT_VIT",
-           "file_sha256"]
+__all__ = [
+    "DEFAULT_VIT",
+    "PAPER_VIT",
+    "ClsTokenModel",
+    "TokenSpec",
+    "ViTSpec",
+    "WeightsInfo",
+    "build_model",
+    "file_sha256",
+]
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +73,9 @@ class TokenSpec:
         if text == "cls":
             return cls(None)
         if not text.startswith("cls:"):
-            raise ValueError(f"tokens must be 'cls' or 'cls:B1,B2,...' (1-based block numbers), got {text!r}")
+            raise ValueError(
+                f"tokens must be 'cls' or 'cls:B1,B2,...' (1-based block numbers), got {text!r}"
+            )
         try:
             blocks = tuple(int(b) for b in text[4:].split(","))
         except ValueError:
@@ -134,15 +144,21 @@ def _check_state_fits(path: Path, spec: ViTSpec, own: dict, state: dict) -> None
     or of the wrong shape."""
     for key, tensor in own.items():
         if key not in state:
-            raise ModelError(f"{path} does not fit {spec.describe()}: first mismatch: key {key!r} is missing "
-                             f"({sum(k not in state for k in own)} missing in all)")
+            raise ModelError(
+                f"{path} does not fit {spec.describe()}: first mismatch: key {key!r} is missing "
+                f"({sum(k not in state for k in own)} missing in all)"
+            )
         if tuple(state[key].shape) != tuple(tensor.shape):
-            raise ModelError(f"{path} does not fit {spec.describe()}: first mismatch: {key!r} has shape "
-                             f"{tuple(state[key].shape)}, the model expects {tuple(tensor.shape)}")
+            raise ModelError(
+                f"{path} does not fit {spec.describe()}: first mismatch: {key!r} has shape "
+                f"{tuple(state[key].shape)}, the model expects {tuple(tensor.shape)}"
+            )
     unexpected = [k for k in state if k not in own]
     if unexpected:
-        raise ModelError(f"{path} does not fit {spec.describe()}: first mismatch: unexpected key {unexpected[0]!r} "
-                         f"({len(unexpected)} unexpected in all)")
+        raise ModelError(
+            f"{path} does not fit {spec.describe()}: first mismatch: unexpected key {unexpected[0]!r} "
+            f"({len(unexpected)} unexpected in all)"
+        )
 
 
 def _load_checkpoint(path: Path) -> tuple[dict, str | None]:
@@ -195,7 +211,9 @@ def build_model(spec: ViTSpec = DEFAULT_VIT, *, weights: str | Path = "random", 
                 f"could not load pretrained weights for {spec.describe()} from the model hub ({exc}); "
                 "pass a local checkpoint with --weights PATH or use --weights random"
             ) from exc
-        info = WeightsInfo("pretrained", f"timm pretrained weights for {spec.describe()}", _state_digest(model))
+        info = WeightsInfo(
+            "pretrained", f"timm pretrained weights for {spec.describe()}", _state_digest(model)
+        )
     elif weights == "random":
         model = _create_seeded(timm, torch, spec, seed, kwargs)
         info = WeightsInfo(
@@ -220,7 +238,10 @@ def build_model(spec: ViTSpec = DEFAULT_VIT, *, weights: str | Path = "random", 
             log.info("%s: dropped classifier-head keys %s (features only)", path, dropped)
         sha = file_sha256(path)
         info = WeightsInfo(
-            "file", f"weights from {path} (sha256 {sha[:16]}...)", _state_digest(model), path=str(path),
+            "file",
+            f"weights from {path} (sha256 {sha[:16]}...)",
+            _state_digest(model),
+            path=str(path),
             extra={"dropped_keys": dropped, "file_sha256": sha, "file_source": source},
         )
     model.eval()
@@ -270,5 +291,5 @@ def _wrapper():
     return ClsTokenModel
 
 
-def ClsTokenModel(model, tokens: TokenSpec | None = None):  # noqa: N802 - keeps torch out of module import
+def ClsTokenModel(model, tokens: TokenSpec | None = None):
     return _wrapper()(model, tokens)

@@ -17,13 +17,23 @@ import numpy as np
 
 from .. import he
 from ..errors import ProtocolError
-from ..he.flooding import flood, sum_noise_norm_bound, linear_noise_norm_bound
+from ..he.flooding import (
+    DecryptionBudget,
+    flood,
+    linear_noise_norm_bound,
+    sum_noise_norm_bound,
+)
 from .config import FederatedConfig, inference_layout_for
 from .keys import FederationKeys
 from .messages import Message
-from .models import LinearHead, normalize_rows, ridge_statistics, ridge_statistics_length, solve_ridge
+from .models import (
+    LinearHead,
+    normalize_rows,
+    ridge_statistics,
+    ridge_statistics_length,
+    solve_ridge,
+)
 from .privacy import RIDGE_RECORD_SENSITIVITY, clip_to_norm, noise_share
-
 from .vectors import decrypt_vector, encrypt_vector
 
 __all__ = ["HospitalClient", "fedavg_vector_length"]
@@ -49,28 +59,51 @@ class HospitalClient:
     config : FederatedConfig
     clients : int
         Size of the federation (sizes the distributed DP noise shares).
+    decryption_budget : DecryptionBudget, optional
+        Counts this hospital's flooded releases per key set (a fresh one by default); share one
+        between clients that stand for the same key holder.
+    dp_rng, flooding_rng : numpy Generator, optional
+        Only for tests that need reproducible noise. Production leaves them ``None``: DP and
+        flooding noise then come from OS entropy (noise an adversary can predict, it can subtract).
     """
 
-    def __init__(self, client_id: str, features, labels, *, classes: int, keys: FederationKeys | None,
-                 config: FederatedConfig, clients: int) -> None:
+    def __init__(
+        self,
+        client_id: str,
+        features,
+        labels,
+        *,
+        classes: int,
+        keys: FederationKeys | None,
+        config: FederatedConfig,
+        clients: int,
+        decryption_budget: DecryptionBudget | None = None,
+        dp_rng: np.random.Generator | None = None,
+        flooding_rng: np.random.Generator | None = None,
+    ) -> None:
         self.client_id = str(client_id)
         self.raw = np.asarray(features, dtype=np.float32 if np.ndim(features) == 3 else np.float64)
         if self.raw.ndim not in (2, 3):
-            raise ValueError(f"client {client_id}: features must be 2-D rows or 3-D token sequences")
+            raise ValueError(
+                f"client {client_id}: features must be 2-D rows or 3-D token sequences"
+            )
         #: federation-wide feature mean and std (set by :meth:`read_moments_aggregate`)
         self.mean: np.ndarray | None = None
         self.std: np.ndarray | None = None
         self.x = self.preprocess(self.raw)
         self.y = np.asarray(labels, dtype=np.int64)
         if len(self.x) != len(self.y) or len(self.x) == 0:
-            raise ValueError(f"client {client_id}: {len(self.x)} feature rows and {len(self.y)} labels")
+            raise ValueError(
+                f"client {client_id}: {len(self.x)} feature rows and {len(self.y)} labels"
+            )
         self.classes = int(classes)
         self.dim = self.x.shape[-1]
         self.keys = keys
         self.config = config
         self.clients = int(clients)
-        self.dp_rng = None  # tests may set a Generator; None draws DP noise from OS entropy
-        self.flooding_rng = None  # likewise for noise flooding
+        self.decryption_budget = decryption_budget or DecryptionBudget()
+        self._dp_rng = dp_rng
+        self._flooding_rng = flooding_rng
         #: wall time spent here per phase ("train", "encrypt", "decrypt")
         self.seconds: dict[str, float] = defaultdict(float)
 
@@ -107,14 +140,28 @@ class HospitalClient:
         ctx = self._keys().aggregation
         with self._phase("encrypt"):
             blob = encrypt_vector(ctx, v / self.config.count_scale).to_bytes()
-        return Message("statistics", "moments", round_, self.client_id, ctx.public_context().keyset_id.hex(),
-                       {"statistics": blob}).to_bytes()
+        return Message(
+            "statistics",
+            "moments",
+            round_,
+            self.client_id,
+            ctx.public_context().keyset_id.hex(),
+            {"statistics": blob},
+        ).to_bytes()
 
     def read_moments_aggregate(self, data: bytes, round_: int = 1) -> None:
         msg = self._check_aggregate(data, "moments", round_)
         d = self.raw.shape[1]
-        total = self._release_sum(msg, 2 * d + 1, int(msg.meta.get("contributors", 0)), self._keys().aggregation,
-                                  resolution=lambda exact: 1e-6 * abs(exact[-1])) * self.config.count_scale
+        total = (
+            self._release_sum(
+                msg,
+                2 * d + 1,
+                int(msg.meta.get("contributors", 0)),
+                self._keys().aggregation,
+                resolution=lambda exact: 1e-6 * abs(exact[-1]),
+            )
+            * self.config.count_scale
+        )
         n = total[-1]
         if not n > 1:
             raise ProtocolError(f"moments aggregate carries a row count of {n}")
@@ -134,8 +181,15 @@ class HospitalClient:
     def local_train(self, head, round_: int):
         """Trains a copy of the global model (a LinearHead or a ViTTail) on this client's rows."""
         rng = np.random.default_rng([self.config.seed, round_, _stable_id(self.client_id)])
-        return head.fit(self.x, self.y, epochs=self.config.local_epochs, learning_rate=self.config.step_size,
-                        batch_size=self.config.batch_size, weight_decay=self.config.weight_decay, rng=rng)
+        return head.fit(
+            self.x,
+            self.y,
+            epochs=self.config.local_epochs,
+            learning_rate=self.config.step_size,
+            batch_size=self.config.batch_size,
+            weight_decay=self.config.weight_decay,
+            rng=rng,
+        )
 
     def fedavg_contribution(self, head: LinearHead, round_: int) -> np.ndarray:
         """The vector this client adds to the sum: count-weighted parameters and the count, or
@@ -148,7 +202,9 @@ class HospitalClient:
             return np.concatenate([n * local.to_vector(), [n]]) * scale
         dp = self.config.dp
         delta = clip_to_norm(local.to_vector() - head.to_vector(), dp.clip_norm)
-        delta = delta + noise_share(delta.shape, dp.noise_multiplier * dp.clip_norm, self.clients, self.dp_rng)
+        delta = delta + noise_share(
+            delta.shape, dp.noise_multiplier * dp.clip_norm, self.clients, self._dp_rng
+        )
         return np.concatenate([delta, [1.0]]) * scale
 
     def update_message(self, strategy: str, head: LinearHead, round_: int) -> bytes:
@@ -160,8 +216,14 @@ class HospitalClient:
         ctx = self._keys().updates
         with self._phase("encrypt"):
             blob = encrypt_vector(ctx, v).to_bytes()
-        return Message("update", strategy, round_, self.client_id, ctx.public_context().keyset_id.hex(),
-                       {"update": blob}).to_bytes()
+        return Message(
+            "update",
+            strategy,
+            round_,
+            self.client_id,
+            ctx.public_context().keyset_id.hex(),
+            {"update": blob},
+        ).to_bytes()
 
     def read_fedavg_aggregate(self, data: bytes, strategy: str, head, round_: int):
         """The new global model from the server's aggregate message (decrypted and flooded for HE);
@@ -175,27 +237,38 @@ class HospitalClient:
         else:
             # the averaged parameters are the released sums divided by the (released) weight:
             # flooding must stay below 1e-4 of one unit of that weight (1e-4 on each parameter)
-            total = self._release_sum(msg, length, int(msg.meta.get("contributors", 0)), self._keys().updates,
-                                      resolution=lambda exact: 1e-4 * abs(exact[-1]))
+            total = self._release_sum(
+                msg,
+                length,
+                int(msg.meta.get("contributors", 0)),
+                self._keys().updates,
+                resolution=lambda exact: 1e-4 * abs(exact[-1]),
+            )
         total = total * self.config.count_scale
         weight = total[-1]
         if self.config.dp is None:
             if not weight > 0:
                 raise ProtocolError(f"aggregate carries a non-positive sample count {weight}")
             return head.with_vector(total[:-1] / weight)
-        contributors = max(int(round(weight)), 1)
+        contributors = max(round(weight), 1)
         return head.with_vector(head.to_vector() + total[:-1] / contributors)
 
     # ------------------------------------------------------------------ he-ridge
     def statistics_vector(self) -> np.ndarray:
         if self.tokens:
-            raise ProtocolError("he-ridge solves a head on [CLS] rows; give this client rows, not token sequences")
+            raise ProtocolError(
+                "he-ridge solves a head on [CLS] rows; give this client rows, not token sequences"
+            )
         with self._phase("train"):
             stats = ridge_statistics(self.x, self.y, self.classes)
         if self.config.dp is not None:
             dp = self.config.dp
-            stats = stats + noise_share(stats.shape, dp.noise_multiplier * RIDGE_RECORD_SENSITIVITY, self.clients,
-                                        self.dp_rng)
+            stats = stats + noise_share(
+                stats.shape,
+                dp.noise_multiplier * RIDGE_RECORD_SENSITIVITY,
+                self.clients,
+                self._dp_rng,
+            )
         return stats / self.config.count_scale
 
     def statistics_message(self, round_: int = 1) -> bytes:
@@ -203,15 +276,29 @@ class HospitalClient:
         stats = self.statistics_vector()
         with self._phase("encrypt"):
             blob = encrypt_vector(ctx, stats).to_bytes()
-        return Message("statistics", "he-ridge", round_, self.client_id, ctx.public_context().keyset_id.hex(),
-                       {"statistics": blob}).to_bytes()
+        return Message(
+            "statistics",
+            "he-ridge",
+            round_,
+            self.client_id,
+            ctx.public_context().keyset_id.hex(),
+            {"statistics": blob},
+        ).to_bytes()
 
     def read_ridge_aggregate(self, data: bytes, round_: int = 1) -> LinearHead:
         msg = self._check_aggregate(data, "he-ridge", round_)
         length = ridge_statistics_length(self.dim, self.classes)
         # the Gram matrix of unit rows: entries must stay resolved far below one row's contribution
-        total = self._release_sum(msg, length, int(msg.meta.get("contributors", 0)), self._keys().aggregation,
-                                  resolution=lambda exact: 1e-4 / self.config.count_scale) * self.config.count_scale
+        total = (
+            self._release_sum(
+                msg,
+                length,
+                int(msg.meta.get("contributors", 0)),
+                self._keys().aggregation,
+                resolution=lambda exact: 1e-4 / self.config.count_scale,
+            )
+            * self.config.count_scale
+        )
         return solve_ridge(total, self.dim, self.classes, alpha=self.config.ridge_alpha)
 
     # ------------------------------------------------------------------ he-cls
@@ -223,14 +310,26 @@ class HospitalClient:
         rows = self.preprocess(features)
         if rows.ndim == 3:
             if model is None:
-                raise ValueError("token sequences need the trained ViTTail to compute the [CLS] rows")
+                raise ValueError(
+                    "token sequences need the trained ViTTail to compute the [CLS] rows"
+                )
             rows = model.head_features(rows)
-        layout = inference_layout_for(getattr(model, "kind", "linear"), len(rows), self.config.inference_layout,
-                                      ctx.params.poly_modulus_degree)
+        layout = inference_layout_for(
+            getattr(model, "kind", "linear"),
+            len(rows),
+            self.config.inference_layout,
+            ctx.params.poly_modulus_degree,
+        )
         with self._phase("encrypt"):
             blob = ctx.encrypt(rows, layout=layout).to_bytes()
-        return Message("infer-request", "he-cls", round_, self.client_id, ctx.public_context().keyset_id.hex(),
-                       {"features": blob}).to_bytes()
+        return Message(
+            "infer-request",
+            "he-cls",
+            round_,
+            self.client_id,
+            ctx.public_context().keyset_id.hex(),
+            {"features": blob},
+        ).to_bytes()
 
     def read_logits(self, data: bytes, round_: int = 0, *, model=None) -> np.ndarray:
         """Exact logits for this hospital's own use: they must not leave it (see :meth:`release_logits`)."""
@@ -239,16 +338,24 @@ class HospitalClient:
         with self._phase("decrypt"):
             return ctx.decrypt(reply)
 
-    def _load_reply(self, data: bytes, round_: int, ctx: he.SecretContext) -> he.EncryptedBatch | he.CompactBatch:
+    def _load_reply(
+        self, data: bytes, round_: int, ctx: he.SecretContext
+    ) -> he.EncryptedBatch | he.CompactBatch:
         """The logits of an infer-reply (a CompactBatch for the coefficient layout)."""
         msg = Message.from_bytes(data)
-        if msg.kind != "infer-reply" or msg.round != round_ or msg.keyset_id != ctx.public_context().keyset_id.hex():
+        if (
+            msg.kind != "infer-reply"
+            or msg.round != round_
+            or msg.keyset_id != ctx.public_context().keyset_id.hex()
+        ):
             raise ProtocolError(f"expected an infer-reply for round {round_} under this key set")
         loader = he.CompactBatch if msg.meta.get("compact") else he.EncryptedBatch
         with self._phase("decrypt"):
             return loader.from_bytes(msg.blobs["logits"], ctx.public_context())
 
-    def release_logits(self, data: bytes, weights, round_: int = 0, *, max_sigma: float = 1e-3) -> np.ndarray:
+    def release_logits(
+        self, data: bytes, weights, round_: int = 0, *, max_sigma: float = 1e-3
+    ) -> np.ndarray:
         """Logits flooded for release to another party (e.g. a server collecting predictions).
 
         Raises ParameterError when the inference parameters leave too little precision for the
@@ -261,12 +368,14 @@ class HospitalClient:
         reply = self._load_reply(data, round_, ctx)
         layout = "coefficient" if isinstance(reply, he.CompactBatch) else reply.layout
         if layout != "batch":
-            raise ProtocolError(f"no flooding bound is established for {layout} replies: only batch-layout logits of a "
-                                "linear head are released (run he-cls with inference_layout='batch')")
+            raise ProtocolError(
+                f"no flooding bound is established for {layout} replies: only batch-layout logits of a "
+                "linear head are released (run he-cls with inference_layout='batch')"
+            )
         with self._phase("decrypt"):
             logits = ctx.decrypt(reply)
         bound = linear_noise_norm_bound(ctx.params, weights, len(logits))
-        return flood(logits, bound, self.config.flooding, max_sigma=max_sigma, rng=self.flooding_rng)
+        return self._flood(ctx, logits, bound, max_sigma)
 
     # ------------------------------------------------------------------ helpers
     def _inference_keys(self, model) -> he.SecretContext:
@@ -274,25 +383,35 @@ class HospitalClient:
         if getattr(model, "kind", "linear") != "mlp":
             return keys.inference
         if keys.mlp_inference is None:
-            raise ProtocolError("this federation's keys have no mlp_inference key set: generate them with head='mlp'")
+            raise ProtocolError(
+                "this federation's keys have no mlp_inference key set: generate them with head='mlp'"
+            )
         return keys.mlp_inference
 
     def _keys(self) -> FederationKeys:
         if self.keys is None:
-            raise ProtocolError(f"client {self.client_id} has no key set: only plain-fedavg can run without one")
+            raise ProtocolError(
+                f"client {self.client_id} has no key set: only plain-fedavg can run without one"
+            )
         return self.keys
 
     def _check_aggregate(self, data: bytes, strategy: str, round_: int) -> Message:
         msg = Message.from_bytes(data)
-        if msg.kind != "aggregate" or msg.strategy != strategy or msg.round != round_ or msg.sender != "server":
+        if (
+            msg.kind != "aggregate"
+            or msg.strategy != strategy
+            or msg.round != round_
+            or msg.sender != "server"
+        ):
             raise ProtocolError(
                 f"expected the server's {strategy} aggregate of round {round_}, got {msg.kind} / {msg.strategy} / "
                 f"round {msg.round} from {msg.sender!r}"
             )
         return msg
 
-    def _release_sum(self, msg: Message, length: int, contributors: int, ctx: he.SecretContext, *,
-                     resolution) -> np.ndarray:
+    def _release_sum(
+        self, msg: Message, length: int, contributors: int, ctx: he.SecretContext, *, resolution
+    ) -> np.ndarray:
         """Decrypts an aggregate and floods it for release. ``resolution(exact)`` is the largest
         flooding std the task tolerates (computed from the exact values, which never leave)."""
         if msg.keyset_id != ctx.public_context().keyset_id.hex():
@@ -303,7 +422,16 @@ class HospitalClient:
             batch = he.EncryptedBatch.from_bytes(msg.blobs["sum"], ctx.public_context())
             exact = decrypt_vector(ctx, batch, length)
             bound = sum_noise_norm_bound(ctx.params, length, contributors)
-            return flood(exact, bound, self.config.flooding, max_sigma=resolution(exact), rng=self.flooding_rng)
+            return self._flood(ctx, exact, bound, resolution(exact))
+
+    def _flood(
+        self, ctx: he.SecretContext, exact: np.ndarray, bound: float, max_sigma: float
+    ) -> np.ndarray:
+        """The one way a decryption leaves this hospital: counted against the key set's budget
+        (the flooding bound covers ``max_decryptions`` releases), then flooded."""
+        policy = self.config.flooding
+        self.decryption_budget.spend(ctx.public_context().keyset_id, policy)
+        return flood(exact, bound, policy, max_sigma=max_sigma, rng=self._flooding_rng)
 
 
 def _stable_id(client_id: str) -> int:

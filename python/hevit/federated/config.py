@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from ..he.flooding import FloodingPolicy
 from .privacy import DPConfig
 
-__all__ = ["FederatedConfig", "STRATEGIES", "INFERENCE_LAYOUTS", "inference_layout_for"]
+__all__ = ["INFERENCE_LAYOUTS", "STRATEGIES", "FederatedConfig", "inference_layout_for"]
 
 #: Layouts of he-cls: one of the three, or ``auto`` (chosen per request by its row count).
 INFERENCE_LAYOUTS = ("auto", "batch", "sample", "coefficient")
@@ -22,7 +22,9 @@ COEFFICIENT_ROWS_PER_N = 1 / 8
 MLP_SAMPLE_MAX_ROWS = 16
 
 
-def inference_layout_for(head_kind: str, rows: int, requested: str, poly_modulus_degree: int) -> str:
+def inference_layout_for(
+    head_kind: str, rows: int, requested: str, poly_modulus_degree: int
+) -> str:
     """The layout of one he-cls request: ``requested`` unless it is ``auto``, in which case the
     cheaper one for ``rows`` rows (see the constants above for the measured costs)."""
     if requested != "auto":
@@ -105,9 +107,13 @@ class FederatedConfig:
         if self.learning_rate is not None and not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
         if self.inference_layout not in INFERENCE_LAYOUTS:
-            raise ValueError(f"inference_layout must be one of {INFERENCE_LAYOUTS}, got {self.inference_layout!r}")
+            raise ValueError(
+                f"inference_layout must be one of {INFERENCE_LAYOUTS}, got {self.inference_layout!r}"
+            )
         if self.head == "mlp" and self.inference_layout == "coefficient":
-            raise ValueError("the mlp head squares slot values: use inference_layout 'auto', 'batch' or 'sample'")
+            raise ValueError(
+                "the mlp head squares slot values: use inference_layout 'auto', 'batch' or 'sample'"
+            )
 
     @property
     def step_size(self) -> float:

@@ -24,7 +24,7 @@ from pathlib import Path
 from .. import he
 from ..errors import SecretKeyRequiredError
 
-__all__ = ["FederationKeys", "ServerKeys", "KEY_SETS"]
+__all__ = ["KEY_SETS", "FederationKeys", "ServerKeys"]
 
 #: The key sets every federation has, in file-name order.
 KEY_SETS = ("updates", "aggregation", "inference")
@@ -49,12 +49,18 @@ class ServerKeys:
                     f"ServerKeys.{name} got a SecretContext: server-side objects may only hold public contexts"
                 )
             if not isinstance(ctx, he.PublicContext):
-                raise TypeError(f"ServerKeys.{name} must be a PublicContext, got {type(ctx).__name__}")
+                raise TypeError(
+                    f"ServerKeys.{name} must be a PublicContext, got {type(ctx).__name__}"
+                )
 
     def for_strategy(self, strategy: str) -> he.PublicContext | None:
         """The context a strategy's aggregation runs under (``None`` for plain-fedavg)."""
-        table = {"plain-fedavg": None, "he-fedavg": self.updates, "he-ridge": self.aggregation,
-                 "moments": self.aggregation}
+        table = {
+            "plain-fedavg": None,
+            "he-fedavg": self.updates,
+            "he-ridge": self.aggregation,
+            "moments": self.aggregation,
+        }
         if strategy not in table:
             raise ValueError(f"no aggregation key set for strategy {strategy!r}")
         return table[strategy]
@@ -64,7 +70,9 @@ class ServerKeys:
         if getattr(head, "kind", "linear") != "mlp":
             return self.inference
         if self.mlp_inference is None:
-            raise ValueError("these server keys have no mlp_inference key set (the federation trains no mlp head)")
+            raise ValueError(
+                "these server keys have no mlp_inference key set (the federation trains no mlp head)"
+            )
         return self.mlp_inference
 
     def to_files(self, directory) -> None:
@@ -77,8 +85,10 @@ class ServerKeys:
     def from_files(cls, directory) -> ServerKeys:
         d = Path(directory)
         mlp = d / f"{MLP_KEY_SET}.pub"
-        return cls(*(he.PublicContext.from_bytes((d / f"{name}.pub").read_bytes()) for name in KEY_SETS),
-                   mlp_inference=he.PublicContext.from_bytes(mlp.read_bytes()) if mlp.exists() else None)
+        return cls(
+            *(he.PublicContext.from_bytes((d / f"{name}.pub").read_bytes()) for name in KEY_SETS),
+            mlp_inference=he.PublicContext.from_bytes(mlp.read_bytes()) if mlp.exists() else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -91,10 +101,18 @@ class FederationKeys:
     mlp_inference: he.SecretContext | None = None
 
     @classmethod
-    def generate(cls, *, aggregation_preset: str = "release", inference_preset: str = "latency",
-                 inference_layout: str = "auto", dim: int, classes: int,
-                 update_preset: str = "update", mlp_hidden: int | None = None,
-                 mlp_inference_preset: str = "mlp") -> FederationKeys:
+    def generate(
+        cls,
+        *,
+        aggregation_preset: str = "release",
+        inference_preset: str = "latency",
+        inference_layout: str = "auto",
+        dim: int,
+        classes: int,
+        update_preset: str = "update",
+        mlp_hidden: int | None = None,
+        mlp_inference_preset: str = "mlp",
+    ) -> FederationKeys:
         """Fresh key sets; with ``mlp_hidden`` also the ``mlp_inference`` key set for a two-layer
         head of that hidden size. ``inference_layout`` decides the evaluation keys: rotation keys
         for ``sample`` only (``auto`` uses the keyless batch and coefficient layouts for linear
@@ -104,24 +122,43 @@ class FederationKeys:
         # rows are L2-normalised on the client, so the public norm bound is 1: plans size their
         # weight scale from it (a bound of 64 would cost six bits of logit precision)
         params = he.CkksParams.preset(inference_preset, max_norm=1.0)
-        if inference_layout in ("auto", "coefficient") and len(params.coeff_modulus_bits) - params.supports_rotations > 1:
-            raise ValueError(f"inference layout {inference_layout!r} uses the coefficient layout, which needs a preset "
-                             f"with one data prime ('latency' or 'batch'), not {inference_preset!r}")
-        linear_layout = "sample" if inference_layout == "sample" else "batch"  # batch/coefficient: no key
-        steps = he.LinearPlan.rotation_steps(params, in_dim=dim, out_dim=classes, layout=linear_layout)
+        if (
+            inference_layout in ("auto", "coefficient")
+            and len(params.coeff_modulus_bits) - params.supports_rotations > 1
+        ):
+            raise ValueError(
+                f"inference layout {inference_layout!r} uses the coefficient layout, which needs a preset "
+                f"with one data prime ('latency' or 'throughput'), not {inference_preset!r}"
+            )
+        linear_layout = (
+            "sample" if inference_layout == "sample" else "batch"
+        )  # batch/coefficient: no key
+        steps = he.LinearPlan.rotation_steps(
+            params, in_dim=dim, out_dim=classes, layout=linear_layout
+        )
         mlp = None
         if mlp_hidden is not None:
             mlp_params = he.CkksParams.preset(mlp_inference_preset, max_norm=1.0)
-            keys = he.MlpPlan.evaluation_keys(mlp_params, in_dim=dim, hidden=mlp_hidden, out_dim=classes,
-                                              layout="batch" if inference_layout == "batch" else "sample")
+            keys = he.MlpPlan.evaluation_keys(
+                mlp_params,
+                in_dim=dim,
+                hidden=mlp_hidden,
+                out_dim=classes,
+                layout="batch" if inference_layout == "batch" else "sample",
+            )
             mlp = he.SecretContext.generate(mlp_params, **keys.as_kwargs())
-        return cls(updates, aggregation, he.SecretContext.generate(params, rotation_steps=steps), mlp)
+        return cls(
+            updates, aggregation, he.SecretContext.generate(params, rotation_steps=steps), mlp
+        )
 
     def server_keys(self) -> ServerKeys:
         """What the server receives: public contexts, re-parsed from their bytes like a real transfer."""
-        public = {f.name: None if getattr(self, f.name) is None else
-                  he.PublicContext.from_bytes(getattr(self, f.name).public_context().to_bytes())
-                  for f in fields(self)}
+        public = {
+            f.name: None
+            if getattr(self, f.name) is None
+            else he.PublicContext.from_bytes(getattr(self, f.name).public_context().to_bytes())
+            for f in fields(self)
+        }
         return ServerKeys(**public)
 
     def save(self, directory) -> Path:
@@ -136,5 +173,7 @@ class FederationKeys:
     def load(cls, directory) -> FederationKeys:
         d = Path(directory)
         mlp = d / f"{MLP_KEY_SET}.key"
-        return cls(*(he.SecretContext.load(d / f"{name}.key") for name in KEY_SETS),
-                   mlp_inference=he.SecretContext.load(mlp) if mlp.exists() else None)
+        return cls(
+            *(he.SecretContext.load(d / f"{name}.key") for name in KEY_SETS),
+            mlp_inference=he.SecretContext.load(mlp) if mlp.exists() else None,
+        )

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import SerializationError
 
-__all__ = ["Message", "KINDS", "MAX_HEADER_BYTES", "MAX_BLOBS"]
+__all__ = ["KINDS", "MAX_BLOBS", "MAX_HEADER_BYTES", "Message"]
 
 MAGIC = b"HVFM"
 VERSION = 1
@@ -57,11 +57,15 @@ class Message:
         for name, value in self.blobs.items():
             if isinstance(value, (bytes, bytearray, memoryview)):
                 data = bytes(value)
-                entries.append({"name": name, "type": "ciphertext", "shape": [], "nbytes": len(data)})
+                entries.append(
+                    {"name": name, "type": "ciphertext", "shape": [], "nbytes": len(data)}
+                )
             else:
                 arr = np.ascontiguousarray(value, dtype="<f8")
                 data = arr.tobytes()
-                entries.append({"name": name, "type": "float64", "shape": list(arr.shape), "nbytes": len(data)})
+                entries.append(
+                    {"name": name, "type": "float64", "shape": list(arr.shape), "nbytes": len(data)}
+                )
             payloads.append(data)
         header = {
             "kind": self.kind,
@@ -74,7 +78,9 @@ class Message:
         }
         head = json.dumps(header, separators=(",", ":"), sort_keys=True, allow_nan=False).encode()
         if len(head) > MAX_HEADER_BYTES:
-            raise SerializationError(f"message header of {len(head)} bytes exceeds {MAX_HEADER_BYTES}")
+            raise SerializationError(
+                f"message header of {len(head)} bytes exceeds {MAX_HEADER_BYTES}"
+            )
         return b"".join([_PREFIX.pack(MAGIC, VERSION, len(head)), head, *payloads])
 
     @classmethod
@@ -91,14 +97,20 @@ class Message:
             raise SerializationError(f"a message is bytes, got {type(data).__name__}")
         data = bytes(data)
         if len(data) > max_bytes:
-            raise SerializationError(f"message of {len(data)} bytes exceeds the limit of {max_bytes}")
+            raise SerializationError(
+                f"message of {len(data)} bytes exceeds the limit of {max_bytes}"
+            )
         if len(data) < _PREFIX.size:
-            raise SerializationError(f"truncated message: {len(data)} bytes, the prefix alone is {_PREFIX.size}")
+            raise SerializationError(
+                f"truncated message: {len(data)} bytes, the prefix alone is {_PREFIX.size}"
+            )
         magic, version, head_len = _PREFIX.unpack_from(data)
         if magic != MAGIC:
             raise SerializationError("not a hevit federated message (bad magic)")
         if version != VERSION:
-            raise SerializationError(f"unsupported message version {version} (this hevit reads {VERSION})")
+            raise SerializationError(
+                f"unsupported message version {version} (this hevit reads {VERSION})"
+            )
         if head_len > MAX_HEADER_BYTES or _PREFIX.size + head_len > len(data):
             raise SerializationError(f"message header length {head_len} is too large or truncated")
         try:
@@ -123,18 +135,36 @@ class Message:
                 if not np.all(np.isfinite(arr)):
                     raise SerializationError(f"blob {e['name']!r} holds NaN or inf")
                 blobs[e["name"]] = arr
-        return cls(header["kind"], header["strategy"], header["round"], header["sender"], header["keyset_id"],
-                   blobs, header["meta"])
+        return cls(
+            header["kind"],
+            header["strategy"],
+            header["round"],
+            header["sender"],
+            header["keyset_id"],
+            blobs,
+            header["meta"],
+        )
 
 
 def _check_header(header) -> dict:
     if not isinstance(header, dict):
         raise SerializationError("message header is not an object")
-    expected = {"kind": str, "strategy": str, "round": int, "sender": str, "keyset_id": str, "meta": dict,
-                "blobs": list}
+    expected = {
+        "kind": str,
+        "strategy": str,
+        "round": int,
+        "sender": str,
+        "keyset_id": str,
+        "meta": dict,
+        "blobs": list,
+    }
     for key, typ in expected.items():
-        if not isinstance(header.get(key), typ) or (typ is int and isinstance(header.get(key), bool)):
-            raise SerializationError(f"message header field {key!r} is missing or not a {typ.__name__}")
+        if not isinstance(header.get(key), typ) or (
+            typ is int and isinstance(header.get(key), bool)
+        ):
+            raise SerializationError(
+                f"message header field {key!r} is missing or not a {typ.__name__}"
+            )
     if header["kind"] not in KINDS:
         raise SerializationError(f"unknown message kind {header['kind']!r}")
     if header["round"] < 0:
@@ -153,11 +183,16 @@ def _check_header(header) -> dict:
         if not isinstance(e["nbytes"], int) or isinstance(e["nbytes"], bool) or e["nbytes"] < 0:
             raise SerializationError(f"blob {e['name']!r} has an invalid byte count")
         shape = e["shape"]
-        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
-                                                  for d in shape) or len(shape) > 4:
+        if (
+            not isinstance(shape, list)
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+            or len(shape) > 4
+        ):
             raise SerializationError(f"blob {e['name']!r} has an invalid shape {shape!r}")
         if e["type"] == "float64" and 8 * math.prod(shape) != e["nbytes"]:
-            raise SerializationError(f"blob {e['name']!r}: shape {shape} does not match {e['nbytes']} bytes")
+            raise SerializationError(
+                f"blob {e['name']!r}: shape {shape} does not match {e['nbytes']} bytes"
+            )
         if e["type"] == "ciphertext" and shape:
             raise SerializationError(f"ciphertext blob {e['name']!r} must not declare a shape")
     return header

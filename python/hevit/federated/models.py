@@ -13,8 +13,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["LinearHead", "MlpHead", "HEADS", "initial_head", "normalize_rows", "train_softmax", "ridge_statistics", "ridge_statistics_length",
-           "solve_ridge", "centralized_ridge"]
+__all__ = [
+    "HEADS",
+    "LinearHead",
+    "MlpHead",
+    "centralized_ridge",
+    "initial_head",
+    "normalize_rows",
+    "ridge_statistics",
+    "ridge_statistics_length",
+    "solve_ridge",
+    "train_softmax",
+]
 
 
 def normalize_rows(x) -> np.ndarray:
@@ -69,18 +79,37 @@ class LinearHead(_Classifier):
     def from_vector(cls, v, classes: int, dim: int) -> LinearHead:
         v = np.asarray(v, dtype=np.float64)
         if v.shape != (classes * dim + classes,):
-            raise ValueError(f"a {classes}x{dim} head has {classes * dim + classes} parameters, got {v.shape}")
+            raise ValueError(
+                f"a {classes}x{dim} head has {classes * dim + classes} parameters, got {v.shape}"
+            )
         return cls(v[: classes * dim].reshape(classes, dim).copy(), v[classes * dim :].copy())
 
     def with_vector(self, v) -> LinearHead:
         """A head of the same shape with the parameters of ``v``."""
         return LinearHead.from_vector(v, self.classes, self.dim)
 
-    def fit(self, x, y, *, epochs: int, learning_rate: float, batch_size: int, weight_decay: float,
-            rng: np.random.Generator) -> LinearHead:
+    def fit(
+        self,
+        x,
+        y,
+        *,
+        epochs: int,
+        learning_rate: float,
+        batch_size: int,
+        weight_decay: float,
+        rng: np.random.Generator,
+    ) -> LinearHead:
         """Local training from this head (softmax regression)."""
-        return train_softmax(self, x, y, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,
-                             weight_decay=weight_decay, rng=rng)
+        return train_softmax(
+            self,
+            x,
+            y,
+            epochs=epochs,
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            weight_decay=weight_decay,
+            rng=rng,
+        )
 
     def logits(self, x) -> np.ndarray:
         return np.asarray(x, dtype=np.float64) @ self.weights.T + self.bias
@@ -121,7 +150,9 @@ class MlpHead(_Classifier):
         rng = np.random.default_rng([seed, 0x6D6C70])
         w1 = rng.standard_normal((hidden, dim))
         w1 *= 2.0 / np.linalg.norm(w1, axis=1, keepdims=True)
-        return cls(w1, np.zeros(hidden), 0.1 * rng.standard_normal((classes, hidden)), np.zeros(classes))
+        return cls(
+            w1, np.zeros(hidden), 0.1 * rng.standard_normal((classes, hidden)), np.zeros(classes)
+        )
 
     @property
     def classes(self) -> int:
@@ -145,10 +176,17 @@ class MlpHead(_Classifier):
     def with_vector(self, v) -> MlpHead:
         v = np.asarray(v, dtype=np.float64)
         if v.shape != (self.size,):
-            raise ValueError(f"this head has {self.size} parameters, got a vector of shape {v.shape}")
+            raise ValueError(
+                f"this head has {self.size} parameters, got a vector of shape {v.shape}"
+            )
         h, d, c = self.hidden, self.dim, self.classes
         parts = np.split(v, np.cumsum([h * d, h, c * h]))
-        return MlpHead(parts[0].reshape(h, d).copy(), parts[1].copy(), parts[2].reshape(c, h).copy(), parts[3].copy())
+        return MlpHead(
+            parts[0].reshape(h, d).copy(),
+            parts[1].copy(),
+            parts[2].reshape(c, h).copy(),
+            parts[3].copy(),
+        )
 
     def logits(self, x) -> np.ndarray:
         h = np.asarray(x, dtype=np.float64) @ self.w1.T + self.b1
@@ -157,8 +195,17 @@ class MlpHead(_Classifier):
     def describe(self) -> str:
         return f"two-layer head, hidden {self.hidden}, square activation ({self.size:,} parameters)"
 
-    def fit(self, x, y, *, epochs: int, learning_rate: float, batch_size: int, weight_decay: float,
-            rng: np.random.Generator) -> MlpHead:
+    def fit(
+        self,
+        x,
+        y,
+        *,
+        epochs: int,
+        learning_rate: float,
+        batch_size: int,
+        weight_decay: float,
+        rng: np.random.Generator,
+    ) -> MlpHead:
         """Mini-batch SGD with momentum 0.9 on the softmax cross-entropy from this head."""
         x = np.asarray(x, dtype=np.float64)
         onehot = np.eye(self.classes)[np.asarray(y)]
@@ -177,8 +224,13 @@ class MlpHead(_Classifier):
                 p /= p.sum(axis=1, keepdims=True)
                 g = (p - onehot[idx]) / len(idx)
                 gh = (g @ w2) * 2.0 * h
-                grads = (gh.T @ x[idx] + weight_decay * w1, gh.sum(axis=0), g.T @ a + weight_decay * w2, g.sum(axis=0))
-                for param, vel, grad in zip(params, velocity, grads):
+                grads = (
+                    gh.T @ x[idx] + weight_decay * w1,
+                    gh.sum(axis=0),
+                    g.T @ a + weight_decay * w2,
+                    g.sum(axis=0),
+                )
+                for param, vel, grad in zip(params, velocity, grads, strict=True):
                     vel *= 0.9
                     vel += grad
                     param -= learning_rate * vel
@@ -204,8 +256,17 @@ def initial_head(kind: str, classes: int, dim: int, *, hidden: int = 64, seed: i
     raise ValueError(f"head must be one of {HEADS}, got {kind!r}")
 
 
-def train_softmax(head: LinearHead, x, y, *, epochs: int, learning_rate: float, batch_size: int,
-                  weight_decay: float, rng: np.random.Generator) -> LinearHead:
+def train_softmax(
+    head: LinearHead,
+    x,
+    y,
+    *,
+    epochs: int,
+    learning_rate: float,
+    batch_size: int,
+    weight_decay: float,
+    rng: np.random.Generator,
+) -> LinearHead:
     """Mini-batch SGD on the softmax cross-entropy from ``head``; returns the new head."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y)
@@ -249,7 +310,9 @@ def solve_ridge(stats, dim: int, classes: int, *, alpha: float) -> LinearHead:
     d = dim + 1
     tri = d * (d + 1) // 2
     if stats.shape != (ridge_statistics_length(dim, classes),):
-        raise ValueError(f"expected {ridge_statistics_length(dim, classes)} statistics, got {stats.shape}")
+        raise ValueError(
+            f"expected {ridge_statistics_length(dim, classes)} statistics, got {stats.shape}"
+        )
     gram = np.zeros((d, d))
     gram[np.triu_indices(d)] = stats[:tri]
     gram = gram + np.triu(gram, 1).T
@@ -260,4 +323,6 @@ def solve_ridge(stats, dim: int, classes: int, *, alpha: float) -> LinearHead:
 
 def centralized_ridge(x, y, classes: int, *, alpha: float) -> LinearHead:
     """The same ridge head computed on pooled plaintext data: the reference for ``he-ridge``."""
-    return solve_ridge(ridge_statistics(x, y, classes), np.asarray(x).shape[1], classes, alpha=alpha)
+    return solve_ridge(
+        ridge_statistics(x, y, classes), np.asarray(x).shape[1], classes, alpha=alpha
+    )

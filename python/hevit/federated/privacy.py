@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["DPConfig", "clip_to_norm", "noise_share", "epsilon", "RIDGE_RECORD_SENSITIVITY"]
+__all__ = ["RIDGE_RECORD_SENSITIVITY", "DPConfig", "clip_to_norm", "epsilon", "noise_share"]
 
 #: L2 change of the ridge statistics when one unit-norm row (with its bias 1 and one-hot label) is
 #: added or removed: ||xa xa^T||_F <= 2 and ||xa y^T||_F <= sqrt(2).
@@ -45,7 +45,9 @@ def clip_to_norm(v: np.ndarray, bound: float) -> np.ndarray:
     return v * min(1.0, bound / norm) if norm > 0 else v
 
 
-def noise_share(shape, std_total: float, clients: int, rng: np.random.Generator | None = None) -> np.ndarray:
+def noise_share(
+    shape, std_total: float, clients: int, rng: np.random.Generator | None = None
+) -> np.ndarray:
     """One client's share of Gaussian noise whose sum over ``clients`` has std ``std_total``."""
     rng = rng if rng is not None else np.random.default_rng(secrets.randbits(128))
     return rng.normal(0.0, std_total / math.sqrt(clients), size=shape)

@@ -23,7 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from .. import he
-from ..errors import HevitError, ProtocolError, QuorumError, SecretKeyRequiredError, SerializationError
+from ..errors import (
+    HevitError,
+    ProtocolError,
+    QuorumError,
+    SecretKeyRequiredError,
+    SerializationError,
+)
 from .messages import Message
 
 __all__ = ["AggregationServer", "InferenceServer", "Rejection"]
@@ -31,7 +37,12 @@ __all__ = ["AggregationServer", "InferenceServer", "Rejection"]
 
 log = logging.getLogger(__name__)
 
-_KIND_OF = {"plain-fedavg": "update", "he-fedavg": "update", "he-ridge": "statistics", "moments": "statistics"}
+_KIND_OF = {
+    "plain-fedavg": "update",
+    "he-fedavg": "update",
+    "he-ridge": "statistics",
+    "moments": "statistics",
+}
 _BLOB_OF = {"update": "update", "statistics": "statistics"}
 
 
@@ -55,7 +66,9 @@ class RoundState:
 
 def _public_only(context) -> he.PublicContext | None:
     if isinstance(context, he.SecretContext):
-        raise SecretKeyRequiredError("server-side objects take a PublicContext; a SecretContext was given")
+        raise SecretKeyRequiredError(
+            "server-side objects take a PublicContext; a SecretContext was given"
+        )
     if context is not None and not isinstance(context, he.PublicContext):
         raise TypeError(f"context must be a PublicContext, got {type(context).__name__}")
     return context
@@ -77,8 +90,16 @@ class AggregationServer:
     checkpoint : path of the state file written after every round, or ``None``
     """
 
-    def __init__(self, strategy: str, context: he.PublicContext | None, *, clients, quorum: int | None = None,
-                 expected_length: int | None = None, checkpoint=None) -> None:
+    def __init__(
+        self,
+        strategy: str,
+        context: he.PublicContext | None,
+        *,
+        clients,
+        quorum: int | None = None,
+        expected_length: int | None = None,
+        checkpoint=None,
+    ) -> None:
         if strategy not in _KIND_OF:
             raise ValueError(f"unknown strategy {strategy!r}; expected one of {sorted(_KIND_OF)}")
         self.strategy = strategy
@@ -165,10 +186,23 @@ class AggregationServer:
         else:
             total = he.EncryptedBatch.sum(parts).to_bytes()
             keyset = self.context.keyset_id.hex()
-        aggregate = Message("aggregate", self.strategy, self._round, "server", keyset, {"sum": total},
-                            {"contributors": len(contributors)}).to_bytes()
-        state = RoundState(self._round, contributors, dropped, aggregate, time.perf_counter() - self._opened,
-                           dict(self._sizes))
+        aggregate = Message(
+            "aggregate",
+            self.strategy,
+            self._round,
+            "server",
+            keyset,
+            {"sum": total},
+            {"contributors": len(contributors)},
+        ).to_bytes()
+        state = RoundState(
+            self._round,
+            contributors,
+            dropped,
+            aggregate,
+            time.perf_counter() - self._opened,
+            dict(self._sizes),
+        )
         self.completed.append(state)
         self._accepted = {}
         self._sizes = {}
@@ -181,16 +215,22 @@ class AggregationServer:
         if msg.sender not in self.clients:
             raise ProtocolError(f"unknown client {msg.sender!r}")
         if msg.strategy != self.strategy or msg.kind != _KIND_OF[self.strategy]:
-            raise ProtocolError(f"a {msg.kind} message of {msg.strategy!r} in a {self.strategy} round")
+            raise ProtocolError(
+                f"a {msg.kind} message of {msg.strategy!r} in a {self.strategy} round"
+            )
         if msg.round != self._round:
             raise ProtocolError(f"stale or future round {msg.round} (open round is {self._round})")
         if msg.sender in self._accepted:
-            raise ProtocolError(f"duplicate contribution from {msg.sender!r} in round {self._round}")
+            raise ProtocolError(
+                f"duplicate contribution from {msg.sender!r} in round {self._round}"
+            )
         expected_keyset = self.context.keyset_id.hex() if self.context is not None else ""
         if msg.keyset_id != expected_keyset:
             raise ProtocolError("message made under another key set")
         if set(msg.blobs) != {_BLOB_OF[msg.kind]}:
-            raise ProtocolError(f"expected exactly the blob {_BLOB_OF[msg.kind]!r}, got {sorted(msg.blobs)}")
+            raise ProtocolError(
+                f"expected exactly the blob {_BLOB_OF[msg.kind]!r}, got {sorted(msg.blobs)}"
+            )
 
     def _load(self, msg: Message):
         blob = msg.blobs[_BLOB_OF[msg.kind]]
@@ -198,16 +238,22 @@ class AggregationServer:
             if not isinstance(blob, np.ndarray) or blob.ndim != 1:
                 raise ProtocolError("plain-fedavg updates are float64 vectors")
             if self.expected_length is not None and blob.shape != (self.expected_length,):
-                raise ProtocolError(f"update of length {blob.shape[0]}, expected {self.expected_length}")
+                raise ProtocolError(
+                    f"update of length {blob.shape[0]}, expected {self.expected_length}"
+                )
             return blob
         if not isinstance(blob, bytes):
-            raise ProtocolError(f"{self.strategy} contributions are ciphertexts, got a plaintext array")
+            raise ProtocolError(
+                f"{self.strategy} contributions are ciphertexts, got a plaintext array"
+            )
         batch = he.EncryptedBatch.from_bytes(blob, self.context)
         if batch.layout != "batch" or batch.seed_count != 1:
             raise ProtocolError("contributions must be fresh (one-seed) batch-layout encryptions")
         reference = next(iter(self._accepted.values()), None)
         if reference is not None and reference.shape != batch.shape:
-            raise ProtocolError(f"contribution shape {batch.shape} differs from this round's {reference.shape}")
+            raise ProtocolError(
+                f"contribution shape {batch.shape} differs from this round's {reference.shape}"
+            )
         return batch
 
     # ------------------------------------------------------------------ checkpoints
@@ -219,8 +265,10 @@ class AggregationServer:
             "quorum": self.quorum,
             "keyset_id": self.context.keyset_id.hex() if self.context is not None else "",
             "completed": [
-                {**{k: v for k, v in asdict(s).items() if k != "aggregate"},
-                 "aggregate": base64.b64encode(s.aggregate).decode()}
+                {
+                    **{k: v for k, v in asdict(s).items() if k != "aggregate"},
+                    "aggregate": base64.b64encode(s.aggregate).decode(),
+                }
                 for s in self.completed
             ],
             "rejections": [asdict(r) for r in self.rejections],
@@ -232,21 +280,35 @@ class AggregationServer:
         return atomic_write(Path(path), json.dumps(self.state_dict()).encode())
 
     @classmethod
-    def resume(cls, path, context: he.PublicContext | None, *, expected_length: int | None = None) -> AggregationServer:
+    def resume(
+        cls, path, context: he.PublicContext | None, *, expected_length: int | None = None
+    ) -> AggregationServer:
         """A server continuing from a checkpoint (the next :meth:`open_round` is the round after
         the last completed one)."""
         try:
             state = json.loads(Path(path).read_bytes())
             if state.get("format") != "hevit-aggregation-server/1":
                 raise SerializationError(f"{path} is not a hevit aggregation-server checkpoint")
-            server = cls(state["strategy"], context, clients=state["clients"], quorum=state["quorum"],
-                         expected_length=expected_length, checkpoint=path)
+            server = cls(
+                state["strategy"],
+                context,
+                clients=state["clients"],
+                quorum=state["quorum"],
+                expected_length=expected_length,
+                checkpoint=path,
+            )
             expected_keyset = context.keyset_id.hex() if context is not None else ""
             if state["keyset_id"] != expected_keyset:
                 raise ProtocolError(f"checkpoint {path} belongs to another key set")
             server.completed = [
-                RoundState(s["round"], s["contributors"], s["dropped"], base64.b64decode(s["aggregate"]), s["seconds"],
-                           {str(k): int(v) for k, v in s["bytes_up"].items()})
+                RoundState(
+                    s["round"],
+                    s["contributors"],
+                    s["dropped"],
+                    base64.b64decode(s["aggregate"]),
+                    s["seconds"],
+                    {str(k): int(v) for k, v in s["bytes_up"].items()},
+                )
                 for s in state["completed"]
             ]
             server.rejections = [Rejection(**r) for r in state["rejections"]]
@@ -302,8 +364,11 @@ class InferenceServer:
         """True when a request in ``layout`` is served (``auto``: the layouts it may choose)."""
         if self.layout != "auto":
             return layout == self.layout
-        return layout in (("sample", "batch") if getattr(self.head, "kind", "linear") == "mlp"
-                          else ("coefficient", "batch"))
+        return layout in (
+            ("sample", "batch")
+            if getattr(self.head, "kind", "linear") == "mlp"
+            else ("coefficient", "batch")
+        )
 
     def plan_for(self, layout: str):
         """The head's compiled plan for ``layout`` (compiled once, on first use)."""
@@ -322,18 +387,32 @@ class InferenceServer:
     def handle(self, data: bytes, *, threads: int | None = None) -> bytes:
         msg = Message.from_bytes(data)
         if msg.kind != "infer-request" or msg.strategy != "he-cls":
-            raise ProtocolError(f"expected an he-cls infer-request, got {msg.kind} / {msg.strategy}")
+            raise ProtocolError(
+                f"expected an he-cls infer-request, got {msg.kind} / {msg.strategy}"
+            )
         if self.clients is not None and msg.sender not in self.clients:
             raise ProtocolError(f"unknown client {msg.sender!r}")
         if msg.keyset_id != self.context.keyset_id.hex() or set(msg.blobs) != {"features"}:
-            raise ProtocolError("infer-request under another key set or without a 'features' ciphertext")
+            raise ProtocolError(
+                "infer-request under another key set or without a 'features' ciphertext"
+            )
         batch = he.EncryptedBatch.from_bytes(msg.blobs["features"], self.context, threads=threads)
         if not self.accepts(batch.layout):
-            raise ProtocolError(f"features in the {batch.layout} layout, this server serves {self.layout}")
+            raise ProtocolError(
+                f"features in the {batch.layout} layout, this server serves {self.layout}"
+            )
         out = self.plan_for(batch.layout).apply(batch, threads=threads)
         if batch.layout == "coefficient":
             # the key holder reads C coefficients per row: send the compact reply
-            return Message("infer-reply", "he-cls", msg.round, "server", msg.keyset_id,
-                           {"logits": out.compact(threads=threads).to_bytes()}, {"compact": True}).to_bytes()
-        return Message("infer-reply", "he-cls", msg.round, "server", msg.keyset_id,
-                       {"logits": out.to_bytes()}).to_bytes()
+            return Message(
+                "infer-reply",
+                "he-cls",
+                msg.round,
+                "server",
+                msg.keyset_id,
+                {"logits": out.compact(threads=threads).to_bytes()},
+                {"compact": True},
+            ).to_bytes()
+        return Message(
+            "infer-reply", "he-cls", msg.round, "server", msg.keyset_id, {"logits": out.to_bytes()}
+        ).to_bytes()

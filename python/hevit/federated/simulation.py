@@ -22,8 +22,16 @@ from .models import LinearHead, initial_head, ridge_statistics_length
 from .privacy import epsilon as dp_epsilon
 from .server import AggregationServer, InferenceServer
 
-__all__ = ["RoundRecord", "InferenceRecord", "MomentsRecord", "StrategyResult", "make_clients", "run_moments",
-           "run_strategy", "run_inference"]
+__all__ = [
+    "InferenceRecord",
+    "MomentsRecord",
+    "RoundRecord",
+    "StrategyResult",
+    "make_clients",
+    "run_inference",
+    "run_moments",
+    "run_strategy",
+]
 
 log = logging.getLogger(__name__)
 
@@ -88,19 +96,38 @@ class StrategyResult:
         return d
 
 
-def make_clients(features, labels, parts, *, classes: int, keys: FederationKeys | None,
-                 config: FederatedConfig) -> list[HospitalClient]:
+def make_clients(
+    features, labels, parts, *, classes: int, keys: FederationKeys | None, config: FederatedConfig
+) -> list[HospitalClient]:
     """One :class:`HospitalClient` per index array in ``parts`` (ids ``client-0``, ...)."""
     return [
-        HospitalClient(f"client-{k}", np.asarray(features)[idx], np.asarray(labels)[idx], classes=classes,
-                       keys=keys, config=config, clients=len(parts))
+        HospitalClient(
+            f"client-{k}",
+            np.asarray(features)[idx],
+            np.asarray(labels)[idx],
+            classes=classes,
+            keys=keys,
+            config=config,
+            clients=len(parts),
+        )
         for k, idx in enumerate(parts)
     ]
 
 
-def run_strategy(strategy: str, clients: list[HospitalClient], server_keys: ServerKeys | None, x_test, y_test,
-                 config: FederatedConfig, *, checkpoint_dir=None, dropouts: dict[int, set[str]] | None = None,
-                 progress: bool = True, on_round_end=None, initial_model=None) -> StrategyResult:
+def run_strategy(
+    strategy: str,
+    clients: list[HospitalClient],
+    server_keys: ServerKeys | None,
+    x_test,
+    y_test,
+    config: FederatedConfig,
+    *,
+    checkpoint_dir=None,
+    dropouts: dict[int, set[str]] | None = None,
+    progress: bool = True,
+    on_round_end=None,
+    initial_model=None,
+) -> StrategyResult:
     """Runs one training strategy to completion (resuming from ``checkpoint_dir`` if it holds a
     checkpoint of this strategy) and returns its per-round record.
 
@@ -122,18 +149,31 @@ def run_strategy(strategy: str, clients: list[HospitalClient], server_keys: Serv
     if initial_model is None:
         kind = "linear" if strategy == "he-ridge" else config.head
         initial_model = initial_head(kind, classes, dim, hidden=config.hidden, seed=config.seed)
-    length = (ridge_statistics_length(dim, classes) if strategy == "he-ridge"
-              else fedavg_vector_length(initial_model))
+    length = (
+        ridge_statistics_length(dim, classes)
+        if strategy == "he-ridge"
+        else fedavg_vector_length(initial_model)
+    )
     ids = [c.client_id for c in clients]
-    checkpoint = Path(checkpoint_dir) / f"{strategy}.ckpt.json" if checkpoint_dir is not None else None
+    checkpoint = (
+        Path(checkpoint_dir) / f"{strategy}.ckpt.json" if checkpoint_dir is not None else None
+    )
     if checkpoint is not None and checkpoint.exists():
-        server = AggregationServer.resume(checkpoint, context,
-                                          expected_length=length if strategy == "plain-fedavg" else None)
-        log.warning("%s: resuming after round %d from %s", strategy, server.last_completed_round, checkpoint)
+        server = AggregationServer.resume(
+            checkpoint, context, expected_length=length if strategy == "plain-fedavg" else None
+        )
+        log.warning(
+            "%s: resuming after round %d from %s", strategy, server.last_completed_round, checkpoint
+        )
     else:
-        server = AggregationServer(strategy, context, clients=ids, quorum=config.quorum,
-                                   expected_length=length if strategy == "plain-fedavg" else None,
-                                   checkpoint=checkpoint)
+        server = AggregationServer(
+            strategy,
+            context,
+            clients=ids,
+            quorum=config.quorum,
+            expected_length=length if strategy == "plain-fedavg" else None,
+            checkpoint=checkpoint,
+        )
     seconds: dict[str, float] = defaultdict(float)
     for c in clients:
         c.seconds.clear()
@@ -146,13 +186,24 @@ def run_strategy(strategy: str, clients: list[HospitalClient], server_keys: Serv
         heads = _read_aggregate(strategy, clients, state.aggregate, heads, state.round)
         records.append(_record(state, heads, x_test, y_test))
     dropouts = dropouts or {}
-    bar = tqdm(total=rounds, initial=len(records), desc=strategy, unit="round", disable=not progress, leave=False)
+    bar = tqdm(
+        total=rounds,
+        initial=len(records),
+        desc=strategy,
+        unit="round",
+        disable=not progress,
+        leave=False,
+    )
     while server.last_completed_round < rounds:
         r = server.open_round()
-        for c, head in zip(clients, heads):
+        for c, head in zip(clients, heads, strict=True):
             if c.client_id in dropouts.get(r, ()):
                 continue
-            data = c.statistics_message(r) if strategy == "he-ridge" else c.update_message(strategy, head, r)
+            data = (
+                c.statistics_message(r)
+                if strategy == "he-ridge"
+                else c.update_message(strategy, head, r)
+            )
             server.receive(data)
         t0 = time.perf_counter()
         server.close_round()
@@ -172,14 +223,21 @@ def run_strategy(strategy: str, clients: list[HospitalClient], server_keys: Serv
         releases = 1 if strategy == "he-ridge" else rounds
         eps = dp_epsilon(config.dp.noise_multiplier, releases, config.dp.delta)
     # the first hospital releases its copy (already flooded) as the trained head
-    return StrategyResult(strategy, records, dict(seconds), heads[0], eps, [asdict(r) for r in server.rejections])
+    return StrategyResult(
+        strategy, records, dict(seconds), heads[0], eps, [asdict(r) for r in server.rejections]
+    )
 
 
-def _read_aggregate(strategy, clients, aggregate: bytes, heads: list[LinearHead], round_: int) -> list[LinearHead]:
+def _read_aggregate(
+    strategy, clients, aggregate: bytes, heads: list[LinearHead], round_: int
+) -> list[LinearHead]:
     """Every hospital decrypts (and floods) the aggregate into its own copy of the global model."""
     if strategy == "he-ridge":
         return [c.read_ridge_aggregate(aggregate, round_) for c in clients]
-    return [c.read_fedavg_aggregate(aggregate, strategy, h, round_) for c, h in zip(clients, heads)]
+    return [
+        c.read_fedavg_aggregate(aggregate, strategy, h, round_)
+        for c, h in zip(clients, heads, strict=True)
+    ]
 
 
 def _record(state, heads: list[LinearHead], x_test, y_test) -> RoundRecord:
@@ -206,10 +264,16 @@ class MomentsRecord:
     seconds: dict[str, float]
 
 
-def run_moments(clients: list[HospitalClient], server_keys: ServerKeys, config: FederatedConfig) -> MomentsRecord:
+def run_moments(
+    clients: list[HospitalClient], server_keys: ServerKeys, config: FederatedConfig
+) -> MomentsRecord:
     """Every client learns the federation's feature mean and std from one encrypted sum."""
-    server = AggregationServer("moments", server_keys.aggregation, clients=[c.client_id for c in clients],
-                               quorum=config.quorum)
+    server = AggregationServer(
+        "moments",
+        server_keys.aggregation,
+        clients=[c.client_id for c in clients],
+        quorum=config.quorum,
+    )
     for c in clients:
         c.seconds.clear()
     r = server.open_round()
@@ -223,12 +287,25 @@ def run_moments(clients: list[HospitalClient], server_keys: ServerKeys, config: 
         for phase, sec in c.seconds.items():
             seconds[phase] += sec
     state = server.completed[-1]
-    return MomentsRecord(state.contributors, dict(state.bytes_up), {c: len(aggregate) for c in state.contributors},
-                         dict(seconds))
+    return MomentsRecord(
+        state.contributors,
+        dict(state.bytes_up),
+        {c: len(aggregate) for c in state.contributors},
+        dict(seconds),
+    )
 
 
-def run_inference(head: LinearHead, clients: list[HospitalClient], server_keys: ServerKeys, test_parts, x_test,
-                  y_test, config: FederatedConfig, *, threads: int | None = None) -> InferenceRecord:
+def run_inference(
+    head: LinearHead,
+    clients: list[HospitalClient],
+    server_keys: ServerKeys,
+    test_parts,
+    x_test,
+    y_test,
+    config: FederatedConfig,
+    *,
+    threads: int | None = None,
+) -> InferenceRecord:
     """``he-cls``: each client encrypts its test rows, the server applies the head, the client
     decrypts; compared with the same head in plaintext."""
     layout = config.inference_layout
@@ -242,17 +319,21 @@ def run_inference(head: LinearHead, clients: list[HospitalClient], server_keys: 
     plain = head.logits(clients[0].preprocess(x_test))  # rows, or token sequences for a ViTTail
     covered = np.sort(np.concatenate([np.asarray(p, dtype=np.int64) for p in test_parts]))
     if not np.array_equal(covered, np.arange(len(x_test))):
-        raise ValueError("test_parts must partition the rows of x_test (each row to exactly one client)")
+        raise ValueError(
+            "test_parts must partition the rows of x_test (each row to exactly one client)"
+        )
     logits = np.empty_like(plain)
     up = down = 0
     seconds = defaultdict(float)
     for c in clients:
         c.seconds.clear()
-    for c, part in zip(clients, test_parts):
+    for c, part in zip(clients, test_parts, strict=True):
         for start in range(0, len(part), chunk):
             idx = part[start : start + chunk]
             request = c.inference_request(x_test[idx], model=head)
-            rows_per_layout[inference_layout_for(head.kind, len(idx), layout, params.poly_modulus_degree)] += len(idx)
+            rows_per_layout[
+                inference_layout_for(head.kind, len(idx), layout, params.poly_modulus_degree)
+            ] += len(idx)
             t0 = time.perf_counter()
             reply = server.handle(request, threads=threads)
             seconds["infer"] += time.perf_counter() - t0
@@ -265,13 +346,17 @@ def run_inference(head: LinearHead, clients: list[HospitalClient], server_keys: 
     n = len(x_test)
     pred = logits.argmax(axis=1)
     return InferenceRecord(
-        preset=config.mlp_inference_preset if head.kind == "mlp" else config.inference_preset, layout=layout,
-        head=head.kind, rows=n,
+        preset=config.mlp_inference_preset if head.kind == "mlp" else config.inference_preset,
+        layout=layout,
+        head=head.kind,
+        rows=n,
         accuracy_encrypted=float(np.mean(pred == y_test)),
         accuracy_plaintext=float(np.mean(plain.argmax(axis=1) == y_test)),
         agreement=float(np.mean(pred == plain.argmax(axis=1))),
         max_abs_logit_error=float(np.abs(logits - plain).max()),
-        bytes_up_per_image=up / n, bytes_down_per_image=down / n,
+        bytes_up_per_image=up / n,
+        bytes_down_per_image=down / n,
         key_switches=max(server.plan_for(lay).key_switches for lay in rows_per_layout),
-        seconds=dict(seconds), rows_per_layout=dict(rows_per_layout),
+        seconds=dict(seconds),
+        rows_per_layout=dict(rows_per_layout),
     )

@@ -32,7 +32,9 @@ def _check_vit(model, blocks: int) -> None:
     if not hasattr(model, "blocks") or not hasattr(model, "patch_embed"):
         raise ModelError(f"{type(model).__name__} is not a timm VisionTransformer")
     if not 1 <= blocks <= len(model.blocks):
-        raise ModelError(f"trainable_blocks must be between 1 and {len(model.blocks)}, got {blocks}")
+        raise ModelError(
+            f"trainable_blocks must be between 1 and {len(model.blocks)}, got {blocks}"
+        )
     if getattr(model, "global_pool", "token") != "token":
         raise ModelError("the tail reads the [CLS] token; build the ViT with global_pool='token'")
 
@@ -47,7 +49,9 @@ def prefix_tokens(model, images: np.ndarray, blocks: int, *, batch_size: int = 1
     out = []
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size], dtype=np.float32))
+            x = torch.from_numpy(
+                np.ascontiguousarray(images[start : start + batch_size], dtype=np.float32)
+            )
             x = model.patch_embed(x)
             x = model._pos_embed(x)
             x = model.patch_drop(x)
@@ -81,7 +85,9 @@ class ViTTail:
         class Tail(torch.nn.Module):
             def __init__(self) -> None:
                 super().__init__()
-                self.blocks = torch.nn.Sequential(*[copy.deepcopy(b) for b in model.blocks[-blocks:]])
+                self.blocks = torch.nn.Sequential(
+                    *[copy.deepcopy(b) for b in model.blocks[-blocks:]]
+                )
                 self.norm = copy.deepcopy(model.norm)
                 self.head = torch.nn.Linear(model.num_features, classes, dtype=torch.float64)
                 torch.nn.init.zeros_(self.head.weight)
@@ -110,13 +116,17 @@ class ViTTail:
         return sum(p.numel() for p in self.module.parameters())
 
     def to_vector(self) -> np.ndarray:
-        return np.concatenate([p.detach().double().numpy().ravel() for p in self.module.parameters()])
+        return np.concatenate(
+            [p.detach().double().numpy().ravel() for p in self.module.parameters()]
+        )
 
     def with_vector(self, v) -> ViTTail:
         torch = _torch()
         v = np.asarray(v, dtype=np.float64)
         if v.shape != (self.size,):
-            raise ValueError(f"this tail has {self.size} parameters, got a vector of shape {v.shape}")
+            raise ValueError(
+                f"this tail has {self.size} parameters, got a vector of shape {v.shape}"
+            )
         module = copy.deepcopy(self.module)
         offset = 0
         with torch.no_grad():
@@ -151,21 +161,28 @@ class ViTTail:
         base model's (the frozen front and no classifier head): a checkpoint ``--weights PATH``
         loads, so tokens can be extracted from the federatedly fine-tuned model."""
         if self.base is None:
-            raise ModelError("this tail was not cut from a ViT (ViTTail.from_vit): there is no frozen front to merge")
-        state = {k: v.detach().clone().contiguous() for k, v in self.base.state_dict().items()
-                 if not k.startswith("head.")}
+            raise ModelError(
+                "this tail was not cut from a ViT (ViTTail.from_vit): there is no frozen front to merge"
+            )
+        state = {
+            k: v.detach().clone().contiguous()
+            for k, v in self.base.state_dict().items()
+            if not k.startswith("head.")
+        }
         depth = len(self.base.blocks)
         first = depth - len(self.module.blocks)
         for key, value in self.module.state_dict().items():
             if key.startswith("blocks."):
-                index, rest = key[len("blocks."):].split(".", 1)
+                index, rest = key[len("blocks.") :].split(".", 1)
                 target = f"blocks.{first + int(index)}.{rest}"
             elif key.startswith("norm."):
                 target = key
             else:
                 continue  # the tail's own linear head is not part of the backbone
             if target not in state or state[target].shape != value.shape:
-                raise ModelError(f"tail parameter {key} does not map onto the base model ({target})")
+                raise ModelError(
+                    f"tail parameter {key} does not map onto the base model ({target})"
+                )
             state[target] = value.detach().clone().to(state[target].dtype).contiguous()
         return state
 
@@ -175,8 +192,10 @@ class ViTTail:
         torch = _torch()
         self.module.eval()
         with torch.no_grad():
-            out = [self.module.features(torch.from_numpy(np.ascontiguousarray(tokens[i : i + 64])))
-                   for i in range(0, len(tokens), 64)]
+            out = [
+                self.module.features(torch.from_numpy(np.ascontiguousarray(tokens[i : i + 64])))
+                for i in range(0, len(tokens), 64)
+            ]
         return torch.cat(out).double().numpy()
 
     def logits(self, tokens) -> np.ndarray:
@@ -190,8 +209,17 @@ class ViTTail:
         return float(np.mean(self.predict(tokens) == np.asarray(y)))
 
     # ------------------------------------------------------------------ training
-    def fit(self, tokens, y, *, epochs: int, learning_rate: float, batch_size: int, weight_decay: float,
-            rng: np.random.Generator) -> ViTTail:
+    def fit(
+        self,
+        tokens,
+        y,
+        *,
+        epochs: int,
+        learning_rate: float,
+        batch_size: int,
+        weight_decay: float,
+        rng: np.random.Generator,
+    ) -> ViTTail:
         """Local SGD with momentum on the cross-entropy; returns the trained copy."""
         torch = _torch()
         tail = ViTTail(copy.deepcopy(self.module), self.base)
@@ -199,10 +227,17 @@ class ViTTail:
         module.train()
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
         # the blocks keep a smaller step than the freshly initialised head
-        opt = torch.optim.SGD([
-            {"params": list(module.blocks.parameters()) + list(module.norm.parameters()), "lr": learning_rate * 0.02},
-            {"params": module.head.parameters(), "lr": learning_rate},
-        ], momentum=0.9, weight_decay=weight_decay)
+        opt = torch.optim.SGD(
+            [
+                {
+                    "params": list(module.blocks.parameters()) + list(module.norm.parameters()),
+                    "lr": learning_rate * 0.02,
+                },
+                {"params": module.head.parameters(), "lr": learning_rate},
+            ],
+            momentum=0.9,
+            weight_decay=weight_decay,
+        )
         x = torch.from_numpy(np.ascontiguousarray(tokens, dtype=np.float32))
         target = torch.from_numpy(np.asarray(y, dtype=np.int64))
         for _ in range(epochs):

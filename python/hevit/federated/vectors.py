@@ -13,7 +13,7 @@ import numpy as np
 from .. import he
 from ..errors import LayoutError
 
-__all__ = ["vector_shape", "encrypt_vector", "decrypt_vector"]
+__all__ = ["decrypt_vector", "encrypt_vector", "vector_shape"]
 
 
 def vector_shape(length: int, params: he.CkksParams) -> tuple[int, int]:
@@ -23,7 +23,9 @@ def vector_shape(length: int, params: he.CkksParams) -> tuple[int, int]:
     return math.ceil(length / cols), cols
 
 
-def encrypt_vector(context: he.SecretContext, v, *, threads: int | None = None) -> he.EncryptedBatch:
+def encrypt_vector(
+    context: he.SecretContext, v, *, threads: int | None = None
+) -> he.EncryptedBatch:
     v = np.asarray(v, dtype=np.float64).ravel()
     rows, cols = vector_shape(len(v), context.params)
     padded = np.zeros(rows * cols)
@@ -31,8 +33,11 @@ def encrypt_vector(context: he.SecretContext, v, *, threads: int | None = None) 
     return context.encrypt(padded.reshape(rows, cols), layout="batch", threads=threads)
 
 
-def decrypt_vector(context: he.SecretContext, batch: he.EncryptedBatch, length: int, *,
-                   threads: int | None = None) -> np.ndarray:
+def decrypt_vector(
+    context: he.SecretContext, batch: he.EncryptedBatch, length: int, *, threads: int | None = None
+) -> np.ndarray:
     if batch.shape != vector_shape(length, context.params):
-        raise LayoutError(f"a {length}-vector is packed as {vector_shape(length, context.params)}, got {batch.shape}")
+        raise LayoutError(
+            f"a {length}-vector is packed as {vector_shape(length, context.params)}, got {batch.shape}"
+        )
     return context.decrypt(batch, threads=threads).ravel()[:length]

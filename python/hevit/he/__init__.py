@@ -4,7 +4,7 @@ Example
 -------
 >>> import numpy as np
 >>> from hevit import he
->>> params = he.CkksParams.preset("batch")
+>>> params = he.CkksParams.preset("throughput")
 >>> sk = he.SecretContext.generate(params)
 >>> pub = he.PublicContext.from_bytes(sk.public_context().to_bytes())
 >>> x = np.random.default_rng(0).standard_normal((8, 16))
@@ -16,20 +16,20 @@ True
 from . import reference
 from .batch import CompactBatch, EncryptedBatch
 from .context import PublicContext, SecretContext
-from .params import PRESETS, CkksParams, max_secure_coeff_modulus_bits
 from .mlp import EvaluationKeys, MlpPlan
+from .params import PRESETS, CkksParams, max_secure_coeff_modulus_bits
 from .plan import LinearPlan
 
 __all__ = [
-    "CkksParams",
     "PRESETS",
-    "PublicContext",
-    "SecretContext",
-    "EncryptedBatch",
+    "CkksParams",
     "CompactBatch",
+    "EncryptedBatch",
+    "EvaluationKeys",
     "LinearPlan",
     "MlpPlan",
-    "EvaluationKeys",
+    "PublicContext",
+    "SecretContext",
     "max_secure_coeff_modulus_bits",
     "reference",
 ]

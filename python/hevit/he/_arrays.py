@@ -36,7 +36,9 @@ def as_vector(x, *, name: str) -> np.ndarray:
 
 def check_layout(layout: str) -> str:
     if layout not in LAYOUTS:
-        raise LayoutError(f"unknown layout {layout!r}: use 'batch' (throughput), 'sample' or 'coefficient' (latency)")
+        raise LayoutError(
+            f"unknown layout {layout!r}: use 'batch' (throughput), 'sample' or 'coefficient' (latency)"
+        )
     return layout
 
 

@@ -8,7 +8,7 @@ from .. import _core
 from ..errors import SecretKeyRequiredError
 from ._arrays import as_bytes, resolve_threads
 
-__all__ = ["EncryptedBatch", "CompactBatch"]
+__all__ = ["CompactBatch", "EncryptedBatch"]
 
 
 class EncryptedBatch:
@@ -22,7 +22,9 @@ class EncryptedBatch:
 
     def __init__(self, core: _core.EncryptedBatch) -> None:
         if not isinstance(core, _core.EncryptedBatch):
-            raise TypeError("EncryptedBatch objects come from encrypt(), apply(), sum() or from_bytes()")
+            raise TypeError(
+                "EncryptedBatch objects come from encrypt(), apply(), sum() or from_bytes()"
+            )
         self._core = core
 
     @property
@@ -87,7 +89,9 @@ class EncryptedBatch:
         """
         core_ctx = _public_core(context)
         return cls(
-            _core.EncryptedBatch.from_bytes(as_bytes(data, what="data"), core_ctx, resolve_threads(threads))
+            _core.EncryptedBatch.from_bytes(
+                as_bytes(data, what="data"), core_ctx, resolve_threads(threads)
+            )
         )
 
     @staticmethod
@@ -107,7 +111,9 @@ class EncryptedBatch:
         for b in batches:
             if not isinstance(b, EncryptedBatch):
                 raise TypeError(f"sum takes EncryptedBatch objects, got {type(b).__name__}")
-        return EncryptedBatch(_core.EncryptedBatch.sum([b._core for b in batches], resolve_threads(threads)))
+        return EncryptedBatch(
+            _core.EncryptedBatch.sum([b._core for b in batches], resolve_threads(threads))
+        )
 
     def __add__(self, other: EncryptedBatch) -> EncryptedBatch:
         return EncryptedBatch.sum([self, other])
@@ -140,7 +146,9 @@ class CompactBatch:
 
     def __init__(self, core: _core.CompactBatch) -> None:
         if not isinstance(core, _core.CompactBatch):
-            raise TypeError("CompactBatch objects come from EncryptedBatch.compact() or from_bytes()")
+            raise TypeError(
+                "CompactBatch objects come from EncryptedBatch.compact() or from_bytes()"
+            )
         self._core = core
 
     @property
@@ -163,7 +171,9 @@ class CompactBatch:
         ------
         hevit.errors.SerializationError, hevit.errors.ContextMismatchError
         """
-        return cls(_core.CompactBatch.from_bytes(as_bytes(data, what="data"), _public_core(context)))
+        return cls(
+            _core.CompactBatch.from_bytes(as_bytes(data, what="data"), _public_core(context))
+        )
 
     def __repr__(self) -> str:
         return f"CompactBatch(shape={self.shape}, bits={self.bits})"
@@ -175,8 +185,10 @@ def _server_core(context, what: str) -> _core.PublicContext:
     from .context import PublicContext, SecretContext
 
     if isinstance(context, SecretContext):
-        raise SecretKeyRequiredError(f"{what} takes the server's PublicContext, not a SecretContext "
-                                     "(pass sk.public_context(), or the context loaded from its bytes)")
+        raise SecretKeyRequiredError(
+            f"{what} takes the server's PublicContext, not a SecretContext "
+            "(pass sk.public_context(), or the context loaded from its bytes)"
+        )
     if not isinstance(context, PublicContext):
         raise TypeError(f"context must be a PublicContext, got {type(context).__name__}")
     return context._core

@@ -48,7 +48,9 @@ class PublicContext:
     @property
     def params(self) -> CkksParams:
         c = self._core
-        return CkksParams(c.poly_modulus_degree, tuple(c.coeff_modulus_bits), c.scale_bits, c.max_norm)
+        return CkksParams(
+            c.poly_modulus_degree, tuple(c.coeff_modulus_bits), c.scale_bits, c.max_norm
+        )
 
     @property
     def rotation_steps(self) -> tuple[int, ...]:
@@ -117,8 +119,14 @@ class SecretContext:
         self._public = PublicContext(core.public_context())
 
     @classmethod
-    def generate(cls, params: CkksParams, *, rotation_steps: Iterable[int] = (), conjugation: bool = False,
-                 relinearization: bool = False) -> SecretContext:
+    def generate(
+        cls,
+        params: CkksParams,
+        *,
+        rotation_steps: Iterable[int] = (),
+        conjugation: bool = False,
+        relinearization: bool = False,
+    ) -> SecretContext:
         """Generates a fresh key set.
 
         Parameters
@@ -171,9 +179,13 @@ class SecretContext:
             Not a real 2-D array, or more rows/columns than the layout holds.
         """
         arr = as_matrix(x, name="x")
-        return EncryptedBatch(self._core.encrypt(arr, check_layout(layout), resolve_threads(threads)))
+        return EncryptedBatch(
+            self._core.encrypt(arr, check_layout(layout), resolve_threads(threads))
+        )
 
-    def decrypt(self, batch: EncryptedBatch | CompactBatch, *, threads: int | None = None) -> np.ndarray:
+    def decrypt(
+        self, batch: EncryptedBatch | CompactBatch, *, threads: int | None = None
+    ) -> np.ndarray:
         """Decrypts to a float64 array of the batch's logical shape (an EncryptedBatch, or the
         CompactBatch reply of a coefficient-layout plan).
 
@@ -182,7 +194,9 @@ class SecretContext:
         if isinstance(batch, CompactBatch):
             return self._core.decrypt_compact(batch._core, resolve_threads(threads))
         if not isinstance(batch, EncryptedBatch):
-            raise TypeError(f"batch must be an EncryptedBatch or a CompactBatch, got {type(batch).__name__}")
+            raise TypeError(
+                f"batch must be an EncryptedBatch or a CompactBatch, got {type(batch).__name__}"
+            )
         return self._core.decrypt(batch._core, resolve_threads(threads))
 
     def to_bytes(self) -> bytes:

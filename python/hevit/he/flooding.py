@@ -21,11 +21,17 @@ values are then rounded to a grid of ``2^-precision_bits`` (the precision the ta
 costs nothing in security (post-processing) and keeps the released numbers short.
 
 Knobs (:class:`FloodingPolicy`): ``statistical_security_bits`` (default 40), ``max_decryptions``
-(default 2^16 per key set; rotate keys before exceeding it) and ``precision_bits`` (default:
-the finest grid at or above sigma). Flooding costs about ``s/2 + log2(sqrt(q/2) * B)`` bits of
-precision: use parameters with a large scale for released values (the ``release`` preset leaves
-~1e-6 precision at the defaults); :func:`flood` raises rather than release values whose
-flooding noise would exceed the caller's ``max_sigma``.
+(default 2^16 released decryptions per key set) and ``precision_bits`` (default: the coarsest
+power-of-two grid at or below sigma, so rounding adds at most half a sigma-sized step). Flooding
+costs about ``s/2 + log2(sqrt(q/2) * B)`` bits of precision: released values use presets with room
+for it (``update``, ``release``); the std each preset gives is in the README's preset table,
+computed by :func:`hevit.he.docs.preset_table` from these functions. :func:`flood` raises rather
+than release values whose flooding noise would exceed the caller's ``max_sigma``.
+
+The bound covers ``q`` releases only if someone counts them: :class:`DecryptionBudget` counts the
+releases of one key holder per key set and refuses the one past ``max_decryptions``
+(:class:`hevit.errors.DecryptionBudgetError`: generate a new key set). It counts in memory, per
+process; a key holder that restarts must carry its count (or re-key).
 
 The noise is drawn from the operating system's entropy (``secrets``), never from an experiment
 seed: an adversary who knows the flooding noise can subtract it.
@@ -35,15 +41,23 @@ from __future__ import annotations
 
 import math
 import secrets
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ParameterError
+from ..errors import DecryptionBudgetError, ParameterError
 from .params import CkksParams
 from .reference import SIGMAS, ckks_noise_std
 
-__all__ = ["FloodingPolicy", "flood", "noise_norm_bound", "sum_noise_norm_bound", "linear_noise_norm_bound"]
+__all__ = [
+    "DecryptionBudget",
+    "FloodingPolicy",
+    "flood",
+    "linear_noise_norm_bound",
+    "noise_norm_bound",
+    "sum_noise_norm_bound",
+]
 
 
 @dataclass(frozen=True)
@@ -57,8 +71,8 @@ class FloodingPolicy:
     max_decryptions : int
         ``q``: released decryptions under one key set the bound covers.
     precision_bits : int or None
-        Round released values to multiples of ``2^-precision_bits``; ``None`` picks the finest
-        power-of-two grid not below sigma.
+        Round released values to multiples of ``2^-precision_bits``; ``None`` picks the coarsest
+        power-of-two grid at or below sigma.
     """
 
     statistical_security_bits: int = 40
@@ -77,7 +91,11 @@ class FloodingPolicy:
         """Flooding standard deviation for a released vector whose noise norm is <= ``noise_norm``."""
         if not noise_norm > 0 or not math.isfinite(noise_norm):
             raise ParameterError(f"noise_norm must be a positive finite bound, got {noise_norm}")
-        return noise_norm * math.sqrt(self.max_decryptions / 2.0) * 2.0 ** (self.statistical_security_bits / 2)
+        return (
+            noise_norm
+            * math.sqrt(self.max_decryptions / 2.0)
+            * 2.0 ** (self.statistical_security_bits / 2)
+        )
 
     def grid(self, sigma: float) -> float:
         """Rounding step of released values."""
@@ -91,6 +109,37 @@ class FloodingPolicy:
             "max_decryptions": int(self.max_decryptions),
             "precision_bits": self.precision_bits,
         }
+
+
+class DecryptionBudget:
+    """Counts one key holder's flooded releases per key set against ``max_decryptions``.
+
+    The flooding std covers ``policy.max_decryptions`` releases under one key set; the release past
+    that raises :class:`hevit.errors.DecryptionBudgetError` before anything is decrypted or sent.
+    Thread-safe; in-memory (see the module docstring).
+    """
+
+    def __init__(self) -> None:
+        self._released: dict[bytes, int] = {}
+        self._lock = threading.Lock()
+
+    def spend(self, keyset_id: bytes, policy: FloodingPolicy) -> int:
+        """Records one release under ``keyset_id``; returns how many remain."""
+        limit = int(policy.max_decryptions)
+        with self._lock:
+            used = self._released.get(bytes(keyset_id), 0)
+            if used >= limit:
+                raise DecryptionBudgetError(
+                    f"key set {bytes(keyset_id).hex()[:16]}...: {used} flooded decryptions already "
+                    f"released, the flooding policy covers {limit}; generate a new key set"
+                )
+            self._released[bytes(keyset_id)] = used + 1
+            return limit - used - 1
+
+    def released(self, keyset_id: bytes) -> int:
+        """Releases recorded under ``keyset_id``."""
+        with self._lock:
+            return self._released.get(bytes(keyset_id), 0)
 
 
 def noise_norm_bound(std: float, count: int) -> float:
@@ -107,7 +156,9 @@ def sum_noise_norm_bound(params: CkksParams, count: int, summands: int) -> float
     return noise_norm_bound(ckks_noise_std(params) * math.sqrt(max(int(summands), 1)), count)
 
 
-def linear_noise_norm_bound(params: CkksParams, weights: np.ndarray, rows: int, summands: int = 1) -> float:
+def linear_noise_norm_bound(
+    params: CkksParams, weights: np.ndarray, rows: int, summands: int = 1
+) -> float:
     """Noise norm bound of the ``rows x out_dim`` decrypted outputs of a batch-layout plan.
 
     The key-dependent part of each output is the input noise through that output's weights.
@@ -118,8 +169,14 @@ def linear_noise_norm_bound(params: CkksParams, weights: np.ndarray, rows: int, 
     return noise_norm_bound(std, rows * w.shape[0])
 
 
-def flood(values, noise_norm: float, policy: FloodingPolicy | None = None, *, max_sigma: float | None = None,
-          rng: np.random.Generator | None = None) -> np.ndarray:
+def flood(
+    values,
+    noise_norm: float,
+    policy: FloodingPolicy | None = None,
+    *,
+    max_sigma: float | None = None,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
     """Returns ``values`` + Gaussian flooding noise, rounded to the policy's grid.
 
     Parameters

@@ -11,7 +11,7 @@ from .context import PublicContext
 from .params import CkksParams
 from .plan import CompiledPlan
 
-__all__ = ["MlpPlan", "EvaluationKeys"]
+__all__ = ["EvaluationKeys", "MlpPlan"]
 
 
 @dataclass(frozen=True)
@@ -24,8 +24,11 @@ class EvaluationKeys:
     relinearization: bool
 
     def as_kwargs(self) -> dict:
-        return {"rotation_steps": self.rotation_steps, "conjugation": self.conjugation,
-                "relinearization": self.relinearization}
+        return {
+            "rotation_steps": self.rotation_steps,
+            "conjugation": self.conjugation,
+            "relinearization": self.relinearization,
+        }
 
 
 class MlpPlan(CompiledPlan):
@@ -50,18 +53,36 @@ class MlpPlan(CompiledPlan):
     __slots__ = ()
 
     @staticmethod
-    def evaluation_keys(params: CkksParams, *, in_dim: int, hidden: int, out_dim: int, layout: str) -> EvaluationKeys:
+    def evaluation_keys(
+        params: CkksParams, *, in_dim: int, hidden: int, out_dim: int, layout: str
+    ) -> EvaluationKeys:
         """The evaluation keys a plan of this shape needs."""
         if not isinstance(params, CkksParams):
             raise TypeError(f"params must be a CkksParams, got {type(params).__name__}")
         steps, conjugation, relinearization = _core.MlpPlan.evaluation_keys_for(
-            params.poly_modulus_degree, list(params.coeff_modulus_bits), params.scale_bits, params.max_norm,
-            int(in_dim), int(hidden), int(out_dim), check_layout(layout))
+            params.poly_modulus_degree,
+            list(params.coeff_modulus_bits),
+            params.scale_bits,
+            params.max_norm,
+            int(in_dim),
+            int(hidden),
+            int(out_dim),
+            check_layout(layout),
+        )
         return EvaluationKeys(tuple(steps), bool(conjugation), bool(relinearization))
 
     @classmethod
-    def compile(cls, context: PublicContext, w1, b1, w2, b2, *, layout: str,
-                input_norm_bound: float | None = None) -> MlpPlan:
+    def compile(
+        cls,
+        context: PublicContext,
+        w1,
+        b1,
+        w2,
+        b2,
+        *,
+        layout: str,
+        input_norm_bound: float | None = None,
+    ) -> MlpPlan:
         """Compiles ``W1`` (hidden, in_dim), ``b1`` (hidden,), ``W2`` (out_dim, hidden), ``b2``
         (out_dim,) for ``context`` (a PublicContext: server-side objects refuse a secret one).
 
@@ -77,8 +98,15 @@ class MlpPlan(CompiledPlan):
         bound = 0.0 if input_norm_bound is None else float(input_norm_bound)
         if input_norm_bound is not None and not bound > 0:
             raise ValueError(f"input_norm_bound must be positive, got {input_norm_bound}")
-        core = _core.MlpPlan.compile(core_ctx, as_matrix(w1, name="w1"), as_vector(b1, name="b1"),
-                                     as_matrix(w2, name="w2"), as_vector(b2, name="b2"), check_layout(layout), bound)
+        core = _core.MlpPlan.compile(
+            core_ctx,
+            as_matrix(w1, name="w1"),
+            as_vector(b1, name="b1"),
+            as_matrix(w2, name="w2"),
+            as_vector(b2, name="b2"),
+            check_layout(layout),
+            bound,
+        )
         return cls(core, context)
 
     @property
@@ -96,5 +124,7 @@ class MlpPlan(CompiledPlan):
         return self._core.hidden_bound
 
     def __repr__(self) -> str:
-        return (f"MlpPlan(shape={self.shape}, layout={self.layout!r}, key_switches={self.key_switches}, "
-                f"hidden_bound={self.hidden_bound:.3g})")
+        return (
+            f"MlpPlan(shape={self.shape}, layout={self.layout!r}, key_switches={self.key_switches}, "
+            f"hidden_bound={self.hidden_bound:.3g})"
+        )

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 from .. import _core
 
-__all__ = ["CkksParams", "PRESETS", "max_secure_coeff_modulus_bits"]
+__all__ = [
+    "DEPRECATED_PRESET_NAMES",
+    "PRESETS",
+    "PRESET_PURPOSES",
+    "CkksParams",
+    "max_secure_coeff_modulus_bits",
+]
 
 
 def max_secure_coeff_modulus_bits(poly_modulus_degree: int) -> int:
@@ -50,7 +57,9 @@ class CkksParams:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "poly_modulus_degree", int(self.poly_modulus_degree))
-        object.__setattr__(self, "coeff_modulus_bits", tuple(int(b) for b in self.coeff_modulus_bits))
+        object.__setattr__(
+            self, "coeff_modulus_bits", tuple(int(b) for b in self.coeff_modulus_bits)
+        )
         object.__setattr__(self, "scale_bits", int(self.scale_bits))
         object.__setattr__(self, "max_norm", float(self.max_norm))
         _core.validate_params(
@@ -59,8 +68,21 @@ class CkksParams:
 
     @classmethod
     def preset(cls, name: str, *, max_norm: float | None = None) -> CkksParams:
-        """Named parameter sets (see ``PRESETS``): ``batch``, ``latency``, ``sample``, ``precise``,
-        ``update``, ``release``, ``mlp``."""
+        """Named parameter sets (see ``PRESETS`` and ``PRESET_PURPOSES``): ``throughput``,
+        ``latency``, ``single-row``, ``precise``, ``update``, ``release``, ``mlp``.
+
+        The names ``batch`` and ``sample`` (which collided with the layouts of the same names) are
+        deprecated aliases of ``throughput`` and ``single-row`` for one release.
+        """
+        if name in DEPRECATED_PRESET_NAMES:
+            new = DEPRECATED_PRESET_NAMES[name]
+            warnings.warn(
+                f"preset {name!r} is renamed {new!r} (the old name collides with the {name!r} "
+                "layout); the alias will be removed in the next release",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            name = new
         try:
             spec = PRESETS[name]
         except KeyError:
@@ -86,42 +108,36 @@ class CkksParams:
         """True when there is a special prime, so Galois keys (rotations) can exist."""
         return len(self.coeff_modulus_bits) > 1
 
-    def fresh_noise_std(self) -> float:
-        """Standard deviation of the encryption noise of one real value, in value units.
-
-        CKKS fresh noise is a polynomial with centred-binomial coefficients (sigma 3.2); decoded
-        at a slot it is a sum of N such terms, so each of the real and imaginary parts has
-        standard deviation sigma * sqrt(N / 2), divided by the scale.
-        """
-        return 3.2 * math.sqrt(self.poly_modulus_degree / 2) / 2.0**self.scale_bits
-
 
 #: Named parameter sets. Bytes per value on the wire = data-modulus bits / 8.
 PRESETS: dict[str, dict] = {
     # Throughput: one 60-bit prime, no key switching; 7.5 bytes per value on the wire.
-    "batch": dict(poly_modulus_degree=4096, coeff_modulus_bits=(60,), scale_bits=26),
+    "throughput": dict(poly_modulus_degree=4096, coeff_modulus_bits=(60,), scale_bits=26),
     # Lowest single-image latency: one data prime, so every rotation switches one digit; no
     # rescale, the weights get a 2^23 scale sized from max_norm. Logit errors around 2e-4.
     "latency": dict(poly_modulus_degree=4096, coeff_modulus_bits=(54, 55), scale_bits=22),
-    # Sample layout with 1e-5 logit errors: N=4096 holds one 768-value row (replicated twice). Diagonals are encoded at the
-    # 30-bit prime and rescaled away once, leaving the 39-bit prime for the result. The special
-    # prime is the largest, since key-switching noise grows with q_i / P.
-    "sample": dict(poly_modulus_degree=4096, coeff_modulus_bits=(39, 30, 40), scale_bits=27),
+    # Sample layout with 1e-5 logit errors: N=4096 holds one 768-value row (replicated twice).
+    # Diagonals are encoded at the 30-bit prime and rescaled away once, leaving the 39-bit prime
+    # for the result. The special prime is the largest, since key-switching noise grows with q_i / P.
+    "single-row": dict(poly_modulus_degree=4096, coeff_modulus_bits=(39, 30, 40), scale_bits=27),
     # Precision: N=8192, errors around 1e-8 in both layouts.
     "precise": dict(poly_modulus_degree=8192, coeff_modulus_bits=(60, 40, 60), scale_bits=40),
     # FedAvg model updates that are decrypted and released: N = 4096 with a 20-bit special prime
     # (never used: sums need no key switching) leaves an 89-bit data modulus, so a 2^56 scale puts
-    # the key-dependent noise near 2^-49 and flooding at 40-bit statistical security still leaves
-    # ~1e-5 on count-weighted sums (1e-7 on the averaged parameters). 46 KB per ciphertext.
-    "update": dict(poly_modulus_degree=4096, coeff_modulus_bits=(44, 45, 20), scale_bits=56,
-                   max_norm=2.0**16),
+    # the key-dependent noise near 2^-49; flooding at the default policy then has a std of about
+    # 2e-5 on a 1,000-value sum of three updates (the README's preset table is computed from
+    # hevit.he.flooding), i.e. 2e-5 / rows on the averaged parameters. 46 KB per ciphertext.
+    "update": dict(
+        poly_modulus_degree=4096, coeff_modulus_bits=(44, 45, 20), scale_bits=56, max_norm=2.0**16
+    ),
     # Values that are decrypted and then released (aggregates, logits sent on): a 2^80 scale over a
-    # 120-bit data modulus puts the key-dependent noise near 2^-72, so noise flooding at 40-bit
-    # statistical security (hevit.he.flooding) still leaves ~1e-10 precision. Batch layout only
+    # 120-bit data modulus puts the key-dependent noise near 2^-72, so noise flooding at the
+    # default policy has a std of about 2e-12 on a 1,000-value sum of three. Batch layout only
     # (the third prime is the special prime; sums and batch plans need no rotation). Values up to
     # 2^39 fit, so the public row-norm bound is 2^24: sums of statistics need no down-scaling.
-    "release": dict(poly_modulus_degree=8192, coeff_modulus_bits=(60, 60, 60), scale_bits=80,
-                    max_norm=2.0**24),
+    "release": dict(
+        poly_modulus_degree=8192, coeff_modulus_bits=(60, 60, 60), scale_bits=80, max_norm=2.0**24
+    ),
     # The two-layer head y = W2 (W1 x + b1)^2 + b2 (MlpPlan): three data primes for two rescales
     # and the output level. Layer 1 is rescaled by a 40-bit prime back to about 2^40, the squares
     # (2^80) are rescaled by the next 40-bit prime, and layer 2 keeps its result unrescaled over
@@ -129,3 +145,17 @@ PRESETS: dict[str, dict] = {
     # N = 8192 leaves; key switching (conjugation, relinearisation) acts on values at 2^80.
     "mlp": dict(poly_modulus_degree=8192, coeff_modulus_bits=(49, 40, 40, 40, 49), scale_bits=40),
 }
+
+#: What each preset is for (the README's preset table is generated from this and ``PRESETS``).
+PRESET_PURPOSES: dict[str, str] = {
+    "throughput": "batch-layout inference on many rows; one prime, no evaluation keys",
+    "latency": "single-image inference (coefficient layout) and he-cls default",
+    "single-row": "sample-layout inference with rotations; 768-value rows fit",
+    "precise": "either slot layout at a 2^40 scale",
+    "update": "he-fedavg model updates (decrypted, flooded and released)",
+    "release": "ridge statistics, feature moments and released logits",
+    "mlp": "the encrypted two-layer head (MlpPlan)",
+}
+
+#: Old preset names kept as deprecated aliases for one release.
+DEPRECATED_PRESET_NAMES: dict[str, str] = {"batch": "throughput", "sample": "single-row"}

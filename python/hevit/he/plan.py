@@ -14,7 +14,7 @@ class CompiledPlan:
     """What every compiled plan offers: ``apply`` (ciphertext work only, safe from many threads
     at once), its layout, key switches and output bound. Subclasses hold the C++ plan."""
 
-    __slots__ = ("_core", "_context")
+    __slots__ = ("_context", "_core")
 
     def __init__(self, core, context) -> None:
         self._core = core
@@ -78,7 +78,9 @@ class LinearPlan(CompiledPlan):
     __slots__ = ()
 
     @_StepsDescriptor
-    def rotation_steps(params: CkksParams, *, in_dim: int, out_dim: int, layout: str) -> tuple[int, ...]:
+    def rotation_steps(
+        params: CkksParams, *, in_dim: int, out_dim: int, layout: str
+    ) -> tuple[int, ...]:
         """Rotation steps (Galois keys) a plan of this shape needs; empty for ``batch``."""
         if not isinstance(params, CkksParams):
             raise TypeError(f"params must be a CkksParams, got {type(params).__name__}")

@@ -31,16 +31,16 @@ from .params import CkksParams
 __all__ = [
     "SIGMAS",
     "ckks_noise_std",
+    "coefficient_noise_std",
+    "compact_tolerance",
     "fresh_noise_std",
     "linear",
-    "round_trip_tolerance",
-    "coefficient_noise_std",
-    "public_round_trip_tolerance",
-    "sum_tolerance",
     "linear_tolerance",
     "mlp",
     "mlp_tolerance",
-    "compact_tolerance",
+    "public_round_trip_tolerance",
+    "round_trip_tolerance",
+    "sum_tolerance",
 ]
 
 #: Standard deviations an error may reach in a test. Tests compare up to a few million values;
@@ -84,7 +84,9 @@ def _key_switch_std(params: CkksParams) -> float:
     data, special = bits[:-1], bits[-1]
     ratio = 2.0 ** (max(data) - special + 1)
     measured_excess = 4.0 * max(1.0, 2.0 ** (max(data) - special)) ** 2
-    first_order = math.sqrt(len(data)) * ratio * math.sqrt(n / 3.0) * _ERROR_SIGMA * math.sqrt(n / 2)
+    first_order = (
+        math.sqrt(len(data)) * ratio * math.sqrt(n / 3.0) * _ERROR_SIGMA * math.sqrt(n / 2)
+    )
     return measured_excess * first_order
 
 
@@ -173,13 +175,17 @@ def linear_tolerance(params: CkksParams, weights: np.ndarray, x: np.ndarray, pla
     return SIGMAS * total
 
 
-def mlp(x: np.ndarray, w1: np.ndarray, b1: np.ndarray, w2: np.ndarray, b2: np.ndarray) -> np.ndarray:
+def mlp(
+    x: np.ndarray, w1: np.ndarray, b1: np.ndarray, w2: np.ndarray, b2: np.ndarray
+) -> np.ndarray:
     """``(x @ w1.T + b1)**2 @ w2.T + b2`` in float64: what :class:`hevit.he.MlpPlan` computes."""
     h = np.asarray(x, dtype=np.float64) @ np.asarray(w1, dtype=np.float64).T + b1
     return (h * h) @ np.asarray(w2, dtype=np.float64).T + b2
 
 
-def mlp_tolerance(params: CkksParams, w1: np.ndarray, b1: np.ndarray, w2: np.ndarray, x: np.ndarray, plan) -> float:
+def mlp_tolerance(
+    params: CkksParams, w1: np.ndarray, b1: np.ndarray, w2: np.ndarray, x: np.ndarray, plan
+) -> float:
     """Max abs error of ``MlpPlan.apply`` output (decrypted) against :func:`mlp`.
 
     Hidden errors (std ``s_h``, independent across units) collect the input noise through W1, the
@@ -206,7 +212,9 @@ def mlp_tolerance(params: CkksParams, w1: np.ndarray, b1: np.ndarray, w2: np.nda
         std_terms.append(math.sqrt(2.0) * ks / (scale * first_scale))
     else:
         n = params.poly_modulus_degree
-        std_terms.append(math.sqrt(n / 2 / 12.0) / first_scale * float(np.max(np.linalg.norm(x, axis=1))))
+        std_terms.append(
+            math.sqrt(n / 2 / 12.0) / first_scale * float(np.max(np.linalg.norm(x, axis=1)))
+        )
         # baby steps on the input, the conjugation and the lining-up rotation at the hidden scale;
         # giant steps and folds act on the product, where they vanish next to these
         std_terms.append(math.sqrt(core.first_baby_rotations + 2.0) * ks / scale)
@@ -230,4 +238,4 @@ def compact_tolerance(params: CkksParams) -> float:
     from .batch import CompactBatch
 
     n = params.poly_modulus_degree
-    return (0.5 + SIGMAS * math.sqrt(n / 18.0)) * 2.0 ** -CompactBatch.PRECISION_BITS
+    return (0.5 + SIGMAS * math.sqrt(n / 18.0)) * 2.0**-CompactBatch.PRECISION_BITS

@@ -25,7 +25,7 @@ from ..attacks.threat_models import THREAT_MODELS, Victim
 from ..data import ImageFolder
 from ..features.preprocess import PreprocessConfig, preprocess_images
 
-__all__ = ["AttackRow", "AttackReport", "run_attacks", "ATTACKS_BY_THREAT", "PAPER"]
+__all__ = ["ATTACKS_BY_THREAT", "PAPER", "AttackReport", "AttackRow", "run_attacks"]
 
 #: Which attacks apply to what each threat model observes.
 ATTACKS_BY_THREAT = {
@@ -81,27 +81,42 @@ class AttackReport:
             for name in ("psnr", "ssim", "nmi", "nmi_skimage", "lpips"):
                 m, s = r.summary(name)
                 cells.append(f"{m:.3f} ± {s:.3f}" if name != "psnr" else f"{m:.2f} ± {s:.2f}")
-            paper = PAPER["protected"] if r.encrypted else (PAPER["unprotected"] if r.attack == "analytic" else "")
+            paper = (
+                PAPER["protected"]
+                if r.encrypted
+                else (PAPER["unprotected"] if r.attack == "analytic" else "")
+            )
             lines.append(f"| {r.threat} | {r.attack} | " + " | ".join(cells) + f" | {paper} |")
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
         out = asdict(self)
         out["summary"] = {
-            f"{r.threat}/{r.attack}": {n: r.summary(n) for n in ("psnr", "ssim", "nmi", "nmi_skimage", "lpips")}
+            f"{r.threat}/{r.attack}": {
+                n: r.summary(n) for n in ("psnr", "ssim", "nmi", "nmi_skimage", "lpips")
+            }
             for r in self.rows
         }
         return out
 
 
-def _build_model(classes: int, *, model_name: str, img_size: int | None, patch_size: int | None, weights,
-                 seed: int):
+def _build_model(
+    classes: int,
+    *,
+    model_name: str,
+    img_size: int | None,
+    patch_size: int | None,
+    weights,
+    seed: int,
+):
     import timm
     import torch
 
     from ..features.vit import ViTSpec, build_model
 
-    overrides = {k: v for k, v in (("img_size", img_size), ("patch_size", patch_size)) if v is not None}
+    overrides = {
+        k: v for k, v in (("img_size", img_size), ("patch_size", patch_size)) if v is not None
+    }
     spec = ViTSpec.make(model_name, **overrides)
     backbone, info = build_model(spec, weights=weights, seed=seed)
     # the clients fine-tune the ViT with a classification head for their classes
@@ -112,9 +127,21 @@ def _build_model(classes: int, *, model_name: str, img_size: int | None, patch_s
     return model.eval(), info
 
 
-def run_attacks(data_dir, *, threats, n_images: int = 4, seed: int = 0, img_size: int | None = 200,
-                patch_size: int | None = 25, weights="random", ig_iterations: int = 30, fi_iterations: int = 30,
-                out_dir=None, progress: bool = True, model: str = "vit_base_patch16_224") -> AttackReport:
+def run_attacks(
+    data_dir,
+    *,
+    threats,
+    n_images: int = 4,
+    seed: int = 0,
+    img_size: int | None = 200,
+    patch_size: int | None = 25,
+    weights="random",
+    ig_iterations: int = 30,
+    fi_iterations: int = 30,
+    out_dir=None,
+    progress: bool = True,
+    model: str = "vit_base_patch16_224",
+) -> AttackReport:
     """Runs every applicable attack of every threat model on ``n_images`` images of ``data_dir``
     (``model`` with ``img_size``/``patch_size`` overrides, ``None`` keeping the model's own)."""
     from tqdm.auto import tqdm
@@ -124,17 +151,35 @@ def run_attacks(data_dir, *, threats, n_images: int = 4, seed: int = 0, img_size
             raise ValueError(f"unknown threat model {t!r}; choose from {sorted(THREAT_MODELS)}")
     folder = ImageFolder(data_dir)
     model_name = model
-    model, info = _build_model(len(folder.classes), model_name=model_name, img_size=img_size, patch_size=patch_size,
-                               weights=weights, seed=seed)
+    model, info = _build_model(
+        len(folder.classes),
+        model_name=model_name,
+        img_size=img_size,
+        patch_size=patch_size,
+        weights=weights,
+        seed=seed,
+    )
     size, patch = model.patch_embed.img_size[0], model.patch_embed.patch_size[0]
     print(f"attacked model: {model_name} {size}px / patch {patch}; weights: {info.description}")
     img_size, patch_size = size, patch
-    config = PreprocessConfig((3, img_size, img_size), "bicubic", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 0.9)
+    config = PreprocessConfig(
+        (3, img_size, img_size), "bicubic", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 0.9
+    )
     picks = np.linspace(0, len(folder) - 1, n_images).astype(int)
-    key_holder = he.SecretContext.generate(he.CkksParams.preset("batch"))
-    report = AttackReport(str(folder.root), f"{model_name} {img_size}px patch {patch_size}", info.description,
-                          n_images, seed, images=[folder.paths[int(i)] for i in picks])
-    rows = {(t, a): AttackRow(t, a, THREAT_MODELS[t].encrypted) for t in threats for a in ATTACKS_BY_THREAT[t]}
+    key_holder = he.SecretContext.generate(he.CkksParams.preset("throughput"))
+    report = AttackReport(
+        str(folder.root),
+        f"{model_name} {img_size}px patch {patch_size}",
+        info.description,
+        n_images,
+        seed,
+        images=[folder.paths[int(i)] for i in picks],
+    )
+    rows = {
+        (t, a): AttackRow(t, a, THREAT_MODELS[t].encrypted)
+        for t in threats
+        for a in ATTACKS_BY_THREAT[t]
+    }
     grid = {"original": []}
     bar = tqdm(total=len(picks) * len(rows), desc="attacks", disable=not progress)
     for k, i in enumerate(picks):
@@ -144,19 +189,37 @@ def run_attacks(data_dir, *, threats, n_images: int = 4, seed: int = 0, img_size
         grid["original"].append(truth)
         for (threat, attack), row in rows.items():
             start = time.perf_counter()
-            obs = observe(threat, victim, secret_context=key_holder if THREAT_MODELS[threat].encrypted else None)
+            obs = observe(
+                threat,
+                victim,
+                secret_context=key_holder if THREAT_MODELS[threat].encrypted else None,
+            )
             if attack == "analytic":
-                rec = invert_patch_embedding(obs.plaintext["patch_embed.proj.weight"], obs.plaintext["pos_embed"],
-                                             image_size=(img_size, img_size))
+                rec = invert_patch_embedding(
+                    obs.plaintext["patch_embed.proj.weight"],
+                    obs.plaintext["pos_embed"],
+                    image_size=(img_size, img_size),
+                )
             elif attack == "inverting-gradients":
                 trace = inverting_gradients(
-                    model, obs.plaintext, victim.labels, image_shape=image.shape, iterations=ig_iterations,
-                    seed=seed + k, parameter_names=["patch_embed.proj.weight", "pos_embed", "head.weight"])
+                    model,
+                    obs.plaintext,
+                    victim.labels,
+                    image_shape=image.shape,
+                    iterations=ig_iterations,
+                    seed=seed + k,
+                    parameter_names=["patch_embed.proj.weight", "pos_embed", "head.weight"],
+                )
                 rec = trace.image
                 row.objective_first_last.append((trace.objective[0], trace.objective[-1]))
             elif attack == "feature-inversion":
-                trace = feature_inversion(model, obs.plaintext["cls"], image_shape=image.shape,
-                                          iterations=fi_iterations, seed=seed + k)
+                trace = feature_inversion(
+                    model,
+                    obs.plaintext["cls"],
+                    image_shape=image.shape,
+                    iterations=fi_iterations,
+                    seed=seed + k,
+                )
                 rec = trace.image
                 row.objective_first_last.append((trace.objective[0], trace.objective[-1]))
             else:
@@ -192,7 +255,9 @@ def _save_grid(grid: dict[str, list[np.ndarray]], path: Path) -> None:
 
     names = list(grid)
     cols = len(grid["original"])
-    fig, axes = plt.subplots(len(names), cols, figsize=(1.8 * cols + 1.6, 1.8 * len(names)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(names), cols, figsize=(1.8 * cols + 1.6, 1.8 * len(names)), squeeze=False
+    )
     for r, name in enumerate(names):
         for c in range(cols):
             ax = axes[r][c]

@@ -75,7 +75,9 @@ class EncryptedHeadReport:
 
 def _run_layout(layout, preset, w, b, x_test, y_test, plain_logits, parts, threads) -> LayoutResult:
     params = he.CkksParams.preset(preset)
-    steps = he.LinearPlan.rotation_steps(params, in_dim=w.shape[1], out_dim=w.shape[0], layout=layout)
+    steps = he.LinearPlan.rotation_steps(
+        params, in_dim=w.shape[1], out_dim=w.shape[0], layout=layout
+    )
     key_holder = he.SecretContext.generate(params, rotation_steps=steps)
     server_context = he.PublicContext.from_bytes(key_holder.public_context().to_bytes())
     plan = he.LinearPlan.compile(server_context, w, b, layout=layout)
@@ -94,7 +96,9 @@ def _run_layout(layout, preset, w, b, x_test, y_test, plain_logits, parts, threa
             enc = he.EncryptedBatch.from_bytes(upload, server_context, threads=threads)
             download = plan.apply(enc, threads=threads).to_bytes()
             t2 = time.perf_counter()
-            out = he.EncryptedBatch.from_bytes(download, key_holder.public_context(), threads=threads)
+            out = he.EncryptedBatch.from_bytes(
+                download, key_holder.public_context(), threads=threads
+            )
             logits[idx] = key_holder.decrypt(out, threads=threads)
             t3 = time.perf_counter()
             up += len(upload)
@@ -148,5 +152,7 @@ def run_encrypted_head(
         client_class_balance=class_balance(y_test, parts, classes).tolist(),
     )
     for layout, preset in layouts:
-        report.layouts.append(_run_layout(layout, preset, w, b, x_test, y_test, plain_logits, parts, threads))
+        report.layouts.append(
+            _run_layout(layout, preset, w, b, x_test, y_test, plain_logits, parts, threads)
+        )
     return report

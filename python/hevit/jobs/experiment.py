@@ -18,7 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import class_balance, dirichlet_partition, iid_partition, stratified_folds, stratified_split
+from ..data import (
+    class_balance,
+    dirichlet_partition,
+    iid_partition,
+    stratified_folds,
+    stratified_split,
+)
 from ..features import FeatureSet
 from ..federated import (
     FederatedConfig,
@@ -31,7 +37,7 @@ from ..federated import (
     run_strategy,
 )
 
-__all__ = ["ExperimentReport", "run_experiment", "run_cross_validation", "PAPER_REFERENCE"]
+__all__ = ["PAPER_REFERENCE", "ExperimentReport", "run_cross_validation", "run_experiment"]
 
 #: The numbers of the paper this project started from (3-client lung histopathology).
 PAPER_REFERENCE = {
@@ -90,8 +96,11 @@ class ExperimentReport:
             if cv:
                 folds = cv["results"].get(_cv_key(s), {})
                 acc = folds.get("he_cls_accuracy", [])
-                cv_cell = (f" {np.mean(acc):.4f} ± {np.std(acc):.4f} (agreement min {min(folds['agreement']):.4f}) |"
-                           if acc else " - |")
+                cv_cell = (
+                    f" {np.mean(acc):.4f} ± {np.std(acc):.4f} (agreement min {min(folds['agreement']):.4f}) |"
+                    if acc
+                    else " - |"
+                )
             lines.append(
                 f"| {s['strategy']} | {s.get('trained', 'linear head')} | {len(rounds)} | "
                 f"{s['final_accuracy']:.4f} | {inf['accuracy_encrypted']:.4f} | {inf['agreement']:.4f} | "
@@ -106,7 +115,8 @@ class ExperimentReport:
 
     def latency_table(self) -> str:
         lines = [
-            "| strategy | " + " | ".join(f"{p} s" for p in PHASES)
+            "| strategy | "
+            + " | ".join(f"{p} s" for p in PHASES)
             + " | he-cls ms/image | he-cls up B/image | he-cls down B/image | he-cls layout (rows) |",
             "|---|" + "---|" * (len(PHASES) + 4),
         ]
@@ -114,14 +124,19 @@ class ExperimentReport:
             sec = _phase_seconds(s, self.features)
             inf = s["inference"]
             per_image = 1e3 * sum(inf["seconds"].values()) / inf["rows"]
-            layouts = ", ".join(f"{k} ({v})" for k, v in inf.get("rows_per_layout", {}).items()) or inf["layout"]
+            layouts = (
+                ", ".join(f"{k} ({v})" for k, v in inf.get("rows_per_layout", {}).items())
+                or inf["layout"]
+            )
             lines.append(
-                f"| {_label(s)} | " + " | ".join(f"{sec[p]:.3f}" for p in PHASES)
+                f"| {_label(s)} | "
+                + " | ".join(f"{sec[p]:.3f}" for p in PHASES)
                 + f" | {per_image:.2f} | {inf['bytes_up_per_image']:,.0f} | {inf['bytes_down_per_image']:,.0f} "
                 f"| {layouts} |"
             )
         lines.append(
-            "| paper | " + " | ".join("-" for _ in PHASES)
+            "| paper | "
+            + " | ".join("-" for _ in PHASES)
             + f" | {self.paper['encrypted_inference_ms_per_image']:.1f} | - | - | - |"
         )
         return "\n".join(lines)
@@ -129,73 +144,89 @@ class ExperimentReport:
     def markdown(self) -> str:
         f = self.features
         weights = f.get("weights", {})
-        return "\n".join([
-            "# hevit experiment",
-            "",
-            f"Data: {self.data}; {self.train_rows} training rows split over {self.clients} clients "
-            f"({self.partition}), {self.test_rows} held-out test rows; seed {self.seed}.",
-            f"Features: {f.get('model', {}).get('name', '?')} [CLS], weights: "
-            f"{weights.get('description', '?')}; execution provider {f.get('provider', '?')}.",
-            f"Centralised plaintext ridge head on pooled features (reference): {self.centralized_ridge_accuracy:.4f}.",
-            "",
-            "## Accuracy, traffic, agreement",
-            "",
-            "Accuracy: the trained head in plaintext on the test rows. he-cls: the same head evaluated on",
-            "encrypted [CLS] tokens by the server; agreement = share of identical predictions.",
-            self._cv_line(),
-            "",
-            self.summary_table(),
-            "",
-            "## Latency per phase",
-            "",
-            "Wall seconds over the whole run, he-cls inference of the trained model included; extract is shared.",
-            "",
-            self.latency_table(),
-            "",
-            "Client class balance (rows per class per client): "
-            + "; ".join(f"client-{k}: {row}" for k, row in enumerate(self.client_class_balance)),
-            "",
-            self._standardization_line(),
-            "",
-            *self._traffic_ratio_lines(),
-            "Plots: accuracy_per_round.png, bytes_per_round.png, latency_per_phase.png.",
-            "",
-        ])
+        return "\n".join(
+            [
+                "# hevit experiment",
+                "",
+                f"Data: {self.data}; {self.train_rows} training rows split over {self.clients} clients "
+                f"({self.partition}), {self.test_rows} held-out test rows; seed {self.seed}.",
+                f"Features: {f.get('model', {}).get('name', '?')} [CLS], weights: "
+                f"{weights.get('description', '?')}; execution provider {f.get('provider', '?')}.",
+                f"Centralised plaintext ridge head on pooled features (reference): {self.centralized_ridge_accuracy:.4f}.",
+                "",
+                "## Accuracy, traffic, agreement",
+                "",
+                "Accuracy: the trained head in plaintext on the test rows. he-cls: the same head evaluated on",
+                "encrypted [CLS] tokens by the server; agreement = share of identical predictions.",
+                self._cv_line(),
+                "",
+                self.summary_table(),
+                "",
+                "## Latency per phase",
+                "",
+                "Wall seconds over the whole run, he-cls inference of the trained model included; extract is shared.",
+                "",
+                self.latency_table(),
+                "",
+                "Client class balance (rows per class per client): "
+                + "; ".join(
+                    f"client-{k}: {row}" for k, row in enumerate(self.client_class_balance)
+                ),
+                "",
+                self._standardization_line(),
+                "",
+                *self._traffic_ratio_lines(),
+                "Plots: accuracy_per_round.png, bytes_per_round.png, latency_per_phase.png.",
+                "",
+            ]
+        )
 
     def _traffic_ratio_lines(self) -> list[str]:
         """Gradient encryption (FedAvg of ViT blocks) against token strategies, as the paper's 30x."""
         heavy = [s for s in self.strategies if s.get("trains_vit") and s["strategy"] == "he-fedavg"]
-        light = [s for s in self.strategies if not s.get("trains_vit") and s["strategy"] != "plain-fedavg"]
+        light = [
+            s
+            for s in self.strategies
+            if not s.get("trains_vit") and s["strategy"] != "plain-fedavg"
+        ]
         if not heavy or not light:
             return []
         per_round = float(np.mean(heavy[0]["bytes_per_round"]))
-        lines = [f"Gradient encryption (he-fedavg of {heavy[0]['trained']}): {per_round:,.0f} bytes per round for "
-                 f"all hospitals. Traffic ratio (its bytes per round / a token strategy's bytes over all its rounds; "
-                 f"the paper reports {self.paper['traffic_ratio_vs_gradient_encryption']:.0f}x):"]
+        lines = [
+            f"Gradient encryption (he-fedavg of {heavy[0]['trained']}): {per_round:,.0f} bytes per round for "
+            f"all hospitals. Traffic ratio (its bytes per round / a token strategy's bytes over all its rounds; "
+            f"the paper reports {self.paper['traffic_ratio_vs_gradient_encryption']:.0f}x):"
+        ]
         for s in light:
             total = sum(s["bytes_per_round"])
             lines.append(f"- {_label(s)}: {total:,} bytes in all -> {per_round / total:.1f}x")
-        return lines + [""]
+        return [*lines, ""]
 
     def _cv_line(self) -> str:
         cv = self.cross_validation
         if not cv:
             return ""
-        return (f"CV: {cv['folds']} stratified folds over all {cv['rows']} labelled rows (seed {cv['seed']}); every "
-                "fold reruns the whole federation (moments, training, he-cls) with that fold held out.")
+        return (
+            f"CV: {cv['folds']} stratified folds over all {cv['rows']} labelled rows (seed {cv['seed']}); every "
+            "fold reruns the whole federation (moments, training, he-cls) with that fold held out."
+        )
 
     def _standardization_line(self) -> str:
         if self.standardization is None:
             return "Features: L2-normalised rows (no standardisation)."
         s = self.standardization
-        return (f"Features standardised with the federation's mean/std from one encrypted moments round "
-                f"(up {sum(s['bytes_up'].values()):,} B, down {sum(s['bytes_down'].values()):,} B in total; "
-                "not included in the strategies' bytes), then L2-normalised.")
+        return (
+            f"Features standardised with the federation's mean/std from one encrypted moments round "
+            f"(up {sum(s['bytes_up'].values()):,} B, down {sum(s['bytes_down'].values()):,} B in total; "
+            "not included in the strategies' bytes), then L2-normalised."
+        )
 
     def write(self, out_dir) -> Path:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "report.json").write_text(json.dumps(self.to_dict(), indent=2, default=_json_default))
+        (out / "report.json").write_text(
+            json.dumps(self.to_dict(), indent=2, default=_json_default)
+        )
         (out / "report.md").write_text(self.markdown())
         _plot(self, out)
         return out
@@ -205,8 +236,11 @@ def _save_backbone(tail, path: Path, strategy: str) -> Path:
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tail.backbone_state_dict(), str(path),
-              metadata={"source": f"hevit experiment: ViT fine-tuned federatedly under {strategy}"})
+    save_file(
+        tail.backbone_state_dict(),
+        str(path),
+        metadata={"source": f"hevit experiment: ViT fine-tuned federatedly under {strategy}"},
+    )
     return path
 
 
@@ -253,7 +287,9 @@ def _plot(report: ExperimentReport, out: Path) -> None:
     for s in report.strategies:
         rounds = [r["round"] for r in s["rounds"]]
         ax.plot(rounds, [r["accuracy"] for r in s["rounds"]], marker="o", label=_label(s))
-    ax.axhline(report.paper["plaintext_accuracy"], color="grey", ls="--", lw=1, label="paper plaintext")
+    ax.axhline(
+        report.paper["plaintext_accuracy"], color="grey", ls="--", lw=1, label="paper plaintext"
+    )
     ax.set_xlabel("round")
     ax.set_ylabel("test accuracy")
     ax.set_title("Accuracy per round")
@@ -278,7 +314,12 @@ def _plot(report: ExperimentReport, out: Path) -> None:
     width = 0.8 / max(len(report.strategies), 1)
     for k, s in enumerate(report.strategies):
         sec = _phase_seconds(s, report.features)
-        ax.bar(np.arange(len(PHASES)) + k * width, [max(sec[p], 1e-6) for p in PHASES], width, label=_label(s))
+        ax.bar(
+            np.arange(len(PHASES)) + k * width,
+            [max(sec[p], 1e-6) for p in PHASES],
+            width,
+            label=_label(s),
+        )
     ax.set_xticks(np.arange(len(PHASES)) + width * (len(report.strategies) - 1) / 2)
     ax.set_xticklabels(PHASES)
     ax.set_yscale("log")
@@ -292,7 +333,10 @@ def _plot(report: ExperimentReport, out: Path) -> None:
 def _versions() -> dict:
     from .. import _core
 
-    versions = {"python": platform.python_version(), "SEAL": f"{_core.SEAL_VERSION} (statically linked)"}
+    versions = {
+        "python": platform.python_version(),
+        "SEAL": f"{_core.SEAL_VERSION} (statically linked)",
+    }
     for dist in ("hevit", "numpy", "torch", "timm", "onnxruntime", "flwr", "dp-accounting"):
         try:
             versions[dist] = importlib_metadata.version(dist)
@@ -301,16 +345,22 @@ def _versions() -> dict:
     return versions
 
 
-def _hospital_keys(config: FederatedConfig, dim: int, classes: int, checkpoint_dir, *,
-                   mlp: bool = False) -> FederationKeys:
+def _hospital_keys(
+    config: FederatedConfig, dim: int, classes: int, checkpoint_dir, *, mlp: bool = False
+) -> FederationKeys:
     """Fresh keys, or with a checkpoint folder the hospitals' persisted keys (so a resumed run
     can decrypt the checkpointed aggregates). In this in-process simulation the hospitals'
     storage is ``checkpoint_dir/hospitals`` (files 0600); the server's is ``checkpoint_dir/server``."""
     make = lambda: FederationKeys.generate(  # noqa: E731
-        aggregation_preset=config.aggregation_preset, update_preset=config.update_preset,
+        aggregation_preset=config.aggregation_preset,
+        update_preset=config.update_preset,
         inference_preset=config.inference_preset,
-        inference_layout=config.inference_layout, dim=dim, classes=classes,
-        mlp_hidden=config.hidden if mlp else None, mlp_inference_preset=config.mlp_inference_preset)
+        inference_layout=config.inference_layout,
+        dim=dim,
+        classes=classes,
+        mlp_hidden=config.hidden if mlp else None,
+        mlp_inference_preset=config.mlp_inference_preset,
+    )
     if checkpoint_dir is None:
         return make()
     folder = Path(checkpoint_dir) / "hospitals"
@@ -324,12 +374,25 @@ def _hospital_keys(config: FederatedConfig, dim: int, classes: int, checkpoint_d
     return keys
 
 
-def run_experiment(train: FeatureSet, test: FeatureSet | None = None, *, clients: int = 3,
-                   strategies=("plain-fedavg", "he-fedavg", "he-ridge"), config: FederatedConfig | None = None,
-                   partition: str = "iid", dirichlet_alpha: float = 0.5, test_fraction: float = 0.3,
-                   checkpoint_dir=None, dropouts: dict[int, set[str]] | None = None, progress: bool = True,
-                   threads: int | None = None, tail=None, heads=None, keys: FederationKeys | None = None,
-                   models_dir=None) -> ExperimentReport:
+def run_experiment(
+    train: FeatureSet,
+    test: FeatureSet | None = None,
+    *,
+    clients: int = 3,
+    strategies=("plain-fedavg", "he-fedavg", "he-ridge"),
+    config: FederatedConfig | None = None,
+    partition: str = "iid",
+    dirichlet_alpha: float = 0.5,
+    test_fraction: float = 0.3,
+    checkpoint_dir=None,
+    dropouts: dict[int, set[str]] | None = None,
+    progress: bool = True,
+    threads: int | None = None,
+    tail=None,
+    heads=None,
+    keys: FederationKeys | None = None,
+    models_dir=None,
+) -> ExperimentReport:
     """Runs each strategy on the same features and client split, plus ``he-cls`` inference of
     every trained head on the held-out rows.
 
@@ -349,11 +412,15 @@ def run_experiment(train: FeatureSet, test: FeatureSet | None = None, *, clients
     if not set(heads) <= {"linear", "mlp"} or len(set(heads)) != len(heads):
         raise ValueError(f"heads must be distinct names from ('linear', 'mlp'), got {heads}")
     if tail is not None and heads != ("linear",):
-        raise ValueError("a ViT tail trains its own linear head; use heads=('linear',) with trainable blocks")
+        raise ValueError(
+            "a ViT tail trains its own linear head; use heads=('linear',) with trainable blocks"
+        )
     unknown = [s for s in strategies if s not in ("plain-fedavg", "he-fedavg", "he-ridge")]
     if unknown or not strategies:
-        raise ValueError(f"unknown strategies {unknown}; choose from plain-fedavg, he-fedavg, he-ridge "
-                         "(he-cls inference runs for every trained head)")
+        raise ValueError(
+            f"unknown strategies {unknown}; choose from plain-fedavg, he-fedavg, he-ridge "
+            "(he-cls inference runs for every trained head)"
+        )
     if test is None:
         tr, te = stratified_split(train.labels, test_fraction=test_fraction, seed=config.seed)
         train, test = train.subset(tr), train.subset(te)
@@ -363,7 +430,9 @@ def run_experiment(train: FeatureSet, test: FeatureSet | None = None, *, clients
     xt, yt = test.features, test.labels
     if tail is not None:
         if x.ndim != 3:
-            raise ValueError("a ViT tail trains on token sequences: extract them with extract_tail_inputs")
+            raise ValueError(
+                "a ViT tail trains on token sequences: extract them with extract_tail_inputs"
+            )
         tokens, tokens_test = x, xt
         x, xt = tail.head_features(x), tail.head_features(xt)  # [CLS] rows of the frozen model
     x, xt = x.astype(np.float64), xt.astype(np.float64)
@@ -371,7 +440,9 @@ def run_experiment(train: FeatureSet, test: FeatureSet | None = None, *, clients
     if partition == "iid":
         parts = iid_partition(np.arange(len(x)), clients=clients, seed=config.seed)
     elif partition == "dirichlet":
-        parts = dirichlet_partition(np.arange(len(x)), y, clients=clients, alpha=dirichlet_alpha, seed=config.seed)
+        parts = dirichlet_partition(
+            np.arange(len(x)), y, clients=clients, alpha=dirichlet_alpha, seed=config.seed
+        )
     else:
         raise ValueError(f"partition must be 'iid' or 'dirichlet', got {partition!r}")
     test_parts = iid_partition(np.arange(len(xt)), clients=clients, seed=config.seed + 1)
@@ -383,22 +454,36 @@ def run_experiment(train: FeatureSet, test: FeatureSet | None = None, *, clients
     server_checkpoints = None if checkpoint_dir is None else Path(checkpoint_dir) / "server"
     keygen = time.perf_counter() - t0
     hospital = make_clients(x, y, parts, classes=n_classes, keys=keys, config=config)
-    token_hospital = (None if tail is None else
-                      make_clients(tokens, y, parts, classes=n_classes, keys=keys, config=config))
+    token_hospital = (
+        None
+        if tail is None
+        else make_clients(tokens, y, parts, classes=n_classes, keys=keys, config=config)
+    )
     moments = run_moments(hospital, server_keys, config) if config.standardize else None
     prep = hospital[0].preprocess
     reference = centralized_ridge(prep(x), y, n_classes, alpha=config.ridge_alpha)
 
     report = ExperimentReport(
-        data=str(train.metadata.get("data", "?")), clients=clients, classes=list(train.classes),
-        train_rows=len(x), test_rows=len(xt), seed=config.seed,
+        data=str(train.metadata.get("data", "?")),
+        clients=clients,
+        classes=list(train.classes),
+        train_rows=len(x),
+        test_rows=len(xt),
+        seed=config.seed,
         partition=partition if partition == "iid" else f"dirichlet(alpha={dirichlet_alpha})",
-        config=config.to_dict(), features=dict(train.metadata),
+        config=config.to_dict(),
+        features=dict(train.metadata),
         client_class_balance=class_balance(y, parts, n_classes).tolist(),
-        centralized_ridge_accuracy=reference.accuracy(prep(xt), yt), keygen_seconds=keygen,
-        versions=_versions(), standardization=None if moments is None else asdict(moments),
+        centralized_ridge_accuracy=reference.accuracy(prep(xt), yt),
+        keygen_seconds=keygen,
+        versions=_versions(),
+        standardization=None if moments is None else asdict(moments),
     )
-    runs = [(name, head) for name in strategies for head in (("linear",) if name == "he-ridge" else heads)]
+    runs = [
+        (name, head)
+        for name in strategies
+        for head in (("linear",) if name == "he-ridge" else heads)
+    ]
     for name, head in runs:
         on_tail = tail is not None and name != "he-ridge"
         clients, x_eval = (token_hospital, tokens_test) if on_tail else (hospital, xt)
@@ -406,30 +491,46 @@ def run_experiment(train: FeatureSet, test: FeatureSet | None = None, *, clients
         for c in clients:
             c.config = run_config
         # one checkpoint folder per head model (the linear head keeps the folder's top level)
-        checkpoints = (server_checkpoints if server_checkpoints is None or head == "linear"
-                       else server_checkpoints / head)
-        result: StrategyResult = run_strategy(name, clients, server_keys, x_eval, yt, run_config,
-                                              checkpoint_dir=checkpoints, dropouts=dropouts,
-                                              progress=progress, initial_model=tail if on_tail else None)
-        result.inference = run_inference(result.head, clients, server_keys, test_parts, x_eval, yt, run_config,
-                                         threads=threads)
+        checkpoints = (
+            server_checkpoints
+            if server_checkpoints is None or head == "linear"
+            else server_checkpoints / head
+        )
+        result: StrategyResult = run_strategy(
+            name,
+            clients,
+            server_keys,
+            x_eval,
+            yt,
+            run_config,
+            checkpoint_dir=checkpoints,
+            dropouts=dropouts,
+            progress=progress,
+            initial_model=tail if on_tail else None,
+        )
+        result.inference = run_inference(
+            result.head, clients, server_keys, test_parts, x_eval, yt, run_config, threads=threads
+        )
         entry = result.to_dict()
         entry["head"] = result.head.kind if not on_tail else "linear"
         entry["trains_vit"] = on_tail
         entry["parameters"] = int(result.head.size)
         entry["trained"] = result.head.describe()
         if on_tail and models_dir is not None:
-            entry["finetuned_weights"] = str(_save_backbone(result.head, Path(models_dir) / f"{name}-vit.safetensors",
-                                                            name))
+            entry["finetuned_weights"] = str(
+                _save_backbone(result.head, Path(models_dir) / f"{name}-vit.safetensors", name)
+            )
         if name == "he-ridge":
             entry["max_abs_diff_to_centralized_ridge"] = float(
-                np.abs(result.head.to_vector() - reference.to_vector()).max())
+                np.abs(result.head.to_vector() - reference.to_vector()).max()
+            )
         report.strategies.append(entry)
     return report
 
 
-def run_cross_validation(features: FeatureSet, *, folds: int, seed: int = 0, progress: bool = True,
-                         **options) -> dict:
+def run_cross_validation(
+    features: FeatureSet, *, folds: int, seed: int = 0, progress: bool = True, **options
+) -> dict:
     """K-fold cross-validation of :func:`run_experiment`: every fold of ``features`` (stratified,
     seeded) is held out once while the federation trains on the rest, and every fold runs the
     encrypted pipeline (moments round, training, he-cls). One key set serves all folds.
@@ -442,15 +543,24 @@ def run_cross_validation(features: FeatureSet, *, folds: int, seed: int = 0, pro
     config = options.get("config") or FederatedConfig(seed=seed)
     heads = tuple(options.get("heads") or (config.head,))
     parts = stratified_folds(features.labels, folds=folds, seed=seed)
-    keys = _hospital_keys(config, features.features.shape[-1], len(features.classes), None, mlp="mlp" in heads)
+    keys = _hospital_keys(
+        config, features.features.shape[-1], len(features.classes), None, mlp="mlp" in heads
+    )
     results: dict[str, dict[str, list[float]]] = {}
-    for k, held_out in enumerate(tqdm(parts, desc=f"{folds}-fold CV", unit="fold", disable=not progress)):
+    for held_out in tqdm(parts, desc=f"{folds}-fold CV", unit="fold", disable=not progress):
         train_idx = np.setdiff1d(np.arange(len(features.labels)), held_out)
-        report = run_experiment(features.subset(train_idx), features.subset(held_out), keys=keys, progress=False,
-                                **options)
+        report = run_experiment(
+            features.subset(train_idx),
+            features.subset(held_out),
+            keys=keys,
+            progress=False,
+            **options,
+        )
         for entry in report.strategies:
-            r = results.setdefault(_cv_key(entry), {"accuracy": [], "he_cls_accuracy": [], "agreement": []})
+            r = results.setdefault(
+                _cv_key(entry), {"accuracy": [], "he_cls_accuracy": [], "agreement": []}
+            )
             r["accuracy"].append(entry["final_accuracy"])
             r["he_cls_accuracy"].append(entry["inference"]["accuracy_encrypted"])
             r["agreement"].append(entry["inference"]["agreement"])
-    return {"folds": folds, "seed": seed, "rows": int(len(features.labels)), "results": results}
+    return {"folds": folds, "seed": seed, "rows": len(features.labels), "results": results}

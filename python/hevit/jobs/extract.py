@@ -11,13 +11,17 @@ from ..features import ClsExtractor, FeatureSet
 from ..features.export import export_onnx, quantize_int8
 from ..features.vit import TokenSpec, ViTSpec, build_model
 
-__all__ = ["make_spec", "prepare_extractor", "extract_features"]
+__all__ = ["extract_features", "make_spec", "prepare_extractor"]
 
 log = logging.getLogger(__name__)
 
 
-def make_spec(model: str = "vit_base_patch16_224", *, img_size: int | None = None,
-              patch_size: int | None = None) -> ViTSpec:
+def make_spec(
+    model: str = "vit_base_patch16_224",
+    *,
+    img_size: int | None = None,
+    patch_size: int | None = None,
+) -> ViTSpec:
     kwargs = {}
     if img_size is not None:
         kwargs["img_size"] = img_size
@@ -26,10 +30,24 @@ def make_spec(model: str = "vit_base_patch16_224", *, img_size: int | None = Non
     return ViTSpec.make(model, **kwargs)
 
 
-def prepare_extractor(spec: ViTSpec, *, weights="random", seed: int = 0, providers: str = "auto",
-                      threads: int | None = None, int8: bool = False, fp16: bool = False,
-                      cache_dir=None, finetune_on=None, finetune_epochs: int = 0, tokens: str | TokenSpec = "cls",
-                      tta: int = 1, mean=None, std=None, crop_pct=None) -> ClsExtractor:
+def prepare_extractor(
+    spec: ViTSpec,
+    *,
+    weights="random",
+    seed: int = 0,
+    providers: str = "auto",
+    threads: int | None = None,
+    int8: bool = False,
+    fp16: bool = False,
+    cache_dir=None,
+    finetune_on=None,
+    finetune_epochs: int = 0,
+    tokens: str | TokenSpec = "cls",
+    tta: int = 1,
+    mean=None,
+    std=None,
+    crop_pct=None,
+) -> ClsExtractor:
     """Builds the model (recording where its weights came from), optionally fine-tunes it on
     ``finetune_on`` (an ImageFolder) for ``finetune_epochs``, exports or reuses the ONNX graph of
     the chosen ``tokens``, optionally quantises it to int8, and opens an ONNX Runtime session
@@ -44,20 +62,35 @@ def prepare_extractor(spec: ViTSpec, *, weights="random", seed: int = 0, provide
         from ..features.preprocess import PreprocessConfig
         from ..features.vit import _state_digest
 
-        result = finetune_vit(model, finetune_on, np.arange(len(finetune_on)),
-                              PreprocessConfig.for_model(model, mean=mean, std=std), epochs=finetune_epochs, seed=seed)
+        result = finetune_vit(
+            model,
+            finetune_on,
+            np.arange(len(finetune_on)),
+            PreprocessConfig.for_model(model, mean=mean, std=std),
+            epochs=finetune_epochs,
+            seed=seed,
+        )
         info = dataclasses.replace(
-            info, description=f"{info.description}, then fine-tuned locally for {finetune_epochs} epoch(s) on "
-            f"{result.images} images (loss {result.loss_per_epoch})", digest=_state_digest(model),
-            extra={**info.extra, "finetune": dataclasses.asdict(result)})
+            info,
+            description=f"{info.description}, then fine-tuned locally for {finetune_epochs} epoch(s) on "
+            f"{result.images} images (loss {result.loss_per_epoch})",
+            digest=_state_digest(model),
+            extra={**info.extra, "finetune": dataclasses.asdict(result)},
+        )
         print(f"weights: {info.description}")
-    exported = export_onnx(model, spec, info, tokens=tokens, cache_dir=cache_dir, mean=mean, std=std,
-                           crop_pct=crop_pct)
-    print(f"ONNX: {exported.onnx_path} (tokens {exported.tokens}, {exported.cls_dim} dims, opset {exported.opset}, "
-          f"max abs diff vs PyTorch {exported.parity_max_abs:.2e})")
+    exported = export_onnx(
+        model, spec, info, tokens=tokens, cache_dir=cache_dir, mean=mean, std=std, crop_pct=crop_pct
+    )
+    print(
+        f"ONNX: {exported.onnx_path} (tokens {exported.tokens}, {exported.cls_dim} dims, opset {exported.opset}, "
+        f"max abs diff vs PyTorch {exported.parity_max_abs:.2e})"
+    )
     pre = exported.preprocess_config
-    print(f"preprocessing: {pre.input_size[1]}x{pre.input_size[2]}, crop_pct {pre.crop_pct}, {pre.interpolation}, "
-          f"mean {pre.mean}, std {pre.std}" + (f"; test-time augmentation: {tta} views" if tta > 1 else ""))
+    print(
+        f"preprocessing: {pre.input_size[1]}x{pre.input_size[2]}, crop_pct {pre.crop_pct}, {pre.interpolation}, "
+        f"mean {pre.mean}, std {pre.std}"
+        + (f"; test-time augmentation: {tta} views" if tta > 1 else "")
+    )
     if int8:
         exported = quantize_int8(exported)
         print(f"int8 dynamic quantisation: {exported.onnx_path}")
@@ -66,27 +99,67 @@ def prepare_extractor(spec: ViTSpec, *, weights="random", seed: int = 0, provide
     return extractor
 
 
-def extract_features(data_dir, *, spec: ViTSpec | None = None, weights="random", seed: int = 0,
-                     batch_size: int = 16, providers: str = "auto", threads: int | None = None,
-                     int8: bool = False, fp16: bool = False, limit_per_class: int | None = None,
-                     cache_dir=None, progress: bool = True, finetune_epochs: int = 0, tokens: str = "cls",
-                     tta: int = 1, mean=None, std=None, crop_pct=None) -> FeatureSet:
+def extract_features(
+    data_dir,
+    *,
+    spec: ViTSpec | None = None,
+    weights="random",
+    seed: int = 0,
+    batch_size: int = 16,
+    providers: str = "auto",
+    threads: int | None = None,
+    int8: bool = False,
+    fp16: bool = False,
+    limit_per_class: int | None = None,
+    cache_dir=None,
+    progress: bool = True,
+    finetune_epochs: int = 0,
+    tokens: str = "cls",
+    tta: int = 1,
+    mean=None,
+    std=None,
+    crop_pct=None,
+) -> FeatureSet:
     folder = ImageFolder(data_dir, limit_per_class=limit_per_class)
     print(f"data: {folder.root} ({len(folder)} images, classes {folder.class_counts()})")
-    extractor = prepare_extractor(spec or make_spec(), weights=weights, seed=seed, providers=providers,
-                                  threads=threads, int8=int8, fp16=fp16, cache_dir=cache_dir,
-                                  finetune_on=folder, finetune_epochs=finetune_epochs, tokens=tokens, tta=tta,
-                                  mean=mean, std=std, crop_pct=crop_pct)
+    extractor = prepare_extractor(
+        spec or make_spec(),
+        weights=weights,
+        seed=seed,
+        providers=providers,
+        threads=threads,
+        int8=int8,
+        fp16=fp16,
+        cache_dir=cache_dir,
+        finetune_on=folder,
+        finetune_epochs=finetune_epochs,
+        tokens=tokens,
+        tta=tta,
+        mean=mean,
+        std=std,
+        crop_pct=crop_pct,
+    )
     features = extractor.extract_folder(folder, batch_size=batch_size, progress=progress)
     features.metadata["int8"] = int8
     features.metadata["seed"] = seed
     return features
 
 
-def extract_tail_inputs(data_dir, *, spec: ViTSpec | None = None, weights="random", seed: int = 0,
-                        blocks: int | str = 1, classes: int | None = None, batch_size: int = 16,
-                        limit_per_class: int | None = None, progress: bool = True, mean=None, std=None,
-                        crop_pct=None):
+def extract_tail_inputs(
+    data_dir,
+    *,
+    spec: ViTSpec | None = None,
+    weights="random",
+    seed: int = 0,
+    blocks: int | str = 1,
+    classes: int | None = None,
+    batch_size: int = 16,
+    limit_per_class: int | None = None,
+    progress: bool = True,
+    mean=None,
+    std=None,
+    crop_pct=None,
+):
     """For training the last ``blocks`` ViT blocks too (``"all"``: every block; the patch and
     position embeddings stay frozen): the token sequences entering block
     ``L - blocks`` of every image (PyTorch, the frozen front runs once) and the initial
@@ -111,7 +184,12 @@ def extract_tail_inputs(data_dir, *, spec: ViTSpec | None = None, weights="rando
     prep = PreprocessConfig.for_model(model, mean=mean, std=std, crop_pct=crop_pct)
     start = time.perf_counter()
     chunks = []
-    bar = tqdm(total=len(folder), unit="img", desc=f"tokens before the last {blocks} block(s)", disable=not progress)
+    bar = tqdm(
+        total=len(folder),
+        unit="img",
+        desc=f"tokens before the last {blocks} block(s)",
+        disable=not progress,
+    )
     for lo in range(0, len(folder), batch_size):
         idx = range(lo, min(lo + batch_size, len(folder)))
         images = preprocess_images([folder.load(i) for i in idx], prep)
@@ -120,9 +198,18 @@ def extract_tail_inputs(data_dir, *, spec: ViTSpec | None = None, weights="rando
     bar.close()
     seconds = time.perf_counter() - start
     tokens = np.concatenate(chunks)
-    metadata = {"model": spec.to_dict(), "weights": info.to_dict(), "provider": "PyTorch (CPU)",
-                "preprocess": prep.to_dict(),
-                "data": str(folder.root), "seconds": seconds, "images_per_second": len(folder) / seconds,
-                "trainable_blocks": blocks, "tokens_shape": list(tokens.shape[1:])}
+    metadata = {
+        "model": spec.to_dict(),
+        "weights": info.to_dict(),
+        "provider": "PyTorch (CPU)",
+        "preprocess": prep.to_dict(),
+        "data": str(folder.root),
+        "seconds": seconds,
+        "images_per_second": len(folder) / seconds,
+        "trainable_blocks": blocks,
+        "tokens_shape": list(tokens.shape[1:]),
+    }
     tail = ViTTail.from_vit(model, blocks, classes or len(folder.classes))
-    return FeatureSet(tokens, folder.labels.copy(), list(folder.paths), folder.classes, metadata), tail
+    return FeatureSet(
+        tokens, folder.labels.copy(), list(folder.paths), folder.classes, metadata
+    ), tail

@@ -7,4 +7,4 @@ required (never guessed from the data).
 from .image import nmi, nmi_skimage, psnr, ssim
 from .lpips import Lpips, lpips
 
-__all__ = ["psnr", "ssim", "nmi", "nmi_skimage", "lpips", "Lpips"]
+__all__ = ["Lpips", "lpips", "nmi", "nmi_skimage", "psnr", "ssim"]

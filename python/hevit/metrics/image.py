@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["psnr", "ssim", "nmi", "nmi_skimage"]
+__all__ = ["nmi", "nmi_skimage", "psnr", "ssim"]
 
 
 def _pair(x_true, x_rec) -> tuple[np.ndarray, np.ndarray]:
@@ -38,7 +38,9 @@ def ssim(x_true, x_rec, *, data_range: float) -> float:
 
     a, b = _pair(x_true, x_rec)
     channel_axis = -1 if a.ndim == 3 else None
-    return float(structural_similarity(a, b, data_range=_check_range(data_range), channel_axis=channel_axis))
+    return float(
+        structural_similarity(a, b, data_range=_check_range(data_range), channel_axis=channel_axis)
+    )
 
 
 def _joint_histogram(a, b, data_range: float, bins: int) -> np.ndarray:

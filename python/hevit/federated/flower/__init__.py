@@ -15,7 +15,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from .strategy import RECORD_KEY, HevitStrategy
 
-__all__ = ["HevitStrategy", "RECORD_KEY", "app_dir"]
+__all__ = ["RECORD_KEY", "HevitStrategy", "app_dir"]
 
 
 def app_dir() -> Path:

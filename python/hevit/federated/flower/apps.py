@@ -29,7 +29,7 @@ from ..keys import FederationKeys, ServerKeys
 from ..models import LinearHead
 from .strategy import RECORD_KEY, HevitStrategy
 
-__all__ = ["client_app", "server_app", "client_partition", "config_from_run"]
+__all__ = ["client_app", "client_partition", "config_from_run", "server_app"]
 
 client_app = ClientApp()
 server_app = ServerApp()
@@ -37,9 +37,14 @@ server_app = ServerApp()
 
 def config_from_run(run_config) -> FederatedConfig:
     quorum = int(run_config.get("quorum", 0)) or None
-    return FederatedConfig(rounds=int(run_config["rounds"]), local_epochs=int(run_config["local-epochs"]),
-                           learning_rate=float(run_config["learning-rate"]), quorum=quorum,
-                           seed=int(run_config["seed"]), standardize=False)
+    return FederatedConfig(
+        rounds=int(run_config["rounds"]),
+        local_epochs=int(run_config["local-epochs"]),
+        learning_rate=float(run_config["learning-rate"]),
+        quorum=quorum,
+        seed=int(run_config["seed"]),
+        standardize=False,
+    )
 
 
 def client_partition(run_config, partition_id: int):
@@ -50,7 +55,9 @@ def client_partition(run_config, partition_id: int):
     fs = FeatureSet.load(run_config["features"])
     seed = int(run_config["seed"])
     clients = int(run_config["num-clients"])
-    tr, te = stratified_split(fs.labels, test_fraction=float(run_config["test-fraction"]), seed=seed)
+    tr, te = stratified_split(
+        fs.labels, test_fraction=float(run_config["test-fraction"]), seed=seed
+    )
     x, y = fs.features.astype(np.float64)[tr], fs.labels[tr]
     xt, yt = fs.features.astype(np.float64)[te], fs.labels[te]
     part = iid_partition(np.arange(len(x)), clients=clients, seed=seed)[partition_id]
@@ -64,27 +71,45 @@ def _hospital(context: Context) -> tuple[HospitalClient, np.ndarray, np.ndarray]
     x, y, xt, yt, classes = client_partition(run, partition)
     config = config_from_run(run)
     keys = FederationKeys.load(run["keys-dir"])
-    client = HospitalClient(f"client-{partition}", x, y, classes=classes, keys=keys, config=config,
-                            clients=int(run["num-clients"]))
+    client = HospitalClient(
+        f"client-{partition}",
+        x,
+        y,
+        classes=classes,
+        keys=keys,
+        config=config,
+        clients=int(run["num-clients"]),
+    )
     return client, xt, yt
 
 
-def _global_head(client: HospitalClient, strategy: str, aggregate: bytes, round_: int) -> LinearHead:
+def _global_head(
+    client: HospitalClient, strategy: str, aggregate: bytes, round_: int
+) -> LinearHead:
     if strategy == "he-ridge":
         return client.read_ridge_aggregate(aggregate, round_)
-    return client.read_fedavg_aggregate(aggregate, strategy, LinearHead.zeros(client.classes, client.dim), round_)
+    return client.read_fedavg_aggregate(
+        aggregate, strategy, LinearHead.zeros(client.classes, client.dim), round_
+    )
 
 
 @client_app.train()
 def train(msg: Message, context: Context) -> Message:
     client, _, _ = _hospital(context)
     record = msg.content[RECORD_KEY]
-    r, strategy, aggregate = int(record["round"]), str(record["strategy"]), bytes(record["aggregate"])
+    r, strategy, aggregate = (
+        int(record["round"]),
+        str(record["strategy"]),
+        bytes(record["aggregate"]),
+    )
     if strategy == "he-ridge":
         data = client.statistics_message(r)
     else:
-        head = LinearHead.zeros(client.classes, client.dim) if r == 1 else _global_head(client, strategy,
-                                                                                          aggregate, r - 1)
+        head = (
+            LinearHead.zeros(client.classes, client.dim)
+            if r == 1
+            else _global_head(client, strategy, aggregate, r - 1)
+        )
         data = client.update_message(strategy, head, r)
     return Message(RecordDict({RECORD_KEY: ConfigRecord({"message": data})}), reply_to=msg)
 
@@ -93,9 +118,13 @@ def train(msg: Message, context: Context) -> Message:
 def evaluate(msg: Message, context: Context) -> Message:
     client, xt, yt = _hospital(context)
     record = msg.content[RECORD_KEY]
-    head = _global_head(client, str(record["strategy"]), bytes(record["aggregate"]), int(record["round"]))
+    head = _global_head(
+        client, str(record["strategy"]), bytes(record["aggregate"]), int(record["round"])
+    )
     correct = int(np.sum(head.predict(client.preprocess(xt)) == yt))
-    return Message(RecordDict({"metrics": MetricRecord({"correct": correct, "total": len(yt)})}), reply_to=msg)
+    return Message(
+        RecordDict({"metrics": MetricRecord({"correct": correct, "total": len(yt)})}), reply_to=msg
+    )
 
 
 @server_app.main()
@@ -103,17 +132,25 @@ def main(grid: Grid, context: Context) -> None:
     run = context.run_config
     server_keys = ServerKeys.from_files(run["server-keys-dir"])  # public contexts only
     clients = [f"client-{k}" for k in range(int(run["num-clients"]))]
-    strategy = HevitStrategy(str(run["strategy"]), server_keys.for_strategy(str(run["strategy"])), clients=clients,
-                             quorum=int(run.get("quorum", 0)) or None,
-                             received_dir=str(run.get("received-dir", "")) or None)
+    strategy = HevitStrategy(
+        str(run["strategy"]),
+        server_keys.for_strategy(str(run["strategy"])),
+        clients=clients,
+        quorum=int(run.get("quorum", 0)) or None,
+        received_dir=str(run.get("received-dir", "")) or None,
+    )
     rounds = 1 if run["strategy"] == "he-ridge" else int(run["rounds"])
-    result = strategy.start(grid, ArrayRecord(), num_rounds=rounds, timeout=float(run.get("timeout", 600)))
+    result = strategy.start(
+        grid, ArrayRecord(), num_rounds=rounds, timeout=float(run.get("timeout", 600))
+    )
     out = {
         "strategy": strategy.name,
         "rounds": [s.round for s in strategy.server.completed],
         "contributors": [s.contributors for s in strategy.server.completed],
         "bytes_up": [s.bytes_up for s in strategy.server.completed],
-        "accuracy": {int(r): float(m["accuracy"]) for r, m in result.evaluate_metrics_clientapp.items()},
+        "accuracy": {
+            int(r): float(m["accuracy"]) for r, m in result.evaluate_metrics_clientapp.items()
+        },
         "aggregates": {r: base64.b64encode(a).decode() for r, a in strategy.aggregates.items()},
         "received_kinds": strategy.received_kinds,
         "rejections": [vars(r) for r in strategy.server.rejections],

@@ -13,7 +13,15 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
@@ -21,7 +29,7 @@ from ... import he
 from ..messages import Message as HevitMessage
 from ..server import AggregationServer
 
-__all__ = ["HevitStrategy", "RECORD_KEY"]
+__all__ = ["RECORD_KEY", "HevitStrategy"]
 
 log = logging.getLogger(__name__)
 
@@ -45,70 +53,124 @@ class HevitStrategy(Strategy):
     checkpoint : server state file (atomic, see AggregationServer)
     """
 
-    def __init__(self, strategy: str, context: he.PublicContext, *, clients, quorum: int | None = None,
-                 min_nodes: int | None = None, received_dir=None, checkpoint=None) -> None:
+    def __init__(
+        self,
+        strategy: str,
+        context: he.PublicContext,
+        *,
+        clients,
+        quorum: int | None = None,
+        min_nodes: int | None = None,
+        received_dir=None,
+        checkpoint=None,
+    ) -> None:
         if strategy not in ("he-fedavg", "he-ridge"):
             raise ValueError(f"the Flower strategy runs he-fedavg or he-ridge, not {strategy!r}")
         self.name = strategy
-        self.server = AggregationServer(strategy, context, clients=clients, quorum=quorum, checkpoint=checkpoint)
+        self.server = AggregationServer(
+            strategy, context, clients=clients, quorum=quorum, checkpoint=checkpoint
+        )
         self.min_nodes = len(self.server.clients) if min_nodes is None else int(min_nodes)
         self.received_dir = Path(received_dir) if received_dir else None
         self.aggregates: dict[int, bytes] = {}
         self.received_kinds: list[tuple[str, str, tuple[str, ...]]] = []
 
     def summary(self) -> None:
-        log.info("hevit %s: %d registered clients, quorum %d", self.name, len(self.server.clients),
-                 self.server.quorum)
+        log.info(
+            "hevit %s: %d registered clients, quorum %d",
+            self.name,
+            len(self.server.clients),
+            self.server.quorum,
+        )
 
     # ------------------------------------------------------------------ training rounds
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                        grid: Grid) -> Iterable[Message]:
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         node_ids = _wait_for_nodes(grid, self.min_nodes)
         r = self.server.open_round()
         if r != server_round:
             raise RuntimeError(f"Flower round {server_round} but hevit server round {r}")
         previous = self.aggregates.get(r - 1, b"")
         record = ConfigRecord({"round": r, "strategy": self.name, "aggregate": previous})
-        return [Message(content=RecordDict({RECORD_KEY: record}), message_type=MessageType.TRAIN, dst_node_id=n)
-                for n in node_ids]
+        return [
+            Message(
+                content=RecordDict({RECORD_KEY: record}),
+                message_type=MessageType.TRAIN,
+                dst_node_id=n,
+            )
+            for n in node_ids
+        ]
 
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None,
-                                                                                      MetricRecord | None]:
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         received = 0
         for reply in replies:
             if reply.has_error():
-                log.warning("round %d: node %s failed: %s", server_round, reply.metadata.src_node_id,
-                            reply.error.reason)
+                log.warning(
+                    "round %d: node %s failed: %s",
+                    server_round,
+                    reply.metadata.src_node_id,
+                    reply.error.reason,
+                )
                 continue
             try:
                 data = reply.content[RECORD_KEY]["message"]
             except KeyError:
-                log.warning("round %d: node %s sent no hevit message", server_round, reply.metadata.src_node_id)
+                log.warning(
+                    "round %d: node %s sent no hevit message",
+                    server_round,
+                    reply.metadata.src_node_id,
+                )
                 continue
             self._audit(server_round, reply.metadata.src_node_id, data)
             received += int(self.server.receive(data))
         aggregate = self.server.close_round()
         self.aggregates[server_round] = aggregate
         state = self.server.completed[-1]
-        metrics = MetricRecord({"contributors": len(state.contributors), "bytes-up": sum(state.bytes_up.values()),
-                                "bytes-down-per-client": len(aggregate)})
+        metrics = MetricRecord(
+            {
+                "contributors": len(state.contributors),
+                "bytes-up": sum(state.bytes_up.values()),
+                "bytes-down-per-client": len(aggregate),
+            }
+        )
         return ArrayRecord({"aggregate": Array(np.frombuffer(aggregate, dtype=np.uint8))}), metrics
 
     # ------------------------------------------------------------------ evaluation
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                           grid: Grid) -> Iterable[Message]:
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         node_ids = _wait_for_nodes(grid, self.min_nodes)
-        record = ConfigRecord({"round": server_round, "strategy": self.name,
-                               "aggregate": self.aggregates[server_round]})
-        return [Message(content=RecordDict({RECORD_KEY: record}), message_type=MessageType.EVALUATE,
-                        dst_node_id=n) for n in node_ids]
+        record = ConfigRecord(
+            {
+                "round": server_round,
+                "strategy": self.name,
+                "aggregate": self.aggregates[server_round],
+            }
+        )
+        return [
+            Message(
+                content=RecordDict({RECORD_KEY: record}),
+                message_type=MessageType.EVALUATE,
+                dst_node_id=n,
+            )
+            for n in node_ids
+        ]
 
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
         correct = total = 0
         for reply in replies:
             if reply.has_error():
-                log.warning("round %d: evaluation failed on node %s: %s", server_round,
-                            reply.metadata.src_node_id, reply.error.reason)
+                log.warning(
+                    "round %d: evaluation failed on node %s: %s",
+                    server_round,
+                    reply.metadata.src_node_id,
+                    reply.error.reason,
+                )
                 continue
             metrics = reply.content["metrics"]
             correct += int(metrics["correct"])
@@ -119,7 +181,11 @@ class HevitStrategy(Strategy):
     def _audit(self, server_round: int, node_id: int, data: bytes) -> None:
         try:
             msg = HevitMessage.from_bytes(data)
-            kinds = tuple(sorted("ciphertext" if isinstance(b, bytes) else "float64" for b in msg.blobs.values()))
+            kinds = tuple(
+                sorted(
+                    "ciphertext" if isinstance(b, bytes) else "float64" for b in msg.blobs.values()
+                )
+            )
             self.received_kinds.append((msg.kind, msg.sender, kinds))
         except ValueError:
             self.received_kinds.append(("unparseable", "?", ()))
@@ -137,5 +203,7 @@ def _wait_for_nodes(grid: Grid, count: int, timeout: float = 120.0) -> list[int]
         if len(nodes) >= count:
             return nodes
         if time.monotonic() > deadline:
-            raise TimeoutError(f"only {len(nodes)} of {count} SuperNodes connected within {timeout:.0f} s")
+            raise TimeoutError(
+                f"only {len(nodes)} of {count} SuperNodes connected within {timeout:.0f} s"
+            )
         time.sleep(0.2)
