@@ -10,9 +10,9 @@ from hevit import he
 
 from .conftest import IN_DIM, Row, make_features
 
-CASES = [(preset, "batch", b) for preset in ("throughput", "single-row", "precise") for b in (1, 4096)] + [
-    (preset, "sample", b) for preset in ("latency", "single-row", "precise") for b in (1, 64)
-]
+CASES = [
+    (preset, "batch", b) for preset in ("throughput", "single-row", "precise") for b in (1, 4096)
+] + [(preset, "sample", b) for preset in ("latency", "single-row", "precise") for b in (1, 64)]
 
 
 @pytest.fixture(scope="module")

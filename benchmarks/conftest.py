@@ -25,9 +25,9 @@ OUT_DIM = 3
 #: (layout, preset) pairs compared: the batch layout, two sample-layout presets, and the
 #: coefficient layout (one data prime, no evaluation key)
 SETUPS = (
-    ("batch", "batch"),
+    ("batch", "throughput"),
     ("sample", "latency"),
-    ("sample", "sample"),
+    ("sample", "single-row"),
     ("coefficient", "latency"),
 )
 

@@ -56,9 +56,9 @@ def main(argv=None) -> int:
             data=str(args.data),
             seed=args.seed,
             layouts=(
-                ("batch", "batch"),
+                ("batch", "throughput"),
                 ("sample", "latency"),
-                ("sample", "sample"),
+                ("sample", "single-row"),
                 ("sample", "precise"),
             ),
         )

@@ -257,7 +257,7 @@ def test_keygen_writes_secret_files_0600_and_public_server_files(tmp_path, capsy
                 "--server-keys",
                 str(tmp_path / "s2"),
                 "--inference-preset",
-                "sample",
+                "single-row",
                 "--inference-layout",
                 "sample",
             ]

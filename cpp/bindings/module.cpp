@@ -84,6 +84,7 @@ namespace
         static py::handle serialization_error = py::object(errors.attr("SerializationError")).release();
         static py::handle missing_key_error = py::object(errors.attr("MissingKeyError")).release();
         static py::handle secret_key_required_error = py::object(errors.attr("SecretKeyRequiredError")).release();
+        static py::handle resource_error = py::object(errors.attr("ResourceError")).release();
         py::register_exception_translator([](std::exception_ptr p) {
             try
             {
@@ -119,6 +120,10 @@ namespace
             catch (const SecretKeyRequiredError &e)
             {
                 PyErr_SetString(secret_key_required_error.ptr(), e.what());
+            }
+            catch (const ResourceError &e)
+            {
+                PyErr_SetString(resource_error.ptr(), e.what());
             }
         });
     }
@@ -262,14 +267,17 @@ PYBIND11_MODULE(_core, m)
         .def_property_readonly("ciphertext_count", [](const EncryptedBatch &b) { return b.ciphertexts().size(); })
         .def_property_readonly("byte_size", &EncryptedBatch::byte_size)
         .def_property_readonly("context", [](const EncryptedBatch &b) { return unconst(b.context()); })
-        .def("to_bytes", [](const EncryptedBatch &self) {
-            std::string out;
-            {
-                py::gil_scoped_release release;
-                out = self.to_bytes();
-            }
-            return to_py_bytes(std::move(out));
-        })
+        .def(
+            "to_bytes",
+            [](const EncryptedBatch &self, int threads) {
+                std::string out;
+                {
+                    py::gil_scoped_release release;
+                    out = self.to_bytes(threads);
+                }
+                return to_py_bytes(std::move(out));
+            },
+            py::arg("threads"))
         .def_static(
             "from_bytes",
             [](const py::bytes &data, std::shared_ptr<PublicContext> context, int threads) {

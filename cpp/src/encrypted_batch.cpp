@@ -351,7 +351,7 @@ namespace hevit
         return wire_header_size + batch_metadata_size + ciphertexts_.size() * per_ct;
     }
 
-    std::string EncryptedBatch::to_bytes() const
+    std::string EncryptedBatch::to_bytes(int threads) const
     {
         auto cd = context_->seal_context().get_context_data(ciphertexts_.front().parms_id());
         const auto &primes = cd->parms().coeff_modulus();
@@ -376,7 +376,7 @@ namespace hevit
         const std::size_t body = out.size();
         out.resize(body + ciphertexts_.size() * per_ct);
         auto *dst = reinterpret_cast<std::uint8_t *>(out.data() + body);
-        parallel_for(ciphertexts_.size(), 0, [&](std::size_t i) {
+        parallel_for(ciphertexts_.size(), threads, [&](std::size_t i) {
             std::uint8_t *p = dst + i * per_ct;
             const auto &ct = ciphertexts_[i];
             if (seeded())

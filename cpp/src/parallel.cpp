@@ -1,9 +1,12 @@
 // Copyright (c) hevit developers. MIT license.
 #include "hevit/parallel.h"
+#include "hevit/errors.h"
 #include <algorithm>
 #include <atomic>
 #include <exception>
 #include <mutex>
+#include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -21,6 +24,11 @@ namespace hevit
 
     void parallel_for(std::size_t count, int threads, const std::function<void(std::size_t)> &body)
     {
+        if (threads > max_threads)
+        {
+            throw ResourceError(
+                "threads=" + std::to_string(threads) + " is above the limit of " + std::to_string(max_threads));
+        }
         const std::size_t workers = std::min<std::size_t>(count, static_cast<std::size_t>(resolve_threads(threads)));
         if (workers <= 1)
         {
@@ -56,7 +64,23 @@ namespace hevit
         pool.reserve(workers - 1);
         for (std::size_t t = 1; t < workers; t++)
         {
-            pool.emplace_back(run);
+            try
+            {
+                pool.emplace_back(run);
+            }
+            catch (const std::system_error &e)
+            {
+                // stop the started workers before reporting: a thrown exception must not leave
+                // joinable threads behind (std::terminate)
+                failed = true;
+                for (auto &thread : pool)
+                {
+                    thread.join();
+                }
+                throw ResourceError(
+                    "could not start worker thread " + std::to_string(t) + " of " + std::to_string(workers) + ": " +
+                    e.what());
+            }
         }
         run();
         for (auto &thread : pool)

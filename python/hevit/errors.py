@@ -15,6 +15,7 @@ __all__ = [
     "ParameterError",
     "ProtocolError",
     "QuorumError",
+    "ResourceError",
     "SecretKeyRequiredError",
     "SerializationError",
     "ValueRangeError",
@@ -69,6 +70,11 @@ class ProtocolError(HevitError, ValueError):
 class DecryptionBudgetError(HevitError, RuntimeError):
     """A key holder has released as many flooded decryptions under one key set as its flooding
     policy's ``max_decryptions`` covers: re-key (a new key set) before releasing more."""
+
+
+class ResourceError(HevitError, RuntimeError):
+    """A request past hevit's documented resource limits (threads, image pixels, archive sizes),
+    or one the system refused."""
 
 
 class QuorumError(HevitError, RuntimeError):

@@ -23,7 +23,11 @@ from .conftest import CLASSES, DIM
 @pytest.fixture(scope="module")
 def mlp_federation(federation):
     keys = FederationKeys.generate(
-        inference_preset="single-row", inference_layout="batch", dim=DIM, classes=CLASSES, mlp_hidden=16
+        inference_preset="single-row",
+        inference_layout="batch",
+        dim=DIM,
+        classes=CLASSES,
+        mlp_hidden=16,
     )
     return federation, keys, keys.server_keys()
 

@@ -390,6 +390,4 @@ def test_releases_past_the_flooding_budget_are_refused(federation):
     # the budget is per key set: a client under fresh keys releases again
     other, other_server = client_and_server()
     other.decryption_budget = client.decryption_budget
-    other.release_logits(
-        other_server.handle(other.inference_request(xt, model=head)), head.weights
-    )
+    other.release_logits(other_server.handle(other.inference_request(xt, model=head)), head.weights)

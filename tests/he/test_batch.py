@@ -34,7 +34,7 @@ def test_round_trip_within_scale_derived_tolerance(keys, rng, preset, layout):
 
 @pytest.mark.parametrize("layout", ["batch", "sample"])
 def test_serialization_round_trip_is_exact(keys, rng, layout):
-    sk = keys.get("sample")
+    sk = keys.get("single-row")
     pub = he.PublicContext.from_bytes(sk.public_context().to_bytes())
     x = rows_with_norm(rng, 33, 768, 20.0)
     enc = sk.encrypt(x, layout=layout)
@@ -47,7 +47,7 @@ def test_serialization_round_trip_is_exact(keys, rng, layout):
 
 
 def test_wire_size_is_bit_packed_seeded_and_half_of_public_key_encryption(keys, rng):
-    sk = keys.get("batch")
+    sk = keys.get("throughput")
     params = sk.params
     n = params.poly_modulus_degree
     x = rows_with_norm(rng, n, 768, 30.0)
@@ -62,7 +62,7 @@ def test_wire_size_is_bit_packed_seeded_and_half_of_public_key_encryption(keys, 
 
 @pytest.mark.parametrize("layout", ["batch", "sample"])
 def test_sum_aggregates_clients(keys, rng, layout):
-    sk = keys.get("batch")
+    sk = keys.get("throughput")
     xs = [rows_with_norm(rng, 10, 20, 30.0) for _ in range(3)]
     fresh = [sk.encrypt(x, layout=layout) for x in xs]
     total = he.EncryptedBatch.sum(fresh)
@@ -74,8 +74,11 @@ def test_sum_aggregates_clients(keys, rng, layout):
     assert len(blob) == total.nbytes
     total = he.EncryptedBatch.from_bytes(blob, sk.public_context())
     assert total.seed_count == 3 and total.to_bytes() == blob
+    assert total.to_bytes(threads=1) == blob
     err = np.abs(sk.decrypt(total) - sum(xs)).max()
     assert err <= he.reference.sum_tolerance(sk.params, 3)
+    # `+` and the built-in sum() are EncryptedBatch.sum: the same ciphertexts, byte for byte
+    assert sum(fresh).to_bytes() == (fresh[0] + fresh[1] + fresh[2]).to_bytes() == blob
     # a sum with a public-key (unseeded) batch stores c1 in full
     mixed = he.EncryptedBatch.sum([total, sk.public_context().encrypt(xs[0], layout=layout)])
     assert not mixed.seeded and mixed.seed_count == 0
@@ -87,7 +90,7 @@ def test_sum_aggregates_clients(keys, rng, layout):
 
 
 def test_sum_of_many_fresh_batches_stores_c1_beyond_the_seed_limit(keys, rng):
-    sk = keys.get("batch")
+    sk = keys.get("throughput")
     x = rows_with_norm(rng, 4, 3, 0.1)
     one = sk.encrypt(x, layout="batch")
     big = he.EncryptedBatch.sum([one] * 255)
@@ -102,7 +105,7 @@ def test_sum_of_many_fresh_batches_stores_c1_beyond_the_seed_limit(keys, rng):
 
 
 def test_sum_refuses_mismatches(keys, rng):
-    sk = keys.get("batch")
+    sk = keys.get("throughput")
     a = sk.encrypt(rng.standard_normal((4, 5)), layout="batch")
     with pytest.raises(LayoutError, match="sum adds batches of one layout and shape"):
         he.EncryptedBatch.sum([a, sk.encrypt(rng.standard_normal((4, 5)), layout="sample")])
@@ -131,11 +134,11 @@ def test_sum_refuses_mismatches(keys, rng):
 )
 def test_bad_inputs_raise_clear_errors(keys, x, error, match):
     with pytest.raises(error, match=match):
-        keys.get("batch").encrypt(x, layout="batch")
+        keys.get("throughput").encrypt(x, layout="batch")
 
 
 def test_sample_layout_limits(keys):
-    sk = keys.get("batch")
+    sk = keys.get("throughput")
     with pytest.raises(LayoutError, match="sample layout needs next_pow2"):
         sk.encrypt(np.zeros((1, 2049)), layout="sample")
     with pytest.raises(LayoutError, match="unknown layout 'rows'"):
@@ -143,13 +146,13 @@ def test_sample_layout_limits(keys):
 
 
 def test_integer_input_is_accepted(keys):
-    sk = keys.get("batch")
+    sk = keys.get("throughput")
     x = np.arange(12).reshape(3, 4)
     np.testing.assert_allclose(sk.decrypt(sk.encrypt(x, layout="batch")), x, atol=1e-4, rtol=0)
 
 
 def test_truncated_and_corrupted_bytes_are_refused(keys, rng):
-    sk = keys.get("batch")
+    sk = keys.get("throughput")
     blob = sk.encrypt(rng.standard_normal((3, 4)), layout="batch").to_bytes()
     pub = sk.public_context()
     with pytest.raises(SerializationError, match="truncated bytes"):
@@ -171,9 +174,23 @@ def test_truncated_and_corrupted_bytes_are_refused(keys, rng):
 
 
 def test_threads_give_identical_results(keys, rng):
-    sk = keys.get("batch")
+    sk = keys.get("throughput")
     x = rows_with_norm(rng, 100, 64, 30.0)
     enc = sk.encrypt(x, layout="batch", threads=2)
     np.testing.assert_array_equal(sk.decrypt(enc, threads=1), sk.decrypt(enc, threads=2))
     with pytest.raises(ValueError, match="threads must be >= 1"):
         sk.decrypt(enc, threads=0)
+
+
+def test_thread_counts_past_the_limit_are_refused_not_started(keys, rng):
+    """threads=10**6 would start thousands of OS threads: the facade and the C++ core refuse it."""
+    from hevit.errors import ResourceError
+    from hevit.he._arrays import MAX_THREADS
+
+    sk = keys.get("throughput")
+    batch = sk.encrypt(rows_with_norm(rng, 4, 8, 1.0), layout="batch")
+    with pytest.raises(ResourceError, match="above the limit"):
+        sk.encrypt(rows_with_norm(rng, 4, 8, 1.0), layout="batch", threads=10**6)
+    with pytest.raises(ResourceError, match=f"limit of {MAX_THREADS}"):
+        batch._core.to_bytes(MAX_THREADS + 1)  # the core's own check, below the facade
+    assert batch.to_bytes(threads=MAX_THREADS) == batch.to_bytes(threads=1)

@@ -64,7 +64,7 @@ def test_coefficient_round_trips_secret_and_public_key(coefficient_keys, rng, pr
 
 
 def test_zero_weights_give_the_bias(coefficient_keys, rng):
-    sk = coefficient_keys["batch"]
+    sk = coefficient_keys["throughput"]
     b = rng.standard_normal(3)
     plan = he.LinearPlan.compile(sk.public_context(), np.zeros((3, 768)), b, layout="coefficient")
     x = rows_with_norm(rng, 2, 768, 1.0)
@@ -80,7 +80,7 @@ def test_coefficient_layout_refusals(coefficient_keys, rng):
         multi.encrypt(x, layout="coefficient")
     with pytest.raises(LayoutError, match="one data prime"):
         he.LinearPlan.compile(multi.public_context(), np.ones((3, 768)), layout="coefficient")
-    sk = coefficient_keys["batch"]
+    sk = coefficient_keys["throughput"]
     w, b = random_layer(rng, 3, 768)
     plan = he.LinearPlan.compile(sk.public_context(), w, b, layout="coefficient")
     out = plan.apply(sk.encrypt(x, layout="coefficient"))
@@ -110,7 +110,7 @@ def _with_checksum(blob: bytes) -> bytes:
 def test_hostile_response_bytes_are_refused(coefficient_keys, rng):
     """Truncated replies, a wrong layout code, a period that would read past N, and a reply
     under another key set: clear errors, never a wrong answer."""
-    sk = coefficient_keys["batch"]
+    sk = coefficient_keys["throughput"]
     pub = he.PublicContext.from_bytes(sk.public_context().to_bytes())
     w, b = random_layer(rng, 3, 768)
     reply = (

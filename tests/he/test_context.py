@@ -7,7 +7,7 @@ from tests.helpers import rows_with_norm
 
 
 def test_public_context_round_trips_and_keeps_its_identity(keys):
-    sk = keys.get("sample", rotation_steps=(1, 2, 512))
+    sk = keys.get("single-row", rotation_steps=(1, 2, 512))
     pub = sk.public_context()
     loaded = he.PublicContext.from_bytes(pub.to_bytes())
     assert loaded.rotation_steps == (1, 2, 512)
@@ -17,7 +17,7 @@ def test_public_context_round_trips_and_keeps_its_identity(keys):
 
 
 def test_public_context_encrypts_for_the_key_holder(keys, rng):
-    sk = keys.get("batch")
+    sk = keys.get("throughput")
     pub = he.PublicContext.from_bytes(sk.public_context().to_bytes())
     x = rows_with_norm(rng, 9, 12, 64.0)
     enc = pub.encrypt(x, layout="batch")
@@ -27,20 +27,20 @@ def test_public_context_encrypts_for_the_key_holder(keys, rng):
 
 
 def test_public_context_cannot_decrypt(keys, rng):
-    pub = keys.get("batch").public_context()
+    pub = keys.get("throughput").public_context()
     enc = pub.encrypt(rng.standard_normal((2, 3)), layout="batch")
     with pytest.raises(SecretKeyRequiredError, match="holds no secret key and cannot decrypt"):
         pub.decrypt(enc)
 
 
 def test_public_context_has_no_secret_key_attribute(keys):
-    pub = keys.get("batch").public_context()
+    pub = keys.get("throughput").public_context()
     assert not any("secret" in name for name in dir(pub._core))
     assert not hasattr(pub, "secret_key")
 
 
 def test_secret_context_round_trip_decrypts_old_ciphertexts(keys, rng):
-    sk = keys.get("batch")
+    sk = keys.get("throughput")
     x = rows_with_norm(rng, 5, 7, 10.0)
     blob = sk.encrypt(x, layout="sample").to_bytes()
     restored = he.SecretContext.from_bytes(sk.to_bytes())
@@ -52,18 +52,18 @@ def test_secret_context_round_trip_decrypts_old_ciphertexts(keys, rng):
 
 
 def test_secret_context_bytes_are_refused_as_a_public_context(keys):
-    sk_bytes = keys.get("batch").to_bytes()
+    sk_bytes = keys.get("throughput").to_bytes()
     with pytest.raises(SerializationError, match="hold a SecretContext, expected a PublicContext"):
         he.PublicContext.from_bytes(sk_bytes)
 
 
 def test_public_bytes_are_refused_as_a_secret_context(keys):
     with pytest.raises(SerializationError, match="hold a PublicContext, expected a SecretContext"):
-        he.SecretContext.from_bytes(keys.get("batch").public_context().to_bytes())
+        he.SecretContext.from_bytes(keys.get("throughput").public_context().to_bytes())
 
 
 def test_secret_key_bytes_never_appear_in_public_bytes(keys):
-    sk = keys.get("sample", rotation_steps=(1,))
+    sk = keys.get("single-row", rotation_steps=(1,))
     secret_blob = sk.to_bytes()
     public_blob = sk.public_context().to_bytes()
     # The secret context is the public context plus the secret key: whatever follows the
@@ -87,9 +87,9 @@ def test_decrypting_under_another_key_set_is_refused(rng):
 
 
 def test_other_parameters_are_refused(keys, rng):
-    enc = keys.get("batch").encrypt(rng.standard_normal((3, 4)), layout="batch")
+    enc = keys.get("throughput").encrypt(rng.standard_normal((3, 4)), layout="batch")
     with pytest.raises(ContextMismatchError, match="other CKKS parameters"):
-        he.EncryptedBatch.from_bytes(enc.to_bytes(), keys.get("sample").public_context())
+        he.EncryptedBatch.from_bytes(enc.to_bytes(), keys.get("single-row").public_context())
 
 
 def test_facade_types_are_checked(keys):
@@ -98,11 +98,11 @@ def test_facade_types_are_checked(keys):
     with pytest.raises(TypeError, match="must be bytes"):
         he.PublicContext.from_bytes("not bytes")
     with pytest.raises(TypeError, match="batch must be an EncryptedBatch"):
-        keys.get("batch").decrypt(np.zeros((2, 2)))
+        keys.get("throughput").decrypt(np.zeros((2, 2)))
 
 
 def test_introspection_bindings(keys, rng):
-    sk = keys.get("sample", rotation_steps=(1,))
+    sk = keys.get("single-row", rotation_steps=(1,))
     core = sk.public_context()._core
     assert core.slot_count == 2048
     assert len(core.primes) == 3 and all(
@@ -125,7 +125,7 @@ def test_secret_context_with_a_foreign_secret_key_is_refused(keys):
     import hashlib
     import struct
 
-    a = keys.get("batch")
+    a = keys.get("throughput")
     b = he.SecretContext.generate(a.params)
     blob_a, blob_b = a.to_bytes(), b.to_bytes()
     pub_len = struct.unpack_from("<Q", blob_a, 64)[0]
@@ -147,7 +147,7 @@ def test_secret_context_file_is_private_and_never_overwritten(tmp_path, keys, rn
     import os
     import stat
 
-    sk = keys.get("batch")
+    sk = keys.get("throughput")
     path = sk.save(tmp_path / "key.hevit")
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     with pytest.raises(FileExistsError):

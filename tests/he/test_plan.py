@@ -112,7 +112,7 @@ def test_sample_plan_key_switch_budget():
 
 
 def test_batch_plan_needs_no_evaluation_keys(keys, rng):
-    sk = keys.get("batch")
+    sk = keys.get("throughput")
     assert sk.public_context().rotation_steps == ()
     w, b = random_layer(rng, 3, 768)
     plan = he.LinearPlan.compile(sk.public_context(), w, b, layout="batch")
@@ -128,7 +128,7 @@ def test_missing_galois_key_is_named(keys):
 
 
 def test_apply_refuses_wrong_inputs(keys, rng):
-    sk = context_for(keys, "sample", "sample", 768, 3)
+    sk = context_for(keys, "single-row", "sample", 768, 3)
     pub = sk.public_context()
     w, b = random_layer(rng, 3, 768)
     plan = he.LinearPlan.compile(pub, w, b, layout="sample")
@@ -148,7 +148,7 @@ def test_apply_refuses_wrong_inputs(keys, rng):
 
 
 def test_sum_of_clients_needs_a_larger_input_bound(keys, rng):
-    sk = keys.get("batch")
+    sk = keys.get("throughput")
     w, b = random_layer(rng, 3, 64)
     xs = [rows_with_norm(rng, 8, 64, 30.0) for _ in range(3)]
     total = he.EncryptedBatch.sum([sk.encrypt(x, layout="batch") for x in xs])
@@ -165,7 +165,7 @@ def test_sum_of_clients_needs_a_larger_input_bound(keys, rng):
 
 
 def test_compile_refuses_bad_layers(keys):
-    pub = keys.get("batch").public_context()
+    pub = keys.get("throughput").public_context()
     with pytest.raises(ValueRangeError, match="non-finite value at \\(0, 1\\)"):
         he.LinearPlan.compile(pub, np.array([[0.0, np.nan]]), layout="batch")
     with pytest.raises(LayoutError, match=r"bias must have shape \(2,\)"):
@@ -203,7 +203,7 @@ def test_plan_is_reusable_across_threads(keys, rng, layout):
 
 
 def test_compile_refuses_a_secret_context(keys):
-    sk = keys.get("batch")
+    sk = keys.get("throughput")
     with pytest.raises(
         SecretKeyRequiredError, match=r"LinearPlan\.compile takes the server's PublicContext"
     ):

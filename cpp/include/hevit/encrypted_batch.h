@@ -69,8 +69,8 @@ namespace hevit
         static constexpr std::size_t max_seeds_per_ciphertext = 255;
         const std::vector<seal::Ciphertext> &ciphertexts() const noexcept { return ciphertexts_; }
 
-        /** Serialized form (kind EncryptedBatch). */
-        std::string to_bytes() const;
+        /** Serialized form (kind EncryptedBatch), bit-packing ciphertexts on threads (<= 0: all cores). */
+        std::string to_bytes(int threads) const;
         std::size_t byte_size() const noexcept;
 
         /**

@@ -59,4 +59,11 @@ namespace hevit
     public:
         using std::logic_error::logic_error;
     };
+
+    /** A resource request past hevit's documented limits, or one the system refused (threads). */
+    class ResourceError : public std::runtime_error
+    {
+    public:
+        using std::runtime_error::runtime_error;
+    };
 } // namespace hevit

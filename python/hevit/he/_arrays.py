@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from ..errors import LayoutError
+from ..errors import LayoutError, ResourceError
 
 LAYOUTS = ("batch", "sample", "coefficient")
 
@@ -42,16 +42,23 @@ def check_layout(layout: str) -> str:
     return layout
 
 
+#: Most worker threads one call may use (the C++ core refuses more too).
+MAX_THREADS = 256
+
+
 def resolve_threads(threads: int | None) -> int:
-    """None means every core this process may use."""
+    """None means every core this process may use (at most ``MAX_THREADS``); an explicit count
+    must be in [1, MAX_THREADS] (:class:`hevit.errors.ResourceError` above it)."""
     if threads is None:
         try:
-            return len(os.sched_getaffinity(0))
+            return min(len(os.sched_getaffinity(0)), MAX_THREADS)
         except AttributeError:  # not on Linux
-            return os.cpu_count() or 1
+            return min(os.cpu_count() or 1, MAX_THREADS)
     threads = int(threads)
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
+    if threads > MAX_THREADS:
+        raise ResourceError(f"threads={threads} is above the limit of {MAX_THREADS}")
     return threads
 
 

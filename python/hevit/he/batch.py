@@ -72,9 +72,9 @@ class EncryptedBatch:
 
         return PublicContext(self._core.context)
 
-    def to_bytes(self) -> bytes:
+    def to_bytes(self, *, threads: int | None = None) -> bytes:
         """Compact wire form: hevit header, metadata, bit-packed coefficients (seeds for c1)."""
-        return self._core.to_bytes()
+        return self._core.to_bytes(resolve_threads(threads))
 
     @classmethod
     def from_bytes(cls, data: bytes, context, *, threads: int | None = None) -> EncryptedBatch:
@@ -117,6 +117,12 @@ class EncryptedBatch:
 
     def __add__(self, other: EncryptedBatch) -> EncryptedBatch:
         return EncryptedBatch.sum([self, other])
+
+    def __radd__(self, other) -> EncryptedBatch:
+        # the built-in sum() starts from 0
+        if isinstance(other, int) and other == 0:
+            return self
+        return NotImplemented
 
     def compact(self, *, threads: int | None = None) -> CompactBatch:
         """The compact reply of a coefficient-layout batch (a plan's output): c1 whole and c0 at
