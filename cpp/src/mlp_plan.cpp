@@ -15,10 +15,6 @@ namespace hevit
     {
         /** Fewest data primes: layer 1 rescales, the square rescales, layer 2 needs one left. */
         constexpr std::size_t min_data_primes = 3;
-        /** Headroom (bits) kept between a value bound times its scale and the modulus: complex
-        slots reach sqrt(2) times the bound, and decoding needs |value| < q / 4. */
-        constexpr double headroom_bits = 2.5;
-
 
         double last_prime(const seal::SEALContext::ContextData &cd)
         {
@@ -163,7 +159,7 @@ namespace hevit
         const double square_scale = hidden_scale * hidden_scale;
         const double square_bits =
             std::log2(square_scale) + std::log2(std::max(8.0 * hidden_bound_ * hidden_bound_, 1.0));
-        if (square_bits + headroom_bits > detail::log2_modulus(*square_cd))
+        if (square_bits + detail::headroom_bits > detail::log2_modulus(*square_cd))
         {
             std::ostringstream out;
             out << "the squares of the hidden units do not fit the modulus: |W1 x + b1| can reach " << hidden_bound_

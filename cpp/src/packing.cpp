@@ -1,11 +1,11 @@
 // Copyright (c) hevit developers. MIT license.
 #include "hevit/packing.h"
-#include "hevit/encrypted_batch.h"
 #include "hevit/errors.h"
 #include "hevit/modular.h"
+#include "hevit/public_context.h"
 #include "seal/util/ntt.h"
 #include <cmath>
-#include "hevit/errors.h"
+#include <sstream>
 
 namespace hevit
 {
@@ -72,6 +72,167 @@ namespace hevit
 
     namespace detail
     {
+        std::size_t check_plain_input(
+            const PublicContext &context, const double *values, std::size_t rows, std::size_t cols, Layout layout)
+        {
+            const std::size_t n = context.params().poly_modulus_degree;
+            const std::size_t slots = n / 2;
+            if (rows == 0 || cols == 0)
+            {
+                throw LayoutError("cannot encrypt an empty matrix: got shape (" + std::to_string(rows) + ", " +
+                                  std::to_string(cols) + ")");
+            }
+            if (cols > max_cols)
+            {
+                throw LayoutError("too many columns: " + std::to_string(cols));
+            }
+            std::size_t period = 0;
+            if (layout == Layout::coefficient)
+            {
+                if (context.seal_context().first_context_data()->parms().coeff_modulus().size() != 1)
+                {
+                    throw LayoutError(
+                        "the coefficient layout needs one data prime (its values are read coefficient by coefficient "
+                        "from one residue): use the 'throughput' or 'latency' preset");
+                }
+                if (cols > n)
+                {
+                    throw LayoutError(
+                        "coefficient layout holds at most N=" + std::to_string(n) + " values per row, got " +
+                        std::to_string(cols));
+                }
+                if (rows > max_sample_rows)
+                {
+                    throw LayoutError(
+                        "coefficient layout holds at most " + std::to_string(max_sample_rows) +
+                        " rows per EncryptedBatch, got " + std::to_string(rows));
+                }
+                period = 1;
+            }
+            else if (layout == Layout::batch)
+            {
+                if (rows > n)
+                {
+                    throw LayoutError(
+                        "batch layout holds at most N=" + std::to_string(n) + " rows per EncryptedBatch with these "
+                        "parameters, got " + std::to_string(rows) + "; split the rows into chunks of " +
+                        std::to_string(n));
+                }
+            }
+            else
+            {
+                period = next_pow2(cols);
+                if (period > slots)
+                {
+                    throw LayoutError(
+                        "sample layout needs next_pow2(cols)=" + std::to_string(period) + " <= N/2=" +
+                        std::to_string(slots) + " slots; use the batch layout or a larger poly_modulus_degree");
+                }
+                if (rows > max_sample_rows)
+                {
+                    throw LayoutError(
+                        "sample layout holds at most " + std::to_string(max_sample_rows) + " rows per EncryptedBatch, got " +
+                        std::to_string(rows) + "; split the rows or use the batch layout");
+                }
+            }
+            const double max_norm = context.params().max_norm;
+            for (std::size_t r = 0; r < rows; r++)
+            {
+                double norm2 = 0.0;
+                const double *row = values + r * cols;
+                for (std::size_t c = 0; c < cols; c++)
+                {
+                    if (!std::isfinite(row[c]))
+                    {
+                        throw ValueRangeError(
+                            "input has a non-finite value (NaN or inf) at row " + std::to_string(r) + ", column " +
+                            std::to_string(c));
+                    }
+                    norm2 += row[c] * row[c];
+                }
+                const double norm = std::sqrt(norm2);
+                if (norm > max_norm * (1.0 + 1e-12))
+                {
+                    std::ostringstream out;
+                    out << "row " << r << " has L2 norm " << norm << " above max_norm=" << max_norm
+                        << " of these parameters (values too large for the chosen scale); rescale the features "
+                           "or use CkksParams with a larger max_norm (and enough data modulus bits)";
+                    throw ValueRangeError(out.str());
+                }
+            }
+            return period;
+        }
+
+        void pack_slots(
+            const PublicContext &context, const double *values, std::size_t rows, std::size_t cols, Layout layout,
+            std::size_t period, std::size_t index, std::vector<std::complex<double>> &slots)
+        {
+            const std::size_t n = context.params().poly_modulus_degree;
+            const std::size_t half = n / 2;
+            slots.assign(half, std::complex<double>(0.0, 0.0));
+            if (layout == Layout::batch)
+            {
+                const std::size_t g = index / cols;
+                const std::size_t j = index % cols;
+                const std::size_t base = g * n;
+                for (std::size_t s = 0; s < half; s++)
+                {
+                    const std::size_t re_row = base + s;
+                    const std::size_t im_row = base + half + s;
+                    const double re = re_row < rows ? values[re_row * cols + j] : 0.0;
+                    const double im = im_row < rows ? values[im_row * cols + j] : 0.0;
+                    slots[s] = std::complex<double>(re, im);
+                }
+                return;
+            }
+            const std::size_t re_row = 2 * index;
+            const std::size_t im_row = re_row + 1;
+            for (std::size_t s = 0; s < period && s < cols; s++)
+            {
+                const double re = values[re_row * cols + s];
+                const double im = im_row < rows ? values[im_row * cols + s] : 0.0;
+                slots[s] = std::complex<double>(re, im);
+            }
+            for (std::size_t start = period; start < half; start += period)
+            {
+                std::copy(slots.begin(), slots.begin() + static_cast<std::ptrdiff_t>(period), slots.begin() + static_cast<std::ptrdiff_t>(start));
+            }
+        }
+
+        void unpack_slots(
+            const std::vector<std::complex<double>> &slots, std::size_t rows, std::size_t cols, Layout layout,
+            std::size_t n, std::size_t index, double *out)
+        {
+            const std::size_t half = n / 2;
+            if (layout == Layout::batch)
+            {
+                const std::size_t g = index / cols;
+                const std::size_t j = index % cols;
+                const std::size_t base = g * n;
+                for (std::size_t s = 0; s < half; s++)
+                {
+                    if (base + s < rows)
+                    {
+                        out[(base + s) * cols + j] = slots[s].real();
+                    }
+                    if (base + half + s < rows)
+                    {
+                        out[(base + half + s) * cols + j] = slots[s].imag();
+                    }
+                }
+                return;
+            }
+            const std::size_t re_row = 2 * index;
+            for (std::size_t c = 0; c < cols; c++)
+            {
+                out[re_row * cols + c] = slots[c].real();
+                if (re_row + 1 < rows)
+                {
+                    out[(re_row + 1) * cols + c] = slots[c].imag();
+                }
+            }
+        }
+
         void encode_plain(
             const PublicContext &context, const double *values, std::size_t rows, std::size_t cols, Layout layout,
             std::size_t period, std::size_t index, seal::Plaintext &destination)

@@ -1,5 +1,6 @@
 // Copyright (c) hevit developers. MIT license.
 #include "hevit/params.h"
+#include "hevit/modular.h"
 #include "hevit/errors.h"
 #include <cmath>
 #include <numeric>
@@ -26,6 +27,12 @@ namespace hevit
         default:
             return 0;
         }
+    }
+
+    bool is_valid_rotation_step(const CkksParams &params, std::int64_t step) noexcept
+    {
+        const auto slots = static_cast<std::int64_t>(params.poly_modulus_degree / 2);
+        return step != 0 && step > -slots && step < slots;
     }
 
     std::size_t data_prime_count(const CkksParams &params) noexcept
@@ -105,7 +112,7 @@ namespace hevit
         }
         // Encoded values must stay below half the data modulus with a bit to spare: scale * max_norm
         // * sqrt(2) (canonical embedding of a complex slot) < q / 4.
-        const double needed = params.scale_bits + std::log2(params.max_norm) + 2.5;
+        const double needed = params.scale_bits + std::log2(params.max_norm) + detail::headroom_bits;
         if (params.scale_bits < 10 || needed > data_bits)
         {
             std::ostringstream out;

@@ -1,6 +1,7 @@
 // Copyright (c) hevit developers. MIT license.
 #include "hevit/public_context.h"
 #include "hevit/errors.h"
+#include "hevit/modular.h"
 #include <algorithm>
 #include <cmath>
 #include <sstream>
@@ -9,13 +10,6 @@ namespace hevit
 {
     namespace
     {
-        // Upper bound of SEAL's own serialized size for an object of poly_count polynomials over
-        // prime_count primes at ring degree n (uncompressed), plus header slack.
-        std::size_t seal_poly_bytes(std::size_t n, std::size_t prime_count, std::size_t poly_count)
-        {
-            return poly_count * prime_count * n * sizeof(std::uint64_t) + 4096;
-        }
-
         constexpr std::size_t max_rotation_steps = 4096;
 
         template <class T>
@@ -215,20 +209,19 @@ namespace hevit
             throw SerializationError("malformed context: " + std::to_string(step_count) + " rotation steps");
         }
         std::vector<int> steps(step_count);
-        const auto slots = static_cast<std::int64_t>(params.poly_modulus_degree / 2);
         for (auto &step : steps)
         {
             step = r.i32();
-            if (step == 0 || step <= -slots || step >= slots)
+            if (!is_valid_rotation_step(params, step))
             {
                 throw SerializationError("malformed context: rotation step " + std::to_string(step) + " out of range");
             }
         }
         seal::PublicKey public_key;
-        seal_load(public_key, *context, r.blob(seal_poly_bytes(n, k, 2)), "public key");
+        seal_load(public_key, *context, r.blob(detail::seal_poly_bytes(n, k, 2)), "public key");
         // Each Galois or relinearisation key is (k - 1) key-switching ciphertexts of two
         // polynomials over all k primes; bound the blobs by that before SEAL reads them.
-        const std::string_view gk = r.blob(seal_poly_bytes(n, k, 2 * (k - 1) * (step_count + 1) + 2));
+        const std::string_view gk = r.blob(detail::seal_poly_bytes(n, k, 2 * (k - 1) * (step_count + 1) + 2));
         const std::uint32_t conjugation = r.u32();
         if (conjugation > 1)
         {
@@ -241,7 +234,7 @@ namespace hevit
             seal_load(*galois_keys, *context, gk, "Galois keys");
         }
         std::optional<seal::RelinKeys> relin_keys;
-        const std::string_view rk = r.blob(seal_poly_bytes(n, k, 2 * (k - 1) + 2));
+        const std::string_view rk = r.blob(detail::seal_poly_bytes(n, k, 2 * (k - 1) + 2));
         if (!rk.empty())
         {
             relin_keys.emplace();

@@ -1,5 +1,6 @@
 // Copyright (c) hevit developers. MIT license.
 #include "hevit/secret_context.h"
+#include "hevit/modular.h"
 #include "hevit/errors.h"
 #include "hevit/parallel.h"
 #include "hevit/prng.h"
@@ -111,7 +112,7 @@ namespace hevit
         std::vector<int> steps;
         for (int step : keys.rotation_steps)
         {
-            if (step == 0 || step <= -static_cast<int>(slots) || step >= static_cast<int>(slots))
+            if (!is_valid_rotation_step(params, step))
             {
                 throw ParameterError(
                     "rotation step " + std::to_string(step) + " is out of range: use nonzero steps in (-" +
@@ -271,7 +272,7 @@ namespace hevit
         auto pub = PublicContext::from_bytes(r.blob(r.remaining()));
         const auto &params = pub->params();
         const std::string_view sk_bytes =
-            r.blob(params.poly_modulus_degree * params.coeff_modulus_bits.size() * sizeof(std::uint64_t) + 4096);
+            r.blob(detail::seal_poly_bytes(params.poly_modulus_degree, params.coeff_modulus_bits.size(), 1));
         r.expect_end();
         seal::SecretKey secret_key;
         try

@@ -93,45 +93,6 @@ namespace hevit
 
     namespace detail
     {
-        /**
-        Validates values (finite, row norms within max_norm, shape fits layout) and returns the
-        slot period for the sample layout (0 for batch).
-        */
-        std::size_t check_plain_input(
-            const PublicContext &context, const double *values, std::size_t rows, std::size_t cols, Layout layout);
-
-        /** The complex slot vector of ciphertext index in layout (see packing.h). */
-        void pack_slots(
-            const PublicContext &context, const double *values, std::size_t rows, std::size_t cols, Layout layout,
-            std::size_t period, std::size_t index, std::vector<std::complex<double>> &slots);
-
-        /**
-        The plaintext of ciphertext index in layout, at the data level and the context scale: slots
-        encoded with the CKKS encoder (batch, sample), or the row's values as rounded integers in
-        the coefficients (coefficient layout, no FFT), in NTT form either way.
-        */
-        void encode_plain(
-            const PublicContext &context, const double *values, std::size_t rows, std::size_t cols, Layout layout,
-            std::size_t period, std::size_t index, seal::Plaintext &destination);
-
-        /** Coefficient layout: one row as rounded integers at coefficients c * period + period - 1
-        (n coefficients, coefficient form, one data prime). */
-        void encode_coefficients(
-            const PublicContext &context, const double *row, std::size_t cols, std::size_t period, std::uint64_t *coeffs);
-
-        /**
-        Coefficient layout: reads value c of the row of a decrypted (NTT-form, one-prime) plaintext
-        from coefficient c * period + period - 1 and divides by the plaintext's scale.
-        */
-        void decode_coefficients(
-            const PublicContext &context, const seal::Plaintext &plain, std::size_t cols, std::size_t period,
-            double *row);
-
-        /** Writes the decoded slots of ciphertext index back into the row-major output. */
-        void unpack_slots(
-            const std::vector<std::complex<double>> &slots, std::size_t rows, std::size_t cols, Layout layout,
-            std::size_t n, std::size_t index, double *out);
-
         /** Regenerates c1 of a seeded ciphertext from its seed (the same expansion encryption used). */
         void expand_seed(const seal::SEALContext &context, const seal::prng_seed_type &seed, seal::Ciphertext &ct);
 

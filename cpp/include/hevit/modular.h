@@ -3,10 +3,46 @@
 
 #include "seal/seal.h"
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 
 namespace hevit::detail
 {
+    /** Headroom (bits) kept between a value bound times its scale and the modulus: complex slots
+    reach sqrt(2) times the bound, and decoding needs |value| < q / 4. */
+    constexpr double headroom_bits = 2.5;
+
+    /** Bits a signed 128-bit accumulator may fill (three bits of margin below 2^127). */
+    constexpr double accumulator_bits = 125.0;
+
+    /** Largest prime size SEAL uses; residues are below 2^prime_bits_max. */
+    constexpr double prime_bits_max = 60.0;
+
+    /** Smallest weight scale (bits) a plan accepts; below it the weights lose their precision. */
+    constexpr double min_weight_scale_bits = 8.0;
+
+    /** Bytes allowed beyond the coefficients for SEAL's own headers (its serialization header,
+    parms_id, size fields): a few hundred in practice. */
+    constexpr std::size_t seal_header_slack = 4096;
+
+    /** Upper bound of SEAL's serialized size of an object of poly_count polynomials over
+    prime_count primes at ring degree n (uncompressed), header slack included. */
+    inline std::size_t seal_poly_bytes(std::size_t n, std::size_t prime_count, std::size_t poly_count)
+    {
+        return poly_count * prime_count * n * sizeof(std::uint64_t) + seal_header_slack;
+    }
+
+    /** Smallest l with 2^l >= v (0 for v <= 1). */
+    inline std::size_t ceil_log2(std::size_t v) noexcept
+    {
+        std::size_t l = 0;
+        while (l < 63 && (std::size_t(1) << l) < v)
+        {
+            l++;
+        }
+        return l;
+    }
+
     /** log2 of the product of a level's primes (its data modulus). */
     inline double log2_modulus(const seal::SEALContext::ContextData &cd)
     {

@@ -1,10 +1,12 @@
 // Copyright (c) hevit developers. MIT license.
 #pragma once
 
+#include "seal/plaintext.h"
 #include <complex>
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 /**
 Slot layouts: how a (rows x cols) matrix of real values is spread over CKKS ciphertexts.
@@ -28,6 +30,15 @@ with real coefficients, which keeps the two parts apart.
 */
 namespace hevit
 {
+    class PublicContext;
+
+    /** Most rows a sample- or coefficient-layout batch may hold (bounds memory from one call or
+    one serialized header); a batch-layout batch holds up to N rows per column group. */
+    constexpr std::size_t max_sample_rows = std::size_t(1) << 16;
+
+    /** Most columns (features) of any batch. */
+    constexpr std::size_t max_cols = std::size_t(1) << 20;
+
     enum class Layout : std::uint8_t
     {
         batch = 1,
@@ -48,4 +59,47 @@ namespace hevit
 
     /** Ciphertexts per column group in the batch layout: ceil(rows / n). */
     std::size_t batch_groups(std::size_t rows, std::size_t n) noexcept;
+
+    namespace detail
+    {
+        /**
+        Validates values (finite, row norms within max_norm, shape fits layout) and returns the
+        slot period for the sample layout (0 for batch).
+        */
+        std::size_t check_plain_input(
+            const PublicContext &context, const double *values, std::size_t rows, std::size_t cols, Layout layout);
+
+        /** The complex slot vector of ciphertext index in layout (see packing.h). */
+        void pack_slots(
+            const PublicContext &context, const double *values, std::size_t rows, std::size_t cols, Layout layout,
+            std::size_t period, std::size_t index, std::vector<std::complex<double>> &slots);
+
+        /**
+        The plaintext of ciphertext index in layout, at the data level and the context scale: slots
+        encoded with the CKKS encoder (batch, sample), or the row's values as rounded integers in
+        the coefficients (coefficient layout, no FFT), in NTT form either way.
+        */
+        void encode_plain(
+            const PublicContext &context, const double *values, std::size_t rows, std::size_t cols, Layout layout,
+            std::size_t period, std::size_t index, seal::Plaintext &destination);
+
+        /** Coefficient layout: one row as rounded integers at coefficients c * period + period - 1
+        (n coefficients, coefficient form, one data prime). */
+        void encode_coefficients(
+            const PublicContext &context, const double *row, std::size_t cols, std::size_t period, std::uint64_t *coeffs);
+
+        /**
+        Coefficient layout: reads value c of the row of a decrypted (NTT-form, one-prime) plaintext
+        from coefficient c * period + period - 1 and divides by the plaintext's scale.
+        */
+        void decode_coefficients(
+            const PublicContext &context, const seal::Plaintext &plain, std::size_t cols, std::size_t period,
+            double *row);
+
+        /** Writes the decoded slots of ciphertext index back into the row-major output. */
+        void unpack_slots(
+            const std::vector<std::complex<double>> &slots, std::size_t rows, std::size_t cols, Layout layout,
+            std::size_t n, std::size_t index, double *out);
+
+    } // namespace detail
 } // namespace hevit

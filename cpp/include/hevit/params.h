@@ -41,4 +41,7 @@ namespace hevit
 
     /** Number of data primes (all primes but the special one when there is more than one). */
     std::size_t data_prime_count(const CkksParams &params) noexcept;
+
+    /** True for a rotation step a Galois key can exist for: nonzero, within (-N/2, N/2). */
+    bool is_valid_rotation_step(const CkksParams &params, std::int64_t step) noexcept;
 } // namespace hevit

@@ -53,7 +53,6 @@ namespace hevit
 
         const CkksParams &params() const noexcept { return params_; }
         const seal::SEALContext &seal_context() const noexcept { return *seal_context_; }
-        const std::shared_ptr<const seal::SEALContext> &seal_context_ptr() const noexcept { return seal_context_; }
         const seal::CKKSEncoder &encoder() const noexcept { return *encoder_; }
         const seal::PublicKey &public_key() const noexcept { return public_key_; }
 

@@ -28,6 +28,7 @@ __all__ = [
     "RoundRecord",
     "StrategyResult",
     "make_clients",
+    "merge_seconds",
     "run_inference",
     "run_moments",
     "run_strategy",
@@ -94,6 +95,16 @@ class StrategyResult:
         d["final_accuracy"] = self.final_accuracy
         d["bytes_per_round"] = [r.total_bytes for r in self.rounds]
         return d
+
+
+def merge_seconds(*parts) -> dict[str, float]:
+    """Wall time per phase summed over ``parts`` (mappings of phase -> seconds): the one place
+    per-client, per-round and per-job phase times are added up."""
+    total: dict[str, float] = defaultdict(float)
+    for part in parts:
+        for phase, s in part.items():
+            total[phase] += float(s)
+    return dict(total)
 
 
 def make_clients(
@@ -215,9 +226,7 @@ def run_strategy(
         if on_round_end is not None:
             on_round_end(r)
     bar.close()
-    for c in clients:
-        for phase, s in c.seconds.items():
-            seconds[phase] += s
+    seconds = merge_seconds(seconds, *(c.seconds for c in clients))
     eps = None
     if config.dp is not None:
         releases = 1 if strategy == "he-ridge" else rounds
@@ -281,11 +290,10 @@ def run_moments(
         server.receive(c.moments_message(r))
     t0 = time.perf_counter()
     aggregate = server.close_round()
-    seconds = defaultdict(float, aggregate=time.perf_counter() - t0)
+    aggregate_seconds = time.perf_counter() - t0
     for c in clients:
         c.read_moments_aggregate(aggregate, r)
-        for phase, sec in c.seconds.items():
-            seconds[phase] += sec
+    seconds = merge_seconds({"aggregate": aggregate_seconds}, *(c.seconds for c in clients))
     state = server.completed[-1]
     return MomentsRecord(
         state.contributors,
@@ -340,9 +348,7 @@ def run_inference(
             logits[idx] = c.read_logits(reply, model=head)
             up += len(request)
             down += len(reply)
-    for c in clients:
-        for phase, s in c.seconds.items():
-            seconds[phase] += s
+    seconds = merge_seconds(seconds, *(c.seconds for c in clients))
     n = len(x_test)
     pred = logits.argmax(axis=1)
     return InferenceRecord(

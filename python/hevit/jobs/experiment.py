@@ -32,6 +32,7 @@ from ..federated import (
     StrategyResult,
     centralized_ridge,
     make_clients,
+    merge_seconds,
     run_inference,
     run_moments,
     run_strategy,
@@ -259,13 +260,12 @@ def _json_default(obj):
 
 
 def _phase_seconds(strategy: dict, features: dict) -> dict[str, float]:
-    sec = {p: 0.0 for p in PHASES}
-    sec["extract"] = float(features.get("seconds", 0.0))
-    for phase, s in strategy["seconds"].items():
-        sec[phase] = sec.get(phase, 0.0) + s
-    for phase, s in strategy["inference"]["seconds"].items():
-        sec[phase] = sec.get(phase, 0.0) + s
-    return sec
+    return merge_seconds(
+        dict.fromkeys(PHASES, 0.0),
+        {"extract": features.get("seconds", 0.0)},
+        strategy["seconds"],
+        strategy["inference"]["seconds"],
+    )
 
 
 def _figure(figsize):
