@@ -87,3 +87,18 @@ def test_lpips_pinned_to_the_reference_implementation():
     a = synthetic_tile(0, size=64, seed=1).astype(np.float64) / 255
     b = synthetic_tile(2, size=64, seed=1).astype(np.float64) / 255
     assert metrics.lpips(a, b, data_range=1.0) == pytest.approx(0.513322114944458, abs=1e-5)
+
+
+def test_nmi_matches_a_value_computed_by_hand():
+    """A = (0, 0, 1, 1), B = (0, 0, 0, 1) as quantised levels: H(A) = 1 bit, H(B) = H(1/4) =
+    2 - (3/4) log2 3 bits, H(A, B) = 1.5 bits (cells 1/2, 1/4, 1/4), so
+    NMI = (H(A) + H(B) - H(A, B)) / ((H(A) + H(B)) / 2) = 0.343711... (the base cancels)."""
+    h_b = 2 - 0.75 * np.log2(3)
+    expected = (1 + h_b - 1.5) / ((1 + h_b) / 2)
+    assert expected == pytest.approx(0.3437110, abs=1e-7)  # the pinned number itself
+    a = np.array([0.0, 0.0, 0.99, 0.99]).reshape(2, 2)
+    b = np.array([0.0, 0.0, 0.0, 0.99]).reshape(2, 2)
+    assert metrics.nmi(a, b, data_range=1.0) == pytest.approx(0.3437110, abs=1e-7)
+    # independent labels share no information
+    c = np.array([0.0, 0.99, 0.0, 0.99]).reshape(2, 2)
+    assert metrics.nmi(a, c, data_range=1.0) == pytest.approx(0.0, abs=1e-12)

@@ -53,44 +53,49 @@ def finetune_vit(
     indices = np.asarray(indices)
     labels = folder.labels
     classes = len(folder.classes)
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    features = ClsTokenModel(model)
-    head = torch.nn.Linear(cls_dim(model), classes)
-    optimizer = torch.optim.AdamW(list(model.parameters()) + list(head.parameters()), lr=lr)
-    result = FinetuneResult(epochs=epochs, images=len(indices))
-    model.train()
-    try:
-        for epoch in range(epochs):
-            order = rng.permutation(indices)
-            total, correct, loss_sum = 0, 0, 0.0
-            bar = tqdm(
-                total=len(order), desc=f"fine-tune epoch {epoch + 1}/{epochs}", disable=not progress
-            )
-            for lo in range(0, len(order), batch_size):
-                chunk = order[lo : lo + batch_size]
-                x = torch.from_numpy(
-                    preprocess_images([folder.load(int(i)) for i in chunk], preprocess)
+    # seeded head initialisation and any dropout draw from a forked RNG: the caller's global
+    # torch RNG state is left as it was
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        features = ClsTokenModel(model)
+        head = torch.nn.Linear(cls_dim(model), classes)
+        optimizer = torch.optim.AdamW(list(model.parameters()) + list(head.parameters()), lr=lr)
+        result = FinetuneResult(epochs=epochs, images=len(indices))
+        model.train()
+        try:
+            for epoch in range(epochs):
+                order = rng.permutation(indices)
+                total, correct, loss_sum = 0, 0, 0.0
+                bar = tqdm(
+                    total=len(order),
+                    desc=f"fine-tune epoch {epoch + 1}/{epochs}",
+                    disable=not progress,
                 )
-                y = torch.from_numpy(labels[chunk])
-                logits = head(features(x))
-                loss = torch.nn.functional.cross_entropy(logits, y)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                loss_sum += float(loss) * len(chunk)
-                correct += int((logits.argmax(1) == y).sum())
-                total += len(chunk)
-                bar.update(len(chunk))
-            bar.close()
-            result.loss_per_epoch.append(loss_sum / total)
-            result.accuracy_per_epoch.append(correct / total)
-            log.info(
-                "fine-tune epoch %d: loss %.4f, train accuracy %.4f",
-                epoch + 1,
-                loss_sum / total,
-                correct / total,
-            )
-    finally:
-        model.eval()
-    return result
+                for lo in range(0, len(order), batch_size):
+                    chunk = order[lo : lo + batch_size]
+                    x = torch.from_numpy(
+                        preprocess_images([folder.load(int(i)) for i in chunk], preprocess)
+                    )
+                    y = torch.from_numpy(labels[chunk])
+                    logits = head(features(x))
+                    loss = torch.nn.functional.cross_entropy(logits, y)
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+                    loss_sum += float(loss) * len(chunk)
+                    correct += int((logits.argmax(1) == y).sum())
+                    total += len(chunk)
+                    bar.update(len(chunk))
+                bar.close()
+                result.loss_per_epoch.append(loss_sum / total)
+                result.accuracy_per_epoch.append(correct / total)
+                log.info(
+                    "fine-tune epoch %d: loss %.4f, train accuracy %.4f",
+                    epoch + 1,
+                    loss_sum / total,
+                    correct / total,
+                )
+        finally:
+            model.eval()
+        return result

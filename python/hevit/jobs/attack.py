@@ -24,6 +24,7 @@ from ..attacks import (
 from ..attacks.threat_models import THREAT_MODELS, Victim
 from ..data import ImageFolder
 from ..features.preprocess import PreprocessConfig, preprocess_images
+from ._figures import agg_figure
 
 __all__ = ["ATTACKS_BY_THREAT", "PAPER", "AttackReport", "AttackRow", "run_attacks"]
 
@@ -248,16 +249,9 @@ def run_attacks(
 
 
 def _save_grid(grid: dict[str, list[np.ndarray]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = list(grid)
     cols = len(grid["original"])
-    fig, axes = plt.subplots(
-        len(names), cols, figsize=(1.8 * cols + 1.6, 1.8 * len(names)), squeeze=False
-    )
+    fig, axes = agg_figure((1.8 * cols + 1.6, 1.8 * len(names)), len(names), cols)
     for r, name in enumerate(names):
         for c in range(cols):
             ax = axes[r][c]
@@ -268,4 +262,3 @@ def _save_grid(grid: dict[str, list[np.ndarray]], path: Path) -> None:
                 ax.set_ylabel(name, fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
-    plt.close(fig)

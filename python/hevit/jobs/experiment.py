@@ -37,6 +37,7 @@ from ..federated import (
     run_moments,
     run_strategy,
 )
+from ._figures import agg_figure
 
 __all__ = ["PAPER_REFERENCE", "ExperimentReport", "run_cross_validation", "run_experiment"]
 
@@ -269,13 +270,8 @@ def _phase_seconds(strategy: dict, features: dict) -> dict[str, float]:
 
 
 def _figure(figsize):
-    """A figure on its own Agg canvas (no global backend switch, no pyplot state)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize)
-    FigureCanvasAgg(fig)
-    return fig, fig.add_subplot(1, 1, 1)
+    fig, axes = agg_figure(figsize)
+    return fig, axes[0][0]
 
 
 def _label(entry: dict) -> str:
