@@ -24,8 +24,9 @@ def full_batch(sk, rng):
 
 
 def coefficient_noise_bound(params):
-    # a fresh ciphertext's noise in coefficient units: encryption noise plus encoding rounding
-    return he.reference.SIGMAS * 3.2 * 4 + 1
+    """A fresh ciphertext's noise in coefficient units (encryption noise plus encoding
+    rounding): the reference's value-unit std times the scale."""
+    return he.reference.SIGMAS * he.reference.coefficient_noise_std(params) * 2.0**params.scale_bits
 
 
 @pytest.mark.parametrize(

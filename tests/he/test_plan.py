@@ -33,7 +33,7 @@ def random_layer(rng, out_dim, in_dim, *, zeros=True):
 
 def context_for(keys, preset, layout, in_dim, out_dim):
     params = he.CkksParams.preset(preset)
-    steps = he.LinearPlan.rotation_steps(params, in_dim=in_dim, out_dim=out_dim, layout=layout)
+    steps = he.LinearPlan.required_rotation_steps(params, in_dim=in_dim, out_dim=out_dim, layout=layout)
     return keys.get(preset, steps)
 
 
@@ -99,7 +99,7 @@ def test_all_zero_weights_give_the_bias(keys, rng, layout):
 def test_sample_plan_key_switch_budget():
     params = he.CkksParams.preset("single-row")
     for out_dim in (1, 2, 3, 10):
-        sk_steps = he.LinearPlan.rotation_steps(
+        sk_steps = he.LinearPlan.required_rotation_steps(
             params, in_dim=768, out_dim=out_dim, layout="sample"
         )
         sk = he.SecretContext.generate(params, rotation_steps=sk_steps)
@@ -108,7 +108,7 @@ def test_sample_plan_key_switch_budget():
         )
         assert plan.key_switches <= 10 + out_dim - 1  # ceil(log2 768) + C - 1
         assert set(plan.rotation_steps) == set(sk_steps)
-    assert he.LinearPlan.rotation_steps(params, in_dim=768, out_dim=3, layout="batch") == ()
+    assert he.LinearPlan.required_rotation_steps(params, in_dim=768, out_dim=3, layout="batch") == ()
 
 
 def test_batch_plan_needs_no_evaluation_keys(keys, rng):
@@ -121,7 +121,7 @@ def test_batch_plan_needs_no_evaluation_keys(keys, rng):
 
 def test_missing_galois_key_is_named(keys):
     params = he.CkksParams.preset("single-row")
-    steps = he.LinearPlan.rotation_steps(params, in_dim=768, out_dim=3, layout="sample")
+    steps = he.LinearPlan.required_rotation_steps(params, in_dim=768, out_dim=3, layout="sample")
     sk = he.SecretContext.generate(params, rotation_steps=steps[:-1])
     with pytest.raises(MissingKeyError, match=f"rotation step {steps[-1]} has no Galois key"):
         he.LinearPlan.compile(sk.public_context(), np.ones((3, 768)), layout="sample")
@@ -175,7 +175,7 @@ def test_compile_refuses_bad_layers(keys):
     with pytest.raises(ParameterError, match="does not fit the modulus"):
         he.LinearPlan.compile(pub, np.full((2, 768), 1e6), layout="batch")
     with pytest.raises(LayoutError, match="needs 4096 slots in the sample layout"):
-        he.LinearPlan.rotation_steps(
+        he.LinearPlan.required_rotation_steps(
             he.CkksParams.preset("single-row"), in_dim=3000, out_dim=2, layout="sample"
         )
 

@@ -175,10 +175,27 @@ def _run_and_report(args: argparse.Namespace, train, test, *, tail=None) -> int:
     return 0
 
 
+def _config_defaults():
+    """The library's defaults, so the CLI cannot drift from FederatedConfig and DPConfig."""
+    import dataclasses
+
+    from ..federated.config import FederatedConfig
+    from ..federated.privacy import DPConfig
+
+    dp = {f.name: f.default for f in dataclasses.fields(DPConfig)}
+    return FederatedConfig(), dp
+
+
 def _add_federated_options(p: argparse.ArgumentParser, *, out_default: str | None) -> None:
+    from ..federated.config import INFERENCE_LAYOUTS
+
+    config, dp = _config_defaults()
     p.add_argument("--clients", type=int, default=3)
     p.add_argument(
-        "--rounds", type=int, default=10, help="FedAvg rounds (he-ridge always takes one)"
+        "--rounds",
+        type=int,
+        default=config.rounds,
+        help="FedAvg rounds (he-ridge always takes one)",
     )
     p.add_argument(
         "--strategies",
@@ -191,8 +208,8 @@ def _add_federated_options(p: argparse.ArgumentParser, *, out_default: str | Non
         required=out_default is None,
         help="run folder for report.json, report.md and the plots",
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--local-epochs", type=int, default=5)
+    p.add_argument("--seed", type=int, default=config.seed)
+    p.add_argument("--local-epochs", type=int, default=config.local_epochs)
     p.add_argument(
         "--lr",
         type=float,
@@ -201,28 +218,36 @@ def _add_federated_options(p: argparse.ArgumentParser, *, out_default: str | Non
     )
     p.add_argument(
         "--head",
-        default="linear",
+        default=config.head,
         help="head models the FedAvg strategies train: linear, mlp or both (linear,mlp); "
         "he-ridge always solves a linear head",
     )
-    p.add_argument("--hidden", type=int, default=64, help="hidden units of the mlp head")
+    p.add_argument("--hidden", type=int, default=config.hidden, help="hidden units of the mlp head")
     p.add_argument(
-        "--ridge-alpha", type=float, default=0.1, help="ridge penalty of he-ridge (unit-norm rows)"
+        "--ridge-alpha",
+        type=float,
+        default=config.ridge_alpha,
+        help="ridge penalty of he-ridge (unit-norm rows)",
     )
     p.add_argument(
-        "--quorum", type=int, default=None, help="fewest clients a round needs (default: all)"
+        "--quorum",
+        type=int,
+        default=config.quorum,
+        help="fewest clients a round needs (default: all)",
     )
     p.add_argument("--partition", default="iid", choices=["iid", "dirichlet"])
     p.add_argument(
         "--alpha", type=float, default=0.5, help="Dirichlet concentration for --partition dirichlet"
     )
     p.add_argument(
-        "--inference-preset", default="latency", help="CKKS preset of he-cls for linear heads"
+        "--inference-preset",
+        default=config.inference_preset,
+        help="CKKS preset of he-cls for linear heads",
     )
     p.add_argument(
         "--inference-layout",
-        default="auto",
-        choices=["auto", "batch", "sample", "coefficient"],
+        default=config.inference_layout,
+        choices=INFERENCE_LAYOUTS,
         help="he-cls layout; auto picks per request (coefficient for few rows, batch for many)",
     )
     p.add_argument(
@@ -231,8 +256,10 @@ def _add_federated_options(p: argparse.ArgumentParser, *, out_default: str | Non
         default=None,
         help="enable differential privacy with this Gaussian noise multiplier",
     )
-    p.add_argument("--dp-clip", type=float, default=1.0, help="client update clipping norm (DP)")
-    p.add_argument("--dp-delta", type=float, default=1e-5)
+    p.add_argument(
+        "--dp-clip", type=float, default=dp["clip_norm"], help="client update clipping norm (DP)"
+    )
+    p.add_argument("--dp-delta", type=float, default=dp["delta"])
     p.add_argument(
         "--checkpoint-dir",
         default=None,
@@ -435,6 +462,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(extract)
     extract.set_defaults(func=_extract)
 
+    from ..federated.config import INFERENCE_LAYOUTS
+
+    config, _ = _config_defaults()
     keygen = sub.add_parser(
         "keygen",
         help="the federation's key sets: secret files for hospitals, public ones "
@@ -449,12 +479,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--server-keys", required=True, help="folder for the server's public contexts"
     )
     keygen.add_argument(
-        "--aggregation-preset", default="release", help="he-ridge statistics, feature moments"
+        "--aggregation-preset",
+        default=config.aggregation_preset,
+        help="he-ridge statistics, feature moments",
     )
-    keygen.add_argument("--update-preset", default="update", help="he-fedavg model updates")
-    keygen.add_argument("--inference-preset", default="latency")
     keygen.add_argument(
-        "--inference-layout", default="auto", choices=["auto", "batch", "sample", "coefficient"]
+        "--update-preset", default=config.update_preset, help="he-fedavg model updates"
+    )
+    keygen.add_argument("--inference-preset", default=config.inference_preset)
+    keygen.add_argument(
+        "--inference-layout", default=config.inference_layout, choices=INFERENCE_LAYOUTS
     )
     keygen.add_argument(
         "--mlp-hidden",

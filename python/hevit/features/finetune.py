@@ -83,7 +83,7 @@ def finetune_vit(
                     optimizer.zero_grad()
                     loss.backward()
                     optimizer.step()
-                    loss_sum += float(loss) * len(chunk)
+                    loss_sum += loss.item() * len(chunk)
                     correct += int((logits.argmax(1) == y).sum())
                     total += len(chunk)
                     bar.update(len(chunk))

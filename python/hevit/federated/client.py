@@ -116,8 +116,8 @@ class HospitalClient:
             self.seconds[name] += time.perf_counter() - start
 
     @property
-    def tokens(self) -> bool:
-        """True when this client trains a ViT tail on token sequences."""
+    def has_token_sequences(self) -> bool:
+        """True when this client holds (rows, tokens, dim) token sequences (it trains a ViT tail)."""
         return self.raw.ndim == 3
 
     def preprocess(self, features) -> np.ndarray:
@@ -134,7 +134,7 @@ class HospitalClient:
     def moments_message(self, round_: int = 1) -> bytes:
         """Encrypted per-feature sums and sums of squares, and the row count (for standardising
         features with federation-wide statistics)."""
-        if self.tokens:
+        if self.has_token_sequences:
             raise ProtocolError("feature moments apply to [CLS] rows, not to token sequences")
         v = np.concatenate([self.raw.sum(axis=0), (self.raw**2).sum(axis=0), [len(self.raw)]])
         ctx = self._keys().aggregation
@@ -255,7 +255,7 @@ class HospitalClient:
 
     # ------------------------------------------------------------------ he-ridge
     def statistics_vector(self) -> np.ndarray:
-        if self.tokens:
+        if self.has_token_sequences:
             raise ProtocolError(
                 "he-ridge solves a head on [CLS] rows; give this client rows, not token sequences"
             )

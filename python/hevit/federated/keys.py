@@ -133,7 +133,7 @@ class FederationKeys:
         linear_layout = (
             "sample" if inference_layout == "sample" else "batch"
         )  # batch/coefficient: no key
-        steps = he.LinearPlan.rotation_steps(
+        steps = he.LinearPlan.required_rotation_steps(
             params, in_dim=dim, out_dim=classes, layout=linear_layout
         )
         mlp = None

@@ -133,7 +133,7 @@ class SecretContext:
         ----------
         params : CkksParams
         rotation_steps : iterable of int
-            Galois keys are made for exactly these steps (e.g. ``LinearPlan.rotation_steps(...)``).
+            Galois keys are made for exactly these steps (e.g. ``LinearPlan.required_rotation_steps(...)``).
         conjugation, relinearization : bool
             Also a conjugation key and relinearisation keys (the two-layer head needs both; see
             ``MlpPlan.evaluation_keys``).

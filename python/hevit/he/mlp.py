@@ -115,10 +115,6 @@ class MlpPlan(CompiledPlan):
         return (self._core.out_dim, self._core.hidden, self._core.in_dim)
 
     @property
-    def rotation_steps(self) -> tuple[int, ...]:
-        return tuple(self._core.rotation_steps)
-
-    @property
     def hidden_bound(self) -> float:
         """Public bound on the hidden pre-activations |W1 x + b1|."""
         return self._core.hidden_bound

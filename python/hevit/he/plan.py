@@ -36,27 +36,14 @@ class CompiledPlan:
         return self._core.key_switches
 
     @property
+    def rotation_steps(self) -> tuple[int, ...]:
+        """The rotation steps this compiled plan uses (each needs a Galois key)."""
+        return tuple(self._core.rotation_steps)
+
+    @property
     def output_norm_bound(self) -> float:
         """Public bound on the L2 norm of every output row."""
         return self._core.output_norm_bound
-
-
-class _StepsDescriptor:
-    """``LinearPlan.rotation_steps(params, ...)`` on the class, ``plan.rotation_steps`` on a plan.
-
-    Both spellings are part of the public contract: the class-level function tells a key holder
-    which Galois keys to generate before any plan exists; the instance attribute lists the steps
-    a compiled plan actually uses.
-    """
-
-    def __init__(self, func):
-        self._func = func
-        self.__doc__ = func.__doc__
-
-    def __get__(self, instance, owner):
-        if instance is None:
-            return self._func
-        return tuple(instance._core.rotation_steps)
 
 
 class LinearPlan(CompiledPlan):
@@ -77,11 +64,13 @@ class LinearPlan(CompiledPlan):
 
     __slots__ = ()
 
-    @_StepsDescriptor
-    def rotation_steps(
+    @staticmethod
+    def required_rotation_steps(
         params: CkksParams, *, in_dim: int, out_dim: int, layout: str
     ) -> tuple[int, ...]:
-        """Rotation steps (Galois keys) a plan of this shape needs; empty for ``batch``."""
+        """Rotation steps (Galois keys) a plan of this shape will need, before any plan exists
+        (what the key holder generates); empty for ``batch`` and ``coefficient``. A compiled
+        plan's :attr:`rotation_steps` are the steps it uses."""
         if not isinstance(params, CkksParams):
             raise TypeError(f"params must be a CkksParams, got {type(params).__name__}")
         return tuple(
@@ -111,7 +100,7 @@ class LinearPlan(CompiledPlan):
         Parameters
         ----------
         context : PublicContext
-            Needs Galois keys for ``LinearPlan.rotation_steps(...)`` in the sample layout. A
+            Needs Galois keys for ``LinearPlan.required_rotation_steps(...)`` in the sample layout. A
             SecretContext is refused (:class:`hevit.errors.SecretKeyRequiredError`).
         input_norm_bound : float, optional
             Bound on the L2 norm of input rows; default the context's ``max_norm``. Pass
