@@ -62,7 +62,9 @@ def hevit_setups() -> dict[str, HevitSetup]:
     w, b = make_head()
     for layout, preset in SETUPS:
         params = he.CkksParams.preset(preset)
-        steps = he.LinearPlan.required_rotation_steps(params, in_dim=IN_DIM, out_dim=OUT_DIM, layout=layout)
+        steps = he.LinearPlan.required_rotation_steps(
+            params, in_dim=IN_DIM, out_dim=OUT_DIM, layout=layout
+        )
         key_holder = he.SecretContext.generate(params, rotation_steps=steps)
         server = he.PublicContext.from_bytes(key_holder.public_context().to_bytes())
         plan = he.LinearPlan.compile(server, w, b, layout=layout)

@@ -266,5 +266,7 @@ def test_keygen_writes_secret_files_0600_and_public_server_files(tmp_path, capsy
     )
     sample = ServerKeys.from_files(tmp_path / "s2")
     assert set(sample.inference.rotation_steps) == set(
-        he.LinearPlan.required_rotation_steps(sample.inference.params, in_dim=32, out_dim=3, layout="sample")
+        he.LinearPlan.required_rotation_steps(
+            sample.inference.params, in_dim=32, out_dim=3, layout="sample"
+        )
     )

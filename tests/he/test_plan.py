@@ -33,7 +33,9 @@ def random_layer(rng, out_dim, in_dim, *, zeros=True):
 
 def context_for(keys, preset, layout, in_dim, out_dim):
     params = he.CkksParams.preset(preset)
-    steps = he.LinearPlan.required_rotation_steps(params, in_dim=in_dim, out_dim=out_dim, layout=layout)
+    steps = he.LinearPlan.required_rotation_steps(
+        params, in_dim=in_dim, out_dim=out_dim, layout=layout
+    )
     return keys.get(preset, steps)
 
 
@@ -108,7 +110,9 @@ def test_sample_plan_key_switch_budget():
         )
         assert plan.key_switches <= 10 + out_dim - 1  # ceil(log2 768) + C - 1
         assert set(plan.rotation_steps) == set(sk_steps)
-    assert he.LinearPlan.required_rotation_steps(params, in_dim=768, out_dim=3, layout="batch") == ()
+    assert (
+        he.LinearPlan.required_rotation_steps(params, in_dim=768, out_dim=3, layout="batch") == ()
+    )
 
 
 def test_batch_plan_needs_no_evaluation_keys(keys, rng):

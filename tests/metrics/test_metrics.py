@@ -125,7 +125,7 @@ def test_lpips_fetch_failures_are_clear(tmp_path):
     empty = tmp_path / "empty"
     (empty / project).mkdir(parents=True)
     (empty / project / "index.html").write_text("<html></html>")
-    with pytest.raises(ModelError, match="not listed.*--no-lpips"):
+    with pytest.raises(ModelError, match=r"not listed.*--no-lpips"):
         lpips_module.fetch_alexnet_weights(tmp_path / "w.ckpt", indexes=[empty.as_uri()])
     forged = tmp_path / "forged"
     (forged / project).mkdir(parents=True)
