@@ -24,7 +24,7 @@ from ..he.flooding import (
     sum_noise_norm_bound,
 )
 from .config import FederatedConfig, inference_layout_for
-from .keys import FederationKeys
+from .keys import FederationKeys, inference_keys_for
 from .messages import Message
 from .models import (
     LinearHead,
@@ -379,14 +379,7 @@ class HospitalClient:
 
     # ------------------------------------------------------------------ helpers
     def _inference_keys(self, model) -> he.SecretContext:
-        keys = self._keys()
-        if getattr(model, "kind", "linear") != "mlp":
-            return keys.inference
-        if keys.mlp_inference is None:
-            raise ProtocolError(
-                "this federation's keys have no mlp_inference key set: generate them with head='mlp'"
-            )
-        return keys.mlp_inference
+        return inference_keys_for(self._keys(), model)
 
     def _keys(self) -> FederationKeys:
         if self.keys is None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from .. import he
-from ..errors import SecretKeyRequiredError
+from ..errors import ProtocolError, SecretKeyRequiredError
 
 __all__ = ["KEY_SETS", "FederationKeys", "ServerKeys"]
 
@@ -67,13 +67,7 @@ class ServerKeys:
 
     def for_head(self, head) -> he.PublicContext:
         """The context ``he-cls`` of ``head`` runs under."""
-        if getattr(head, "kind", "linear") != "mlp":
-            return self.inference
-        if self.mlp_inference is None:
-            raise ValueError(
-                "these server keys have no mlp_inference key set (the federation trains no mlp head)"
-            )
-        return self.mlp_inference
+        return inference_keys_for(self, head)
 
     def to_files(self, directory) -> None:
         d = Path(directory)
@@ -89,6 +83,20 @@ class ServerKeys:
             *(he.PublicContext.from_bytes((d / f"{name}.pub").read_bytes()) for name in KEY_SETS),
             mlp_inference=he.PublicContext.from_bytes(mlp.read_bytes()) if mlp.exists() else None,
         )
+
+
+def inference_keys_for(keys, head):
+    """The key set ``he-cls`` of ``head`` runs under, in a ServerKeys or a FederationKeys: the
+    ``mlp_inference`` set for a two-layer head, ``inference`` for every other head. The one rule
+    hospitals and server share."""
+    if getattr(head, "kind", "linear") != "mlp":
+        return keys.inference
+    if keys.mlp_inference is None:
+        raise ProtocolError(
+            "these keys have no mlp_inference key set (generate the federation's keys with "
+            "mlp_hidden, i.e. head='mlp')"
+        )
+    return keys.mlp_inference
 
 
 @dataclass(frozen=True)

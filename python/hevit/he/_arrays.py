@@ -17,20 +17,19 @@ def as_matrix(x, *, name: str) -> np.ndarray:
     Real integer and floating dtypes are accepted; complex, boolean, object and string arrays are
     refused rather than silently converted.
     """
-    arr = np.asarray(x)
-    if arr.dtype.kind not in "iuf":
-        raise LayoutError(f"{name} must hold real numbers, got dtype {arr.dtype}")
-    if arr.ndim != 2:
-        raise LayoutError(f"{name} must be a 2-D array (rows, features), got shape {arr.shape}")
-    return np.ascontiguousarray(arr, dtype=np.float64)
+    return _real_array(x, 2, name, "a 2-D array (rows, features)")
 
 
 def as_vector(x, *, name: str) -> np.ndarray:
+    return _real_array(x, 1, name, "a 1-D array")
+
+
+def _real_array(x, ndim: int, name: str, what: str) -> np.ndarray:
     arr = np.asarray(x)
     if arr.dtype.kind not in "iuf":
         raise LayoutError(f"{name} must hold real numbers, got dtype {arr.dtype}")
-    if arr.ndim != 1:
-        raise LayoutError(f"{name} must be a 1-D array, got shape {arr.shape}")
+    if arr.ndim != ndim:
+        raise LayoutError(f"{name} must be {what}, got shape {arr.shape}")
     return np.ascontiguousarray(arr, dtype=np.float64)
 
 
