@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from hevit.cli.main import main
 from hevit.features import FeatureSet
@@ -159,33 +160,56 @@ def test_extract_writes_features_labels_and_metadata(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
 
 
-def test_attack_job_writes_table_report_and_grid(tmp_path, capsys):
+@pytest.mark.slow
+def test_attack_job_on_the_pretrained_vit_writes_tables_grid_and_privacy_utility_plot(
+    tmp_path, capsys
+):
+    """Small budgets, the real model and images: the job's numbers must mean what they say."""
+    from tests.features.test_features import SHARED_VIT_TI
+
+    if not SHARED_VIT_TI.is_file():
+        pytest.fail(f"shared pretrained ViT-Ti missing at {SHARED_VIT_TI}")
     out = tmp_path / "attack"
     code = main(
         [
             "attack",
             "--data",
             str(require_lc25000()),
+            "--weights",
+            str(SHARED_VIT_TI),
             "--n-images",
+            "2",
+            "--budget",
+            "2",
+            "--game-trials",
+            "30",
+            "--dp-noise",
+            "2.0",
+            "--dp-rounds",
             "1",
+            "--utility-per-class",
+            "10",
             "--out",
             str(out),
-            "--strategies",
-            "plain-fedavg,he-cls,leak-cls",
-            "--ig-iterations",
-            "2",
-            "--fi-iterations",
-            "2",
+            "--quiet",
         ]
     )
     assert code == 0
     report = json.loads((out / "attack_report.json").read_text())
-    summary = report["summary"]
-    assert summary["plain-fedavg/analytic"]["psnr"][0] >= 40
-    assert summary["plain-fedavg/analytic"]["ssim"][0] >= 0.95
-    assert summary["he-cls/ciphertext-only"]["psnr"][0] < 12
-    assert (out / "attack_grid.png").stat().st_size > 1000
-    assert "PSNR 52.26" in (out / "attack_report.md").read_text()
+    assert report["budget"] == 2 and report["lpips"] is True
+    assert report["token_summary"]["1"] > 0.9999  # one image: the head update gives its token
+    images = report["image_summary"]
+    analytic = images["paper-setting/analytic/all parameters, B=1"]
+    assert analytic["psnr"][0] > 30 and analytic["lpips"] is not None
+    assert set(report["token_summary"]) == {"1", "4", "16"}
+    games = {(g["strategy"], g["observed"]): g["result"] for g in report["game_rows"]}
+    assert games[("he-cls", "plaintext [CLS] row (unencrypted)")]["advantage"] > 0.5
+    assert len(report["dp_points"]) == 2 and report["dp_points"][1]["epsilon"] > 0
+    md = (out / "attack_report.md").read_text()
+    assert "PSNR 52.26" in md and "What leaks by design" in md
+    for png in ("attack_grid.png", "privacy_utility.png"):
+        assert (out / png).stat().st_size > 1000
+    assert "privacy_utility.png" in capsys.readouterr().out
 
 
 def test_extract_with_local_finetuning_records_it(tmp_path, capsys):

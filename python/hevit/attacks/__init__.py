@@ -1,25 +1,41 @@
-"""Privacy evaluation: what each strategy lets an adversary observe (threat models), and attacks
-that turn observations into reconstructed images.
+"""Privacy evaluation: what each party observes (threat models, from the bytes hevit.federated
+sends), and attacks that turn observations into tokens, images or a distinguishing advantage.
 
-Threat models and attack algorithms are separate: :mod:`.threat_models` produces
-:class:`Observation` objects from a victim's image under a strategy; the attack modules consume
-observations and never see the victim directly.
+Threat models and attack algorithms are separate: :mod:`.threat_models` produces observations
+from the code that really sends them; the attack modules consume observations.
 """
 
 from .analytic import invert_linear_layer, invert_patch_embedding
-from .ciphertext import ciphertext_only_reconstruction
+from .ciphertext import decode_as_plaintext
+from .distinguishing import GameResult, ciphertext_features, distinguishing_game
 from .optimization import feature_inversion, inverting_gradients
-from .threat_models import THREAT_MODELS, Observation, ThreatModel, Victim, observe
+from .threat_models import (
+    THREAT_MODELS,
+    ThreatModel,
+    head_delta,
+    message_payload,
+    paper_setting_gradients,
+    plain_update_delta,
+    victim_client,
+)
+from .token_recovery import cosine_to_truth, recover_tokens
 
 __all__ = [
     "THREAT_MODELS",
-    "Observation",
+    "GameResult",
     "ThreatModel",
-    "Victim",
-    "ciphertext_only_reconstruction",
+    "ciphertext_features",
+    "cosine_to_truth",
+    "decode_as_plaintext",
+    "distinguishing_game",
     "feature_inversion",
+    "head_delta",
     "invert_linear_layer",
     "invert_patch_embedding",
     "inverting_gradients",
-    "observe",
+    "message_payload",
+    "paper_setting_gradients",
+    "plain_update_delta",
+    "recover_tokens",
+    "victim_client",
 ]

@@ -8,6 +8,11 @@ them: dL/dW = G^T X with X the (P, 3 p p) patches and G the (P, D) gradients at 
 But every token also receives its own position embedding, whose gradient is exactly G. With
 P <= D, G^T has full column rank, and X = lstsq(G^T, dL/dW) recovers every patch of a single
 image: this is how near-perfect reconstructions (PSNR > 50 dB) arise from unprotected updates.
+
+With P > D (ViT-Ti/16 at 224 px: 196 patches, 192 dimensions) the patches are known up to the
+(P - rank) dimensional null space of G^T: X = X0 + N Z. The attack then picks Z to make the
+image smooth (least squared differences between neighbouring pixels, a quadratic problem solved
+by conjugate gradients), which costs the exactness of the P <= D case.
 """
 
 from __future__ import annotations
@@ -60,10 +65,56 @@ def invert_patch_embedding(
             f"position-embedding gradient has {g.shape[0]} patch rows, expected {grid_h * grid_w}"
         )
     m = gw.reshape(d, channels * p * p)
-    patches, *_ = np.linalg.lstsq(g.T, m, rcond=None)  # (P, 3 p p)
-    img = (
+    # float32 gradients carry ~1e-7 relative error: directions below 1e-6 of the largest
+    # singular value are noise, and count as unseen (null space) rather than being amplified
+    patches, _, rank, _ = np.linalg.lstsq(g.T, m, rcond=1e-6)  # (P, 3 p p)
+    if rank < g.shape[0]:
+        _, _, vt = np.linalg.svd(g.T, full_matrices=True)
+        null = vt[rank:].T  # (P, P - rank): patch mixtures the gradients cannot see
+        patches = patches + null @ _smoothest(patches, null, (grid_h, grid_w, channels, p))
+    return _to_image(patches, (grid_h, grid_w, channels, p))[None].astype(np.float32)
+
+
+def _to_image(patches: np.ndarray, grid: tuple[int, int, int, int]) -> np.ndarray:
+    grid_h, grid_w, channels, p = grid
+    return (
         patches.reshape(grid_h, grid_w, channels, p, p)
         .transpose(2, 0, 3, 1, 4)
-        .reshape(channels, h, w)
+        .reshape(channels, grid_h * p, grid_w * p)
     )
-    return img[None].astype(np.float32)
+
+
+def _from_image(img: np.ndarray, grid: tuple[int, int, int, int]) -> np.ndarray:
+    grid_h, grid_w, channels, p = grid
+    return (
+        img.reshape(channels, grid_h, p, grid_w, p)
+        .transpose(1, 3, 0, 2, 4)
+        .reshape(grid_h * grid_w, channels * p * p)
+    )
+
+
+def _smoothest(x0: np.ndarray, null: np.ndarray, grid) -> np.ndarray:
+    """Z minimising the squared neighbour differences of the image of x0 + null @ Z."""
+    from scipy.sparse.linalg import LinearOperator, cg
+
+    k, cols = null.shape[1], x0.shape[1]
+
+    def grad_adjoint_grad(img):
+        # L^T L for horizontal and vertical first differences
+        out = np.zeros_like(img)
+        dx = img[:, :, 1:] - img[:, :, :-1]
+        out[:, :, 1:] += dx
+        out[:, :, :-1] -= dx
+        dy = img[:, 1:, :] - img[:, :-1, :]
+        out[:, 1:, :] += dy
+        out[:, :-1, :] -= dy
+        return out
+
+    def normal(z_flat):
+        z = z_flat.reshape(k, cols)
+        return (null.T @ _from_image(grad_adjoint_grad(_to_image(null @ z, grid)), grid)).ravel()
+
+    rhs = -(null.T @ _from_image(grad_adjoint_grad(_to_image(x0, grid)), grid)).ravel()
+    op = LinearOperator((k * cols, k * cols), matvec=normal, dtype=np.float64)
+    z, _ = cg(op, rhs, maxiter=500, rtol=1e-10)
+    return z.reshape(k, cols)

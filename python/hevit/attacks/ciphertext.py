@@ -1,12 +1,14 @@
-"""Ciphertext-only adversary: no key, so the best it can do is read the ciphertext bytes as if
-they were plaintext (decode the bit-packed residues as values) and push them through the same
-inversions it would use on a plaintext update."""
+"""The labelled baseline of the ciphertext-only rows: ciphertext bytes read as if they were pixels.
+
+This scores like noise by construction (uniform residues are not an image); it is kept only as a
+baseline beside the distinguishing game (:mod:`.distinguishing`), which is the test that can fail.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ciphertext_only_reconstruction", "decode_as_plaintext"]
+__all__ = ["decode_as_plaintext"]
 
 _HEADER = 64
 
@@ -21,19 +23,3 @@ def decode_as_plaintext(blob: bytes, count: int) -> np.ndarray:
     reps = -(-count // len(words))
     values = np.tile(words, reps)[:count]
     return (values - values.mean()) / (values.std() + 1e-12)
-
-
-def ciphertext_only_reconstruction(
-    observation, *, shape: tuple[int, ...], invert=None
-) -> np.ndarray:
-    """An image-shaped guess from the ciphertexts of ``observation``.
-
-    With ``invert`` (a function from decoded plaintext-like arrays to an image) the adversary runs
-    the plaintext attack on the decoded values; otherwise the decoded bytes are the image.
-    """
-    blobs = list(observation.ciphertexts.values())
-    if not blobs:
-        raise ValueError("observation holds no ciphertexts")
-    if invert is not None:
-        return invert({k: v for k, v in observation.ciphertexts.items()})
-    return decode_as_plaintext(blobs[0], int(np.prod(shape))).reshape(shape).astype(np.float32)

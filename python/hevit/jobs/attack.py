@@ -1,41 +1,66 @@
-"""``hevit attack``: reconstruct real images from what each strategy exposes, and score them.
+"""``hevit attack``: what each party of a hevit federation really learns, on the model we deploy.
 
-Rows are (threat model, attack) pairs; columns PSNR, SSIM, NMI ([0, 1] and scikit-image's
-[1, 2]) and LPIPS as mean and standard deviation over K images, with the paper's numbers beside.
+Every observation comes from the code that sends it (:mod:`hevit.attacks.threat_models`):
+
+1. Token recovery: the server of ``plain-fedavg`` reads a hospital's head update and divides
+   weight by bias changes (:mod:`hevit.attacks.token_recovery`); cosine to the true [CLS] tokens
+   for victims holding 1, 4 and 16 images.
+2. Token -> image: feature inversion (cosine objective, total-variation prior) of the recovered
+   token and of a leaked one, with the attacked ViT.
+3. Full-model updates (``--trainable-blocks all``: 12 blocks, norm and head; patch and position
+   embeddings frozen): inverting gradients on the update message at batch 1, 4 and 8.
+4. The paper's setting (every parameter trainable, which hevit never sends): the analytic
+   patch-embedding inversion.
+5. Ciphertext-only: a distinguishing game on the bytes of ``he-cls``, ``he-fedavg`` and
+   ``he-ridge`` messages, beside the same adversary on the plaintext messages (which must win);
+   the old "decode ciphertext bytes as pixels" row stays as a labelled baseline.
+6. Differential privacy: token recovery and inversion quality against epsilon, beside accuracy
+   against epsilon, for ``plain-fedavg`` and ``he-fedavg`` (one privacy-utility plot).
+
+Image rows score PSNR, SSIM, NMI ([0, 1] and scikit-image's [1, 2]) and LPIPS per image.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .. import he, metrics
+from .. import metrics
 from ..attacks import (
-    ciphertext_only_reconstruction,
+    THREAT_MODELS,
+    ciphertext_features,
+    cosine_to_truth,
+    decode_as_plaintext,
+    distinguishing_game,
     feature_inversion,
+    head_delta,
     invert_patch_embedding,
     inverting_gradients,
-    observe,
+    message_payload,
+    paper_setting_gradients,
+    plain_update_delta,
+    recover_tokens,
+    victim_client,
 )
-from ..attacks.threat_models import THREAT_MODELS, Victim
-from ..data import ImageFolder
-from ..features.preprocess import PreprocessConfig, preprocess_images
+from ..data import ImageFolder, iid_partition, stratified_split
+from ..federated import (
+    DPConfig,
+    FederatedConfig,
+    FederationKeys,
+    centralized_ridge,
+    make_clients,
+    normalize_rows,
+    run_strategy,
+)
+from ..federated.models import LinearHead
 from ._figures import agg_figure
 
-__all__ = ["ATTACKS_BY_THREAT", "PAPER", "AttackReport", "AttackRow", "run_attacks"]
-
-#: Which attacks apply to what each threat model observes.
-ATTACKS_BY_THREAT = {
-    "plain-fedavg": ("analytic", "inverting-gradients"),
-    "leak-cls": ("feature-inversion",),
-    "he-fedavg": ("ciphertext-only",),
-    "he-ridge": ("ciphertext-only",),
-    "he-cls": ("ciphertext-only",),
-}
+__all__ = ["PAPER", "AttackReport", "run_attacks"]
 
 #: The reference paper's numbers (unprotected gradient inversion; protected updates).
 PAPER = {
@@ -43,12 +68,29 @@ PAPER = {
     "protected": "PSNR < 20 dB, SSIM ~ 0, NMI ~ 0",
 }
 
+#: What an observer of the encrypted protocol still learns, whatever the attack.
+LEAKS_BY_DESIGN = (
+    "Message sizes: a ciphertext's size depends only on the parameters and the shape (rows x "
+    "features), so the server learns how many images each request carries and how many rows "
+    "each hospital trains on (FedAvg updates carry the count in the encrypted vector, but the "
+    "number of requests and their timing are visible). Counts: which hospital takes part in "
+    "which round, and dropouts. Timing: when each hospital sends, and the server's own "
+    "evaluation time (which depends on the shape, not the values). Released aggregates: every "
+    "key holder sees the flooded global model, i.e. the sum of all updates (DP bounds what that "
+    "sum says about one image)."
+)
+
+_METRICS = ("psnr", "ssim", "nmi", "nmi_skimage", "lpips")
+
 
 @dataclass
-class AttackRow:
+class ImageRow:
+    """One (threat, attack, setting) row scored per image."""
+
     threat: str
     attack: str
-    encrypted: bool
+    setting: str
+    encrypted: bool = False
     psnr: list[float] = field(default_factory=list)
     ssim: list[float] = field(default_factory=list)
     nmi: list[float] = field(default_factory=list)
@@ -57,9 +99,37 @@ class AttackRow:
     seconds: float = 0.0
     objective_first_last: list[tuple[float, float]] = field(default_factory=list)
 
-    def summary(self, name: str) -> tuple[float, float]:
+    def summary(self, name: str) -> tuple[float, float] | None:
         values = np.asarray(getattr(self, name), dtype=float)
-        return float(values.mean()), float(values.std())
+        return (float(values.mean()), float(values.std())) if values.size else None
+
+
+@dataclass
+class TokenRow:
+    """Token recovery from one plain-fedavg head update of a victim holding ``batch`` images."""
+
+    batch: int
+    cosines: list[float]
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.cosines))
+
+
+@dataclass
+class GameRow:
+    strategy: str
+    observed: str
+    result: dict
+
+
+@dataclass
+class DpPoint:
+    noise_multiplier: float | None
+    epsilon: float
+    accuracy: dict[str, float]
+    token_cosine: dict[str, float]
+    inversion: dict[str, float]
 
 
 @dataclass
@@ -69,183 +139,600 @@ class AttackReport:
     weights: str
     n_images: int
     seed: int
-    rows: list[AttackRow] = field(default_factory=list)
+    budget: int
+    lpips: bool
     images: list[str] = field(default_factory=list)
+    image_rows: list[ImageRow] = field(default_factory=list)
+    token_rows: list[TokenRow] = field(default_factory=list)
+    game_rows: list[GameRow] = field(default_factory=list)
+    dp_points: list[DpPoint] = field(default_factory=list)
+    dp_rounds: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+    leaks_by_design: str = LEAKS_BY_DESIGN
 
-    def table(self) -> str:
+    def image_table(self) -> str:
         lines = [
-            "| threat model | attack | PSNR dB | SSIM | NMI [0,1] | NMI skimage [1,2] | LPIPS | paper |",
-            "|---|---|---|---|---|---|---|---|",
+            "| threat model | attack | setting | PSNR dB | SSIM | NMI [0,1] | NMI skimage [1,2] "
+            "| LPIPS | paper |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
-        for r in self.rows:
+        for r in self.image_rows:
             cells = []
-            for name in ("psnr", "ssim", "nmi", "nmi_skimage", "lpips"):
-                m, s = r.summary(name)
-                cells.append(f"{m:.3f} ± {s:.3f}" if name != "psnr" else f"{m:.2f} ± {s:.2f}")
-            paper = (
-                PAPER["protected"]
-                if r.encrypted
-                else (PAPER["unprotected"] if r.attack == "analytic" else "")
+            for name in _METRICS:
+                s = r.summary(name)
+                digits = 2 if name == "psnr" else 3
+                cells.append("n/a" if s is None else f"{s[0]:.{digits}f} ± {s[1]:.{digits}f}")
+            paper = PAPER["protected"] if r.encrypted else ""
+            if r.threat == "paper-setting":
+                paper = PAPER["unprotected"]
+            lines.append(
+                f"| {r.threat} | {r.attack} | {r.setting} | " + " | ".join(cells) + f" | {paper} |"
             )
-            lines.append(f"| {r.threat} | {r.attack} | " + " | ".join(cells) + f" | {paper} |")
         return "\n".join(lines)
+
+    def token_table(self) -> str:
+        lines = [
+            "| victim's images in the update | cos(recovered, true token): mean | min |",
+            "|---|---|---|",
+        ]
+        for r in self.token_rows:
+            lines.append(f"| {r.batch} | {r.mean:.4f} | {min(r.cosines):.4f} |")
+        return "\n".join(lines)
+
+    def game_table(self) -> str:
+        lines = [
+            "| strategy | the adversary sees | advantage [95% CI] | train / test | features |",
+            "|---|---|---|---|---|",
+        ]
+        for g in self.game_rows:
+            r = g.result
+            lines.append(
+                f"| {g.strategy} | {g.observed} | {r['advantage']:+.3f} "
+                f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] | {r['train']} / {r['test']} "
+                f"| {r['features']} |"
+            )
+        return "\n".join(lines)
+
+    def dp_table(self) -> str:
+        lines = [
+            "| noise multiplier | epsilon | acc plain-fedavg | acc he-fedavg | token cos (server, "
+            "plain-fedavg) | token cos (key holder, he-fedavg aggregate) | inversion PSNR / SSIM |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for p in self.dp_points:
+            z = "no DP" if p.noise_multiplier is None else f"{p.noise_multiplier:g}"
+            eps = "inf" if math.isinf(p.epsilon) else f"{p.epsilon:.2f}"
+            lines.append(
+                f"| {z} | {eps} | {p.accuracy['plain-fedavg']:.4f} | "
+                f"{p.accuracy['he-fedavg']:.4f} | {p.token_cosine['plain-fedavg']:.4f} | "
+                f"{p.token_cosine['he-fedavg']:.4f} | {p.inversion['psnr']:.2f} / "
+                f"{p.inversion['ssim']:.3f} |"
+            )
+        return "\n".join(lines)
+
+    def markdown(self) -> str:
+        return (
+            f"# Privacy evaluation\n\ndata: {self.data}; model: {self.model}; weights: "
+            f"{self.weights}; {self.n_images} images; optimisation budget {self.budget} "
+            f"iterations; LPIPS {'on' if self.lpips else 'off (--no-lpips)'}\n\n"
+            "## Image reconstruction\n\n"
+            f"{self.image_table()}\n\n"
+            "## Token recovery from plain-fedavg head updates\n\n"
+            f"{self.token_table()}\n\n"
+            "## Ciphertext-only adversary: distinguishing game (class 0 vs class 1)\n\n"
+            f"{self.game_table()}\n\n"
+            f"## Differential privacy against the attacks ({self.dp_rounds} rounds)\n\n"
+            f"{self.dp_table()}\n\n"
+            f"## What leaks by design\n\n{self.leaks_by_design}\n"
+        )
 
     def to_dict(self) -> dict:
         out = asdict(self)
-        out["summary"] = {
-            f"{r.threat}/{r.attack}": {
-                n: r.summary(n) for n in ("psnr", "ssim", "nmi", "nmi_skimage", "lpips")
-            }
-            for r in self.rows
+        out["image_summary"] = {
+            f"{r.threat}/{r.attack}/{r.setting}": {n: r.summary(n) for n in _METRICS}
+            for r in self.image_rows
         }
+        out["token_summary"] = {str(r.batch): r.mean for r in self.token_rows}
         return out
 
 
-def _build_model(
-    classes: int,
-    *,
-    model_name: str,
-    img_size: int | None,
-    patch_size: int | None,
-    weights,
-    seed: int,
-):
+# ---------------------------------------------------------------------------------- the model
+def _build_classifier(classes: int, *, model_name: str, overrides: dict, weights, seed: int):
+    """The ViT the clients fine-tune, with a seeded classification head for their classes."""
     import timm
     import torch
 
     from ..features.vit import ViTSpec, build_model
 
-    overrides = {
-        k: v for k, v in (("img_size", img_size), ("patch_size", patch_size)) if v is not None
-    }
     spec = ViTSpec.make(model_name, **overrides)
     backbone, info = build_model(spec, weights=weights, seed=seed)
-    # the clients fine-tune the ViT with a classification head for their classes
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = timm.create_model(model_name, num_classes=classes, **overrides)
-    model.load_state_dict(backbone.state_dict(), strict=False)
+    # the backbone has no head (num_classes=0): every other key must match
+    missing, unexpected = model.load_state_dict(backbone.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("head.") for k in missing):
+        raise RuntimeError(f"backbone does not fit the classifier: {missing}, {unexpected}")
     return model.eval(), info
 
 
+def _cls_tokens(model, images: np.ndarray, batch: int = 16) -> np.ndarray:
+    """Final-norm [CLS] tokens (what ``--tokens cls`` extracts) of preprocessed images."""
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch):
+            x = torch.from_numpy(images[start : start + batch])
+            out.append(model.forward_head(model.forward_features(x), pre_logits=True).numpy())
+    return np.concatenate(out).astype(np.float64)
+
+
+class _FrontAndTail:
+    """The adversary's copy of a ViT-tail federation: the frozen front of ``base`` followed by
+    the shared tail (as one torch module, so parameter names read ``tail.<name>``)."""
+
+    def __new__(cls, base, tail_module):
+        import torch
+
+        class Module(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.base = base
+                self.tail = tail_module
+                for p in self.base.parameters():
+                    p.requires_grad_(False)
+
+            def forward(self, x):
+                x = self.base.patch_embed(x)
+                x = self.base._pos_embed(x)
+                x = self.base.norm_pre(x)
+                return self.tail(x)
+
+        return Module().eval()
+
+
+# ---------------------------------------------------------------------------------- scoring
+class _Scorer:
+    def __init__(self, use_lpips: bool) -> None:
+        self.use_lpips = use_lpips
+        self.lpips = metrics.lpips if use_lpips else None
+
+    def add(self, row: ImageRow, truth: np.ndarray, guess: np.ndarray) -> None:
+        row.psnr.append(metrics.psnr(truth, guess, data_range=1.0))
+        row.ssim.append(metrics.ssim(truth, guess, data_range=1.0))
+        row.nmi.append(metrics.nmi(truth, guess, data_range=1.0))
+        row.nmi_skimage.append(metrics.nmi_skimage(truth, guess))
+        if self.lpips is not None:
+            row.lpips.append(self.lpips(truth, guess, data_range=1.0))
+
+
+def _to_unit(x: np.ndarray, preprocess) -> np.ndarray:
+    """Normalised (B, 3, H, W) -> list of (H, W, 3) images in [0, 1]."""
+    mean = np.asarray(preprocess.mean).reshape(1, 3, 1, 1)
+    std = np.asarray(preprocess.std).reshape(1, 3, 1, 1)
+    return np.clip(x * std + mean, 0.0, 1.0).transpose(0, 2, 3, 1)
+
+
+# ---------------------------------------------------------------------------------- the job
 def run_attacks(
     data_dir,
     *,
-    threats,
+    model: str = "vit_tiny_patch16_224",
+    weights="random",
     n_images: int = 4,
     seed: int = 0,
-    img_size: int | None = 200,
-    patch_size: int | None = 25,
-    weights="random",
-    ig_iterations: int = 30,
-    fi_iterations: int = 30,
+    budget: int = 40,
+    img_size: int | None = None,
+    patch_size: int | None = None,
+    token_batches: tuple[int, ...] = (1, 4, 16),
+    ig_batches: tuple[int, ...] = (1, 4, 8),
+    game_trials: int = 150,
+    dp_noise: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0),
+    dp_rounds: int = 5,
+    utility_per_class: int = 40,
+    use_lpips: bool = True,
     out_dir=None,
     progress: bool = True,
-    model: str = "vit_base_patch16_224",
 ) -> AttackReport:
-    """Runs every applicable attack of every threat model on ``n_images`` images of ``data_dir``
-    (``model`` with ``img_size``/``patch_size`` overrides, ``None`` keeping the model's own)."""
+    """Runs the privacy evaluation (see the module docstring) and writes ``attack_report.json``,
+    ``attack_report.md``, ``attack_grid.png`` and ``privacy_utility.png`` to ``out_dir``."""
     from tqdm.auto import tqdm
 
-    for t in threats:
-        if t not in THREAT_MODELS:
-            raise ValueError(f"unknown threat model {t!r}; choose from {sorted(THREAT_MODELS)}")
+    from ..features.preprocess import PreprocessConfig, preprocess_images
+    from ..federated.tail import ViTTail, prefix_tokens
+
+    if budget < 1 or n_images < 1 or game_trials < 10:
+        raise ValueError("budget and n_images must be >= 1, game_trials >= 10")
+    if use_lpips:
+        # fail before any attack work when the LPIPS weights cannot be had
+        from ..metrics.lpips import alexnet_weights_path
+
+        alexnet_weights_path()
+    started = time.perf_counter()
+    seconds: dict[str, float] = {}
     folder = ImageFolder(data_dir)
-    model_name = model
-    model, info = _build_model(
-        len(folder.classes),
-        model_name=model_name,
-        img_size=img_size,
-        patch_size=patch_size,
-        weights=weights,
-        seed=seed,
+    classes = len(folder.classes)
+    overrides = {
+        k: v for k, v in (("img_size", img_size), ("patch_size", patch_size)) if v is not None
+    }
+    clf, info = _build_classifier(
+        classes, model_name=model, overrides=overrides, weights=weights, seed=seed
     )
-    size, patch = model.patch_embed.img_size[0], model.patch_embed.patch_size[0]
-    print(f"attacked model: {model_name} {size}px / patch {patch}; weights: {info.description}")
-    img_size, patch_size = size, patch
-    config = PreprocessConfig(
-        (3, img_size, img_size), "bicubic", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 0.9
-    )
+    preprocess = PreprocessConfig.for_model(clf)
+    size = clf.patch_embed.img_size[0]
+    print(f"attacked model: {model} {size}px; weights: {info.description}")
+
+    # images: evaluation picks spread over the classes, then a disjoint pool for larger
+    # victims, the utility curve and the distinguishing game
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(folder.labels)
     picks = np.linspace(0, len(folder) - 1, n_images).astype(int)
-    key_holder = he.SecretContext.generate(he.CkksParams.preset("throughput"))
+    rest = np.setdiff1d(np.arange(len(folder)), picks)
+    pool = np.concatenate(
+        [rng.permutation(rest[labels[rest] == c])[:utility_per_class] for c in range(classes)]
+    )
+    extra = rng.permutation(pool)[: max(max(token_batches), max(ig_batches))]
+    needed = np.unique(np.concatenate([picks, pool, extra]))
+    t0 = time.perf_counter()
+    images = {
+        int(i): preprocess_images([folder.load(int(i))], preprocess)[0]
+        for i in tqdm(needed, desc="load images", disable=not progress)
+    }
+    order = np.array(sorted(images))
+    tokens_all = _cls_tokens(clf, np.stack([images[i] for i in order]))
+    token = {int(i): tokens_all[k] for k, i in enumerate(order)}
+    seconds["load and tokens"] = time.perf_counter() - t0
     report = AttackReport(
         str(folder.root),
-        f"{model_name} {img_size}px patch {patch_size}",
+        f"{model} {size}px",
         info.description,
         n_images,
         seed,
+        budget,
+        use_lpips,
         images=[folder.paths[int(i)] for i in picks],
+        dp_rounds=dp_rounds,
     )
-    rows = {
-        (t, a): AttackRow(t, a, THREAT_MODELS[t].encrypted)
-        for t in threats
-        for a in ATTACKS_BY_THREAT[t]
-    }
-    grid = {"original": []}
-    bar = tqdm(total=len(picks) * len(rows), desc="attacks", disable=not progress)
-    for k, i in enumerate(picks):
-        image = preprocess_images([folder.load(int(i))], config)
-        victim = Victim(model, image, (int(folder.labels[i]),), config.mean, config.std, patch_size)
-        truth = victim.to_unit_range(image)
-        grid["original"].append(truth)
-        for (threat, attack), row in rows.items():
-            start = time.perf_counter()
-            obs = observe(
-                threat,
-                victim,
-                secret_context=key_holder if THREAT_MODELS[threat].encrypted else None,
-            )
-            if attack == "analytic":
-                rec = invert_patch_embedding(
-                    obs.plaintext["patch_embed.proj.weight"],
-                    obs.plaintext["pos_embed"],
-                    image_size=(img_size, img_size),
-                )
-            elif attack == "inverting-gradients":
-                trace = inverting_gradients(
-                    model,
-                    obs.plaintext,
-                    victim.labels,
-                    image_shape=image.shape,
-                    iterations=ig_iterations,
-                    seed=seed + k,
-                    parameter_names=["patch_embed.proj.weight", "pos_embed", "head.weight"],
-                )
-                rec = trace.image
-                row.objective_first_last.append((trace.objective[0], trace.objective[-1]))
-            elif attack == "feature-inversion":
-                trace = feature_inversion(
-                    model,
-                    obs.plaintext["cls"],
-                    image_shape=image.shape,
-                    iterations=fi_iterations,
-                    seed=seed + k,
-                )
-                rec = trace.image
-                row.objective_first_last.append((trace.objective[0], trace.objective[-1]))
-            else:
-                rec = ciphertext_only_reconstruction(obs, shape=image.shape)
-            row.seconds += time.perf_counter() - start
-            guess = victim.to_unit_range(rec)
-            grid.setdefault(f"{threat}\n{attack}", []).append(guess)
-            row.psnr.append(metrics.psnr(truth, guess, data_range=1.0))
-            row.ssim.append(metrics.ssim(truth, guess, data_range=1.0))
-            row.nmi.append(metrics.nmi(truth, guess, data_range=1.0))
-            row.nmi_skimage.append(metrics.nmi_skimage(truth, guess))
-            row.lpips.append(metrics.lpips(truth, guess, data_range=1.0))
-            bar.update(1)
+    scorer = _Scorer(use_lpips)
+    truth = _to_unit(np.stack([images[int(i)] for i in picks]), preprocess)
+    grid: dict[str, list[np.ndarray]] = {"original": list(truth)}
+    pick_tokens = np.stack([token[int(i)] for i in picks])
+    pick_labels = labels[picks]
+
+    # the federation's global head after one round: ridge on the pool's normalised tokens
+    pool_x = normalize_rows(np.stack([token[int(i)] for i in pool]))
+    config = FederatedConfig(seed=seed)
+    global_head = centralized_ridge(pool_x, labels[pool], classes, alpha=config.ridge_alpha)
+
+    # 1. token recovery from plain-fedavg head updates ------------------------------------
+    t0 = time.perf_counter()
+    victims_order = np.concatenate([picks, extra])
+    recovered = []
+    for b in token_batches:
+        idx = victims_order[:b]
+        client = victim_client(
+            np.stack([token[int(i)] for i in idx]), labels[idx], classes=classes, config=config
+        )
+        delta = plain_update_delta(
+            client.update_message("plain-fedavg", global_head, 1), global_head, config
+        )
+        estimates = recover_tokens(*head_delta(delta, classes, global_head.dim))
+        report.token_rows.append(
+            TokenRow(b, cosine_to_truth(estimates, client.x).round(6).tolist())
+        )
+    for k in range(n_images):
+        client = victim_client(
+            pick_tokens[k : k + 1], pick_labels[k : k + 1], classes=classes, config=config
+        )
+        delta = plain_update_delta(
+            client.update_message("plain-fedavg", global_head, 1), global_head, config
+        )
+        estimates = recover_tokens(*head_delta(delta, classes, global_head.dim))
+        recovered.append(estimates[np.argmax(cosine_to_truth(client.x, estimates))])
+    seconds["token recovery"] = time.perf_counter() - t0
+
+    shape = (n_images, 3, size, size)
+    bar = tqdm(total=6, desc="attacks", disable=not progress)
+
+    # 2. token -> image: feature inversion of the recovered and of the leaked tokens ---------
+    for threat, setting, targets in (
+        ("plain-fedavg", "token recovered from the head update (B=1)", np.stack(recovered)),
+        ("leak-cls", "leaked token", pick_tokens),
+    ):
+        row = ImageRow(threat, "feature-inversion", setting)
+        t0 = time.perf_counter()
+        trace = feature_inversion(clf, targets, image_shape=shape, iterations=budget, seed=seed)
+        row.seconds = time.perf_counter() - t0
+        row.objective_first_last.append((trace.objective[0], trace.objective[-1]))
+        guesses = _to_unit(trace.image, preprocess)
+        for k in range(n_images):
+            scorer.add(row, truth[k], guesses[k])
+        grid[f"{threat}\nfeature inversion"] = list(guesses)
+        report.image_rows.append(row)
+        bar.update(1)
+
+    # 3. inverting gradients of hevit's full-model update (--trainable-blocks all) -----------
+    depth = len(clf.blocks)
+    backbone = _build_classifier(
+        classes, model_name=model, overrides=overrides, weights=weights, seed=seed
+    )[0]
+    tail = ViTTail.from_vit(backbone, depth, classes)
+    _set_head(tail, global_head)
+    names = [n for n, _ in tail.module.named_parameters()]
+    sizes = [p.numel() for _, p in tail.module.named_parameters()]
+    shapes = [tuple(p.shape) for _, p in tail.module.named_parameters()]
+    adversary_model = _FrontAndTail(backbone, tail.module)
+    for b in ig_batches:
+        idx = victims_order[:b]
+        batch_images = np.stack([images[int(i)] for i in idx])
+        client = victim_client(
+            prefix_tokens(backbone, batch_images, depth),
+            labels[idx],
+            classes=classes,
+            config=config,
+        )
+        t0 = time.perf_counter()
+        delta = plain_update_delta(client.update_message("plain-fedavg", tail, 1), tail, config)
+        parts = np.split(-delta, np.cumsum(sizes)[:-1])
+        observed = {
+            f"tail.{n}": part.reshape(s) for n, part, s in zip(names, parts, shapes, strict=True)
+        }
+        trace = inverting_gradients(
+            adversary_model,
+            observed,
+            labels[idx],
+            image_shape=batch_images.shape,
+            iterations=budget,
+            seed=seed + b,
+        )
+        row = ImageRow("plain-fedavg", "inverting-gradients", f"full-model update, B={b}")
+        row.seconds = time.perf_counter() - t0
+        row.objective_first_last.append((trace.objective[0], trace.objective[-1]))
+        truths = _to_unit(batch_images, preprocess)
+        guesses = _to_unit(trace.image, preprocess)
+        for k in range(b):
+            scorer.add(row, truths[k], guesses[k])
+        if b == 1:
+            grid["plain-fedavg\ninverting gradients B=1"] = list(guesses) + [
+                np.zeros_like(truth[0])
+            ] * (n_images - 1)
+        report.image_rows.append(row)
+    bar.update(1)
+
+    # 4. the paper's setting: every parameter trainable, analytic inversion ----------------
+    row = ImageRow(THREAT_MODELS["paper-setting"].name, "analytic", "all parameters, B=1")
+    t0 = time.perf_counter()
+    guesses = []
+    for k in range(n_images):
+        grads = paper_setting_gradients(clf, images[int(picks[k])][None], (pick_labels[k],))
+        rec = invert_patch_embedding(
+            grads["patch_embed.proj.weight"],
+            grads["pos_embed"],
+            image_size=(size, size),
+            num_prefix_tokens=clf.num_prefix_tokens,
+        )
+        guesses.append(_to_unit(rec, preprocess)[0])
+        scorer.add(row, truth[k], guesses[-1])
+    row.seconds = time.perf_counter() - t0
+    grid["paper setting\nanalytic"] = guesses
+    report.image_rows.append(row)
+    bar.update(1)
+
+    # 5. ciphertext-only: distinguishing games and the labelled decoding baseline ------------
+    t0 = time.perf_counter()
+    keys = FederationKeys.generate(dim=pool_x.shape[1], classes=classes)
+    _games(report, keys, token, pool, labels, global_head, classes, config, game_trials, seed)
+    row = ImageRow(
+        "he-cls", "baseline: ciphertext bytes read as pixels (noise by construction)", "B=1"
+    )
+    row.encrypted = True
+    guesses = []
+    for k in range(n_images):
+        client = victim_client(
+            pick_tokens[k : k + 1],
+            pick_labels[k : k + 1],
+            classes=classes,
+            config=config,
+            keys=keys,
+        )
+        blob = message_payload(client.inference_request(pick_tokens[k : k + 1]), "features")
+        decoded = decode_as_plaintext(blob, int(np.prod(shape[1:]))).reshape(1, *shape[1:])
+        guesses.append(_to_unit(decoded.astype(np.float32), preprocess)[0])
+        scorer.add(row, truth[k], guesses[-1])
+    grid["he-cls\nbytes as pixels (baseline)"] = guesses
+    report.image_rows.append(row)
+    seconds["ciphertext-only"] = time.perf_counter() - t0
+    bar.update(1)
+
+    # 6. differential privacy against the attacks ----------------------------------------
+    t0 = time.perf_counter()
+    _dp_curve(
+        report,
+        clf,
+        preprocess,
+        keys,
+        token,
+        pool,
+        labels,
+        picks,
+        images,
+        global_head,
+        classes,
+        dp_noise,
+        dp_rounds,
+        budget,
+        seed,
+        scorer,
+    )
+    seconds["differential privacy"] = time.perf_counter() - t0
+    bar.update(2)
     bar.close()
-    report.rows = list(rows.values())
+    for r in report.image_rows:
+        seconds[f"{r.threat}/{r.attack}/{r.setting}"] = r.seconds
+    seconds["total"] = time.perf_counter() - started
+    report.seconds = seconds
+
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "attack_report.json").write_text(json.dumps(report.to_dict(), indent=2))
-        (out / "attack_report.md").write_text(
-            f"# Privacy evaluation\n\ndata: {report.data}; model: {report.model}; weights: {report.weights}; "
-            f"{n_images} images\n\n{report.table()}\n"
-        )
+        (out / "attack_report.md").write_text(report.markdown())
         _save_grid(grid, out / "attack_grid.png")
+        _save_privacy_utility(report, out / "privacy_utility.png")
     return report
+
+
+def _set_head(tail, head: LinearHead) -> None:
+    """The tail's head takes the federation's global head (a zero head would leave the blocks
+    without gradient, which is not the update a trained federation sends)."""
+    import torch
+
+    with torch.no_grad():
+        tail.module.head.weight.copy_(torch.from_numpy(head.weights))
+        tail.module.head.bias.copy_(torch.from_numpy(head.bias))
+
+
+def _games(report, keys, token, pool, labels, global_head, classes, config, trials, seed) -> None:
+    """Class 0 against class 1: ``trials`` messages of each (a random pool image per message),
+    under the real protocol, encrypted and plaintext."""
+    rng = np.random.default_rng([seed, 0x6A6D])
+    byte_features = 2048
+    samples: dict[tuple[str, str], list[list[np.ndarray]]] = {}
+    for side, cls in enumerate((0, 1)):
+        members = pool[labels[pool] == cls]
+        for _ in range(trials):
+            i = int(rng.choice(members))
+            row, y = token[i][None], labels[[i]]
+            client = victim_client(row, y, classes=classes, config=config, keys=keys)
+            observed = {
+                ("he-cls", "ciphertext bytes"): ciphertext_features(
+                    message_payload(client.inference_request(row), "features"), byte_features
+                ),
+                ("he-cls", "plaintext [CLS] row (unencrypted)"): client.preprocess(row)[0],
+                ("he-fedavg", "ciphertext bytes"): ciphertext_features(
+                    message_payload(client.update_message("he-fedavg", global_head, 1), "update"),
+                    byte_features,
+                ),
+                ("he-fedavg", "plaintext update (plain-fedavg)"): np.asarray(
+                    message_payload(client.update_message("plain-fedavg", global_head, 1), "update")
+                ),
+                ("he-ridge", "ciphertext bytes"): ciphertext_features(
+                    message_payload(client.statistics_message(1), "statistics"), byte_features
+                ),
+                ("he-ridge", "plaintext statistics (unencrypted)"): client.statistics_vector(),
+            }
+            for key, value in observed.items():
+                samples.setdefault(key, [[], []])[side].append(value)
+    for (strategy, seen), (a, b) in samples.items():
+        result = distinguishing_game(np.stack(a), np.stack(b), seed=seed)
+        report.game_rows.append(GameRow(strategy, seen, result.to_dict()))
+
+
+def _dp_curve(
+    report,
+    clf,
+    preprocess,
+    keys,
+    token,
+    pool,
+    labels,
+    picks,
+    images,
+    global_head,
+    classes,
+    dp_noise,
+    rounds,
+    budget,
+    seed,
+    scorer,
+) -> None:
+    """Accuracy (3 hospitals on the pool, held-out 30%), the server's token recovery from a
+    plain-fedavg update, a key holder's token recovery from the released he-fedavg aggregate,
+    and feature inversion of the recovered token, for each noise multiplier (and without DP)."""
+    train, test = stratified_split(labels[pool], test_fraction=0.3, seed=seed)
+    x = np.stack([token[int(i)] for i in pool])
+    y = labels[pool]
+    parts = iid_partition(train, clients=3, seed=seed)
+    server_keys = keys.server_keys()
+    truth0 = _to_unit(images[int(picks[0])][None], preprocess)[0]
+    for z in (None, *dp_noise):
+        dp = None if z is None else DPConfig(noise_multiplier=z)
+        config = FederatedConfig(rounds=rounds, dp=dp, seed=seed)
+        accuracy, epsilon = {}, math.inf
+        for strategy in ("plain-fedavg", "he-fedavg"):
+            clients = make_clients(
+                x,
+                y,
+                parts,
+                classes=classes,
+                keys=keys if strategy != "plain-fedavg" else None,
+                config=config,
+            )
+            result = run_strategy(
+                strategy,
+                clients,
+                server_keys if strategy != "plain-fedavg" else None,
+                x[test],
+                y[test],
+                config,
+                progress=False,
+            )
+            accuracy[strategy] = result.final_accuracy
+            if result.epsilon is not None:
+                epsilon = result.epsilon
+        cos_plain, cos_he, recovered0 = [], [], None
+        one_round = FederatedConfig(rounds=1, dp=dp, seed=seed)
+        for k, i in enumerate(picks):
+            row, yy = token[int(i)][None], labels[[i]]
+            victim = victim_client(row, yy, classes=classes, config=one_round)
+            delta = plain_update_delta(
+                victim.update_message("plain-fedavg", global_head, 1), global_head, one_round
+            )
+            estimates = recover_tokens(*head_delta(delta, classes, global_head.dim))
+            cos_plain.append(float(cosine_to_truth(estimates, victim.x).max()))
+            if k == 0:
+                recovered0 = estimates[np.argmax(cosine_to_truth(victim.x, estimates))]
+            # a key holder (another hospital) sees the flooded global model after one round of
+            # the victim and two hospitals with their training rows
+            others = make_clients(x, y, parts[:2], classes=classes, keys=keys, config=one_round)
+            hospitals = [
+                victim_client(row, yy, classes=classes, config=one_round, keys=keys),
+                *others,
+            ]
+            released = run_strategy(
+                "he-fedavg",
+                hospitals,
+                server_keys,
+                x[test],
+                y[test],
+                one_round,
+                progress=False,
+                initial_model=global_head,
+            ).head
+            agg = released.to_vector() - global_head.to_vector()
+            estimates = recover_tokens(*head_delta(agg, classes, global_head.dim))
+            cos_he.append(float(cosine_to_truth(estimates, hospitals[0].x).max()))
+        trace = feature_inversion(
+            clf,
+            recovered0[None],
+            image_shape=(1, *images[int(picks[0])].shape),
+            iterations=budget,
+            seed=seed,
+        )
+        guess = _to_unit(trace.image, preprocess)[0]
+        report.dp_points.append(
+            DpPoint(
+                z,
+                epsilon,
+                accuracy,
+                {"plain-fedavg": float(np.mean(cos_plain)), "he-fedavg": float(np.mean(cos_he))},
+                {
+                    "psnr": metrics.psnr(truth0, guess, data_range=1.0),
+                    "ssim": metrics.ssim(truth0, guess, data_range=1.0),
+                },
+            )
+        )
 
 
 def _save_grid(grid: dict[str, list[np.ndarray]], path: Path) -> None:
@@ -262,3 +749,45 @@ def _save_grid(grid: dict[str, list[np.ndarray]], path: Path) -> None:
                 ax.set_ylabel(name, fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
+
+
+def _save_privacy_utility(report: AttackReport, path: Path) -> None:
+    """One figure: what the attacks recover (left) and the accuracy (right) against epsilon."""
+    points = report.dp_points
+    finite = [p.epsilon for p in points if not math.isinf(p.epsilon)]
+    no_dp_at = 2 * max(finite) if finite else 1.0
+    eps = [no_dp_at if math.isinf(p.epsilon) else p.epsilon for p in points]
+    fig, axes = agg_figure((11, 4), 1, 2)
+    left, right = axes[0]
+    left.plot(
+        eps,
+        [p.token_cosine["plain-fedavg"] for p in points],
+        "o-",
+        label="token cos: server, plain-fedavg update",
+    )
+    left.plot(
+        eps,
+        [p.token_cosine["he-fedavg"] for p in points],
+        "s-",
+        label="token cos: key holder, he-fedavg aggregate",
+    )
+    left.plot(
+        eps,
+        [p.inversion["ssim"] for p in points],
+        "^--",
+        label="SSIM of the inverted token (image 1)",
+    )
+    left.set_xscale("log")
+    left.set_xlabel("epsilon (rightmost point: no DP)")
+    left.set_ylabel("attack success")
+    left.set_title("What the attacks recover")
+    left.legend(fontsize=7)
+    for strategy, marker in (("plain-fedavg", "o-"), ("he-fedavg", "s--")):
+        right.plot(eps, [p.accuracy[strategy] for p in points], marker, label=strategy)
+    right.set_xscale("log")
+    right.set_xlabel("epsilon (rightmost point: no DP)")
+    right.set_ylabel(f"test accuracy after {report.dp_rounds} rounds")
+    right.set_title("Utility")
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
