@@ -789,5 +789,10 @@ def _save_privacy_utility(report: AttackReport, path: Path) -> None:
     right.set_ylabel(f"test accuracy after {report.dp_rounds} rounds")
     right.set_title("Utility")
     right.legend(fontsize=7)
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    for ax in (left, right):
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
     fig.tight_layout()
     fig.savefig(path, dpi=90)
