@@ -19,7 +19,7 @@ from hevit.features import FeatureSet
 from hevit.federated import AggregationServer, FederatedConfig, run_strategy
 from hevit.federated.server import Rejection
 
-from .conftest import clustered_features
+from .conftest import CLASSES, DIM, clustered_features
 
 
 def test_resume_continues_after_the_last_completed_round(federation, tmp_path):
@@ -68,7 +68,11 @@ def test_resume_continues_after_the_last_completed_round(federation, tmp_path):
 def test_checkpoint_write_is_atomic(federation, tmp_path, monkeypatch):
     path = tmp_path / "state.json"
     server = AggregationServer(
-        "he-fedavg", federation.server_keys.updates, clients=["a", "b"], checkpoint=path
+        "he-fedavg",
+        federation.server_keys.updates,
+        clients=["a", "b"],
+        checkpoint=path,
+        expected_length=CLASSES * DIM + CLASSES + 1,
     )
     server.save_checkpoint(path)
     before = path.read_bytes()
@@ -108,7 +112,9 @@ def test_damaged_checkpoints_are_refused(federation, tmp_path, damage):
         state["completed"] = state["completed"][1:]
         path.write_text(json.dumps(state))
     with pytest.raises((SerializationError, ValueError)):
-        AggregationServer.resume(path, federation.server_keys.updates)
+        AggregationServer.resume(
+            path, federation.server_keys.updates, expected_length=CLASSES * DIM + CLASSES + 1
+        )
 
 
 def _experiment_command(features: Path, checkpoint: Path, out: Path, rounds: int) -> list[str]:

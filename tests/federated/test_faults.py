@@ -22,6 +22,9 @@ from hevit.federated.vectors import decrypt_vector
 
 from .conftest import CLASSES, DIM
 
+#: a linear head's FedAvg contribution: weights, bias and the row count
+LENGTH = CLASSES * DIM + CLASSES + 1
+
 
 @pytest.fixture
 def setup(federation):
@@ -32,6 +35,7 @@ def setup(federation):
         federation.server_keys.updates,
         clients=[c.client_id for c in clients],
         quorum=2,
+        expected_length=LENGTH,
     )
     return config, clients, server
 
@@ -147,7 +151,9 @@ def test_replay_of_an_earlier_round_is_rejected(setup):
 
 def test_server_side_objects_refuse_secret_contexts(federation):
     with pytest.raises(SecretKeyRequiredError):
-        AggregationServer("he-fedavg", federation.keys.updates, clients=["a"])
+        AggregationServer(
+            "he-fedavg", federation.keys.updates, clients=["a"], expected_length=LENGTH
+        )
     with pytest.raises(SecretKeyRequiredError):
         ServerKeys(
             federation.server_keys.updates,
@@ -155,7 +161,7 @@ def test_server_side_objects_refuse_secret_contexts(federation):
             federation.server_keys.inference,
         )
     with pytest.raises(ValueError, match="needs the federation's PublicContext"):
-        AggregationServer("he-ridge", None, clients=["a"])
+        AggregationServer("he-ridge", None, clients=["a"], expected_length=LENGTH)
 
 
 def test_clients_refuse_aggregates_from_the_wrong_round_or_key_set(federation, setup):
@@ -220,6 +226,7 @@ def test_fuzzed_updates_never_crash_the_server_or_reach_the_aggregate(
             federation.server_keys.updates,
             clients=["client-0", "client-1", "client-2"],
             quorum=1,
+            expected_length=LENGTH,
         )
         server.open_round()
         if not server.receive(bytes(raw)):
@@ -238,3 +245,153 @@ def test_fuzzed_updates_never_crash_the_server_or_reach_the_aggregate(
     run()
     with capsys.disabled():
         print(f"\nfuzzed updates: {outcomes}")
+
+
+# ---------------------------------------------------------------------------------- hostile rounds
+def _rewrite_batch(data: bytes, edit) -> bytes:
+    """A client's update message with its ciphertext's payload edited by ``edit(bytearray)`` and
+    the checksum recomputed (a checksum is not a MAC: a hostile client forges it)."""
+    from tests.he.test_wire_fuzz import with_checksum
+
+    msg = Message.from_bytes(data)
+    blob = bytearray(msg.blobs["update"])
+    edit(blob)
+    msg.blobs["update"] = with_checksum(bytes(blob))
+    return msg.to_bytes()
+
+
+def _scale_nudge(blob: bytearray) -> None:
+    import struct
+
+    offset = 64 + 4 + 4 + 24  # wire header, then layout/seeds/reserved, primes, rows/cols/period
+    (scale,) = struct.unpack_from("<d", blob, offset)
+    struct.pack_into("<d", blob, offset, scale * (1 + 1e-7))
+
+
+def test_a_nudged_scale_is_rejected_and_never_stalls_the_round(setup, caplog):
+    """Changing the scale by one part in 10^7 made close_round fail on every attempt; the
+    server now checks the scale before accepting, logs why, and the round completes."""
+    _config, clients, server = setup
+    head = LinearHead.zeros(CLASSES, DIM)
+    r = server.open_round()
+    hostile = _rewrite_batch(clients[0].update_message("he-fedavg", head, r), _scale_nudge)
+    with caplog.at_level(logging.WARNING):
+        assert not server.receive(hostile)
+    assert "scale" in server.rejections[-1].reason and "rejected" in caplog.text
+    for c in clients[1:]:
+        assert server.receive(c.update_message("he-fedavg", head, r))
+    aggregate = server.close_round()
+    assert Message.from_bytes(aggregate).meta["contributors"] == 2
+    assert server.open_round() == r + 1
+
+
+def test_the_first_contribution_cannot_fix_the_round_shape(federation, setup):
+    """A 1 x 1 batch sent first is rejected; every honest client is still accepted."""
+    _config, clients, server = setup
+    head = LinearHead.zeros(CLASSES, DIM)
+    r = server.open_round()
+    tiny = federation.keys.updates.encrypt(np.zeros((1, 1)), layout="batch").to_bytes()
+    msg = Message.from_bytes(clients[0].update_message("he-fedavg", head, r))
+    msg.blobs["update"] = tiny
+    assert not server.receive(msg.to_bytes())
+    assert "rows 1" in server.rejections[-1].reason
+    assert all(server.receive(c.update_message("he-fedavg", head, r)) for c in clients)
+
+
+def test_many_seeds_are_rejected_before_any_seed_is_expanded(federation, setup, monkeypatch):
+    """255 seeds per ciphertext cost ~100x an honest message to expand: the header says so, and
+    the server refuses it without loading (from_bytes is never reached)."""
+    _config, clients, server = setup
+    head = LinearHead.zeros(CLASSES, DIM)
+    r = server.open_round()
+    fresh = [
+        federation.keys.updates.encrypt(np.zeros((LENGTH, 1)), layout="batch") for _ in range(255)
+    ]
+    many = he.EncryptedBatch.sum(fresh)
+    assert many.seed_count == 255
+    msg = Message.from_bytes(clients[0].update_message("he-fedavg", head, r))
+    msg.blobs["update"] = many.to_bytes()
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("the server loaded a contribution its header already disqualified")
+
+    monkeypatch.setattr(he.EncryptedBatch, "from_bytes", must_not_load)
+    assert not server.receive(msg.to_bytes())
+    assert "seed_count 255" in server.rejections[-1].reason
+
+
+def test_a_round_that_fails_to_aggregate_rolls_back_and_can_be_retried(setup, monkeypatch):
+    _config, clients, server = setup
+    head = LinearHead.zeros(CLASSES, DIM)
+    r = server.open_round()
+    for c in clients:
+        assert server.receive(c.update_message("he-fedavg", head, r))
+    real_sum = he.EncryptedBatch.sum
+
+    def failing_sum(batches, **kwargs):
+        raise he_errors.ContextMismatchError("injected")
+
+    from hevit import errors as he_errors
+
+    monkeypatch.setattr(he.EncryptedBatch, "sum", staticmethod(failing_sum))
+    with pytest.raises(ProtocolError, match=r"failed to aggregate.*round stays open"):
+        server.close_round()
+    assert server.round == r and not server.completed
+    monkeypatch.setattr(he.EncryptedBatch, "sum", staticmethod(real_sum))
+    for c in clients:  # the clients resend: nothing of the failed attempt is kept
+        assert server.receive(c.update_message("he-fedavg", head, r))
+    assert Message.from_bytes(server.close_round()).meta["contributors"] == len(clients)
+
+
+def test_every_header_field_edit_is_rejected_and_the_round_still_closes(setup):
+    """Hypothesis over the batch header fields a hostile client can set (with a forged
+    checksum): each edit is rejected with a reason, and the honest contributions still sum."""
+    import struct
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    _config, clients, _ = setup
+    head = LinearHead.zeros(CLASSES, DIM)
+    honest = {c.client_id: c.update_message("he-fedavg", head, 1) for c in clients}
+    # (offset in the payload after the wire header, struct format) of each header field
+    fields = [
+        (0, "<B"),
+        (1, "<B"),
+        (4, "<I"),
+        (8, "<Q"),
+        (16, "<Q"),
+        (24, "<Q"),
+        (32, "<d"),
+        (40, "<d"),
+        (48, "<Q"),
+    ]
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.sampled_from(fields), st.integers(0, 2**64 - 1), st.floats(allow_nan=True))
+    def run(field, integer, real):
+        offset, fmt = field
+        size = struct.calcsize(fmt)
+
+        def edit(blob):
+            old = struct.unpack_from(fmt, blob, 64 + offset)[0]
+            new = real if fmt == "<d" else integer % (256**size)
+            if new == old or (fmt == "<d" and new != new and old != old):
+                new = old + 1 if fmt != "<d" else old * 2 + 1
+            struct.pack_into(fmt, blob, 64 + offset, new)
+
+        server = AggregationServer(
+            "he-fedavg",
+            clients[0].keys.updates.public_context(),
+            clients=[c.client_id for c in clients],
+            quorum=2,
+            expected_length=LENGTH,
+        )
+        server.open_round()
+        assert not server.receive(_rewrite_batch(honest[clients[0].client_id], edit))
+        assert server.rejections[-1].reason
+        for c in clients[1:]:
+            assert server.receive(honest[c.client_id])
+        assert Message.from_bytes(server.close_round()).meta["contributors"] == 2
+
+    run()

@@ -131,6 +131,8 @@ def flwr_run(root: Path, env: dict, strategy: str, rounds: int) -> dict:
         "strategy": strategy,
         "rounds": rounds,
         "num-clients": NODES,
+        "dim": DIM,
+        "classes": CLASSES,
         "local-epochs": 2,
         "features": str(root / "features.npz"),
         "keys-dir": str(root / "hospital-keys"),

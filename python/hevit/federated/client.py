@@ -36,12 +36,17 @@ from .models import (
 from .privacy import RIDGE_RECORD_SENSITIVITY, clip_to_norm, noise_share
 from .vectors import decrypt_vector, encrypt_vector
 
-__all__ = ["HospitalClient", "fedavg_vector_length"]
+__all__ = ["HospitalClient", "fedavg_vector_length", "moments_vector_length"]
 
 
 def fedavg_vector_length(model) -> int:
     """A FedAvg contribution: the count-weighted model parameters plus the count."""
     return model.size + 1
+
+
+def moments_vector_length(dim: int) -> int:
+    """A moments contribution: per-feature sums, sums of squares, and the row count."""
+    return 2 * int(dim) + 1
 
 
 class HospitalClient:
@@ -155,7 +160,7 @@ class HospitalClient:
         total = (
             self._release_sum(
                 msg,
-                2 * d + 1,
+                moments_vector_length(d),
                 int(msg.meta.get("contributors", 0)),
                 self._keys().aggregation,
                 resolution=lambda exact: 1e-6 * abs(exact[-1]),

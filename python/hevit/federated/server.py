@@ -31,6 +31,7 @@ from ..errors import (
     SerializationError,
 )
 from .messages import Message
+from .vectors import vector_shape
 
 __all__ = ["AggregationServer", "InferenceServer", "Rejection"]
 
@@ -64,6 +65,24 @@ class RoundState:
     bytes_up: dict[str, int] = field(default_factory=dict)
 
 
+def _expected_batch(context: he.PublicContext, length: int) -> he.BatchHeader:
+    """The header of an honest contribution: a fresh (one-seed) batch-layout encryption of a
+    ``length``-vector at the data level, the context's scale and its norm bound."""
+    params = context.params
+    rows, cols = vector_shape(length, params)
+    return he.BatchHeader(
+        layout="batch",
+        seed_count=1,
+        prime_count=len(params.coeff_modulus_bits) - params.supports_rotations,
+        rows=rows,
+        cols=cols,
+        period=0,
+        scale=2.0**params.scale_bits,
+        norm_bound=params.max_norm,
+        ciphertext_count=cols * -(-rows // params.poly_modulus_degree),
+    )
+
+
 def _public_only(context) -> he.PublicContext | None:
     if isinstance(context, he.SecretContext):
         raise SecretKeyRequiredError(
@@ -85,8 +104,11 @@ class AggregationServer:
         Required for the HE strategies; ``None`` for ``plain-fedavg``.
     clients : ids of the registered clients
     quorum : fewest contributions a round needs (``None``: all registered clients)
-    expected_length : length of the contribution vector (plaintext) or ``None`` to take the
-        first accepted ciphertext's shape as the round's shape
+    expected_length : length of every contribution vector. The server derives everything a valid
+        contribution looks like from it before any round opens (plaintext: a float64 vector of
+        this length; HE: a fresh one-seed batch-layout encryption of that vector's packed shape at
+        the context's level, scale and norm bound) and checks the cheap header fields before it
+        loads anything, so no contribution can fix the round's shape or stall it.
     checkpoint : path of the state file written after every round, or ``None``
     """
 
@@ -97,7 +119,7 @@ class AggregationServer:
         *,
         clients,
         quorum: int | None = None,
-        expected_length: int | None = None,
+        expected_length: int,
         checkpoint=None,
     ) -> None:
         if strategy not in _KIND_OF:
@@ -112,7 +134,12 @@ class AggregationServer:
         self.quorum = len(self.clients) if quorum is None else int(quorum)
         if not 1 <= self.quorum <= len(self.clients):
             raise ValueError(f"quorum {self.quorum} must be between 1 and {len(self.clients)}")
-        self.expected_length = expected_length
+        self.expected_length = int(expected_length)
+        if self.expected_length < 1:
+            raise ValueError(f"expected_length must be >= 1, got {expected_length}")
+        self._expected_batch = (
+            None if self.context is None else _expected_batch(self.context, self.expected_length)
+        )
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.completed: list[RoundState] = []
         self.rejections: list[Rejection] = []
@@ -181,11 +208,22 @@ class AggregationServer:
             log.warning("round %d: completing without %s", self._round, dropped)
         parts = [self._accepted[c] for c in contributors]
         keyset = ""
-        if self.strategy == "plain-fedavg":
-            total = np.sum(parts, axis=0)
-        else:
-            total = he.EncryptedBatch.sum(parts).to_bytes()
-            keyset = self.context.keyset_id.hex()
+        try:
+            if self.strategy == "plain-fedavg":
+                total = np.sum(parts, axis=0)
+            else:
+                total = he.EncryptedBatch.sum(parts).to_bytes()
+                keyset = self.context.keyset_id.hex()
+        except HevitError as exc:
+            # validated contributions should always sum; if they do not, nothing is published
+            # and the round is reset so it can be retried (clients resend), never left stuck
+            reason = f"round {self._round} failed to aggregate ({type(exc).__name__}: {exc})"
+            log.error("%s; its contributions are discarded and the round can be retried", reason)
+            for c in contributors:
+                self.rejections.append(Rejection(self._round, c, reason))
+            self._accepted = {}
+            self._sizes = {}
+            raise ProtocolError(reason + "; contributions discarded, the round stays open") from exc
         aggregate = Message(
             "aggregate",
             self.strategy,
@@ -246,14 +284,25 @@ class AggregationServer:
             raise ProtocolError(
                 f"{self.strategy} contributions are ciphertexts, got a plaintext array"
             )
+        # cheapest first: the header fields, before the checksum pass and the seed expansion
+        expected = self._expected_batch
+        header = he.EncryptedBatch.peek(blob)
+        if header != expected:
+            wrong = [
+                f"{name} {got!r} (expected {want!r})"
+                for name, got, want in zip(header._fields, header, expected, strict=True)
+                if got != want
+            ]
+            raise ProtocolError("contribution does not match the round: " + ", ".join(wrong))
         batch = he.EncryptedBatch.from_bytes(blob, self.context)
-        if batch.layout != "batch" or batch.seed_count != 1:
-            raise ProtocolError("contributions must be fresh (one-seed) batch-layout encryptions")
-        reference = next(iter(self._accepted.values()), None)
-        if reference is not None and reference.shape != batch.shape:
-            raise ProtocolError(
-                f"contribution shape {batch.shape} differs from this round's {reference.shape}"
-            )
+        if (batch.layout, batch.shape, batch.seed_count, batch.scale, batch.norm_bound) != (
+            expected.layout,
+            (expected.rows, expected.cols),
+            expected.seed_count,
+            expected.scale,
+            expected.norm_bound,
+        ):
+            raise ProtocolError("contribution metadata changed between header and load")
         return batch
 
     # ------------------------------------------------------------------ checkpoints
@@ -263,6 +312,7 @@ class AggregationServer:
             "strategy": self.strategy,
             "clients": list(self.clients),
             "quorum": self.quorum,
+            "expected_length": self.expected_length,
             "keyset_id": self.context.keyset_id.hex() if self.context is not None else "",
             "completed": [
                 {
@@ -281,7 +331,7 @@ class AggregationServer:
 
     @classmethod
     def resume(
-        cls, path, context: he.PublicContext | None, *, expected_length: int | None = None
+        cls, path, context: he.PublicContext | None, *, expected_length: int
     ) -> AggregationServer:
         """A server continuing from a checkpoint (the next :meth:`open_round` is the round after
         the last completed one)."""
@@ -300,6 +350,11 @@ class AggregationServer:
             expected_keyset = context.keyset_id.hex() if context is not None else ""
             if state["keyset_id"] != expected_keyset:
                 raise ProtocolError(f"checkpoint {path} belongs to another key set")
+            if state["expected_length"] != server.expected_length:
+                raise ProtocolError(
+                    f"checkpoint {path} is for contributions of length {state['expected_length']}, "
+                    f"not {server.expected_length}"
+                )
             server.completed = [
                 RoundState(
                     s["round"],

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .client import HospitalClient, fedavg_vector_length
+from .client import HospitalClient, fedavg_vector_length, moments_vector_length
 from .config import FederatedConfig, inference_layout_for
 from .keys import FederationKeys, ServerKeys
 from .models import LinearHead, initial_head, ridge_statistics_length
@@ -170,9 +170,7 @@ def run_strategy(
         Path(checkpoint_dir) / f"{strategy}.ckpt.json" if checkpoint_dir is not None else None
     )
     if checkpoint is not None and checkpoint.exists():
-        server = AggregationServer.resume(
-            checkpoint, context, expected_length=length if strategy == "plain-fedavg" else None
-        )
+        server = AggregationServer.resume(checkpoint, context, expected_length=length)
         log.warning(
             "%s: resuming after round %d from %s", strategy, server.last_completed_round, checkpoint
         )
@@ -182,7 +180,7 @@ def run_strategy(
             context,
             clients=ids,
             quorum=config.quorum,
-            expected_length=length if strategy == "plain-fedavg" else None,
+            expected_length=length,
             checkpoint=checkpoint,
         )
     seconds: dict[str, float] = defaultdict(float)
@@ -282,6 +280,7 @@ def run_moments(
         server_keys.aggregation,
         clients=[c.client_id for c in clients],
         quorum=config.quorum,
+        expected_length=moments_vector_length(clients[0].raw.shape[1]),
     )
     for c in clients:
         c.seconds.clear()

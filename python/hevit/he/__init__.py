@@ -14,7 +14,7 @@ True
 """
 
 from . import reference
-from .batch import CompactBatch, EncryptedBatch
+from .batch import BatchHeader, CompactBatch, EncryptedBatch
 from .context import PublicContext, SecretContext
 from .mlp import EvaluationKeys, MlpPlan
 from .params import PRESETS, CkksParams, max_secure_coeff_modulus_bits
@@ -22,6 +22,7 @@ from .plan import LinearPlan
 
 __all__ = [
     "PRESETS",
+    "BatchHeader",
     "CkksParams",
     "CompactBatch",
     "EncryptedBatch",

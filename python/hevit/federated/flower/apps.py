@@ -23,10 +23,10 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
-from ..client import HospitalClient
+from ..client import HospitalClient, fedavg_vector_length
 from ..config import FederatedConfig
 from ..keys import FederationKeys, ServerKeys
-from ..models import LinearHead
+from ..models import LinearHead, ridge_statistics_length
 from .strategy import RECORD_KEY, HevitStrategy
 
 __all__ = ["client_app", "client_partition", "config_from_run", "server_app"]
@@ -132,12 +132,19 @@ def main(grid: Grid, context: Context) -> None:
     run = context.run_config
     server_keys = ServerKeys.from_files(run["server-keys-dir"])  # public contexts only
     clients = [f"client-{k}" for k in range(int(run["num-clients"]))]
+    dim, classes = int(run["dim"]), int(run["classes"])
+    expected_length = (
+        ridge_statistics_length(dim, classes)
+        if run["strategy"] == "he-ridge"
+        else fedavg_vector_length(LinearHead.zeros(classes, dim))
+    )
     strategy = HevitStrategy(
         str(run["strategy"]),
         server_keys.for_strategy(str(run["strategy"])),
         clients=clients,
         quorum=int(run.get("quorum", 0)) or None,
         received_dir=str(run.get("received-dir", "")) or None,
+        expected_length=expected_length,
     )
     rounds = 1 if run["strategy"] == "he-ridge" else int(run["rounds"])
     result = strategy.start(

@@ -51,6 +51,7 @@ class HevitStrategy(Strategy):
     received_dir : if given, every message body the server receives is written there (audits
         and the deployment test's secret-key search)
     checkpoint : server state file (atomic, see AggregationServer)
+    expected_length : length of every contribution vector (see AggregationServer)
     """
 
     def __init__(
@@ -63,12 +64,18 @@ class HevitStrategy(Strategy):
         min_nodes: int | None = None,
         received_dir=None,
         checkpoint=None,
+        expected_length: int,
     ) -> None:
         if strategy not in ("he-fedavg", "he-ridge"):
             raise ValueError(f"the Flower strategy runs he-fedavg or he-ridge, not {strategy!r}")
         self.name = strategy
         self.server = AggregationServer(
-            strategy, context, clients=clients, quorum=quorum, checkpoint=checkpoint
+            strategy,
+            context,
+            clients=clients,
+            quorum=quorum,
+            checkpoint=checkpoint,
+            expected_length=expected_length,
         )
         self.min_nodes = len(self.server.clients) if min_nodes is None else int(min_nodes)
         self.received_dir = Path(received_dir) if received_dir else None
