@@ -294,3 +294,24 @@ def test_keygen_writes_secret_files_0600_and_public_server_files(tmp_path, capsy
             sample.inference.params, in_dim=32, out_dim=3, layout="sample"
         )
     )
+
+
+def test_user_errors_print_one_line_and_exit_nonzero(tmp_path, capsys):
+    """No traceback for bad input; --debug shows it."""
+    from hevit.errors import DataError
+
+    bad = tmp_path / "bad.npz"
+    np.savez(
+        bad,
+        features=np.zeros((4, 3), np.float32),
+        labels=np.array([0, 1, 0]),
+        paths=np.array(list("abcd")),
+        classes=np.array(["x", "y"]),
+        metadata=np.array("{}"),
+    )
+    assert main(["experiment", "--features", str(bad), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error: 4 feature rows need as many integer labels" in err
+    assert "Traceback" not in err
+    with pytest.raises(DataError):
+        main(["--debug", "experiment", "--features", str(bad), "--out", str(tmp_path / "o")])

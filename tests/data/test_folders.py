@@ -90,3 +90,38 @@ def test_synthetic_tiles_are_seeded_labelled_and_distinct(tmp_path):
     assert "SYNTHETIC" in (root / "README.txt").read_text()
     with pytest.raises(ValueError, match=r"label must be in 0\.\.2"):
         synthetic_tile(3)
+
+
+def test_high_bit_depth_images_keep_their_intensities(tmp_path):
+    """A 16-bit PNG used to become all white and a float TIFF black: they are scaled now, and
+    an image whose range is unknown is refused instead of clipped."""
+    from PIL import Image
+
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+    ramp = np.linspace(0, 65535, 32 * 32).reshape(32, 32).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "a" / "grey16.png")
+    Image.fromarray(np.full((32, 32), 0.25, np.float32)).save(tmp_path / "a" / "float.tif")
+    Image.fromarray(np.full((32, 32), 7.0, np.float32)).save(tmp_path / "b" / "float-hdr.tif")
+    folder = ImageFolder(tmp_path)
+    grey = np.asarray(folder.load(folder.paths.index(str(tmp_path / "a" / "grey16.png"))))
+    np.testing.assert_array_equal(grey[..., 0], np.round(ramp / 257.0).astype(np.uint8))
+    flt = np.asarray(folder.load(folder.paths.index(str(tmp_path / "a" / "float.tif"))))
+    assert np.all(flt == round(0.25 * 255))
+    with pytest.raises(DataError, match=r"no known intensity range"):
+        folder.load(folder.paths.index(str(tmp_path / "b" / "float-hdr.tif")))
+
+
+def test_images_above_the_pixel_limit_are_refused_before_decoding(tmp_path, monkeypatch):
+    from PIL import Image
+
+    import hevit.data.folders as folders
+    from hevit.errors import ResourceError
+
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(tmp_path / c / "x.png")
+    monkeypatch.setattr(folders, "MAX_IMAGE_PIXELS", 40 * 50 - 1)
+    folder = ImageFolder(tmp_path)
+    with pytest.raises(ResourceError, match=r"50 x 40 pixels is above the limit"):
+        folder.load(0)

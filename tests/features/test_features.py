@@ -317,3 +317,51 @@ def test_eight_view_tta_is_invariant_to_rotating_and_flipping_the_input(vit_tiny
     assert np.abs(plain - base).max() > 1e-3  # the augmentation changes the token
     with pytest.raises(ValueError, match="tta must be one of"):
         ClsExtractor(exported, providers="cpu", tta=4)
+
+
+def _feature_file(tmp_path, **overrides):
+    values = dict(
+        features=np.zeros((4, 3), np.float32),
+        labels=np.array([0, 1, 0, 1]),
+        paths=np.array(["a", "b", "c", "d"]),
+        classes=np.array(["x", "y"]),
+        metadata=np.array("{}"),
+    )
+    values.update(overrides)
+    path = tmp_path / "f.npz"
+    np.savez(path, **values)
+    return path
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(labels=np.array([0, 1, 0])), "4 feature rows need as many integer labels"),
+        (dict(labels=np.array([0, 0, 0, 0])), "every row has the same label"),
+        (dict(features=np.zeros((4, 3), np.complex64)), "real"),
+        (dict(labels=np.array([0, 1, 2, 1])), "labels must index 2 classes"),
+        (dict(features=np.full((4, 3), np.nan, np.float32)), "NaN"),
+    ],
+)
+def test_inconsistent_feature_files_are_refused(tmp_path, overrides, message):
+    from hevit.errors import DataError
+
+    with pytest.raises(DataError, match=message):
+        FeatureSet.load(_feature_file(tmp_path, **overrides))
+
+
+def test_a_feature_file_that_expands_far_beyond_its_size_is_refused_unread(tmp_path):
+    """A small compressed .npz that would decompress to a gigabyte."""
+    import zipfile
+
+    from hevit.errors import ResourceError
+
+    path = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("features.npy", "w", force_zip64=True) as member:
+            chunk = bytes(2**24)
+            for _ in range(64):  # 1 GiB of zeros, a few MB compressed
+                member.write(chunk)
+    assert path.stat().st_size < 8 * 2**20
+    with pytest.raises(ResourceError, match="declares 1,073,741,824 bytes"):
+        FeatureSet.load(path)

@@ -63,7 +63,7 @@ def _rewrite_header(data: bytes, edit) -> bytes:
         (lambda h: h["blobs"][1].update(shape=[-1, 4]), "invalid shape"),
         (lambda h: h["blobs"][0].update(type="pickle"), "unknown blob type"),
         (lambda h: h.update(kind="shell"), "unknown message kind"),
-        (lambda h: h.update(round=-1), "negative round"),
+        (lambda h: h.update(round=-1), r"round -1 is outside"),
         (lambda h: h.update(round=True), "round"),
         (lambda h: h.pop("sender"), "sender"),
         (lambda h: h["blobs"].append(dict(h["blobs"][0])), "repeated"),
@@ -134,3 +134,48 @@ def test_deeply_nested_header_is_refused_not_a_crash():
     head = b"[" * 60000
     with pytest.raises(SerializationError):
         Message.from_bytes(b"HVFM\x01\x00" + struct.pack("<I", len(head)) + head)
+
+
+def _raw_message(header: dict, payload: bytes = b"") -> bytes:
+    import json
+
+    from hevit.federated.messages import _PREFIX, MAGIC, VERSION
+
+    head = json.dumps(header).encode()
+    return _PREFIX.pack(MAGIC, VERSION, len(head)) + head + payload
+
+
+@given(
+    field=st.sampled_from(["round", "nbytes", "dim"]),
+    value=st.one_of(st.integers(min_value=2**40 + 1), st.integers(max_value=-1)),
+)
+@settings(max_examples=80, deadline=None)
+def test_absurd_integers_raise_the_documented_error(field, value):
+    """Rounds, byte counts and dimensions past the limits are SerializationError, never a bare
+    ValueError from numpy or Python's integer parser."""
+    entry = {"name": "u", "type": "float64", "shape": [0], "nbytes": 0}
+    header = {
+        "kind": "update",
+        "strategy": "plain-fedavg",
+        "round": 1,
+        "sender": "a",
+        "keyset_id": "",
+        "meta": {},
+        "blobs": [entry],
+    }
+    if field == "round":
+        header["round"] = value
+    elif field == "nbytes":
+        entry["nbytes"] = value
+    else:
+        entry["shape"] = [value, 0]
+    with pytest.raises(SerializationError):
+        Message.from_bytes(_raw_message(header))
+
+
+def test_an_integer_past_the_parsers_digit_limit_is_a_serialization_error():
+    from hevit.federated.messages import _PREFIX, MAGIC, VERSION
+
+    head = b'{"round":' + b"9" * 5000 + b"}"
+    with pytest.raises(SerializationError, match="malformed message header"):
+        Message.from_bytes(_PREFIX.pack(MAGIC, VERSION, len(head)) + head)

@@ -421,6 +421,9 @@ def _triple(text: str) -> tuple[float, float, float]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hevit", description=__doc__)
+    parser.add_argument(
+        "--debug", action="store_true", help="show the Python traceback of an error"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="the pipeline end to end on the embedded synthetic tiles")
     demo.add_argument("--per-class", type=int, default=40, help="synthetic tiles per class")
@@ -566,7 +569,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    from ..errors import HevitError
+
+    try:
+        return args.func(args)
+    except (HevitError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+        # a user error (bad input, missing file, refused parameters): one clear line, no
+        # traceback unless asked for; anything else is a bug and keeps its traceback
+        if args.debug:
+            raise
+        print(f"hevit {args.command}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, ResourceError
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageFolder", "ImageRecord"]
 
@@ -21,6 +21,37 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 class ImageRecord:
     path: Path
     label: int
+
+
+#: Largest image (pixels) ImageFolder decodes: 64 megapixels, e.g. 8000 x 8000 (a 224 px model
+#: needs far less; whole-slide images must be tiled first).
+MAX_IMAGE_PIXELS = 64_000_000
+
+
+def _to_rgb(img, path):
+    """RGB from another PIL mode without clipping high-bit-depth data into white or black."""
+    from PIL import Image
+
+    mode = img.mode
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
+        # composite on white (the slide background) instead of dropping alpha
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if mode in ("1", "L", "P", "CMYK", "YCbCr", "LAB", "HSV"):
+        return img.convert("RGB")
+    values = np.asarray(img)
+    if mode.startswith("I;16") or (mode == "I" and values.min() >= 0 and values.max() <= 65535):
+        grey = np.round(values.astype(np.float64) / 257.0)
+    elif mode == "F" and np.all(np.isfinite(values)) and values.min() >= 0 and values.max() <= 1:
+        grey = np.round(values.astype(np.float64) * 255.0)
+    else:
+        low, high = (float(values.min()), float(values.max())) if values.size else (0, 0)
+        raise DataError(
+            f"{path}: image mode {mode} with values in [{low:g}, {high:g}] has no known "
+            "intensity range; convert it to 8-bit RGB (or 16-bit grey, or float in [0, 1])"
+        )
+    return Image.fromarray(grey.astype(np.uint8), mode="L").convert("RGB")
 
 
 class ImageFolder:
@@ -96,34 +127,39 @@ class ImageFolder:
         return {name: int(c) for name, c in zip(self.classes, counts, strict=True)}
 
     def load(self, index: int):
-        """Returns the image as an RGB ``PIL.Image`` (decoded fully, so corrupt files fail here)."""
+        """Returns the image as an RGB ``PIL.Image`` (decoded fully, so corrupt files fail here).
+
+        Images above ``MAX_IMAGE_PIXELS`` are refused from their header, before decoding
+        (:class:`hevit.errors.ResourceError`). Modes other than RGB are converted (or refused
+        with ``mode_policy='reject'``): alpha is composited on white, 16-bit grey is scaled to
+        8 bits, float images must hold values in [0, 1]; anything whose range is unknown is
+        refused rather than clipped into a white or black image.
+        """
         from PIL import Image, UnidentifiedImageError
 
         path = self.records[index].path
         try:
             with Image.open(path) as img:
+                width, height = img.size
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise ResourceError(
+                        f"{path}: {width} x {height} pixels is above the limit of "
+                        f"{MAX_IMAGE_PIXELS:,} (hevit.data.folders.MAX_IMAGE_PIXELS)"
+                    )
                 img.load()
                 mode = img.mode
-                if mode != "RGB":
-                    if self.mode_policy == "reject":
-                        raise DataError(
-                            f"{path}: image mode {mode} is not RGB (mode_policy='reject')"
-                        )
-                    log.info("%s: converting image mode %s to RGB", path, mode)
-                    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
-                        # composite on white (the slide background) instead of dropping alpha
-                        rgba = img.convert("RGBA")
-                        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                        img = Image.alpha_composite(background, rgba).convert("RGB")
-                    else:
-                        img = img.convert("RGB")
-                else:
-                    img = img.copy()
+                if mode == "RGB":
+                    return img.copy()
+                if self.mode_policy == "reject":
+                    raise DataError(f"{path}: image mode {mode} is not RGB (mode_policy='reject')")
+                log.info("%s: converting image mode %s to RGB", path, mode)
+                return _to_rgb(img, path)
+        except Image.DecompressionBombError as exc:
+            raise ResourceError(f"{path}: {exc}") from exc
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             if isinstance(exc, DataError):
                 raise
             raise DataError(f"{path}: cannot read image ({exc})") from exc
-        return img
 
     def __repr__(self) -> str:
         return f"ImageFolder({str(self.root)!r}, classes={self.classes}, images={len(self)})"

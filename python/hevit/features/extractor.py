@@ -7,12 +7,13 @@ import json
 import logging
 import os
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import ModelError
+from ..errors import DataError, ModelError, ResourceError
 from .export import ExportedModel
 from .preprocess import preprocess_images
 
@@ -93,6 +94,13 @@ def select_providers(requested: str, *, available: list[str], gpu: bool) -> tupl
     ], "auto: CPU because onnxruntime has no CUDA provider (install hevit[gpu] on a GPU machine)"
 
 
+#: Largest ratio of a feature file member's size to its compressed size (float features
+#: compress by ~1.1x; a zip bomb by 1000x).
+MAX_EXPANSION = 100
+#: Largest decompressed member of a feature file.
+MAX_NPZ_BYTES = 8 * 2**30
+
+
 @dataclass
 class FeatureSet:
     """Features of a set of images: (N, D) float32, labels, paths and how they were made."""
@@ -102,6 +110,27 @@ class FeatureSet:
     paths: list[str]
     classes: tuple[str, ...]
     metadata: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        f, y = np.asarray(self.features), np.asarray(self.labels)
+        if f.dtype.kind != "f" or f.ndim not in (2, 3) or len(f) == 0:
+            raise DataError(
+                f"features must be a non-empty real (rows, dim) or (rows, tokens, dim) array, "
+                f"got {f.dtype} {f.shape}"
+            )
+        if not np.all(np.isfinite(f)):
+            raise DataError("features contain NaN or inf")
+        if y.ndim != 1 or y.dtype.kind not in "iu" or len(y) != len(f):
+            raise DataError(
+                f"{len(f)} feature rows need as many integer labels, got {y.dtype} {y.shape}"
+            )
+        if len(self.paths) != len(f):
+            raise DataError(f"{len(f)} feature rows but {len(self.paths)} paths")
+        if len(self.classes) < 2 or y.min() < 0 or y.max() >= len(self.classes):
+            raise DataError(
+                f"labels must index {len(self.classes)} classes (at least two), "
+                f"got labels in [{y.min()}, {y.max()}]"
+            )
 
     def save(self, path) -> Path:
         path = Path(path)
@@ -118,14 +147,37 @@ class FeatureSet:
 
     @classmethod
     def load(cls, path) -> FeatureSet:
-        with np.load(path, allow_pickle=False) as data:
-            return cls(
-                features=data["features"],
-                labels=data["labels"],
-                paths=[str(p) for p in data["paths"]],
-                classes=tuple(str(c) for c in data["classes"]),
-                metadata=json.loads(str(data["metadata"])),
-            )
+        """Reads a file written by :meth:`save`. Each member's declared size is checked against
+        its compressed size before anything is decompressed (``MAX_EXPANSION``, ``MAX_NPZ_BYTES``),
+        and a file whose labels name fewer than two classes is refused."""
+        path = Path(path)
+        try:
+            with zipfile.ZipFile(path) as archive:
+                for info in archive.infolist():
+                    limit = min(MAX_NPZ_BYTES, max(2**20, MAX_EXPANSION * info.compress_size))
+                    if info.file_size > limit:
+                        raise ResourceError(
+                            f"{path}: member {info.filename} declares {info.file_size:,} bytes "
+                            f"from {info.compress_size:,} compressed (limit {limit:,})"
+                        )
+            with np.load(path, allow_pickle=False) as data:
+                missing = {"features", "labels", "paths", "classes", "metadata"} - set(data.files)
+                if missing:
+                    raise DataError(f"{path}: not a hevit feature file (missing {sorted(missing)})")
+                features = cls(
+                    features=data["features"],
+                    labels=data["labels"],
+                    paths=[str(p) for p in data["paths"]],
+                    classes=tuple(str(c) for c in data["classes"]),
+                    metadata=json.loads(str(data["metadata"])),
+                )
+        except (zipfile.BadZipFile, OSError, ValueError, KeyError) as exc:
+            if isinstance(exc, (DataError, ResourceError)):
+                raise
+            raise DataError(f"{path}: cannot read the feature file ({exc})") from exc
+        if len(np.unique(features.labels)) < 2:
+            raise DataError(f"{path}: every row has the same label; classification needs two")
+        return features
 
     def subset(self, indices) -> FeatureSet:
         indices = np.asarray(indices)

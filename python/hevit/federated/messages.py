@@ -29,6 +29,9 @@ MAGIC = b"HVFM"
 VERSION = 1
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BLOBS = 64
+#: Largest round number and blob size (bytes, and any one dimension) a header may declare.
+MAX_ROUND = 2**31 - 1
+MAX_BLOB_BYTES = 2**40
 #: Message kinds: client -> server ("update", "statistics", "infer-request"), server -> client
 #: ("aggregate", "infer-reply").
 KINDS = ("update", "statistics", "aggregate", "infer-request", "infer-reply")
@@ -115,7 +118,8 @@ class Message:
             raise SerializationError(f"message header length {head_len} is too large or truncated")
         try:
             header = json.loads(data[_PREFIX.size : _PREFIX.size + head_len].decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            # ValueError covers JSONDecodeError and integers past Python's digit limit
             raise SerializationError(f"malformed message header: {exc}") from None
         header = _check_header(header)
         offset = _PREFIX.size + head_len
@@ -167,8 +171,8 @@ def _check_header(header) -> dict:
             )
     if header["kind"] not in KINDS:
         raise SerializationError(f"unknown message kind {header['kind']!r}")
-    if header["round"] < 0:
-        raise SerializationError(f"negative round {header['round']}")
+    if not 0 <= header["round"] <= MAX_ROUND:
+        raise SerializationError(f"round {header['round']} is outside [0, {MAX_ROUND}]")
     if len(header["blobs"]) > MAX_BLOBS:
         raise SerializationError(f"{len(header['blobs'])} blobs exceed the limit of {MAX_BLOBS}")
     names = set()
@@ -180,12 +184,19 @@ def _check_header(header) -> dict:
         names.add(e["name"])
         if e["type"] not in _BLOB_TYPES:
             raise SerializationError(f"unknown blob type {e['type']!r}")
-        if not isinstance(e["nbytes"], int) or isinstance(e["nbytes"], bool) or e["nbytes"] < 0:
+        if (
+            not isinstance(e["nbytes"], int)
+            or isinstance(e["nbytes"], bool)
+            or not 0 <= e["nbytes"] <= MAX_BLOB_BYTES
+        ):
             raise SerializationError(f"blob {e['name']!r} has an invalid byte count")
         shape = e["shape"]
         if (
             not isinstance(shape, list)
-            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+            or not all(
+                isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= MAX_BLOB_BYTES
+                for d in shape
+            )
             or len(shape) > 4
         ):
             raise SerializationError(f"blob {e['name']!r} has an invalid shape {shape!r}")
