@@ -110,8 +110,33 @@ namespace hevit
         encoder_ = std::make_unique<seal::CKKSEncoder>(*seal_context_);
         const std::string encoded = encode_params(params_, *seal_context_);
         params_fingerprint_ = digest16(encoded.data(), encoded.size());
-        const auto &pk = public_key_.data();
-        keyset_id_ = digest16(pk.data(), pk.dyn_array().size() * sizeof(std::uint64_t));
+        // The key-set id covers every key, not only the public key: a public key spliced with
+        // another key set's evaluation keys is another key set, so batches made under the real
+        // one are refused (ContextMismatchError) instead of yielding wrong results.
+        std::string material;
+        const auto append = [&material](const seal::Ciphertext &ct) {
+            material.append(
+                reinterpret_cast<const char *>(ct.data()), ct.dyn_array().size() * sizeof(std::uint64_t));
+        };
+        append(public_key_.data());
+        const auto append_switching_keys = [&](const seal::KSwitchKeys &keys) {
+            for (const auto &slot : keys.data())
+            {
+                for (const auto &key : slot)
+                {
+                    append(key.data());
+                }
+            }
+        };
+        if (galois_keys_)
+        {
+            append_switching_keys(*galois_keys_);
+        }
+        if (relin_keys_)
+        {
+            append_switching_keys(*relin_keys_);
+        }
+        keyset_id_ = digest16(material.data(), material.size());
     }
 
     bool PublicContext::has_rotation_step(int step) const noexcept

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hevit.errors import SerializationError
+from hevit.errors import ProtocolError, SerializationError
 from hevit.features import FeatureSet
 from hevit.federated import AggregationServer, FederatedConfig, run_strategy
 from hevit.federated.server import Rejection
@@ -88,8 +88,12 @@ def test_checkpoint_write_is_atomic(federation, tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]  # no temporary file left behind
 
 
-@pytest.mark.parametrize("damage", ["truncate", "other-keys", "gap"])
+@pytest.mark.parametrize(
+    "damage", ["truncate", "other-keys", "gap", "deep", "huge-int", "not-a-list", "bad-base64"]
+)
 def test_damaged_checkpoints_are_refused(federation, tmp_path, damage):
+    """Whatever the damage, resume raises SerializationError or ProtocolError (never a bare
+    AttributeError, OverflowError or RecursionError)."""
     path = tmp_path / "he-fedavg.ckpt.json"
     config = FederatedConfig(rounds=2, local_epochs=1)
     run_strategy(
@@ -108,10 +112,21 @@ def test_damaged_checkpoints_are_refused(federation, tmp_path, damage):
     elif damage == "other-keys":
         state["keyset_id"] = "00" * 16
         path.write_text(json.dumps(state))
-    else:
+    elif damage == "gap":
         state["completed"] = state["completed"][1:]
         path.write_text(json.dumps(state))
-    with pytest.raises((SerializationError, ValueError)):
+    elif damage == "deep":
+        path.write_text("[" * 100_000 + "]" * 100_000)
+    elif damage == "huge-int":
+        state["completed"][0]["seconds"] = 10**400
+        path.write_text(json.dumps(state))
+    elif damage == "not-a-list":
+        state["completed"] = 7
+        path.write_text(json.dumps(state))
+    else:
+        state["completed"][0]["aggregate"] = "not base64!"
+        path.write_text(json.dumps(state))
+    with pytest.raises((SerializationError, ProtocolError)):
         AggregationServer.resume(
             path, federation.server_keys.updates, expected_length=CLASSES * DIM + CLASSES + 1
         )

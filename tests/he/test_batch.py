@@ -194,3 +194,24 @@ def test_thread_counts_past_the_limit_are_refused_not_started(keys, rng):
     with pytest.raises(ResourceError, match=f"limit of {MAX_THREADS}"):
         batch._core.to_bytes(MAX_THREADS + 1)  # the core's own check, below the facade
     assert batch.to_bytes(threads=MAX_THREADS) == batch.to_bytes(threads=1)
+
+
+def test_a_transparent_ciphertext_is_refused_at_load(keys, rng):
+    """c1 = 0 (a plaintext dressed as a ciphertext) used to reach sum or a plan and raise a bare
+    RuntimeError from SEAL; it is a SerializationError at load now."""
+    import struct
+
+    from hevit.errors import SerializationError
+    from tests.he.test_wire_fuzz import with_checksum
+
+    sk = keys.get("throughput")
+    public = sk.public_context().encrypt(rows_with_norm(rng, 4, 8, 1.0), layout="batch")
+    blob = bytearray(public.to_bytes())
+    assert public.seed_count == 0
+    header, meta = 64, struct.calcsize("<BBBBIQQQddQ")
+    poly = (len(blob) - header - meta) // (2 * public.ciphertext_count)
+    for i in range(public.ciphertext_count):
+        start = header + meta + (2 * i + 1) * poly
+        blob[start : start + poly] = bytes(poly)
+    with pytest.raises(SerializationError, match="transparent"):
+        he.EncryptedBatch.from_bytes(with_checksum(bytes(blob)), sk.public_context())

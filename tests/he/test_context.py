@@ -158,3 +158,66 @@ def test_secret_context_file_is_private_and_never_overwritten(tmp_path, keys, rn
     os.chmod(path, 0o644)
     with pytest.raises(PermissionError, match="accessible to other users"):
         he.SecretContext.load(path)
+
+
+def _blobs(payload: bytes):
+    """Splits a PublicContext payload into (params, steps, public key, galois, conj, relin)."""
+    import struct
+
+    pos = 0
+
+    def blob():
+        nonlocal pos
+        (size,) = struct.unpack_from("<Q", payload, pos)
+        pos += 8 + size
+        return payload[pos - size : pos]
+
+    params = blob()
+    (count,) = struct.unpack_from("<I", payload, pos)
+    steps = payload[pos : pos + 4 + 4 * count]
+    pos += 4 + 4 * count
+    public_key, galois = blob(), blob()
+    conj = payload[pos : pos + 4]
+    pos += 4
+    return params, steps, public_key, galois, conj, blob()
+
+
+def test_evaluation_keys_are_bound_to_their_key_set(rng):
+    """A public key spliced with another key set's Galois keys (checksum and header forged) is a
+    different key set: batches of the real one are refused, never evaluated into wrong logits."""
+    import struct
+
+    from hevit.errors import ContextMismatchError
+    from tests.he.test_wire_fuzz import with_checksum
+
+    params = he.CkksParams.preset("single-row")
+    steps = he.LinearPlan.required_rotation_steps(params, in_dim=64, out_dim=3, layout="sample")
+    a = he.SecretContext.generate(params, rotation_steps=steps)
+    b = he.SecretContext.generate(params, rotation_steps=steps)
+    pa, pb = a.public_context().to_bytes(), b.public_context().to_bytes()
+    ours, theirs = _blobs(pa[64:]), _blobs(pb[64:])
+
+    def pack(parts):
+        params_, steps_, pk, gk, conj, rk = parts
+        out = b""
+        for chunk in (params_,):
+            out += struct.pack("<Q", len(chunk)) + chunk
+        out += steps_
+        for chunk in (pk, gk):
+            out += struct.pack("<Q", len(chunk)) + chunk
+        return out + conj + struct.pack("<Q", len(rk)) + rk
+
+    assert pack(ours) == pa[64:]  # the splitter reads the real layout
+    spliced_payload = pack((*ours[:3], theirs[3], *ours[4:]))
+    # the forger keeps a's key-set id in the header: the id computed from the keys disagrees
+    forged = with_checksum(pa[:64] + spliced_payload)
+    with pytest.raises(SerializationError, match="does not match its contents"):
+        he.PublicContext.from_bytes(forged)
+    # so no context that holds b's Galois keys can carry a's key-set id, and a's batches are
+    # refused by any such context (shown with b's own)
+    assert a.public_context().keyset_id != b.public_context().keyset_id
+    x = rng.standard_normal((2, 64))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    batch = a.encrypt(x, layout="sample").to_bytes()
+    with pytest.raises(ContextMismatchError):
+        he.EncryptedBatch.from_bytes(batch, b.public_context())

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import os
 import tempfile
 import threading
@@ -355,27 +356,45 @@ class AggregationServer:
                     f"checkpoint {path} is for contributions of length {state['expected_length']}, "
                     f"not {server.expected_length}"
                 )
-            server.completed = [
-                RoundState(
-                    s["round"],
-                    s["contributors"],
-                    s["dropped"],
-                    base64.b64decode(s["aggregate"]),
-                    s["seconds"],
-                    {str(k): int(v) for k, v in s["bytes_up"].items()},
-                )
-                for s in state["completed"]
-            ]
+            server.completed = [_round_state(s, server.clients) for s in state["completed"]]
             server.rejections = [Rejection(**r) for r in state["rejections"]]
             server.bytes_received = {str(k): int(v) for k, v in state["bytes_received"].items()}
-        except (KeyError, TypeError, ValueError) as exc:
+        except (
+            KeyError,
+            TypeError,
+            ValueError,
+            AttributeError,
+            OverflowError,
+            RecursionError,
+        ) as exc:
             if isinstance(exc, HevitError):
                 raise
-            raise SerializationError(f"corrupt checkpoint {path}: {exc}") from None
+            raise SerializationError(
+                f"corrupt checkpoint {path}: {type(exc).__name__}: {exc}"
+            ) from None
         rounds = [s.round for s in server.completed]
         if rounds != list(range(1, len(rounds) + 1)):
             raise SerializationError(f"checkpoint {path} has rounds {rounds}, not 1..{len(rounds)}")
         return server
+
+
+def _round_state(s: dict, clients: tuple[str, ...]) -> RoundState:
+    """One completed round of a checkpoint, with every field checked (types, finiteness, known
+    clients): a checkpoint is input like any other."""
+    round_, seconds = s["round"], float(s["seconds"])
+    if not isinstance(round_, int) or isinstance(round_, bool) or not math.isfinite(seconds):
+        raise SerializationError(f"bad round {round_!r} or seconds {s['seconds']!r}")
+    names = [*s["contributors"], *s["dropped"], *s["bytes_up"]]
+    if not all(isinstance(c, str) and c in clients for c in names):
+        raise SerializationError("round lists clients that are not registered")
+    return RoundState(
+        round_,
+        list(s["contributors"]),
+        list(s["dropped"]),
+        base64.b64decode(s["aggregate"], validate=True),
+        seconds,
+        {str(k): int(v) for k, v in s["bytes_up"].items()},
+    )
 
 
 def atomic_write(path: Path, data: bytes) -> Path:
