@@ -315,3 +315,33 @@ def test_user_errors_print_one_line_and_exit_nonzero(tmp_path, capsys):
     assert "Traceback" not in err
     with pytest.raises(DataError):
         main(["--debug", "experiment", "--features", str(bad), "--out", str(tmp_path / "o")])
+
+
+def test_keygen_refuses_one_folder_for_both_and_a_world_writable_folder(tmp_path, capsys):
+    import os
+
+    same = tmp_path / "keys"
+    args = ["keygen", "--classes", "3", "--dim", "16"]
+    assert main([*args, "--hospital-keys", str(same), "--server-keys", str(same)]) == 1
+    assert "name the same folder" in capsys.readouterr().err and not same.exists()
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    os.chmod(loose, 0o777)
+    assert main([*args, "--hospital-keys", str(loose), "--server-keys", str(tmp_path / "s")]) == 1
+    assert "writable by other users" in capsys.readouterr().err
+    assert not any(loose.iterdir())
+
+
+def test_secret_key_files_in_a_folder_others_can_write_are_refused(tmp_path):
+    import os
+
+    from hevit import he
+
+    folder = tmp_path / "k"
+    folder.mkdir(mode=0o700)
+    sk = he.SecretContext.generate(he.CkksParams.preset("throughput"))
+    path = sk.save(folder / "a.key")
+    assert he.SecretContext.load(path).public_context().keyset_id == sk.public_context().keyset_id
+    os.chmod(folder, 0o777)
+    with pytest.raises(PermissionError, match="writable by other users"):
+        he.SecretContext.load(path)

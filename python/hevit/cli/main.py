@@ -328,7 +328,15 @@ def _attack(args: argparse.Namespace) -> int:
 
 
 def _keygen(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from ..federated import FederationKeys
+
+    if Path(args.hospital_keys).resolve() == Path(args.server_keys).resolve():
+        raise PermissionError(
+            "--hospital-keys and --server-keys name the same folder: the secret key files would "
+            "sit with the server's; give the server its own folder"
+        )
 
     keys = FederationKeys.generate(
         aggregation_preset=args.aggregation_preset,

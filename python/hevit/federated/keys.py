@@ -18,11 +18,13 @@ The server gets :class:`ServerKeys`, which holds public contexts only.
 
 from __future__ import annotations
 
+import stat
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 from .. import he
 from ..errors import ProtocolError, SecretKeyRequiredError
+from ..he.context import check_private_folder
 
 __all__ = ["KEY_SETS", "FederationKeys", "ServerKeys"]
 
@@ -70,7 +72,12 @@ class ServerKeys:
         return inference_keys_for(self, head)
 
     def to_files(self, directory) -> None:
+        """Writes the public contexts (``*.pub``); refuses a folder that holds secret key files."""
         d = Path(directory)
+        if any(d.glob("*.key")):
+            raise PermissionError(
+                f"{d} holds secret key files (*.key): the server's folder must not; use another"
+            )
         d.mkdir(parents=True, exist_ok=True)
         for name in KEY_SETS + ((MLP_KEY_SET,) if self.mlp_inference is not None else ()):
             (d / f"{name}.pub").write_bytes(getattr(self, name).to_bytes())
@@ -170,8 +177,19 @@ class FederationKeys:
         return ServerKeys(**public)
 
     def save(self, directory) -> Path:
-        """Writes the secret contexts with mode 0600 (new files only) into a 0700 folder."""
+        """Writes the secret contexts with mode 0600 (new files only) into a 0700 folder. An
+        existing folder must be private (no group/other access) and hold no server files."""
         d = Path(directory)
+        if d.exists():
+            check_private_folder(d, what="the hospital key folder")
+            if d.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+                raise PermissionError(
+                    f"the hospital key folder {d} is readable by other users; run `chmod 700 {d}`"
+                )
+            if any(d.glob("*.pub")):
+                raise PermissionError(
+                    f"{d} holds server files (*.pub): hospital and server keys need separate folders"
+                )
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
         for name in KEY_SETS + ((MLP_KEY_SET,) if self.mlp_inference is not None else ()):
             getattr(self, name).save(d / f"{name}.key")

@@ -102,6 +102,19 @@ class PublicContext:
         )
 
 
+def check_private_folder(folder, *, what: str) -> None:
+    """Refuses a folder another user owns or that group/others can write to (PermissionError)."""
+    folder = Path(folder)
+    info = folder.stat()
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise PermissionError(
+            f"{what} {folder} is writable by other users (mode {stat.filemode(info.st_mode)}); "
+            f"run `chmod 700 {folder}`"
+        )
+    if hasattr(os, "getuid") and info.st_uid not in (os.getuid(), 0):
+        raise PermissionError(f"{what} {folder} belongs to user {info.st_uid}")
+
+
 class SecretContext:
     """The key holder's context: secret key plus the matching :class:`PublicContext`.
 
@@ -218,14 +231,19 @@ class SecretContext:
 
     @classmethod
     def load(cls, path) -> SecretContext:
-        """Reads a file written by :meth:`save`; refuses one that other users can read or write."""
+        """Reads a file written by :meth:`save`. Refuses a file that other users can read or
+        write, that another user owns, or that sits in a folder other users can write to (they
+        could swap the file)."""
         path = Path(path)
-        mode = path.stat().st_mode
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        info = path.stat()
+        if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise PermissionError(
-                f"{path} holds a secret key but is accessible to other users (mode {stat.filemode(mode)}); "
-                f"run `chmod 600 {path}`"
+                f"{path} holds a secret key but is accessible to other users "
+                f"(mode {stat.filemode(info.st_mode)}); run `chmod 600 {path}`"
             )
+        check_private_folder(path.parent, what="the folder of a secret key file")
+        if hasattr(os, "getuid") and info.st_uid != os.getuid():
+            raise PermissionError(f"{path} holds a secret key but belongs to user {info.st_uid}")
         return cls.from_bytes(path.read_bytes())
 
     def __repr__(self) -> str:
