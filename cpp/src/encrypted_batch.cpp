@@ -1,6 +1,7 @@
 // Copyright (c) hevit developers. MIT license.
 #include "hevit/encrypted_batch.h"
 #include "hevit/errors.h"
+#include "hevit/modular.h"
 #include "hevit/parallel.h"
 #include "hevit/prng.h"
 #include "seal/util/polyarithsmallmod.h"
@@ -122,6 +123,13 @@ namespace hevit
         for (std::size_t b = 0; b < batches.size(); b++)
         {
             const EncryptedBatch &other = *batches[b];
+            for (const auto &ct : other.ciphertexts_)
+            {
+                if (detail::is_transparent(ct))
+                {
+                    throw SerializationError("a transparent ciphertext (c1 = 0) is not an encryption: refused");
+                }
+            }
             if (!other.context_->same_keys_as(*first.context_))
             {
                 throw ContextMismatchError(
@@ -322,7 +330,6 @@ namespace hevit
         std::vector<seal::Ciphertext> cts(count);
         std::vector<seal::prng_seed_type> seeds(count * seeded);
         std::atomic<bool> bad{ false };
-        std::atomic<bool> transparent{ false };
         parallel_for(count, threads, [&](std::size_t i) {
             const std::uint8_t *p = src + i * per_ct;
             auto &ct = cts[i];
@@ -350,21 +357,12 @@ namespace hevit
             {
                 detail::expand_seeds(context->seal_context(), seeds.data() + i * seeded, seeded, ct);
             }
-            else if (std::all_of(ct.data(1), ct.data(1) + primes.size() * n, [](std::uint64_t c) { return c == 0; }))
-            {
-                // c1 = 0 is a plaintext dressed as a ciphertext (it hides nothing, and SEAL's
-                // evaluator throws on it later): refuse it here, with the other malformed input
-                transparent = true;
-            }
         });
         if (bad)
         {
             throw SerializationError("malformed EncryptedBatch: a coefficient is not reduced modulo its prime");
         }
-        if (transparent)
-        {
-            throw SerializationError("malformed EncryptedBatch: a ciphertext is transparent (c1 = 0)");
-        }
+
         return EncryptedBatch(
             std::move(context), layout, rows, cols, period, norm_bound, std::move(cts), std::move(seeds));
     }

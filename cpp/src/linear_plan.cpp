@@ -142,6 +142,13 @@ namespace hevit
         {
             throw ContextMismatchError("this EncryptedBatch was made under another key set than the plan's context");
         }
+        for (const auto &ct : batch.ciphertexts())
+        {
+            if (detail::is_transparent(ct))
+            {
+                throw SerializationError("a transparent ciphertext (c1 = 0) is not an encryption: refused");
+            }
+        }
         if (batch.layout() != layout_)
         {
             throw LayoutError(

@@ -1,6 +1,7 @@
 // Copyright (c) hevit developers. MIT license.
 #include "hevit/public_context.h"
 #include "hevit/errors.h"
+#include "hevit/key_codec.h"
 #include "hevit/modular.h"
 #include <algorithm>
 #include <cmath>
@@ -11,29 +12,6 @@ namespace hevit
     namespace
     {
         constexpr std::size_t max_rotation_steps = 4096;
-
-        template <class T>
-        void seal_load(T &object, const seal::SEALContext &context, std::string_view bytes, const char *what)
-        {
-            try
-            {
-                object.load(context, reinterpret_cast<const seal::seal_byte *>(bytes.data()), bytes.size());
-            }
-            catch (const std::exception &e)
-            {
-                throw SerializationError(std::string("corrupted ") + what + ": " + e.what());
-            }
-        }
-
-        template <class T>
-        std::string seal_save(const T &object)
-        {
-            std::string out(static_cast<std::size_t>(object.save_size(seal::compr_mode_type::none)), '\0');
-            const auto written = object.save(
-                reinterpret_cast<seal::seal_byte *>(out.data()), out.size(), seal::compr_mode_type::none);
-            out.resize(static_cast<std::size_t>(written));
-            return out;
-        }
     } // namespace
 
     std::shared_ptr<const seal::SEALContext> PublicContext::make_seal_context(const CkksParams &params)
@@ -209,10 +187,13 @@ namespace hevit
         {
             w.i32(step);
         }
-        w.blob(seal_save(public_key_));
-        w.blob(galois_keys_ ? seal_save(*galois_keys_) : std::string());
+        w.blob(detail::encode_public_key(public_key_, *seal_context_));
+        w.blob(
+            galois_keys_ ? detail::encode_galois_keys(*galois_keys_, detail::galois_elements(*seal_context_, rotation_steps_, conjugation_),
+                                                      *seal_context_)
+                         : std::string());
         w.u32(conjugation_ ? 1 : 0);
-        w.blob(relin_keys_ ? seal_save(*relin_keys_) : std::string());
+        w.blob(relin_keys_ ? detail::encode_relin_keys(*relin_keys_, *seal_context_) : std::string());
         WireHeader header{ ObjectKind::public_context, params_fingerprint_, keyset_id_ };
         return wrap_payload(header, w.str());
     }
@@ -242,11 +223,11 @@ namespace hevit
                 throw SerializationError("malformed context: rotation step " + std::to_string(step) + " out of range");
             }
         }
-        seal::PublicKey public_key;
-        seal_load(public_key, *context, r.blob(detail::seal_poly_bytes(n, k, 2)), "public key");
-        // Each Galois or relinearisation key is (k - 1) key-switching ciphertexts of two
-        // polynomials over all k primes; bound the blobs by that before SEAL reads them.
-        const std::string_view gk = r.blob(detail::seal_poly_bytes(n, k, 2 * (k - 1) * (step_count + 1) + 2));
+        // hevit's key format: every size follows from the parameters and the listed steps, so
+        // the byte counts are checked before anything is allocated (detail/key_codec.h)
+        const std::size_t poly = detail::key_poly_bytes(*context);
+        seal::PublicKey public_key = detail::decode_public_key(r.blob(2 * poly), *context);
+        const std::string_view gk = r.blob(2 * (k - 1) * poly * (step_count + 1));
         const std::uint32_t conjugation = r.u32();
         if (conjugation > 1)
         {
@@ -255,15 +236,21 @@ namespace hevit
         std::optional<seal::GaloisKeys> galois_keys;
         if (!gk.empty())
         {
-            galois_keys.emplace();
-            seal_load(*galois_keys, *context, gk, "Galois keys");
+            if (k < 2)
+            {
+                throw SerializationError("malformed context: Galois keys without a special prime");
+            }
+            galois_keys = detail::decode_galois_keys(gk, detail::galois_elements(*context, steps, conjugation == 1), *context);
         }
         std::optional<seal::RelinKeys> relin_keys;
-        const std::string_view rk = r.blob(detail::seal_poly_bytes(n, k, 2 * (k - 1) + 2));
+        const std::string_view rk = r.blob(2 * (k - 1) * poly);
         if (!rk.empty())
         {
-            relin_keys.emplace();
-            seal_load(*relin_keys, *context, rk, "relinearisation keys");
+            if (k < 2)
+            {
+                throw SerializationError("malformed context: relinearisation keys without a special prime");
+            }
+            relin_keys = detail::decode_relin_keys(rk, *context);
         }
         r.expect_end();
         auto result = std::make_shared<const PublicContext>(

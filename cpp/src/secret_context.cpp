@@ -1,5 +1,6 @@
 // Copyright (c) hevit developers. MIT license.
 #include "hevit/secret_context.h"
+#include "hevit/key_codec.h"
 #include "hevit/modular.h"
 #include "hevit/errors.h"
 #include "hevit/parallel.h"
@@ -135,18 +136,8 @@ namespace hevit
         std::optional<seal::GaloisKeys> galois_keys;
         if (!steps.empty() || keys.conjugation)
         {
-            const auto galois_tool = context->key_context_data()->galois_tool();
-            std::vector<std::uint32_t> elements;
-            for (int step : steps)
-            {
-                elements.push_back(galois_tool->get_elt_from_step(step));
-            }
-            if (keys.conjugation)
-            {
-                elements.push_back(galois_tool->get_elt_from_step(0)); // 2N - 1: complex conjugation
-            }
             galois_keys.emplace();
-            keygen.create_galois_keys(elements, *galois_keys);
+            keygen.create_galois_keys(detail::galois_elements(*context, steps, keys.conjugation), *galois_keys);
         }
         std::optional<seal::RelinKeys> relin_keys;
         if (keys.relinearization)
@@ -253,10 +244,7 @@ namespace hevit
     {
         ByteWriter w;
         w.blob(public_->to_bytes());
-        std::string sk(static_cast<std::size_t>(secret_key_.save_size(seal::compr_mode_type::none)), '\0');
-        const auto written = secret_key_.save(
-            reinterpret_cast<seal::seal_byte *>(sk.data()), sk.size(), seal::compr_mode_type::none);
-        sk.resize(static_cast<std::size_t>(written));
+        std::string sk = detail::encode_secret_key(secret_key_, public_->seal_context());
         w.blob(sk);
         std::fill(sk.begin(), sk.end(), '\0');
         WireHeader header{ ObjectKind::secret_context, public_->params_fingerprint(), public_->keyset_id() };
@@ -271,19 +259,9 @@ namespace hevit
         ByteReader r(unwrap_payload(bytes, ObjectKind::secret_context, header));
         auto pub = PublicContext::from_bytes(r.blob(r.remaining()));
         const auto &params = pub->params();
-        const std::string_view sk_bytes =
-            r.blob(detail::seal_poly_bytes(params.poly_modulus_degree, params.coeff_modulus_bits.size(), 1));
+        const std::string_view sk_bytes = r.blob(detail::key_poly_bytes(pub->seal_context()));
         r.expect_end();
-        seal::SecretKey secret_key;
-        try
-        {
-            secret_key.load(
-                pub->seal_context(), reinterpret_cast<const seal::seal_byte *>(sk_bytes.data()), sk_bytes.size());
-        }
-        catch (const std::exception &e)
-        {
-            throw SerializationError(std::string("corrupted secret key: ") + e.what());
-        }
+        seal::SecretKey secret_key = detail::decode_secret_key(sk_bytes, pub->seal_context());
         if (pub->params_fingerprint() != header.params_fingerprint || pub->keyset_id() != header.keyset_id)
         {
             throw SerializationError("corrupted SecretContext: header does not match its public context");

@@ -395,3 +395,28 @@ def test_every_header_field_edit_is_rejected_and_the_round_still_closes(setup):
         assert Message.from_bytes(server.close_round()).meta["contributors"] == 2
 
     run()
+
+
+def test_inference_server_checks_the_request_header_before_loading(federation, monkeypatch):
+    """A request that is not one fresh encryption (here: a sum carrying two seeds) is refused
+    from its header; it is never loaded, and the plan never runs on it."""
+    from hevit.federated import InferenceServer
+
+    keys = federation.keys
+    head = LinearHead(np.ones((CLASSES, DIM)) * 0.01, np.zeros(CLASSES))
+    server = InferenceServer(federation.server_keys.inference, head, layout="sample")
+    rows = np.full((2, DIM), 1.0 / np.sqrt(DIM))
+    two = he.EncryptedBatch.sum([keys.inference.encrypt(rows, layout="sample") for _ in range(2)])
+    request = Message(
+        "infer-request",
+        "he-cls",
+        0,
+        "client-0",
+        keys.inference.public_context().keyset_id.hex(),
+        {"features": two.to_bytes()},
+    )
+    monkeypatch.setattr(
+        he.EncryptedBatch, "from_bytes", lambda *a, **k: pytest.fail("loaded a refused request")
+    )
+    with pytest.raises(ProtocolError, match=r"fresh encryption.*2 seeds"):
+        server.handle(request.to_bytes())

@@ -196,9 +196,9 @@ def test_thread_counts_past_the_limit_are_refused_not_started(keys, rng):
     assert batch.to_bytes(threads=MAX_THREADS) == batch.to_bytes(threads=1)
 
 
-def test_a_transparent_ciphertext_is_refused_at_load(keys, rng):
+def test_a_transparent_ciphertext_is_refused_by_sum_and_plans(keys, rng):
     """c1 = 0 (a plaintext dressed as a ciphertext) used to reach sum or a plan and raise a bare
-    RuntimeError from SEAL; it is a SerializationError at load now."""
+    RuntimeError from SEAL; both refuse it with SerializationError now."""
     import struct
 
     from hevit.errors import SerializationError
@@ -213,5 +213,9 @@ def test_a_transparent_ciphertext_is_refused_at_load(keys, rng):
     for i in range(public.ciphertext_count):
         start = header + meta + (2 * i + 1) * poly
         blob[start : start + poly] = bytes(poly)
+    transparent = he.EncryptedBatch.from_bytes(with_checksum(bytes(blob)), sk.public_context())
     with pytest.raises(SerializationError, match="transparent"):
-        he.EncryptedBatch.from_bytes(with_checksum(bytes(blob)), sk.public_context())
+        he.EncryptedBatch.sum([transparent, public])
+    plan = he.LinearPlan.compile(sk.public_context(), np.ones((2, 8)), layout="batch")
+    with pytest.raises(SerializationError, match="transparent"):
+        plan.apply(transparent)

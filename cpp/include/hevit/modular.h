@@ -54,6 +54,25 @@ namespace hevit::detail
         return bits;
     }
 
+    /** True when c1 (and any higher part) is zero: a plaintext dressed as a ciphertext. Plans
+    and sums refuse such inputs (SEAL's evaluator would throw a bare logic_error on them); a
+    plan's own output may legitimately be transparent (all-zero weights). */
+    inline bool is_transparent(const seal::Ciphertext &ct)
+    {
+        const std::size_t count = ct.poly_modulus_degree() * ct.coeff_modulus_size();
+        for (std::size_t poly = 1; poly < ct.size(); poly++)
+        {
+            for (std::size_t i = 0; i < count; i++)
+            {
+                if (ct.data(poly)[i] != 0)
+                {
+                    return false;
+                }
+            }
+        }
+        return true;
+    }
+
     /** round(value) as a residue mod q (negative values wrap to q - |v|). */
     inline std::uint64_t to_residue(double value, const seal::Modulus &q)
     {

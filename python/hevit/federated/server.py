@@ -470,11 +470,28 @@ class InferenceServer:
             raise ProtocolError(
                 "infer-request under another key set or without a 'features' ciphertext"
             )
-        batch = he.EncryptedBatch.from_bytes(msg.blobs["features"], self.context, threads=threads)
-        if not self.accepts(batch.layout):
+        blob = msg.blobs["features"]
+        if not isinstance(blob, bytes):
+            raise ProtocolError("he-cls features are a ciphertext, got a plaintext array")
+        # cheapest first, before the checksum pass and the seed expansion: a request is a fresh
+        # (one-seed) encryption at the context's scale and norm bound, in a layout served here
+        header = he.EncryptedBatch.peek(blob)
+        params = self.context.params
+        if not self.accepts(header.layout):
             raise ProtocolError(
-                f"features in the {batch.layout} layout, this server serves {self.layout}"
+                f"features in the {header.layout} layout, this server serves {self.layout}"
             )
+        if (header.seed_count, header.scale, header.norm_bound) != (
+            1,
+            2.0**params.scale_bits,
+            params.max_norm,
+        ):
+            raise ProtocolError(
+                "he-cls features must be a fresh encryption (one seed, the context's scale and "
+                f"norm bound), got {header.seed_count} seeds, scale {header.scale!r}, "
+                f"norm bound {header.norm_bound!r}"
+            )
+        batch = he.EncryptedBatch.from_bytes(blob, self.context, threads=threads)
         out = self.plan_for(batch.layout).apply(batch, threads=threads)
         if batch.layout == "coefficient":
             # the key holder reads C coefficients per row: send the compact reply
