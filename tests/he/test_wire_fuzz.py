@@ -37,8 +37,16 @@ def samples():
     def load_one_prime(b):
         return he.EncryptedBatch.from_bytes(b, one_prime_pub)
 
+    mlp_params = he.CkksParams.preset("mlp", max_norm=1.0)
+    mlp_keys = he.MlpPlan.evaluation_keys(mlp_params, in_dim=8, hidden=4, out_dim=2, layout="batch")
+    mlp = he.SecretContext.generate(mlp_params, **mlp_keys.as_kwargs())
     return {
         "public_context": (pub.to_bytes(), lambda b: he.PublicContext.from_bytes(b)),
+        # conjugation and relinearisation keys too
+        "mlp_context": (
+            mlp.public_context().to_bytes(),
+            lambda b: he.PublicContext.from_bytes(b),
+        ),
         "secret_context": (sk.to_bytes(), lambda b: he.SecretContext.from_bytes(b)),
         "batch_seeded": (seeded.to_bytes(), lambda b: he.EncryptedBatch.from_bytes(b, pub)),
         "batch_full": (
@@ -68,6 +76,7 @@ def samples():
 
 KINDS = [
     "public_context",
+    "mlp_context",
     "secret_context",
     "batch_seeded",
     "batch_full",
@@ -187,3 +196,100 @@ def test_huge_declared_column_count_is_refused_at_once(samples):
     mutated[cols_at : cols_at + 8] = (0xAC00000000000014).to_bytes(8, "little")
     with pytest.raises(HevitError, match="impossible shape"):
         load(with_checksum(bytes(mutated)))
+
+
+_RSS_PROBE = r"""
+import resource, sys
+from pathlib import Path
+from hevit import he
+from hevit.errors import HevitError
+
+def rss():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+loaders = {"public": he.PublicContext.from_bytes, "secret": he.SecretContext.from_bytes}
+folder = Path(sys.argv[1])
+for kind, load in loaders.items():
+    load((folder / f"{kind}.honest").read_bytes())  # the honest object once: the baseline
+before = rss()
+rejected = tried = 0
+for path in sorted(folder.glob("*.hostile")):
+    tried += 1
+    data = path.read_bytes()
+    try:
+        loaders[path.name.split("-")[0]](data)
+    except HevitError:
+        rejected += 1
+    del data
+print(rejected, tried, before, rss())
+"""
+
+
+def _length_fields(payload: bytes, at: int = 0) -> tuple[list[int], int]:
+    """Offsets of the u64 length fields of a PublicContext payload starting at ``at``."""
+    fields = []
+
+    def blob():
+        nonlocal at
+        fields.append(at)
+        at += 8 + struct.unpack_from("<Q", payload, at)[0]
+
+    blob()  # parameters
+    at += 4 + 4 * struct.unpack_from("<I", payload, at)[0]  # rotation steps
+    blob()  # public key
+    blob()  # Galois keys
+    at += 4  # conjugation flag
+    blob()  # relinearisation keys
+    return fields, at
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["single-row", "mlp"])
+def test_hostile_key_files_stay_within_a_small_multiple_of_the_honest_size(preset, tmp_path):
+    """Every length field of a public and a secret context rewritten to 0, 1, 2^31, 2^40, 2^63
+    and 2^64 - 1 (checksum forged): each file is refused, and the loading child's peak RSS grows
+    by less than twice the honest object's size (SEAL 4.1.2's own loader zero-filled 1 GiB
+    from such a file and kept it)."""
+    import subprocess
+    import sys
+
+    params = he.CkksParams.preset(preset, max_norm=1.0)
+    if preset == "mlp":
+        keys = he.MlpPlan.evaluation_keys(params, in_dim=192, hidden=32, out_dim=3, layout="sample")
+        sk = he.SecretContext.generate(params, **keys.as_kwargs())
+    else:
+        steps = he.LinearPlan.required_rotation_steps(
+            params, in_dim=768, out_dim=3, layout="sample"
+        )
+        sk = he.SecretContext.generate(params, rotation_steps=steps)
+    blobs = {"public": sk.public_context().to_bytes(), "secret": sk.to_bytes()}
+    honest = max(len(b) for b in blobs.values())
+    for kind, blob in blobs.items():
+        (tmp_path / f"{kind}.honest").write_bytes(blob)
+        payload = blob[HEADER:]
+        if kind == "public":
+            fields, _ = _length_fields(payload)
+        else:  # blob(public context bytes, wire header included), then blob(secret key)
+            inner, _ = _length_fields(payload, 8 + HEADER)
+            fields = [0, *inner, 8 + struct.unpack_from("<Q", payload, 0)[0]]
+        for offset in fields:
+            for value in (0, 1, 2**31, 2**40, 2**63, 2**64 - 1):
+                if value == struct.unpack_from("<Q", payload, offset)[0]:
+                    continue  # unchanged (an empty relinearisation blob is already 0)
+                hostile = payload[:offset] + struct.pack("<Q", value) + payload[offset + 8 :]
+                name = f"{kind}-{offset}-{value}.hostile"
+                (tmp_path / name).write_bytes(with_checksum(blob[:HEADER] + hostile))
+    out = subprocess.run(
+        [sys.executable, "-c", _RSS_PROBE, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    rejected, tried, before, after = map(int, out.stdout.split())
+    print(
+        f"\n{preset}: {rejected}/{tried} hostile files refused; honest {honest / 1e6:.1f} MB, "
+        f"peak RSS {before / 1e6:.0f} -> {after / 1e6:.0f} MB"
+    )
+    assert rejected == tried >= 50
+    assert after - before < 2 * honest
