@@ -1,6 +1,8 @@
-"""A real Flower deployment on loopback: one SuperLink and three SuperNodes as separate processes
-(insecure mode), running hevit's ClientApp/ServerApp for he-fedavg and he-ridge. The results must
-match the in-process run and the server side must only ever receive ciphertext bytes."""
+"""A real Flower deployment on loopback: one SuperLink and three SuperNodes as separate processes,
+secure as a hospital would run it (TLS from a private CA, SuperNode authentication with
+registered keys; an unregistered SuperNode is refused), running hevit's ClientApp/ServerApp for
+he-fedavg and he-ridge. The results must match the in-process run and the server side must only
+ever receive ciphertext bytes."""
 
 from __future__ import annotations
 
@@ -21,10 +23,12 @@ import pytest
 
 # Flower is a test dependency (hevit[flower]); a missing import fails this module loudly
 from hevit import he
+from hevit.cli.main import main
 from hevit.features import FeatureSet
 from hevit.federated import FederationKeys, HospitalClient, LinearHead, Message, run_strategy
 from hevit.federated.flower import app_dir
 from hevit.federated.flower.apps import client_partition, config_from_run
+from hevit.federated.flower.security import TlsFiles, make_supernode_key
 from hevit.federated.keys import KEY_SETS
 from hevit.federated.vectors import decrypt_vector
 
@@ -75,47 +79,80 @@ def deployment(tmp_path_factory):
     port = free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     (root / "cli").mkdir()
+    # secure by default: TLS from a private CA, and only registered SuperNode keys connect
+    # the README's helper: a private CA, the SuperLink's certificate and one key pair per node
+    assert main(["flower-credentials", "--out", str(root / "creds"), "--nodes", str(NODES)]) == 0
+    tls = TlsFiles(*(root / "creds" / "tls" / f for f in ("ca.crt", "server.pem", "server.key")))
     (root / "cli" / "config.toml").write_text(
-        f'[superlink]\ndefault = "loopback"\n\n[superlink.loopback]\naddress = "127.0.0.1:{port}"\ninsecure = true\n'
+        f'[superlink]\ndefault = "loopback"\n\n[superlink.loopback]\naddress = "127.0.0.1:{port}"\n'
+        f'root-certificates = "{tls.ca_certificate}"\n'
     )
+    nodes = root / "creds" / "nodes"
+    node_keys = [(nodes / f"node{k}.key", nodes / f"node{k}.pub") for k in range(NODES)]
+    intruder_key, _ = make_supernode_key(root / "intruder-keys", "intruder")
     procs = []
+    superlink_log = open(root / "superlink.log", "w")
     try:
         procs.append(
             subprocess.Popen(
                 [
                     executable("flower-superlink"),
-                    "--insecure",
+                    "--ssl-ca-certfile",
+                    str(tls.ca_certificate),
+                    "--ssl-certfile",
+                    str(tls.server_certificate),
+                    "--ssl-keyfile",
+                    str(tls.server_key),
+                    "--enable-supernode-auth",
                     "--port",
                     str(port),
                     "--disable-runtime-dependency-installation",
                 ],
                 env={**env, "FLWR_HOME": str(root / "superlink")},
-                stdout=open(root / "superlink.log", "w"),
+                stdout=superlink_log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         )
         wait_for_port(port, time.monotonic() + 60)
-        for k in range(NODES):
-            procs.append(
-                subprocess.Popen(
+        for _, public in node_keys:
+            registered = subprocess.run(
+                [executable("flwr"), "supernode", "register", str(public), "loopback"],
+                env={**env, "FLWR_HOME": str(root / "cli")},
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert registered.returncode == 0, registered.stdout + registered.stderr
+
+        def supernode(name: str, private_key: Path, partition: int) -> subprocess.Popen:
+            with open(root / f"{name}.log", "w") as log:
+                return subprocess.Popen(
                     [
                         executable("flower-supernode"),
-                        "--insecure",
+                        "--root-certificates",
+                        str(tls.ca_certificate),
+                        "--auth-supernode-private-key",
+                        str(private_key),
                         "--superlink",
                         f"127.0.0.1:{port}",
                         "--port",
                         str(free_port()),
                         "--node-config",
-                        f"partition-id={k}",
+                        f"partition-id={partition}",
                     ],
-                    env={**env, "FLWR_HOME": str(root / f"node{k}")},
-                    stdout=open(root / f"node{k}.log", "w"),
+                    env={**env, "FLWR_HOME": str(root / name)},
+                    stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
-            )
-        yield root, keys, env
+
+        for k, (private, _) in enumerate(node_keys):
+            procs.append(supernode(f"node{k}", private, k))
+        # a SuperNode whose key was never registered must be refused
+        intruder = supernode("intruder", intruder_key, 0)
+        procs.append(intruder)
+        yield root, keys, env, intruder
     finally:
         for p in procs:
             try:
@@ -123,6 +160,7 @@ def deployment(tmp_path_factory):
             except ProcessLookupError:
                 pass
             p.wait(timeout=30)
+        superlink_log.close()
 
 
 def flwr_run(root: Path, env: dict, strategy: str, rounds: int) -> dict:
@@ -219,7 +257,7 @@ def assert_server_saw_only_ciphertexts(root: Path, keys, strategy: str, result: 
 
 @pytest.mark.slow
 def test_flower_he_ridge_matches_in_process(deployment):
-    root, keys, env = deployment
+    root, keys, env, _ = deployment
     result = flwr_run(root, env, "he-ridge", 1)
     assert result["rounds"] == [1] and result["contributors"] == [
         [f"client-{k}" for k in range(NODES)]
@@ -237,7 +275,7 @@ def test_flower_he_ridge_matches_in_process(deployment):
 
 @pytest.mark.slow
 def test_flower_he_fedavg_matches_in_process(deployment):
-    root, keys, env = deployment
+    root, keys, env, _ = deployment
     result = flwr_run(root, env, "he-fedavg", 2)
     assert result["rounds"] == [1, 2]
     assert_server_saw_only_ciphertexts(root, keys, "he-fedavg", result)
@@ -250,3 +288,15 @@ def test_flower_he_fedavg_matches_in_process(deployment):
     assert np.abs(total - expected).max() <= he.reference.sum_tolerance(keys.updates.params, NODES)
     assert [result["accuracy"][str(r)] for r in (1, 2)] == [r.accuracy for r in local.rounds]
     assert result["bytes_up"] == [r.bytes_up for r in local.rounds]
+
+
+@pytest.mark.slow
+def test_a_supernode_with_an_unregistered_key_is_refused(deployment):
+    """TLS and authentication are on: the intruder's key was never registered, so the SuperLink
+    refuses to activate it and it exits; the registered nodes serve the runs above."""
+    root, _, _, intruder = deployment
+    assert intruder.wait(timeout=120) != 0
+    log = (root / "intruder.log").read_text()
+    assert "Failed to activate SuperNode" in log
+    for k in range(NODES):
+        assert "SuperNode ID" in (root / f"node{k}.log").read_text()

@@ -16,12 +16,13 @@ from .conftest import clustered_features
 
 
 def secret_key_chunks(sk, count: int = 64, width: int = 16) -> list[bytes]:
-    """Chunks of the raw secret-key polynomial (SEAL's serialization inside SecretContext bytes)."""
+    """Chunks of the secret-key polynomial as SecretContext bytes carry it (the blob after the
+    public context: hevit's bit-packed key format)."""
     full, public = sk.to_bytes(), sk.public_context().to_bytes()
     start = full.find(public) + len(public) + 8  # skip the length prefix of the key blob
-    n_words = sk.params.poly_modulus_degree * len(sk.params.coeff_modulus_bits)
-    key_data = full[len(full) - 8 * n_words :]
-    assert start < len(full) - 8 * n_words  # the coefficient data sits inside the key blob
+    key_data = full[start:]
+    n = sk.params.poly_modulus_degree
+    assert len(key_data) == sum(n * bits // 8 for bits in sk.params.coeff_modulus_bits)
     offsets = np.linspace(0, len(key_data) - width, count).astype(int)
     return [key_data[o : o + width] for o in offsets]
 

@@ -356,6 +356,23 @@ def _keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _flower_credentials(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..federated.flower.security import make_supernode_key, make_tls_certificates
+
+    out = Path(args.out)
+    tls = make_tls_certificates(out / "tls", hosts=tuple(args.host or ("127.0.0.1", "localhost")))
+    print(f"TLS: CA {tls.ca_certificate}, SuperLink certificate {tls.server_certificate} and key")
+    for k in range(args.nodes):
+        private, public = make_supernode_key(out / "nodes", f"node{k}")
+        print(
+            f"SuperNode {k}: private key {private} (0600, give it to that hospital only), "
+            f"public key {public} (register it: flwr supernode register {public} <superlink>)"
+        )
+    return 0
+
+
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="vit_base_patch16_224", help="any timm ViT name")
     p.add_argument(
@@ -483,6 +500,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model_options(extract)
     extract.set_defaults(func=_extract)
+
+    credentials = sub.add_parser(
+        "flower-credentials",
+        help="TLS certificates (private CA) and SuperNode keys for a secure Flower deployment",
+    )
+    credentials.add_argument("--out", required=True, help="new folder: tls/ and nodes/")
+    credentials.add_argument("--nodes", type=_positive_int, default=3)
+    credentials.add_argument(
+        "--host",
+        action="append",
+        default=None,
+        help="SuperLink address the certificate names (repeatable; default 127.0.0.1, localhost)",
+    )
+    credentials.set_defaults(func=_flower_credentials)
 
     from ..federated.config import INFERENCE_LAYOUTS
 
