@@ -147,12 +147,13 @@ def deployment(tmp_path_factory):
                     start_new_session=True,
                 )
 
+        named = {}
         for k, (private, _) in enumerate(node_keys):
-            procs.append(supernode(f"node{k}", private, k))
+            named[f"node{k}"] = supernode(f"node{k}", private, k)
         # a SuperNode whose key was never registered must be refused
-        intruder = supernode("intruder", intruder_key, 0)
-        procs.append(intruder)
-        yield root, keys, env, intruder
+        named["intruder"] = supernode("intruder", intruder_key, 0)
+        procs.extend(named.values())
+        yield root, keys, env, named
     finally:
         for p in procs:
             try:
@@ -163,8 +164,11 @@ def deployment(tmp_path_factory):
         superlink_log.close()
 
 
-def flwr_run(root: Path, env: dict, strategy: str, rounds: int) -> dict:
-    result = root / f"{strategy}-result.json"
+def flwr_run(
+    root: Path, env: dict, strategy: str, rounds: int, *, during=None, tag: str = "", **extra
+) -> dict:
+    """Runs the app to completion; ``during(received_dir)`` is called while it runs."""
+    result = root / f"{strategy}{tag}-result.json"
     overrides = {
         "strategy": strategy,
         "rounds": rounds,
@@ -176,10 +180,11 @@ def flwr_run(root: Path, env: dict, strategy: str, rounds: int) -> dict:
         "keys-dir": str(root / "hospital-keys"),
         "server-keys-dir": str(root / "server-keys"),
         "result-path": str(result),
-        "received-dir": str(root / f"{strategy}-received"),
+        "received-dir": str(root / f"{strategy}{tag}-received"),
+        **extra,
     }
     run_config = " ".join(f"{k}={json.dumps(v)}" for k, v in overrides.items())
-    proc = subprocess.run(
+    proc = subprocess.Popen(
         [
             executable("flwr"),
             "run",
@@ -190,10 +195,14 @@ def flwr_run(root: Path, env: dict, strategy: str, rounds: int) -> dict:
             run_config,
         ],
         env={**env, "FLWR_HOME": str(root / "cli")},
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=TIMEOUT,
     )
+    if during is not None:
+        during(Path(overrides["received-dir"]))
+    stdout, stderr = proc.communicate(timeout=TIMEOUT)
+    proc = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     assert proc.returncode == 0 and result.exists(), (proc.stdout[-3000:], proc.stderr[-3000:])
     return json.loads(result.read_text())
 
@@ -294,9 +303,41 @@ def test_flower_he_fedavg_matches_in_process(deployment):
 def test_a_supernode_with_an_unregistered_key_is_refused(deployment):
     """TLS and authentication are on: the intruder's key was never registered, so the SuperLink
     refuses to activate it and it exits; the registered nodes serve the runs above."""
-    root, _, _, intruder = deployment
-    assert intruder.wait(timeout=120) != 0
+    root, _, _, named = deployment
+    assert named["intruder"].wait(timeout=120) != 0
     log = (root / "intruder.log").read_text()
     assert "Failed to activate SuperNode" in log
     for k in range(NODES):
         assert "SuperNode ID" in (root / f"node{k}.log").read_text()
+
+
+@pytest.mark.slow
+def test_a_supernode_killed_mid_run_costs_its_contributions_not_the_run(deployment):
+    """Quorum 2 of 3: a SuperNode killed once the first round is under way is lost (logged,
+    recorded as dropped), the rounds complete under the quorum and accuracy is still reported.
+    Runs last: the node stays dead."""
+    root, _, env, named = deployment
+    victim = named[f"node{NODES - 1}"]
+
+    def kill_when_round_one_started(received: Path) -> None:
+        deadline = time.monotonic() + TIMEOUT
+        while not (received.exists() and any(received.iterdir())):
+            assert time.monotonic() < deadline, "round 1 never started"
+            time.sleep(0.1)
+        os.killpg(victim.pid, 9)
+
+    result = flwr_run(
+        root,
+        env,
+        "he-fedavg",
+        2,
+        during=kill_when_round_one_started,
+        tag="-killed",
+        quorum=2,
+        timeout=20.0,
+    )
+    lost = f"client-{NODES - 1}"
+    assert result["rounds"] == [1, 2]
+    assert any(lost not in c for c in result["contributors"])
+    assert all(len(c) >= 2 for c in result["contributors"])
+    assert set(result["accuracy"]) == {"1", "2"}

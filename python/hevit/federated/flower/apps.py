@@ -143,6 +143,9 @@ def main(grid: Grid, context: Context) -> None:
         server_keys.for_strategy(str(run["strategy"])),
         clients=clients,
         quorum=int(run.get("quorum", 0)) or None,
+        # with a quorum, rounds start once that many nodes are connected (a lost node must
+        # not stall the federation); without one, every registered hospital is awaited
+        min_nodes=int(run.get("quorum", 0)) or None,
         received_dir=str(run.get("received-dir", "")) or None,
         expected_length=expected_length,
     )
