@@ -411,24 +411,16 @@ def run_attacks(
     recovered = []
     for b in token_batches:
         idx = victims_order[:b]
-        client = victim_client(
-            np.stack([token[int(i)] for i in idx]), labels[idx], classes=classes, config=config
+        client, estimates = _server_recovers(
+            np.stack([token[int(i)] for i in idx]), labels[idx], global_head, classes, config
         )
-        delta = plain_update_delta(
-            client.update_message("plain-fedavg", global_head, 1), global_head, config
-        )
-        estimates = recover_tokens(*head_delta(delta, classes, global_head.dim))
         report.token_rows.append(
             TokenRow(b, cosine_to_truth(estimates, client.x).round(6).tolist())
         )
     for k in range(n_images):
-        client = victim_client(
-            pick_tokens[k : k + 1], pick_labels[k : k + 1], classes=classes, config=config
+        client, estimates = _server_recovers(
+            pick_tokens[k : k + 1], pick_labels[k : k + 1], global_head, classes, config
         )
-        delta = plain_update_delta(
-            client.update_message("plain-fedavg", global_head, 1), global_head, config
-        )
-        estimates = recover_tokens(*head_delta(delta, classes, global_head.dim))
         recovered.append(estimates[np.argmax(cosine_to_truth(client.x, estimates))])
     seconds["token recovery"] = time.perf_counter() - t0
 
@@ -583,6 +575,14 @@ def run_attacks(
     return report
 
 
+def _server_recovers(rows, labels, head: LinearHead, classes: int, config: FederatedConfig):
+    """The victim hospital holding ``rows`` sends its plain-fedavg update on ``head``; returns
+    the client and the token estimates the server reads from that message."""
+    client = victim_client(rows, labels, classes=classes, config=config)
+    delta = plain_update_delta(client.update_message("plain-fedavg", head, 1), head, config)
+    return client, recover_tokens(*head_delta(delta, classes, head.dim))
+
+
 def _set_head(tail, head: LinearHead) -> None:
     """The tail's head takes the federation's global head (a zero head would leave the blocks
     without gradient, which is not the update a trained federation sends)."""
@@ -685,11 +685,7 @@ def _dp_curve(
         one_round = FederatedConfig(rounds=1, dp=dp, seed=seed)
         for k, i in enumerate(picks):
             row, yy = token[int(i)][None], labels[[i]]
-            victim = victim_client(row, yy, classes=classes, config=one_round)
-            delta = plain_update_delta(
-                victim.update_message("plain-fedavg", global_head, 1), global_head, one_round
-            )
-            estimates = recover_tokens(*head_delta(delta, classes, global_head.dim))
+            victim, estimates = _server_recovers(row, yy, global_head, classes, one_round)
             cos_plain.append(float(cosine_to_truth(estimates, victim.x).max()))
             if k == 0:
                 recovered0 = estimates[np.argmax(cosine_to_truth(victim.x, estimates))]
