@@ -145,6 +145,9 @@ class AggregationServer:
         self.completed: list[RoundState] = []
         self.rejections: list[Rejection] = []
         self.bytes_received: dict[str, int] = {c: 0 for c in self.clients}
+        #: (kind, sender, blob types) of every message that parsed, accepted or not: the audit
+        #: of what the server saw, from the one parse receive does
+        self.received_kinds: list[tuple[str, str, tuple[str, ...]]] = []
         self._round = 0
         self._accepted: dict[str, he.EncryptedBatch | np.ndarray] = {}
         self._sizes: dict[str, int] = {}
@@ -178,6 +181,18 @@ class AggregationServer:
                 raise ProtocolError("no round is open")
             msg = Message.from_bytes(data)
             sender = msg.sender
+            self.received_kinds.append(
+                (
+                    msg.kind,
+                    msg.sender,
+                    tuple(
+                        sorted(
+                            "ciphertext" if isinstance(b, bytes) else "float64"
+                            for b in msg.blobs.values()
+                        )
+                    ),
+                )
+            )
             self._validate_header(msg)
             contribution = self._load(msg)
         except (HevitError, ValueError) as exc:

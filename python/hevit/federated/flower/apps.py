@@ -27,7 +27,7 @@ from ..client import HospitalClient, fedavg_vector_length
 from ..config import FederatedConfig
 from ..keys import FederationKeys, ServerKeys
 from ..models import LinearHead, ridge_statistics_length
-from .strategy import RECORD_KEY, HevitStrategy
+from .strategy import RECORD_KEY, HevitStrategy, aggregate_bytes
 
 __all__ = ["client_app", "client_partition", "config_from_run", "server_app"]
 
@@ -97,11 +97,8 @@ def _global_head(
 def train(msg: Message, context: Context) -> Message:
     client, _, _ = _hospital(context)
     record = msg.content[RECORD_KEY]
-    r, strategy, aggregate = (
-        int(record["round"]),
-        str(record["strategy"]),
-        bytes(record["aggregate"]),
-    )
+    r, strategy = int(record["round"]), str(record["strategy"])
+    aggregate = aggregate_bytes(msg.content["arrays"]) if "arrays" in msg.content else b""
     if strategy == "he-ridge":
         data = client.statistics_message(r)
     else:
@@ -118,9 +115,8 @@ def train(msg: Message, context: Context) -> Message:
 def evaluate(msg: Message, context: Context) -> Message:
     client, xt, yt = _hospital(context)
     record = msg.content[RECORD_KEY]
-    head = _global_head(
-        client, str(record["strategy"]), bytes(record["aggregate"]), int(record["round"])
-    )
+    aggregate = aggregate_bytes(msg.content["arrays"])
+    head = _global_head(client, str(record["strategy"]), aggregate, int(record["round"]))
     correct = int(np.sum(head.predict(client.preprocess(xt)) == yt))
     return Message(
         RecordDict({"metrics": MetricRecord({"correct": correct, "total": len(yt)})}), reply_to=msg

@@ -1,9 +1,11 @@
 """A Flower ``Strategy`` that runs ``he-fedavg`` and ``he-ridge`` with hevit's server.
 
 The strategy never holds a secret key: it validates and sums the clients' serialized
-:class:`~hevit.federated.Message` bytes with :class:`~hevit.federated.AggregationServer` and sends
-the encrypted aggregate back. Everything a node replies travels as bytes in a ``ConfigRecord``
-(key ``"hevit"``), so Flower carries ciphertexts and never sees a plaintext parameter.
+:class:`~hevit.federated.Message` bytes with :class:`~hevit.federated.AggregationServer`. The
+encrypted aggregate is the ``ArrayRecord`` the strategy returns from ``aggregate_train``; Flower
+hands that record back to ``configure_train``/``configure_evaluate``, which send it on as is (one
+copy, in Flower's own seam). A node's reply is its message bytes in a ``ConfigRecord`` (key
+``"hevit"``), so Flower carries ciphertexts and never sees a plaintext parameter.
 """
 
 from __future__ import annotations
@@ -26,10 +28,9 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from ... import he
-from ..messages import Message as HevitMessage
 from ..server import AggregationServer
 
-__all__ = ["RECORD_KEY", "HevitStrategy"]
+__all__ = ["RECORD_KEY", "HevitStrategy", "aggregate_bytes"]
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,6 @@ class HevitStrategy(Strategy):
         self.min_nodes = len(self.server.clients) if min_nodes is None else int(min_nodes)
         self.received_dir = Path(received_dir) if received_dir else None
         self.aggregates: dict[int, bytes] = {}
-        self.received_kinds: list[tuple[str, str, tuple[str, ...]]] = []
 
     def summary(self) -> None:
         log.info(
@@ -94,25 +94,17 @@ class HevitStrategy(Strategy):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
+        """Round r carries the aggregate of round r - 1: the ``arrays`` Flower passes (empty in
+        round 1)."""
         node_ids = _wait_for_nodes(grid, self.min_nodes)
         r = self.server.open_round()
         if r != server_round:
             raise RuntimeError(f"Flower round {server_round} but hevit server round {r}")
-        previous = self.aggregates.get(r - 1, b"")
-        record = ConfigRecord({"round": r, "strategy": self.name, "aggregate": previous})
-        return [
-            Message(
-                content=RecordDict({RECORD_KEY: record}),
-                message_type=MessageType.TRAIN,
-                dst_node_id=n,
-            )
-            for n in node_ids
-        ]
+        return _messages(arrays, r, self.name, MessageType.TRAIN, node_ids)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        received = 0
         for reply in replies:
             if reply.has_error():
                 log.warning(
@@ -123,7 +115,7 @@ class HevitStrategy(Strategy):
                 )
                 continue
             try:
-                data = reply.content[RECORD_KEY]["message"]
+                data = bytes(reply.content[RECORD_KEY]["message"])
             except KeyError:
                 log.warning(
                     "round %d: node %s sent no hevit message",
@@ -131,8 +123,8 @@ class HevitStrategy(Strategy):
                     reply.metadata.src_node_id,
                 )
                 continue
-            self._audit(server_round, reply.metadata.src_node_id, data)
-            received += int(self.server.receive(data))
+            self._store(server_round, reply.metadata.src_node_id, data)
+            self.server.receive(data)  # the one parse; rejections are logged and recorded
         aggregate = self.server.close_round()
         self.aggregates[server_round] = aggregate
         state = self.server.completed[-1]
@@ -149,22 +141,9 @@ class HevitStrategy(Strategy):
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
+        """Every node scores the round's aggregate (the ``arrays`` Flower passes) on its rows."""
         node_ids = _wait_for_nodes(grid, self.min_nodes)
-        record = ConfigRecord(
-            {
-                "round": server_round,
-                "strategy": self.name,
-                "aggregate": self.aggregates[server_round],
-            }
-        )
-        return [
-            Message(
-                content=RecordDict({RECORD_KEY: record}),
-                message_type=MessageType.EVALUATE,
-                dst_node_id=n,
-            )
-            for n in node_ids
-        ]
+        return _messages(arrays, server_round, self.name, MessageType.EVALUATE, node_ids)
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
@@ -185,20 +164,31 @@ class HevitStrategy(Strategy):
         return MetricRecord({"accuracy": correct / total if total else 0.0, "num-examples": total})
 
     # ------------------------------------------------------------------ audit
-    def _audit(self, server_round: int, node_id: int, data: bytes) -> None:
-        try:
-            msg = HevitMessage.from_bytes(data)
-            kinds = tuple(
-                sorted(
-                    "ciphertext" if isinstance(b, bytes) else "float64" for b in msg.blobs.values()
-                )
-            )
-            self.received_kinds.append((msg.kind, msg.sender, kinds))
-        except ValueError:
-            self.received_kinds.append(("unparseable", "?", ()))
+    @property
+    def received_kinds(self) -> list[tuple[str, str, tuple[str, ...]]]:
+        """What the server parsed (kind, sender, blob types), from its one parse."""
+        return self.server.received_kinds
+
+    def _store(self, server_round: int, node_id: int, data: bytes) -> None:
         if self.received_dir is not None:
             self.received_dir.mkdir(parents=True, exist_ok=True)
             (self.received_dir / f"round{server_round}-node{node_id}.bin").write_bytes(data)
+
+
+def aggregate_bytes(arrays: ArrayRecord) -> bytes:
+    """The aggregate message in an ArrayRecord made by ``aggregate_train`` (empty: none yet)."""
+    if "aggregate" not in arrays:
+        return b""
+    return arrays["aggregate"].numpy().tobytes()
+
+
+def _messages(arrays: ArrayRecord, round_: int, strategy: str, kind, node_ids) -> list[Message]:
+    content = {RECORD_KEY: ConfigRecord({"round": round_, "strategy": strategy})}
+    if "aggregate" in arrays:
+        content["arrays"] = arrays
+    return [
+        Message(content=RecordDict(content), message_type=kind, dst_node_id=n) for n in node_ids
+    ]
 
 
 def _wait_for_nodes(grid: Grid, count: int, timeout: float = 120.0) -> list[int]:
