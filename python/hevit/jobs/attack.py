@@ -48,6 +48,7 @@ from ..attacks import (
     victim_client,
 )
 from ..data import ImageFolder, iid_partition, stratified_split
+from ..errors import ModelError
 from ..federated import (
     DPConfig,
     FederatedConfig,
@@ -252,7 +253,7 @@ def _build_classifier(classes: int, *, model_name: str, overrides: dict, weights
     # the backbone has no head (num_classes=0): every other key must match
     missing, unexpected = model.load_state_dict(backbone.state_dict(), strict=False)
     if unexpected or any(not k.startswith("head.") for k in missing):
-        raise RuntimeError(f"backbone does not fit the classifier: {missing}, {unexpected}")
+        raise ModelError(f"backbone does not fit the classifier: {missing}, {unexpected}")
     return model.eval(), info
 
 
@@ -268,34 +269,34 @@ def _cls_tokens(model, images: np.ndarray, batch: int = 16) -> np.ndarray:
     return np.concatenate(out).astype(np.float64)
 
 
-class _FrontAndTail:
-    """The adversary's copy of a ViT-tail federation: the frozen front of ``base`` followed by
-    the shared tail (as one torch module, so parameter names read ``tail.<name>``)."""
+def _front_and_tail(base, tail_module):
+    """The adversary's copy of a ViT-tail federation as one torch module: the frozen front of
+    ``base`` (patch and position embeddings) followed by the shared tail, whose parameters are
+    named ``tail.<name>``."""
+    import torch
 
-    def __new__(cls, base, tail_module):
-        import torch
+    class FrontAndTail(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.base = base
+            self.tail = tail_module
+            for p in self.base.parameters():
+                p.requires_grad_(False)
 
-        class Module(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.base = base
-                self.tail = tail_module
-                for p in self.base.parameters():
-                    p.requires_grad_(False)
+        def forward(self, x):
+            x = self.base.patch_embed(x)
+            x = self.base._pos_embed(x)
+            x = self.base.norm_pre(x)
+            return self.tail(x)
 
-            def forward(self, x):
-                x = self.base.patch_embed(x)
-                x = self.base._pos_embed(x)
-                x = self.base.norm_pre(x)
-                return self.tail(x)
-
-        return Module().eval()
+    return FrontAndTail().eval()
 
 
 # ---------------------------------------------------------------------------------- scoring
 class _Scorer:
+    """Adds one image pair's scores to a row (LPIPS only when asked for)."""
+
     def __init__(self, use_lpips: bool) -> None:
-        self.use_lpips = use_lpips
         self.lpips = metrics.lpips if use_lpips else None
 
     def add(self, row: ImageRow, truth: np.ndarray, guess: np.ndarray) -> None:
@@ -454,7 +455,7 @@ def run_attacks(
     names = [n for n, _ in tail.module.named_parameters()]
     sizes = [p.numel() for _, p in tail.module.named_parameters()]
     shapes = [tuple(p.shape) for _, p in tail.module.named_parameters()]
-    adversary_model = _FrontAndTail(backbone, tail.module)
+    adversary_model = _front_and_tail(backbone, tail.module)
     for b in ig_batches:
         idx = victims_order[:b]
         batch_images = np.stack([images[int(i)] for i in idx])
