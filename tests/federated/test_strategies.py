@@ -312,9 +312,9 @@ def test_differential_privacy_noise_and_epsilon(federation):
 
 
 def test_released_logits_only_through_the_path_with_a_derived_noise_bound(federation):
-    """release_logits floods batch-layout replies of a linear head; a coefficient-layout
-    (compact) reply has no established bound and is refused."""
-    from hevit.errors import ProtocolError
+    """release_logits floods batch-layout replies of a linear head; a coefficient-layout reply
+    has a derived bound its parameters cannot afford; a sample-layout reply has none."""
+    from hevit.errors import ParameterError, ProtocolError
     from hevit.federated import FederationKeys, InferenceServer
 
     xt = federation.x[federation.test][:8]
@@ -342,10 +342,27 @@ def test_released_logits_only_through_the_path_with_a_derived_noise_bound(federa
             assert released.shape == exact.shape and not np.array_equal(released, exact)
             assert np.abs(released - exact).max() < 1e-2
         else:
-            with pytest.raises(
-                ProtocolError, match="no flooding bound is established for coefficient"
-            ):
+            # the coefficient bound is derived, but the latency preset's 2^22 scale cannot
+            # afford the flooding it demands: refused, not released with useless precision
+            with pytest.raises(ParameterError, match="larger scale"):
                 client.release_logits(reply, head.weights)
+    # sample-layout replies have no derived bound (rotation noise): never released
+    keys = FederationKeys.generate(
+        inference_preset="single-row", inference_layout="sample", dim=DIM, classes=CLASSES
+    )
+    config = FederatedConfig(inference_preset="single-row", inference_layout="sample")
+    client = make_clients(
+        federation.x[federation.train],
+        federation.y[federation.train],
+        federation.parts[:1],
+        classes=CLASSES,
+        keys=keys,
+        config=config,
+    )[0]
+    server = InferenceServer(keys.server_keys().inference, head, layout="sample")
+    reply = server.handle(client.inference_request(xt, model=head))
+    with pytest.raises(ProtocolError, match="no flooding bound is established for sample"):
+        client.release_logits(reply, head.weights)
 
 
 def test_releases_past_the_flooding_budget_are_refused(federation):

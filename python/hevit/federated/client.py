@@ -19,6 +19,7 @@ from .. import he
 from ..errors import ProtocolError
 from ..he.flooding import (
     DecryptionBudget,
+    coefficient_noise_norm_bound,
     flood,
     linear_noise_norm_bound,
     sum_noise_norm_bound,
@@ -363,23 +364,30 @@ class HospitalClient:
     ) -> np.ndarray:
         """Logits flooded for release to another party (e.g. a server collecting predictions).
 
-        Raises ParameterError when the inference parameters leave too little precision for the
-        flooding the policy demands (use the ``release`` preset with the batch layout), and
-        ProtocolError for replies of another layout: the noise bound used to size the flooding is
-        derived for batch-layout linear plans only (rotations, the coefficient layout's product
-        and the two-layer head have other noise), so those are never released.
+        The flooding is sized from a noise bound derived for the reply's plan kind: batch-layout
+        linear plans (:func:`~hevit.he.flooding.linear_noise_norm_bound`) and coefficient-layout
+        plans with their compact reply (:func:`~hevit.he.flooding.coefficient_noise_norm_bound`),
+        both checked against measured noise in the tests. Sample-layout replies (rotation
+        key-switching noise) and the two-layer head have no derived bound: ProtocolError, never
+        a release. ParameterError when the parameters leave too little precision for the
+        flooding the policy demands (e.g. the ``latency`` preset's 2^22 scale; use the
+        ``release`` preset with the batch layout).
         """
         ctx = self._keys().inference
         reply = self._load_reply(data, round_, ctx)
         layout = "coefficient" if isinstance(reply, he.CompactBatch) else reply.layout
-        if layout != "batch":
+        if layout not in ("batch", "coefficient"):
             raise ProtocolError(
-                f"no flooding bound is established for {layout} replies: only batch-layout logits of a "
-                "linear head are released (run he-cls with inference_layout='batch')"
+                f"no flooding bound is established for {layout} replies: only batch- and "
+                "coefficient-layout logits of a linear head are released"
             )
         with self._phase("decrypt"):
             logits = ctx.decrypt(reply)
-        bound = linear_noise_norm_bound(ctx.params, weights, len(logits))
+        bound = (
+            linear_noise_norm_bound(ctx.params, weights, len(logits))
+            if layout == "batch"
+            else coefficient_noise_norm_bound(ctx.params, weights, len(logits))
+        )
         return self._flood(ctx, logits, bound, max_sigma)
 
     # ------------------------------------------------------------------ helpers

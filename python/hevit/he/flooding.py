@@ -53,6 +53,7 @@ from .reference import SIGMAS, ckks_noise_std
 __all__ = [
     "DecryptionBudget",
     "FloodingPolicy",
+    "coefficient_noise_norm_bound",
     "flood",
     "linear_noise_norm_bound",
     "noise_norm_bound",
@@ -166,6 +167,29 @@ def linear_noise_norm_bound(
     w = np.asarray(weights, dtype=np.float64)
     row_norm = float(np.max(np.linalg.norm(w, axis=1))) if w.size else 0.0
     std = ckks_noise_std(params) * math.sqrt(max(int(summands), 1)) * max(row_norm, 1.0)
+    return noise_norm_bound(std, rows * w.shape[0])
+
+
+def coefficient_noise_norm_bound(
+    params: CkksParams, weights: np.ndarray, rows: int, *, compact: bool = True
+) -> float:
+    """Noise norm bound of the ``rows x out_dim`` decrypted outputs of a coefficient-layout plan.
+
+    The input's noise polynomial is dense, and the product with the weight polynomial meets
+    every weight of every row: each output carries noise of std ``coefficient_noise_std *
+    ||W||_F`` (in value units). The compact reply switches c0 and c1 to a power-of-two modulus:
+    the rounding of c1 meets the ternary key (about 2N/3 nonzero coefficients, std sqrt(N/18)
+    units) and that of c0 adds sqrt(1/12) units, a unit being at most 2^-PRECISION_BITS.
+    """
+    from .batch import CompactBatch
+    from .reference import coefficient_noise_std
+
+    w = np.asarray(weights, dtype=np.float64)
+    std = coefficient_noise_std(params) * max(float(np.linalg.norm(w)), 1.0)
+    if compact:
+        unit = 2.0**-CompactBatch.PRECISION_BITS
+        n = params.poly_modulus_degree
+        std = math.hypot(std, math.sqrt(n / 18.0 + 1.0 / 12.0) * unit)
     return noise_norm_bound(std, rows * w.shape[0])
 
 
