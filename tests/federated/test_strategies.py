@@ -312,9 +312,10 @@ def test_differential_privacy_noise_and_epsilon(federation):
 
 
 def test_released_logits_only_through_the_path_with_a_derived_noise_bound(federation):
-    """release_logits floods batch-layout replies of a linear head; a coefficient-layout reply
-    has a derived bound its parameters cannot afford; a sample-layout reply has none."""
-    from hevit.errors import ParameterError, ProtocolError
+    """release_logits floods batch-layout replies of a linear head; coefficient- and
+    sample-layout replies have derived bounds their presets cannot afford (refused, never
+    released with useless precision)."""
+    from hevit.errors import ParameterError
     from hevit.federated import FederationKeys, InferenceServer
 
     xt = federation.x[federation.test][:8]
@@ -346,7 +347,8 @@ def test_released_logits_only_through_the_path_with_a_derived_noise_bound(federa
             # afford the flooding it demands: refused, not released with useless precision
             with pytest.raises(ParameterError, match="larger scale"):
                 client.release_logits(reply, head.weights)
-    # sample-layout replies have no derived bound (rotation noise): never released
+    # sample-layout replies: the bound includes the key switches; the single-row preset's
+    # 2^27 scale cannot afford the flooding either
     keys = FederationKeys.generate(
         inference_preset="single-row", inference_layout="sample", dim=DIM, classes=CLASSES
     )
@@ -361,7 +363,7 @@ def test_released_logits_only_through_the_path_with_a_derived_noise_bound(federa
     )[0]
     server = InferenceServer(keys.server_keys().inference, head, layout="sample")
     reply = server.handle(client.inference_request(xt, model=head))
-    with pytest.raises(ProtocolError, match="no flooding bound is established for sample"):
+    with pytest.raises(ParameterError, match="larger scale"):
         client.release_logits(reply, head.weights)
 
 

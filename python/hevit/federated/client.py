@@ -22,6 +22,7 @@ from ..he.flooding import (
     coefficient_noise_norm_bound,
     flood,
     linear_noise_norm_bound,
+    sample_noise_norm_bound,
     sum_noise_norm_bound,
 )
 from .config import FederatedConfig, inference_layout_for
@@ -364,30 +365,32 @@ class HospitalClient:
     ) -> np.ndarray:
         """Logits flooded for release to another party (e.g. a server collecting predictions).
 
-        The flooding is sized from a noise bound derived for the reply's plan kind: batch-layout
-        linear plans (:func:`~hevit.he.flooding.linear_noise_norm_bound`) and coefficient-layout
-        plans with their compact reply (:func:`~hevit.he.flooding.coefficient_noise_norm_bound`),
-        both checked against measured noise in the tests. Sample-layout replies (rotation
-        key-switching noise) and the two-layer head have no derived bound: ProtocolError, never
-        a release. ParameterError when the parameters leave too little precision for the
-        flooding the policy demands (e.g. the ``latency`` preset's 2^22 scale; use the
-        ``release`` preset with the batch layout).
+        The flooding is sized from a noise bound derived for the reply's plan kind (each checked
+        against measured noise in the tests): batch-layout linear plans
+        (:func:`~hevit.he.flooding.linear_noise_norm_bound`), coefficient-layout plans with
+        their compact reply (:func:`~hevit.he.flooding.coefficient_noise_norm_bound`) and
+        sample-layout plans with their key switches
+        (:func:`~hevit.he.flooding.sample_noise_norm_bound`). The two-layer head is served under
+        another key set and never released. ParameterError when the parameters leave too little
+        precision for the flooding the policy demands (e.g. the ``latency`` preset's 2^22 scale;
+        use the ``release`` preset with the batch layout).
         """
         ctx = self._keys().inference
         reply = self._load_reply(data, round_, ctx)
         layout = "coefficient" if isinstance(reply, he.CompactBatch) else reply.layout
-        if layout not in ("batch", "coefficient"):
-            raise ProtocolError(
-                f"no flooding bound is established for {layout} replies: only batch- and "
-                "coefficient-layout logits of a linear head are released"
-            )
         with self._phase("decrypt"):
             logits = ctx.decrypt(reply)
-        bound = (
-            linear_noise_norm_bound(ctx.params, weights, len(logits))
-            if layout == "batch"
-            else coefficient_noise_norm_bound(ctx.params, weights, len(logits))
-        )
+        rows = len(logits)
+        if layout == "batch":
+            bound = linear_noise_norm_bound(ctx.params, weights, rows)
+        elif layout == "coefficient":
+            bound = coefficient_noise_norm_bound(ctx.params, weights, rows)
+        else:
+            # the bound depends on the plan's rotation schedule: compile the same plan here
+            # (public work) to read it
+            w = np.asarray(weights, dtype=np.float64)
+            plan = he.LinearPlan.compile(ctx.public_context(), w, np.zeros(len(w)), layout="sample")
+            bound = sample_noise_norm_bound(ctx.params, w, rows, plan)
         return self._flood(ctx, logits, bound, max_sigma)
 
     # ------------------------------------------------------------------ helpers

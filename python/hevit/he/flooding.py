@@ -57,6 +57,7 @@ __all__ = [
     "flood",
     "linear_noise_norm_bound",
     "noise_norm_bound",
+    "sample_noise_norm_bound",
     "sum_noise_norm_bound",
 ]
 
@@ -190,6 +191,17 @@ def coefficient_noise_norm_bound(
         unit = 2.0**-CompactBatch.PRECISION_BITS
         n = params.poly_modulus_degree
         std = math.hypot(std, math.sqrt(n / 18.0 + 1.0 / 12.0) * unit)
+    return noise_norm_bound(std, rows * w.shape[0])
+
+
+def sample_noise_norm_bound(params: CkksParams, weights: np.ndarray, rows: int, plan) -> float:
+    """Noise norm bound of the ``rows x out_dim`` decrypted outputs of a sample-layout ``plan``
+    on rows of norm at most ``max_norm``: input noise, encoding rounding, the key switches of
+    its rotations and its rescale (:func:`hevit.he.reference.sample_output_noise_std`)."""
+    from .reference import sample_output_noise_std
+
+    w = np.asarray(weights, dtype=np.float64)
+    std = sample_output_noise_std(params, w, params.max_norm, plan)
     return noise_norm_bound(std, rows * w.shape[0])
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "mlp_tolerance",
     "public_round_trip_tolerance",
     "round_trip_tolerance",
+    "sample_output_noise_std",
     "sum_tolerance",
 ]
 
@@ -139,7 +140,6 @@ def linear_tolerance(params: CkksParams, weights: np.ndarray, x: np.ndarray, pla
     """
     w = np.asarray(weights, dtype=np.float64)
     x = np.asarray(x, dtype=np.float64)
-    n = params.poly_modulus_degree
     scale = 2.0**params.scale_bits
     weight_scale = 2.0**plan.weight_scale_bits
     row_norm = float(np.max(np.linalg.norm(w, axis=1)))
@@ -160,6 +160,20 @@ def linear_tolerance(params: CkksParams, weights: np.ndarray, x: np.ndarray, pla
     if not np.any(w):
         # a zero layer's output is the bias encrypted fresh with the public key
         return public_round_trip_tolerance(params)
+    return SIGMAS * sample_output_noise_std(params, w, x_norm, plan)
+
+
+def sample_output_noise_std(params: CkksParams, weights: np.ndarray, x_norm: float, plan) -> float:
+    """Std of the error of one output of a sample-layout ``plan`` (random parts: input noise
+    through the weights, diagonal encoding rounding, key switches of the baby steps on the input
+    and of the giant steps and folds on the product, rescaling), for input rows of L2 norm at
+    most ``x_norm``. The noise bound of released sample-layout logits is built on it."""
+    w = np.asarray(weights, dtype=np.float64)
+    n = params.poly_modulus_degree
+    scale = 2.0**params.scale_bits
+    weight_scale = 2.0**plan.weight_scale_bits
+    row_norm = float(np.max(np.linalg.norm(w, axis=1)))
+    std = _fresh_std(params) * row_norm
     core = plan._core
     ks = _key_switch_std(params)
     # diagonal encoding rounding at the weight scale, through the rows of x
@@ -172,7 +186,7 @@ def linear_tolerance(params: CkksParams, weights: np.ndarray, x: np.ndarray, pla
     structure = 3.0 if folds else 1.0
     rescale = structure * _rescale_std(params) / scale if core.rescales else 0.0
     total = math.sqrt(std**2 + encode**2 + baby**2 + post**2 + rescale**2)
-    return SIGMAS * total
+    return total
 
 
 def mlp(
