@@ -110,3 +110,32 @@ def test_mlp_keys_are_saved_and_served(tmp_path, mlp_federation):
     assert served.for_head(MlpHead.initial(CLASSES, DIM, 16, seed=0)) is served.mlp_inference
     with pytest.raises(ValueError, match="no aggregation key set"):
         served.for_strategy("he-cls")
+
+
+def test_two_layer_logits_are_released_only_with_an_affordable_flooding(mlp_federation):
+    """The two-layer head has a derived noise bound (public quantities only); at the mlp
+    preset's 2^40 scale the flooding it demands is too coarse for logits: refused, not
+    released with useless precision. With a tolerance that admits it, the release happens
+    (flooded: never the exact logits)."""
+    from hevit.errors import ParameterError
+    from hevit.federated import InferenceServer
+
+    federation, keys, server_keys = mlp_federation
+    config = FederatedConfig(head="mlp", hidden=16, inference_layout="batch")
+    client = make_clients(
+        federation.x[federation.train],
+        federation.y[federation.train],
+        federation.parts[:1],
+        classes=CLASSES,
+        keys=keys,
+        config=config,
+    )[0]
+    head = MlpHead.initial(CLASSES, DIM, 16, seed=3)
+    server = InferenceServer(server_keys.for_head(head), head, layout="batch")
+    xt = federation.x[federation.test][:6]
+    reply = server.handle(client.inference_request(xt, model=head))
+    with pytest.raises(ParameterError, match="larger scale"):
+        client.release_logits(reply, head)
+    exact = client.read_logits(reply, model=head)
+    released = client.release_logits(reply, head, max_sigma=1e6)
+    assert released.shape == exact.shape and not np.array_equal(released, exact)

@@ -339,14 +339,14 @@ def test_released_logits_only_through_the_path_with_a_derived_noise_bound(federa
         reply = server.handle(client.inference_request(xt, model=head))
         if layout == "batch":
             exact = client.read_logits(reply, model=head)
-            released = client.release_logits(reply, head.weights)
+            released = client.release_logits(reply, head)
             assert released.shape == exact.shape and not np.array_equal(released, exact)
             assert np.abs(released - exact).max() < 1e-2
         else:
             # the coefficient bound is derived, but the latency preset's 2^22 scale cannot
             # afford the flooding it demands: refused, not released with useless precision
             with pytest.raises(ParameterError, match="larger scale"):
-                client.release_logits(reply, head.weights)
+                client.release_logits(reply, head)
     # sample-layout replies: the bound includes the key switches; the single-row preset's
     # 2^27 scale cannot afford the flooding either
     keys = FederationKeys.generate(
@@ -364,7 +364,7 @@ def test_released_logits_only_through_the_path_with_a_derived_noise_bound(federa
     server = InferenceServer(keys.server_keys().inference, head, layout="sample")
     reply = server.handle(client.inference_request(xt, model=head))
     with pytest.raises(ParameterError, match="larger scale"):
-        client.release_logits(reply, head.weights)
+        client.release_logits(reply, head)
 
 
 def test_releases_past_the_flooding_budget_are_refused(federation):
@@ -400,13 +400,13 @@ def test_releases_past_the_flooding_budget_are_refused(federation):
 
     client, server = client_and_server()
     for _ in range(2):
-        client.release_logits(server.handle(client.inference_request(xt, model=head)), head.weights)
+        client.release_logits(server.handle(client.inference_request(xt, model=head)), head)
     reply = server.handle(client.inference_request(xt, model=head))
     with pytest.raises(DecryptionBudgetError, match="2 flooded decryptions already released"):
-        client.release_logits(reply, head.weights)
+        client.release_logits(reply, head)
     # exact decryptions for the hospital's own use are not releases
     assert client.read_logits(reply, model=head).shape == (4, CLASSES)
     # the budget is per key set: a client under fresh keys releases again
     other, other_server = client_and_server()
     other.decryption_budget = client.decryption_budget
-    other.release_logits(other_server.handle(other.inference_request(xt, model=head)), head.weights)
+    other.release_logits(other_server.handle(other.inference_request(xt, model=head)), head)

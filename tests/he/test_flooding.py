@@ -152,3 +152,31 @@ def test_sample_noise_bound_covers_the_measured_noise_of_rotating_plans(keys, rn
     assert max(norms) > bound / 30
     # the batch-plan bound (no key switching) would not have covered it
     assert max(norms) > linear_noise_norm_bound(params, w, rows)
+
+
+@pytest.mark.parametrize("layout", ["batch", "sample"])
+def test_mlp_noise_bound_covers_the_measured_noise_of_the_two_layer_head(layout, rng):
+    """Two-layer logits: over many seeds the error against numpy (noise plus the small
+    deterministic quantisation) stays within the bound built from public quantities."""
+    from hevit.he.flooding import mlp_noise_norm_bound
+
+    params = he.CkksParams.preset("mlp", max_norm=1.0)
+    d, hidden, c = 64, 16, 3
+    keys = he.MlpPlan.evaluation_keys(params, in_dim=d, hidden=hidden, out_dim=c, layout=layout)
+    sk = he.SecretContext.generate(params, **keys.as_kwargs())
+    w1 = rng.standard_normal((hidden, d)) / np.sqrt(d)
+    b1 = 0.1 * rng.standard_normal(hidden)
+    w2 = rng.standard_normal((c, hidden)) / np.sqrt(hidden)
+    b2 = rng.standard_normal(c)
+    plan = he.MlpPlan.compile(sk.public_context(), w1, b1, w2, b2, layout=layout)
+    rows = 4
+    bound = mlp_noise_norm_bound(params, w1, w2, rows, plan)
+    norms = []
+    for _ in range(20):
+        x = rng.standard_normal((rows, d))
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        y = sk.decrypt(plan.apply(sk.encrypt(x, layout=layout)))
+        norms.append(float(np.linalg.norm(y - he.reference.mlp(x, w1, b1, w2, b2))))
+    assert max(norms) <= bound
+    assert max(norms) > bound / 1000
+    print(f"\n{layout}: measured {max(norms):.3g}, bound {bound:.3g}")

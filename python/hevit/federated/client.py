@@ -22,6 +22,7 @@ from ..he.flooding import (
     coefficient_noise_norm_bound,
     flood,
     linear_noise_norm_bound,
+    mlp_noise_norm_bound,
     sample_noise_norm_bound,
     sum_noise_norm_bound,
 )
@@ -361,36 +362,38 @@ class HospitalClient:
             return loader.from_bytes(msg.blobs["logits"], ctx.public_context())
 
     def release_logits(
-        self, data: bytes, weights, round_: int = 0, *, max_sigma: float = 1e-3
+        self, data: bytes, model, round_: int = 0, *, max_sigma: float = 1e-3
     ) -> np.ndarray:
-        """Logits flooded for release to another party (e.g. a server collecting predictions).
+        """Logits of ``model`` (the head the server evaluated) flooded for release to another
+        party (e.g. a server collecting predictions).
 
-        The flooding is sized from a noise bound derived for the reply's plan kind (each checked
-        against measured noise in the tests): batch-layout linear plans
+        The flooding is sized from a noise bound derived for the reply's plan kind, each checked
+        against measured noise in the tests: batch-layout linear plans
         (:func:`~hevit.he.flooding.linear_noise_norm_bound`), coefficient-layout plans with
-        their compact reply (:func:`~hevit.he.flooding.coefficient_noise_norm_bound`) and
+        their compact reply (:func:`~hevit.he.flooding.coefficient_noise_norm_bound`),
         sample-layout plans with their key switches
-        (:func:`~hevit.he.flooding.sample_noise_norm_bound`). The two-layer head is served under
-        another key set and never released. ParameterError when the parameters leave too little
-        precision for the flooding the policy demands (e.g. the ``latency`` preset's 2^22 scale;
-        use the ``release`` preset with the batch layout).
+        (:func:`~hevit.he.flooding.sample_noise_norm_bound`) and the two-layer head
+        (:func:`~hevit.he.flooding.mlp_noise_norm_bound`, from public bounds only). Plans whose
+        structure the bound needs are compiled here from ``model`` (public work). Raises
+        ParameterError when the parameters leave too little precision for the flooding the
+        policy demands (use the ``release`` preset with the batch layout for linear heads).
         """
-        ctx = self._keys().inference
+        ctx = self._inference_keys(model)
         reply = self._load_reply(data, round_, ctx)
         layout = "coefficient" if isinstance(reply, he.CompactBatch) else reply.layout
         with self._phase("decrypt"):
             logits = ctx.decrypt(reply)
-        rows = len(logits)
-        if layout == "batch":
-            bound = linear_noise_norm_bound(ctx.params, weights, rows)
+        rows, params = len(logits), ctx.params
+        if getattr(model, "kind", "linear") == "mlp":
+            plan = model.compile_plan(ctx.public_context(), layout=layout)
+            bound = mlp_noise_norm_bound(params, model.w1, model.w2, rows, plan)
+        elif layout == "batch":
+            bound = linear_noise_norm_bound(params, model.weights, rows)
         elif layout == "coefficient":
-            bound = coefficient_noise_norm_bound(ctx.params, weights, rows)
+            bound = coefficient_noise_norm_bound(params, model.weights, rows)
         else:
-            # the bound depends on the plan's rotation schedule: compile the same plan here
-            # (public work) to read it
-            w = np.asarray(weights, dtype=np.float64)
-            plan = he.LinearPlan.compile(ctx.public_context(), w, np.zeros(len(w)), layout="sample")
-            bound = sample_noise_norm_bound(ctx.params, w, rows, plan)
+            plan = model.compile_plan(ctx.public_context(), layout="sample")
+            bound = sample_noise_norm_bound(params, model.weights, rows, plan)
         return self._flood(ctx, logits, bound, max_sigma)
 
     # ------------------------------------------------------------------ helpers

@@ -56,6 +56,7 @@ __all__ = [
     "coefficient_noise_norm_bound",
     "flood",
     "linear_noise_norm_bound",
+    "mlp_noise_norm_bound",
     "noise_norm_bound",
     "sample_noise_norm_bound",
     "sum_noise_norm_bound",
@@ -203,6 +204,18 @@ def sample_noise_norm_bound(params: CkksParams, weights: np.ndarray, rows: int, 
     w = np.asarray(weights, dtype=np.float64)
     std = sample_output_noise_std(params, w, params.max_norm, plan)
     return noise_norm_bound(std, rows * w.shape[0])
+
+
+def mlp_noise_norm_bound(
+    params: CkksParams, w1: np.ndarray, w2: np.ndarray, rows: int, plan
+) -> float:
+    """Noise norm bound of the ``rows x out_dim`` decrypted outputs of an MlpPlan, from public
+    quantities only (:func:`hevit.he.reference.mlp_output_noise_std`): the flooding must not
+    depend on the private hidden values."""
+    from .reference import mlp_output_noise_std
+
+    std = mlp_output_noise_std(params, w1, w2, plan)
+    return noise_norm_bound(std, rows * np.asarray(w2).shape[0])
 
 
 def flood(

@@ -37,6 +37,7 @@ __all__ = [
     "linear",
     "linear_tolerance",
     "mlp",
+    "mlp_output_noise_std",
     "mlp_tolerance",
     "public_round_trip_tolerance",
     "round_trip_tolerance",
@@ -215,24 +216,13 @@ def mlp_tolerance(
     core = plan._core
     scale = 2.0**params.scale_bits
     first_scale = 2.0**core.first_weight_scale_bits
-    stacked_norm = float(np.max(np.linalg.norm(w1, axis=1)))
     ks = _key_switch_std(params)
     rescale = _rescale_std(params)
-    std_terms = [_fresh_std(params) * stacked_norm, rescale / scale]
     quant1 = 0.0
     if plan.layout == "batch":
-        # W1 quantised at first_scale; both conjugations act before the rescale (scale * first_scale)
+        # W1 quantised at first_scale: a deterministic worst case over the rows of x
         quant1 = 0.5 / first_scale * float(np.max(np.sum(np.abs(x), axis=1)))
-        std_terms.append(math.sqrt(2.0) * ks / (scale * first_scale))
-    else:
-        n = params.poly_modulus_degree
-        std_terms.append(
-            math.sqrt(n / 2 / 12.0) / first_scale * float(np.max(np.linalg.norm(x, axis=1)))
-        )
-        # baby steps on the input, the conjugation and the lining-up rotation at the hidden scale;
-        # giant steps and folds act on the product, where they vanish next to these
-        std_terms.append(math.sqrt(core.first_baby_rotations + 2.0) * ks / scale)
-    std_h = math.sqrt(sum(t * t for t in std_terms))
+    std_h = _mlp_hidden_noise_std(params, w1, float(np.max(np.linalg.norm(x, axis=1))), plan)
     # worst-case deterministic hidden error (W1 quantisation) through the square
     dsq_det = 2.0 * h * quant1 + quant1**2
     std_sq = 2.0 * (h + quant1) * std_h
@@ -253,3 +243,43 @@ def compact_tolerance(params: CkksParams) -> float:
 
     n = params.poly_modulus_degree
     return (0.5 + SIGMAS * math.sqrt(n / 18.0)) * 2.0**-CompactBatch.PRECISION_BITS
+
+
+def _mlp_hidden_noise_std(params: CkksParams, w1: np.ndarray, x_norm: float, plan) -> float:
+    """Std of the error of one hidden unit of an MlpPlan before the square: input noise through
+    W1, the rescale, and the key switches (and, in the sample layout, the diagonal encoding)
+    that act at the hidden scale, for input rows of L2 norm at most ``x_norm``."""
+    core = plan._core
+    scale = 2.0**params.scale_bits
+    first_scale = 2.0**core.first_weight_scale_bits
+    stacked_norm = float(np.max(np.linalg.norm(w1, axis=1)))
+    ks = _key_switch_std(params)
+    terms = [_fresh_std(params) * stacked_norm, _rescale_std(params) / scale]
+    if plan.layout == "batch":
+        # both conjugations act before the rescale (scale * first_scale)
+        terms.append(math.sqrt(2.0) * ks / (scale * first_scale))
+    else:
+        n = params.poly_modulus_degree
+        terms.append(math.sqrt(n / 2 / 12.0) / first_scale * x_norm)
+        # baby steps on the input, the conjugation and the lining-up rotation at the hidden
+        # scale; giant steps and folds act on the product, where they vanish next to these
+        terms.append(math.sqrt(core.first_baby_rotations + 2.0) * ks / scale)
+    return math.sqrt(sum(t * t for t in terms))
+
+
+def mlp_output_noise_std(params: CkksParams, w1: np.ndarray, w2: np.ndarray, plan) -> float:
+    """Std bound of the error of one output of an MlpPlan from public quantities only: rows of
+    norm at most ``max_norm`` and hidden values within the plan's public ``hidden_bound`` (the
+    square turns a hidden error e into 2 h e). The noise bound of released two-layer logits is
+    built on it."""
+    w1 = np.asarray(w1, dtype=np.float64)
+    w2 = np.asarray(w2, dtype=np.float64)
+    std_h = _mlp_hidden_noise_std(params, w1, params.max_norm, plan)
+    squares = 2.0 * plan.hidden_bound * std_h * float(np.max(np.linalg.norm(w2, axis=1)))
+    scale = 2.0**params.scale_bits
+    output = (
+        (_key_switch_std(params) + 3.0 * _rescale_std(params))
+        / scale
+        * float(np.max(np.sum(np.abs(w2), axis=1)))
+    )
+    return math.hypot(squares, output)
