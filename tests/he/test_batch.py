@@ -171,6 +171,11 @@ def test_truncated_and_corrupted_bytes_are_refused(keys, rng):
     future[4] = 9
     with pytest.raises(SerializationError, match="unsupported hevit format version 9"):
         he.EncryptedBatch.from_bytes(bytes(future), pub)
+    # files of the previous format (SEAL-serialised keys) are named as such, not misparsed
+    old = bytearray(pub.to_bytes())
+    old[4] = 2
+    with pytest.raises(SerializationError, match="unsupported hevit format version 2"):
+        he.PublicContext.from_bytes(bytes(old))
 
 
 def test_threads_give_identical_results(keys, rng):

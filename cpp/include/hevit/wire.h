@@ -38,7 +38,8 @@ namespace hevit
 
     const char *object_kind_name(ObjectKind kind) noexcept;
 
-    constexpr std::uint16_t wire_format_version = 2;
+    /** 3: keys in hevit's own format (key_codec.h) and key-set ids over every key. */
+    constexpr std::uint16_t wire_format_version = 3;
     constexpr std::size_t wire_header_size = 64;
 
     struct WireHeader
