@@ -112,6 +112,9 @@ class HospitalClient:
         self.decryption_budget = decryption_budget or DecryptionBudget()
         self._dp_rng = dp_rng
         self._flooding_rng = flooding_rng
+        #: plans compiled for release bounds, keyed by model identity (the model is kept with
+        #: its plan, so an id is never reused while its entry lives)
+        self._plans: dict[tuple[int, str], tuple[object, object]] = {}
         #: wall time spent here per phase ("train", "encrypt", "decrypt")
         self.seconds: dict[str, float] = defaultdict(float)
 
@@ -385,18 +388,28 @@ class HospitalClient:
             logits = ctx.decrypt(reply)
         rows, params = len(logits), ctx.params
         if getattr(model, "kind", "linear") == "mlp":
-            plan = model.compile_plan(ctx.public_context(), layout=layout)
+            plan = self._structure_plan(model, ctx, layout)
             bound = mlp_noise_norm_bound(params, model.w1, model.w2, rows, plan)
         elif layout == "batch":
             bound = linear_noise_norm_bound(params, model.weights, rows)
         elif layout == "coefficient":
             bound = coefficient_noise_norm_bound(params, model.weights, rows)
         else:
-            plan = model.compile_plan(ctx.public_context(), layout="sample")
+            plan = self._structure_plan(model, ctx, layout)
             bound = sample_noise_norm_bound(params, model.weights, rows, plan)
         return self._flood(ctx, logits, bound, max_sigma)
 
     # ------------------------------------------------------------------ helpers
+    def _structure_plan(self, model, ctx: he.SecretContext, layout: str):
+        """The plan the server compiled for ``model`` (its rotation schedule, scales and public
+        bounds size the noise bound), compiled once per model and layout, not per release."""
+        key = (id(model), layout)
+        cached = self._plans.get(key)
+        if cached is None or cached[0] is not model:
+            cached = (model, model.compile_plan(ctx.public_context(), layout=layout))
+            self._plans[key] = cached
+        return cached[1]
+
     def _inference_keys(self, model) -> he.SecretContext:
         return inference_keys_for(self._keys(), model)
 
