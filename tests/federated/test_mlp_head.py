@@ -112,7 +112,9 @@ def test_mlp_keys_are_saved_and_served(tmp_path, mlp_federation):
         served.for_strategy("he-cls")
 
 
-def test_two_layer_logits_are_released_only_with_an_affordable_flooding(mlp_federation):
+def test_two_layer_logits_are_released_only_with_an_affordable_flooding(
+    mlp_federation, monkeypatch
+):
     """The two-layer head has a derived noise bound (public quantities only); at the mlp
     preset's 2^40 scale the flooding it demands is too coarse for logits: refused, not
     released with useless precision. With a tolerance that admits it, the release happens
@@ -137,5 +139,14 @@ def test_two_layer_logits_are_released_only_with_an_affordable_flooding(mlp_fede
     with pytest.raises(ParameterError, match="larger scale"):
         client.release_logits(reply, head)
     exact = client.read_logits(reply, model=head)
+    compiled = []
+    compile_plan = MlpHead.compile_plan
+    monkeypatch.setattr(
+        MlpHead,
+        "compile_plan",
+        lambda self, *a, **k: compiled.append(1) or compile_plan(self, *a, **k),
+    )
     released = client.release_logits(reply, head, max_sigma=1e6)
     assert released.shape == exact.shape and not np.array_equal(released, exact)
+    client.release_logits(reply, head, max_sigma=1e6)
+    assert compiled == []  # the plan from the first (refused) release is reused, not recompiled
