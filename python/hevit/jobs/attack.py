@@ -22,6 +22,7 @@ Image rows score PSNR, SSIM, NMI ([0, 1] and scikit-image's [1, 2]) and LPIPS pe
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -447,9 +448,9 @@ def run_attacks(
 
     # 3. inverting gradients of hevit's full-model update (--trainable-blocks all) -----------
     depth = len(clf.blocks)
-    backbone = _build_classifier(
-        classes, model_name=model, overrides=overrides, weights=weights, seed=seed
-    )[0]
+    # a copy: the adversary's front is frozen here, while the paper-setting row below still
+    # needs gradients on the original's patch and position embeddings
+    backbone = copy.deepcopy(clf)
     tail = ViTTail.from_vit(backbone, depth, classes)
     _set_head(tail, global_head)
     names = [n for n, _ in tail.module.named_parameters()]
