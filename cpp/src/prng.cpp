@@ -3,6 +3,13 @@
 #include "hevit/errors.h"
 #include "seal/util/blake2.h"
 #include "seal/util/uintarithsmallmod.h"
+#include <algorithm>
+#include <cerrno>
+#include <system_error>
+#if defined(__linux__)
+#include <sys/random.h>
+#endif
+#include <bitset>
 #include <cstring>
 
 namespace hevit
@@ -14,61 +21,116 @@ namespace hevit
             return (v << c) | (v >> (32 - c));
         }
 
-        inline void quarter(std::uint32_t &a, std::uint32_t &b, std::uint32_t &c, std::uint32_t &d) noexcept
-        {
-            a += b;
-            d = rotl(d ^ a, 16);
-            c += d;
-            b = rotl(b ^ c, 12);
-            a += b;
-            d = rotl(d ^ a, 8);
-            c += d;
-            b = rotl(b ^ c, 7);
-        }
-
         std::uint32_t load32(const std::uint8_t *p) noexcept
         {
             return std::uint32_t(p[0]) | (std::uint32_t(p[1]) << 8) | (std::uint32_t(p[2]) << 16) |
                    (std::uint32_t(p[3]) << 24);
         }
 
-        /** Four ChaCha20 blocks with counters counter .. counter + 3 from state (words 12 = counter). */
-        void four_blocks(const std::array<std::uint32_t, 16> &state, std::uint32_t out[4][16]) noexcept
+        constexpr int lanes = ChaCha20Stream::blocks_per_refill;
+
+#if defined(__GNUC__) || defined(__clang__)
+        // Eight independent blocks per step, one vector lane each (GCC/Clang vector extensions:
+        // two SSE2 registers per state word on any x86-64, one AVX2 register in the clone below).
+        // On x86-64 Linux an AVX2 copy of eight_blocks is also built and picked at load time
+        // from the CPU (ifunc); elsewhere the portable copy is the only one.
+        typedef std::uint32_t lane_vector __attribute__((vector_size(4 * lanes)));
+
+#define HEVIT_ROTL(v, c) (((v) << (c)) | ((v) >> (32 - (c))))
+#else
+        // Compilers without vector extensions: a plain array per state word (same results).
+        struct lane_vector
         {
-            std::uint32_t x[16][4];
+            std::uint32_t v[lanes];
+            std::uint32_t &operator[](int i) noexcept { return v[i]; }
+            std::uint32_t operator[](int i) const noexcept { return v[i]; }
+#define HEVIT_LANEWISE(op)                                                                                             \
+    lane_vector operator op(const lane_vector &o) const noexcept                                                        \
+    {                                                                                                                  \
+        lane_vector r;                                                                                                 \
+        for (int i = 0; i < lanes; i++)                                                                                \
+            r.v[i] = v[i] op o.v[i];                                                                                   \
+        return r;                                                                                                      \
+    }
+            HEVIT_LANEWISE(+)
+            HEVIT_LANEWISE(^)
+#undef HEVIT_LANEWISE
+            lane_vector &operator+=(const lane_vector &o) noexcept { return *this = *this + o; }
+        };
+
+        inline lane_vector rotl_lanes(const lane_vector &x, int c) noexcept
+        {
+            lane_vector r;
+            for (int i = 0; i < lanes; i++)
+            {
+                r.v[i] = rotl(x.v[i], c);
+            }
+            return r;
+        }
+#define HEVIT_ROTL(v, c) rotl_lanes((v), (c))
+#endif
+
+#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__AVX2__)
+        __attribute__((target_clones("avx2", "default")))
+#endif
+        void eight_blocks(const std::array<std::uint32_t, 16> &state, std::uint32_t out[lanes][16]) noexcept
+        {
+            lane_vector initial[16];
             for (int i = 0; i < 16; i++)
             {
-                for (int lane = 0; lane < 4; lane++)
+                for (int lane = 0; lane < lanes; lane++)
                 {
-                    x[i][lane] = state[i];
+                    initial[i][lane] = state[i] + (i == 12 ? static_cast<std::uint32_t>(lane) : 0u);
                 }
             }
-            for (int lane = 0; lane < 4; lane++)
+            lane_vector x[16];
+            for (int i = 0; i < 16; i++)
             {
-                x[12][lane] = state[12] + static_cast<std::uint32_t>(lane);
+                x[i] = initial[i];
             }
+#define HEVIT_QUARTER(a, b, c, d)                                                                                      \
+    x[a] += x[b];                                                                                                      \
+    x[d] = HEVIT_ROTL(x[d] ^ x[a], 16);                                                                                \
+    x[c] += x[d];                                                                                                      \
+    x[b] = HEVIT_ROTL(x[b] ^ x[c], 12);                                                                                \
+    x[a] += x[b];                                                                                                      \
+    x[d] = HEVIT_ROTL(x[d] ^ x[a], 8);                                                                                 \
+    x[c] += x[d];                                                                                                      \
+    x[b] = HEVIT_ROTL(x[b] ^ x[c], 7);
             for (int round = 0; round < 10; round++)
             {
-                for (int lane = 0; lane < 4; lane++)
-                {
-                    quarter(x[0][lane], x[4][lane], x[8][lane], x[12][lane]);
-                    quarter(x[1][lane], x[5][lane], x[9][lane], x[13][lane]);
-                    quarter(x[2][lane], x[6][lane], x[10][lane], x[14][lane]);
-                    quarter(x[3][lane], x[7][lane], x[11][lane], x[15][lane]);
-                    quarter(x[0][lane], x[5][lane], x[10][lane], x[15][lane]);
-                    quarter(x[1][lane], x[6][lane], x[11][lane], x[12][lane]);
-                    quarter(x[2][lane], x[7][lane], x[8][lane], x[13][lane]);
-                    quarter(x[3][lane], x[4][lane], x[9][lane], x[14][lane]);
-                }
+                HEVIT_QUARTER(0, 4, 8, 12)
+                HEVIT_QUARTER(1, 5, 9, 13)
+                HEVIT_QUARTER(2, 6, 10, 14)
+                HEVIT_QUARTER(3, 7, 11, 15)
+                HEVIT_QUARTER(0, 5, 10, 15)
+                HEVIT_QUARTER(1, 6, 11, 12)
+                HEVIT_QUARTER(2, 7, 8, 13)
+                HEVIT_QUARTER(3, 4, 9, 14)
             }
-            for (int lane = 0; lane < 4; lane++)
+#undef HEVIT_QUARTER
+#undef HEVIT_ROTL
+            for (int i = 0; i < 16; i++)
             {
-                for (int i = 0; i < 16; i++)
+                const lane_vector sum = x[i] + initial[i];
+                for (int lane = 0; lane < lanes; lane++)
                 {
-                    const std::uint32_t initial = i == 12 ? state[12] + static_cast<std::uint32_t>(lane) : state[i];
-                    out[lane][i] = x[i][lane] + initial;
+                    out[lane][i] = sum[lane];
                 }
             }
+        }
+
+        /** Set bits of a 64-bit word without a libgcc call on CPUs compiled for without POPCNT. */
+        inline int popcount64(std::uint64_t v) noexcept
+        {
+#if defined(__POPCNT__) || !(defined(__GNUC__) || defined(__clang__))
+            return static_cast<int>(std::bitset<64>(v).count());
+#else
+            v = v - ((v >> 1) & 0x5555555555555555ULL);
+            v = (v & 0x3333333333333333ULL) + ((v >> 2) & 0x3333333333333333ULL);
+            v = (v + (v >> 4)) & 0x0F0F0F0F0F0F0F0FULL;
+            return static_cast<int>((v * 0x0101010101010101ULL) >> 56);
+#endif
         }
 
         std::array<std::uint32_t, 16> initial_state(
@@ -109,18 +171,18 @@ namespace hevit
     void ChaCha20Stream::block(
         const Key &key, const std::array<std::uint32_t, 3> &nonce, std::uint32_t counter, std::uint8_t *out) noexcept
     {
-        std::uint32_t blocks[4][16];
-        four_blocks(initial_state(key, nonce, counter), blocks);
+        std::uint32_t blocks[lanes][16];
+        eight_blocks(initial_state(key, nonce, counter), blocks);
         store_words(blocks[0], out);
     }
 
     void ChaCha20Stream::refill() noexcept
     {
-        std::uint32_t blocks[4][16];
-        four_blocks(state_, blocks);
-        state_[12] += 4;
-        std::uint8_t bytes[256];
-        for (int lane = 0; lane < 4; lane++)
+        std::uint32_t blocks[lanes][16];
+        eight_blocks(state_, blocks);
+        state_[12] += lanes;
+        std::uint8_t bytes[64 * lanes];
+        for (int lane = 0; lane < lanes; lane++)
         {
             store_words(blocks[lane], bytes + 64 * lane);
         }
@@ -130,13 +192,17 @@ namespace hevit
 
     void ChaCha20Stream::fill(std::uint64_t *out, std::size_t count) noexcept
     {
-        for (std::size_t i = 0; i < count; i++)
+        while (count > 0)
         {
             if (used_ == buffer_.size())
             {
                 refill();
             }
-            out[i] = buffer_[used_++];
+            const std::size_t take = std::min(count, buffer_.size() - used_);
+            std::memcpy(out, buffer_.data() + used_, take * sizeof(std::uint64_t));
+            used_ += take;
+            out += take;
+            count -= take;
         }
     }
 
@@ -149,14 +215,39 @@ namespace hevit
             return key;
         }
 
-        ChaCha20Stream::Key fresh_key(std::random_device &device)
+        void os_random(void *out, std::size_t size)
         {
-            ChaCha20Stream::Key key{};
-            for (std::size_t i = 0; i < key.size(); i += 4)
+            auto *p = static_cast<std::uint8_t *>(out);
+#if defined(__linux__)
+            // one getrandom(2) call per request instead of one per 4-byte std::random_device draw
+            while (size > 0)
+            {
+                const ssize_t got = ::getrandom(p, size, 0);
+                if (got < 0)
+                {
+                    if (errno == EINTR)
+                    {
+                        continue;
+                    }
+                    throw std::system_error(errno, std::generic_category(), "getrandom");
+                }
+                p += got;
+                size -= static_cast<std::size_t>(got);
+            }
+#else
+            std::random_device device;
+            for (std::size_t i = 0; i < size; i += 4)
             {
                 const std::uint32_t word = device();
-                std::memcpy(key.data() + i, &word, 4);
+                std::memcpy(p + i, &word, std::min<std::size_t>(4, size - i));
             }
+#endif
+        }
+
+        ChaCha20Stream::Key fresh_key()
+        {
+            ChaCha20Stream::Key key{};
+            os_random(key.data(), key.size());
             return key;
         }
 
@@ -197,8 +288,8 @@ namespace hevit
                 stream.fill(words, count);
                 for (std::size_t w = 0; w < count; w++)
                 {
-                    const int value = __builtin_popcountll(words[w] & half_mask) -
-                                      __builtin_popcountll((words[w] >> 21) & half_mask);
+                    const int value =
+                        popcount64(words[w] & half_mask) - popcount64((words[w] >> 21) & half_mask);
                     for (std::size_t l = 0; l < primes.size(); l++)
                     {
                         const std::uint64_t q = primes[l].value();

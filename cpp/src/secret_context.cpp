@@ -9,7 +9,8 @@
 #include "seal/util/polyarithsmallmod.h"
 #include "seal/util/rlwe.h"
 #include <algorithm>
-#include <random>
+#include <array>
+#include <cstring>
 
 namespace hevit
 {
@@ -40,14 +41,17 @@ namespace hevit
             destination.is_ntt_form() = true;
             destination.scale() = scale;
 
-            std::random_device device; // getrandom(2) on Linux: the public seed and the noise key
-            for (auto &word : seed)
-            {
-                word = (static_cast<std::uint64_t>(device()) << 32) | device();
-            }
+            // the public seed and the noise key from one request to the operating system
+            std::array<std::uint8_t, sizeof(seal::prng_seed_type) + sizeof(ChaCha20Stream::Key)> entropy;
+            detail::os_random(entropy.data(), entropy.size());
+            std::memcpy(seed.data(), entropy.data(), sizeof(seal::prng_seed_type));
+            ChaCha20Stream::Key noise_key;
+            std::memcpy(noise_key.data(), entropy.data() + sizeof(seal::prng_seed_type), noise_key.size());
+            std::fill(entropy.begin(), entropy.end(), 0);
             detail::expand_seed(context, seed, destination);
 
-            ChaCha20Stream noise_stream(detail::fresh_key(device), 0);
+            ChaCha20Stream noise_stream(noise_key, 0);
+            std::fill(noise_key.begin(), noise_key.end(), 0);
             std::vector<std::uint64_t> noise(n * k);
             detail::sample_noise(noise_stream, parms, noise.data());
             std::uint64_t *c0 = destination.data(0);
