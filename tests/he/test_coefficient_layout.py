@@ -1,6 +1,8 @@
 """The coefficient layout: rows in polynomial coefficients, a linear layer as one plaintext
 product with no rotation and no key; against numpy, with clear errors where it cannot apply."""
 
+import struct
+
 import numpy as np
 import pytest
 
@@ -178,3 +180,39 @@ def test_hostile_compact_reply_bytes_are_refused(coefficient_keys, rng):
         he.CompactBatch.from_bytes(compact, other.public_context())
     with pytest.raises(LayoutError, match="only coefficient-layout"):
         sk.encrypt(rows_with_norm(rng, 2, 8, 1.0), layout="batch").compact()
+
+
+def test_compact_reply_rounds_every_coefficient_exactly(coefficient_keys, rng):
+    """The switch to 2^bits is round(c 2^bits / q) mod 2^bits for every sent coefficient, checked
+    with Python integers against the reply's ciphertext in coefficient form."""
+    from hevit._core import inspection
+
+    sk = coefficient_keys["latency"]
+    pub = sk.public_context()
+    w, b = random_layer(rng, 3, 768)
+    plan = he.LinearPlan.compile(pub, w, b, layout="coefficient")
+    out = plan.apply(sk.encrypt(rows_with_norm(rng, 2, 768, 1.0), layout="coefficient"))
+    blob = out.compact().to_bytes()
+    rows, cols, period, bits = (int(v) for v in struct.unpack_from("<QQQI", blob, 64))
+    n, q = sk.params.poly_modulus_degree, inspection.first_prime(pub._core)
+    packed = int.from_bytes(
+        blob[64 + 44 :], "little"
+    )  # after rows, cols, period, bits, unit, bound
+    c0_count = int(rows * cols)
+    c0_bytes = (c0_count * bits + 7) // 8
+    mask = (1 << bits) - 1
+
+    def unpacked(stream: int, count: int) -> list[int]:
+        return [(stream >> (bits * i)) & mask for i in range(count)]
+
+    c0 = unpacked(packed & ((1 << (8 * c0_bytes)) - 1), c0_count)
+    c1 = unpacked(packed >> (8 * c0_bytes), rows * n)
+
+    def switched(c: int) -> int:
+        return ((c << bits) + q // 2) // q & mask
+
+    for m in range(rows):
+        coeffs = [int(v) for v in inspection.ciphertext_coefficients(out._core, m)]
+        at = [c * period + period - 1 for c in range(cols)]
+        assert c0[m * cols : (m + 1) * cols] == [switched(coeffs[t]) for t in at]
+        assert c1[m * n : (m + 1) * n] == [switched(c) for c in coeffs[n:]]
