@@ -5,6 +5,7 @@
 #include "hevit/encrypted_batch.h"
 #include "hevit/inspection.h"
 #include "hevit/errors.h"
+#include "hevit/checksum.h"
 #include "hevit/compact_batch.h"
 #include "hevit/linear_plan.h"
 #include "hevit/mlp_plan.h"
@@ -137,6 +138,21 @@ PYBIND11_MODULE(_core, m)
     m.attr("SEAL_VERSION") = std::to_string(SEAL_VERSION_MAJOR) + "." + std::to_string(SEAL_VERSION_MINOR) + "." +
                              std::to_string(SEAL_VERSION_PATCH);
     m.def("max_secure_coeff_modulus_bits", &max_secure_coeff_modulus_bits, py::arg("poly_modulus_degree"));
+    m.def(
+        "payload_checksum",
+        [](const py::bytes &data, bool portable) {
+            const std::string_view view = view_of(data);
+            Checksum sum{};
+            {
+                py::gil_scoped_release release;
+                sum = portable ? detail::payload_checksum_portable(view.data(), view.size())
+                               : payload_checksum(view.data(), view.size());
+            }
+            return py::bytes(reinterpret_cast<const char *>(sum.data()), sum.size());
+        },
+        py::arg("data"), py::arg("portable") = false,
+        "The wire format's 16-byte payload checksum (four CRC-32C lanes); portable=True skips the "
+        "CPU's CRC instruction.");
     m.def(
         "validate_params",
         [](std::size_t n, const std::vector<int> &bits, int scale_bits, double max_norm) {
@@ -374,8 +390,7 @@ PYBIND11_MODULE(_core, m)
             const auto cd = context->seal_context().first_context_data();
             const std::size_t n = cd->parms().poly_modulus_degree();
             std::vector<std::int64_t> out;
-            std::random_device device;
-            ChaCha20Stream stream(detail::fresh_key(device), 0);
+            ChaCha20Stream stream(detail::fresh_key(), 0);
             std::vector<std::uint64_t> noise(n * cd->parms().coeff_modulus().size());
             const std::uint64_t q = cd->parms().coeff_modulus().front().value();
             for (std::size_t p = 0; p < polys; p++)

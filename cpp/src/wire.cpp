@@ -1,5 +1,6 @@
 // Copyright (c) hevit developers. MIT license.
 #include "hevit/wire.h"
+#include "hevit/checksum.h"
 #include "hevit/errors.h"
 #include "seal/util/blake2.h"
 #include <cstring>
@@ -48,7 +49,7 @@ namespace hevit
         w.raw(header.params_fingerprint.data(), header.params_fingerprint.size());
         w.raw(header.keyset_id.data(), header.keyset_id.size());
         w.u64(payload.size());
-        const Digest checksum = digest16(payload.data(), payload.size());
+        const Checksum checksum = payload_checksum(payload.data(), payload.size());
         w.raw(checksum.data(), checksum.size());
         w.str().reserve(wire_header_size + payload.size());
         w.raw(payload.data(), payload.size());
@@ -98,10 +99,10 @@ namespace hevit
                 "truncated or padded bytes: header announces " + std::to_string(payload_size) +
                 " payload bytes but " + std::to_string(bytes.size() - wire_header_size) + " follow");
         }
-        Digest checksum{};
-        std::memcpy(checksum.data(), r.raw(16).data(), 16);
+        Checksum checksum{};
+        std::memcpy(checksum.data(), r.raw(checksum.size()).data(), checksum.size());
         std::string_view payload = bytes.substr(wire_header_size);
-        if (digest16(payload.data(), payload.size()) != checksum)
+        if (payload_checksum(payload.data(), payload.size()) != checksum)
         {
             throw SerializationError("corrupted bytes: payload checksum mismatch in a serialized " + expected);
         }
@@ -172,8 +173,41 @@ namespace hevit
         }
     }
 
+    namespace
+    {
+        // The packed stream is little-endian: bit k of the stream is bit k % 8 of byte k / 8.
+        inline void store_le64(std::uint64_t word, std::uint8_t *out) noexcept
+        {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            std::memcpy(out, &word, 8);
+#else
+            for (int b = 0; b < 8; b++)
+            {
+                out[b] = static_cast<std::uint8_t>(word >> (8 * b));
+            }
+#endif
+        }
+
+        inline std::uint64_t load_le64(const std::uint8_t *in) noexcept
+        {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            std::uint64_t word;
+            std::memcpy(&word, in, 8);
+            return word;
+#else
+            std::uint64_t word = 0;
+            for (int b = 0; b < 8; b++)
+            {
+                word |= static_cast<std::uint64_t>(in[b]) << (8 * b);
+            }
+            return word;
+#endif
+        }
+    } // namespace
+
     void pack_bits(const std::uint64_t *values, std::size_t count, int bits, std::uint8_t *out) noexcept
     {
+        // a 64-bit word is written whenever one is full (values are < 2^bits, so nothing spills)
         unsigned __int128 acc = 0;
         int filled = 0;
         std::size_t o = 0;
@@ -181,32 +215,47 @@ namespace hevit
         {
             acc |= static_cast<unsigned __int128>(values[i]) << filled;
             filled += bits;
-            while (filled >= 8)
+            if (filled >= 64)
             {
-                out[o++] = static_cast<std::uint8_t>(acc);
-                acc >>= 8;
-                filled -= 8;
+                store_le64(static_cast<std::uint64_t>(acc), out + o);
+                o += 8;
+                acc >>= 64;
+                filled -= 64;
             }
         }
-        if (filled > 0)
+        for (; filled > 0; filled -= 8)
         {
-            out[o] = static_cast<std::uint8_t>(acc);
+            out[o++] = static_cast<std::uint8_t>(acc);
+            acc >>= 8;
         }
     }
 
     bool unpack_bits(const std::uint8_t *in, std::size_t count, int bits, std::uint64_t bound, std::uint64_t *values) noexcept
     {
         const std::uint64_t mask = bits == 64 ? ~std::uint64_t(0) : ((std::uint64_t(1) << bits) - 1);
+        const std::size_t total = packed_size(count, bits);
         unsigned __int128 acc = 0;
         int filled = 0;
         std::size_t p = 0;
         bool ok = true;
         for (std::size_t i = 0; i < count; i++)
         {
-            while (filled < bits)
+            if (filled < bits)
             {
-                acc |= static_cast<unsigned __int128>(in[p++]) << filled;
-                filled += 8;
+                if (p + 8 <= total)
+                {
+                    acc |= static_cast<unsigned __int128>(load_le64(in + p)) << filled;
+                    filled += 64;
+                    p += 8;
+                }
+                else
+                {
+                    // the stream's last bytes: never read past its end
+                    for (; filled < bits; filled += 8)
+                    {
+                        acc |= static_cast<unsigned __int128>(in[p++]) << filled;
+                    }
+                }
             }
             const std::uint64_t v = static_cast<std::uint64_t>(acc) & mask;
             acc >>= bits;
@@ -214,7 +263,8 @@ namespace hevit
             ok &= v < bound;
             values[i] = v;
         }
-        // Unused high bits of the last byte must be zero, so every flipped bit is detected.
+        // Every byte of the stream has been read; the unused high bits of the last byte must be
+        // zero, so every flipped bit is detected.
         if (filled > 0 && acc != 0)
         {
             ok = false;

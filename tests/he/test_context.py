@@ -122,8 +122,9 @@ def test_introspection_bindings(keys, rng):
 
 
 def test_secret_context_with_a_foreign_secret_key_is_refused(keys):
-    import hashlib
     import struct
+
+    from hevit import _core
 
     a = keys.get("throughput")
     b = he.SecretContext.generate(a.params)
@@ -134,10 +135,7 @@ def test_secret_context_with_a_foreign_secret_key_is_refused(keys):
         blob_a[64 : 64 + 8 + pub_len] + blob_b[64 + 8 + struct.unpack_from("<Q", blob_b, 64)[0] :]
     )
     forged = (
-        blob_a[:40]
-        + struct.pack("<Q", len(payload))
-        + hashlib.blake2b(payload, digest_size=16).digest()
-        + payload
+        blob_a[:40] + struct.pack("<Q", len(payload)) + _core.payload_checksum(payload) + payload
     )
     with pytest.raises(SerializationError, match="does not belong to its public key"):
         he.SecretContext.from_bytes(forged)

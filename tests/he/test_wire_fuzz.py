@@ -7,7 +7,6 @@ Two campaigns per serialized kind:
   behind it: every outcome is either a hevit error or a well-formed object.
 """
 
-import hashlib
 import os
 import struct
 
@@ -16,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hevit import he
+from hevit import _core, he
 from hevit.errors import HevitError
 
 HEADER = 64
@@ -98,11 +97,14 @@ FUZZ = settings(
 def with_checksum(blob: bytes) -> bytes:
     """Rewrites payload size and checksum so the mutation reaches the structural validators."""
     payload = blob[HEADER:]
-    digest = hashlib.blake2b(payload, digest_size=16).digest()
+    digest = _core.payload_checksum(payload)
     return blob[:40] + struct.pack("<Q", len(payload)) + digest + payload
 
 
-def test_checksum_is_blake2b_128(samples):
+def test_checksum_is_the_documented_crc32c_lanes(samples):
+    from .test_checksum import lane_checksum
+
+    assert samples["batch_seeded"][0][48:64] == lane_checksum(samples["batch_seeded"][0][HEADER:])
     blob, load = samples["batch_seeded"]
     assert with_checksum(blob) == blob
     load(blob)

@@ -12,13 +12,14 @@ The hevit wire format: every serialized object is a fixed header followed by a p
 
     offset size  field
     0      4     magic "HEVT"
-    4      2     format version (little endian), currently 2
+    4      2     format version (little endian), currently 4
     6      1     object kind (ObjectKind)
     7      1     reserved, 0
     8      16    parameter fingerprint (BLAKE2b-128 of the canonical parameter encoding)
     24     16    key-set id (BLAKE2b-128 of the public key), zero for objects without keys
     40     8     payload size in bytes
-    48     16    payload checksum (BLAKE2b-128), catches truncation and accidental corruption
+    48     16    payload checksum (checksum.h: four CRC-32C lanes), catches truncation and
+                 accidental corruption
     64     ...   payload
 
 The checksum is not a MAC: integrity against an active attacker is the transport's job (TLS).
@@ -38,8 +39,11 @@ namespace hevit
 
     const char *object_kind_name(ObjectKind kind) noexcept;
 
-    /** 3: keys in hevit's own format (key_codec.h) and key-set ids over every key. */
-    constexpr std::uint16_t wire_format_version = 3;
+    /**
+    3: keys in hevit's own format (key_codec.h) and key-set ids over every key.
+    4: the payload checksum is four CRC-32C lanes (checksum.h) instead of BLAKE2b-128.
+    */
+    constexpr std::uint16_t wire_format_version = 4;
     constexpr std::size_t wire_header_size = 64;
 
     struct WireHeader
@@ -49,7 +53,7 @@ namespace hevit
         Digest keyset_id{};
     };
 
-    /** BLAKE2b with a 16-byte digest. */
+    /** BLAKE2b with a 16-byte digest (identities: parameter fingerprints and key-set ids). */
     Digest digest16(const void *data, std::size_t size);
 
     /** Prepends the header (with payload size and checksum) to payload. */
