@@ -16,9 +16,11 @@ namespace hevit
     both switched from the prime q to the modulus 2^bits. Decryption (SecretContext) computes
     c0 + c1 s at those coefficients only, mod 2^bits.
 
-    bits is chosen from the batch's scale: the switch adds a rounding error of about
-    sqrt(N / 3) / 2 units of q / 2^bits to each value, so bits = ceil(log2(q / scale)) +
-    compact_precision_bits keeps it near 2^-compact_precision_bits * 2^4 in value units (about 1e-6).
+    bits is chosen from the batch's scale: the switch adds a rounding error of std about
+    sqrt(N / 18) units of q / 2^bits to each value (c1's rounding meets about 2N/3 nonzero key
+    coefficients), so bits = ceil(log2(q / scale)) + compact_precision_bits keeps it near
+    2^-compact_precision_bits * 2^4 in value units (about 4e-6 at N = 4096). 22 bits put a 768 -> 3
+    reply of the latency preset at 31 bits per coefficient, under 16 KB.
     It is derived from the ciphertext by public operations only, so it reveals nothing the full
     ciphertext does not. It cannot be evaluated further: it is a reply, not an input.
     */
@@ -26,7 +28,7 @@ namespace hevit
     {
     public:
         /** Extra bits kept below the value scale when switching modulus. */
-        static constexpr int compact_precision_bits = 24;
+        static constexpr int compact_precision_bits = 22;
 
         /**
         Reduces a coefficient-layout batch (one data prime).
