@@ -1,6 +1,7 @@
 // Copyright (c) hevit developers. MIT license.
 #include "hevit/compact_batch.h"
 #include "hevit/errors.h"
+#include "hevit/modular.h"
 #include "hevit/parallel.h"
 #include "seal/util/ntt.h"
 #include <algorithm>
@@ -84,13 +85,13 @@ namespace hevit
         const auto *tables = cd.small_ntt_tables();
         parallel_for(cts.size(), threads, [&](std::size_t m) {
             std::vector<std::uint64_t> poly(cts[m].data(0), cts[m].data(0) + n);
-            seal::util::inverse_ntt_negacyclic_harvey(poly.data(), tables[0]);
+            detail::inverse_ntt(poly.data(), tables[0]);
             for (std::size_t c = 0; c < out.cols_; c++)
             {
                 out.c0_[m * out.cols_ + c] = switch_modulus(poly[c * out.period_ + out.period_ - 1], q, ratio, bits);
             }
             std::copy(cts[m].data(1), cts[m].data(1) + n, poly.begin());
-            seal::util::inverse_ntt_negacyclic_harvey(poly.data(), tables[0]);
+            detail::inverse_ntt(poly.data(), tables[0]);
             for (std::size_t i = 0; i < n; i++)
             {
                 out.c1_[m * n + i] = switch_modulus(poly[i], q, ratio, bits);

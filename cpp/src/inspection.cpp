@@ -1,6 +1,7 @@
 // Copyright (c) hevit developers. MIT license.
 #include "hevit/inspection.h"
 #include "hevit/errors.h"
+#include "hevit/modular.h"
 #include "hevit/packing.h"
 #include "seal/util/ntt.h"
 #include <complex>
@@ -27,7 +28,7 @@ namespace hevit
         {
             // polynomial p, first RNS limb
             std::copy_n(ct.data(p), n, out.begin() + static_cast<std::ptrdiff_t>(p * n));
-            seal::util::inverse_ntt_negacyclic_harvey(out.data() + p * n, cd->small_ntt_tables()[0]);
+            detail::inverse_ntt(out.data() + p * n, cd->small_ntt_tables()[0]);
         }
         return out;
     }
@@ -48,7 +49,7 @@ namespace hevit
         context.encoder().encode(slots, context.data_parms_id(), context.scale(), pt);
         const auto cd = context.seal_context().get_context_data(context.data_parms_id());
         std::vector<std::uint64_t> out(pt.data(), pt.data() + n);
-        seal::util::inverse_ntt_negacyclic_harvey(out.data(), cd->small_ntt_tables()[0]);
+        detail::inverse_ntt(out.data(), cd->small_ntt_tables()[0]);
         return out;
     }
 

@@ -77,8 +77,8 @@ namespace hevit
                 bias_poly_ntt_[k * in_dim_ + in_dim_ - 1] = detail::to_residue(bias[k] * output_scale_, q);
             }
         }
-        seal::util::ntt_negacyclic_harvey(weight_poly_ntt_.data(), cd->small_ntt_tables()[0]);
-        seal::util::ntt_negacyclic_harvey(bias_poly_ntt_.data(), cd->small_ntt_tables()[0]);
+        detail::forward_ntt(weight_poly_ntt_.data(), cd->small_ntt_tables()[0]);
+        detail::forward_ntt(bias_poly_ntt_.data(), cd->small_ntt_tables()[0]);
     }
 
     std::vector<seal::Ciphertext> LinearPlan::apply_coefficient(const std::vector<seal::Ciphertext> &in, int threads) const

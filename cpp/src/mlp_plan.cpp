@@ -177,7 +177,7 @@ namespace hevit
             {
                 i_sqrt2_.data()[l * n + n / 4] = 1;
                 i_sqrt2_.data()[l * n + 3 * n / 4] = 1;
-                seal::util::ntt_negacyclic_harvey(i_sqrt2_.data() + l * n, square_cd->small_ntt_tables()[l]);
+                detail::forward_ntt(i_sqrt2_.data() + l * n, square_cd->small_ntt_tables()[l]);
             }
             i_sqrt2_.parms_id() = hidden_parms;
             i_sqrt2_.scale() = 1.0;

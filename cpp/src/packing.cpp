@@ -249,7 +249,7 @@ namespace hevit
             destination.parms_id() = seal::parms_id_zero;
             destination.resize(n);
             encode_coefficients(context, values + index * cols, cols, period, destination.data());
-            seal::util::ntt_negacyclic_harvey(destination.data(), cd->small_ntt_tables()[0]);
+            detail::forward_ntt(destination.data(), cd->small_ntt_tables()[0]);
             destination.parms_id() = cd->parms_id();
             destination.scale() = context.scale();
         }
@@ -281,7 +281,7 @@ namespace hevit
             const seal::Modulus &q = cd->parms().coeff_modulus().front();
             const std::size_t n = cd->parms().poly_modulus_degree();
             std::vector<std::uint64_t> coeffs(plain.data(), plain.data() + n);
-            seal::util::inverse_ntt_negacyclic_harvey(coeffs.data(), cd->small_ntt_tables()[0]);
+            detail::inverse_ntt(coeffs.data(), cd->small_ntt_tables()[0]);
             const std::uint64_t half = q.value() >> 1;
             for (std::size_t c = 0; c < cols; c++)
             {

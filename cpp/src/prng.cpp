@@ -181,12 +181,26 @@ namespace hevit
         std::uint32_t blocks[lanes][16];
         eight_blocks(state_, blocks);
         state_[12] += lanes;
+        static_assert(sizeof blocks == sizeof buffer_, "a refill is eight blocks");
+        // The stream's 64-bit words are its bytes read little endian.
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        std::memcpy(buffer_.data(), blocks, sizeof blocks); // the block words already are those bytes
+#else
         std::uint8_t bytes[64 * lanes];
         for (int lane = 0; lane < lanes; lane++)
         {
             store_words(blocks[lane], bytes + 64 * lane);
         }
-        std::memcpy(buffer_.data(), bytes, sizeof bytes); // little-endian machines: words in stream order
+        for (std::size_t w = 0; w < buffer_.size(); w++)
+        {
+            std::uint64_t word = 0;
+            for (int b = 7; b >= 0; b--)
+            {
+                word = (word << 8) | bytes[8 * w + static_cast<std::size_t>(b)];
+            }
+            buffer_[w] = word;
+        }
+#endif
         used_ = 0;
     }
 
@@ -293,8 +307,9 @@ namespace hevit
                     for (std::size_t l = 0; l < primes.size(); l++)
                     {
                         const std::uint64_t q = primes[l].value();
-                        out[l * n + i + w] = value < 0 ? q - static_cast<std::uint64_t>(-value)
-                                                       : static_cast<std::uint64_t>(value);
+                        // value mod q without a branch (the sign is random: a branch mispredicts half the time)
+                        const std::uint64_t negative = 0 - static_cast<std::uint64_t>(value < 0);
+                        out[l * n + i + w] = static_cast<std::uint64_t>(static_cast<std::int64_t>(value)) + (q & negative);
                     }
                 }
                 std::fill(words, words + 64, 0);

@@ -62,13 +62,13 @@ namespace hevit
                 std::uint64_t *e = noise.data() + i * n;
                 if (plain_is_ntt)
                 {
-                    ntt_negacyclic_harvey(e, ntt_tables[i]);
+                    detail::forward_ntt(e, ntt_tables[i]);
                     add_poly_coeffmod(e, plain + i * n, n, primes[i], e);
                 }
                 else
                 {
                     add_poly_coeffmod(e, plain + i * n, n, primes[i], e);
-                    ntt_negacyclic_harvey(e, ntt_tables[i]);
+                    detail::forward_ntt(e, ntt_tables[i]);
                 }
                 // c0 = -(c1 * s) + (m + e), all in NTT form
                 dyadic_product_coeffmod(s + i * n, c1 + i * n, n, primes[i], c0 + i * n);
@@ -89,7 +89,7 @@ namespace hevit
         const auto cd = public_->seal_context().key_context_data();
         const std::size_t n = cd->parms().poly_modulus_degree();
         std::vector<std::uint64_t> residue(secret_key_.data().data(), secret_key_.data().data() + n);
-        seal::util::inverse_ntt_negacyclic_harvey(residue.data(), cd->small_ntt_tables()[0]);
+        detail::inverse_ntt(residue.data(), cd->small_ntt_tables()[0]);
         secret_coefficients_.resize(n);
         for (std::size_t i = 0; i < n; i++)
         {

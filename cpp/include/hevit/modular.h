@@ -2,6 +2,7 @@
 #pragma once
 
 #include "seal/seal.h"
+#include "seal/util/ntt.h"
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -79,5 +80,37 @@ namespace hevit::detail
         const std::int64_t v = std::llround(value);
         const std::uint64_t magnitude = static_cast<std::uint64_t>(v < 0 ? -v : v) % q.value();
         return v < 0 && magnitude ? q.value() - magnitude : magnitude;
+    }
+
+    /**
+    Forward negacyclic NTT of one residue polynomial: SEAL's lazy butterflies, then a branch-free
+    reduction from [0, 4q) to [0, q). SEAL's own final pass branches on every (random)
+    coefficient and spent a third of the transform in mispredictions.
+    */
+    inline void forward_ntt(std::uint64_t *values, const seal::util::NTTTables &tables) noexcept
+    {
+        seal::util::ntt_negacyclic_harvey_lazy(values, tables);
+        const std::uint64_t q = tables.modulus().value();
+        const std::uint64_t two_q = 2 * q;
+        const std::size_t n = std::size_t(1) << tables.coeff_count_power();
+        for (std::size_t i = 0; i < n; i++)
+        {
+            std::uint64_t v = values[i];
+            v -= two_q & (0 - static_cast<std::uint64_t>(v >= two_q));
+            v -= q & (0 - static_cast<std::uint64_t>(v >= q));
+            values[i] = v;
+        }
+    }
+
+    /** Inverse negacyclic NTT (including the 1/N factor), with a branch-free reduction from [0, 2q). */
+    inline void inverse_ntt(std::uint64_t *values, const seal::util::NTTTables &tables) noexcept
+    {
+        seal::util::inverse_ntt_negacyclic_harvey_lazy(values, tables);
+        const std::uint64_t q = tables.modulus().value();
+        const std::size_t n = std::size_t(1) << tables.coeff_count_power();
+        for (std::size_t i = 0; i < n; i++)
+        {
+            values[i] -= q & (0 - static_cast<std::uint64_t>(values[i] >= q));
+        }
     }
 } // namespace hevit::detail
