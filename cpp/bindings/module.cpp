@@ -475,6 +475,13 @@ PYBIND11_MODULE(_core, m)
                 return self.apply(batch, threads);
             },
             py::arg("batch"), py::arg("threads"))
+        .def(
+            "apply_compact",
+            [](const LinearPlan &self, const EncryptedBatch &batch, int threads) {
+                py::gil_scoped_release release;
+                return self.apply_compact(batch, threads);
+            },
+            py::arg("batch"), py::arg("threads"))
         .def_property_readonly("layout", [](const LinearPlan &p) { return std::string(layout_name(p.layout())); })
         .def_property_readonly("in_dim", &LinearPlan::in_dim)
         .def_property_readonly("out_dim", &LinearPlan::out_dim)

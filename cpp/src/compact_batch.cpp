@@ -36,7 +36,9 @@ namespace hevit
         {
             const __int128 scaled = static_cast<__int128>((static_cast<unsigned __int128>(c) << bits) + (q >> 1));
             const __int128 modulus = static_cast<__int128>(q);
-            std::uint64_t quotient = static_cast<std::uint64_t>(static_cast<double>(c) * ratio);
+            // rounded estimate: exact but for values within double precision of a half unit, so
+            // the corrections below almost never run (and their branches predict)
+            std::uint64_t quotient = static_cast<std::uint64_t>(static_cast<double>(c) * ratio + 0.5);
             __int128 remainder = scaled - static_cast<__int128>(quotient) * modulus;
             while (remainder < 0)
             {
@@ -64,40 +66,61 @@ namespace hevit
             throw LayoutError("compact batches are made at the one data prime of the coefficient layout");
         }
         const std::size_t n = cd.parms().poly_modulus_degree();
+        CompactBatch out = sized(batch.context(), batch.rows(), batch.cols(), batch.period(), batch.scale(), batch.norm_bound());
+        const auto &cts = batch.ciphertexts();
+        const auto *tables = cd.small_ntt_tables();
+        parallel_for(cts.size(), threads, [&](std::size_t m) {
+            std::vector<std::uint64_t> c0(cts[m].data(0), cts[m].data(0) + n);
+            detail::inverse_ntt(c0.data(), tables[0]);
+            std::vector<std::uint64_t> values(out.cols_);
+            for (std::size_t c = 0; c < out.cols_; c++)
+            {
+                values[c] = c0[c * out.period_ + out.period_ - 1];
+            }
+            std::vector<std::uint64_t> c1(cts[m].data(1), cts[m].data(1) + n);
+            detail::inverse_ntt(c1.data(), tables[0]);
+            out.switch_row(m, values.data(), c1.data());
+        });
+        return out;
+    }
+
+    CompactBatch CompactBatch::sized(
+        std::shared_ptr<const PublicContext> context, std::size_t rows, std::size_t cols, std::size_t period,
+        double scale, double norm_bound)
+    {
+        const auto &cd = one_prime_level(*context);
+        const std::size_t n = cd.parms().poly_modulus_degree();
         const std::uint64_t q = cd.parms().coeff_modulus().front().value();
         const double q_bits = std::log2(static_cast<double>(q));
         const int max_bits = static_cast<int>(std::floor(q_bits));
         const int bits = std::clamp(
-            static_cast<int>(std::ceil(q_bits - std::log2(batch.scale()))) + compact_precision_bits, min_bits, max_bits);
-
-        const double ratio = std::ldexp(1.0, bits) / static_cast<double>(q); // 2^bits / q
+            static_cast<int>(std::ceil(q_bits - std::log2(scale))) + compact_precision_bits, min_bits, max_bits);
         CompactBatch out;
-        out.context_ = batch.context();
-        out.rows_ = batch.rows();
-        out.cols_ = batch.cols();
-        out.period_ = batch.period();
+        out.context_ = std::move(context);
+        out.rows_ = rows;
+        out.cols_ = cols;
+        out.period_ = period;
         out.bits_ = bits;
-        out.unit_ = std::ldexp(static_cast<double>(q), -bits) / batch.scale();
-        out.norm_bound_ = batch.norm_bound();
-        out.c0_.resize(out.rows_ * out.cols_);
-        out.c1_.resize(out.rows_ * n);
-        const auto &cts = batch.ciphertexts();
-        const auto *tables = cd.small_ntt_tables();
-        parallel_for(cts.size(), threads, [&](std::size_t m) {
-            std::vector<std::uint64_t> poly(cts[m].data(0), cts[m].data(0) + n);
-            detail::inverse_ntt(poly.data(), tables[0]);
-            for (std::size_t c = 0; c < out.cols_; c++)
-            {
-                out.c0_[m * out.cols_ + c] = switch_modulus(poly[c * out.period_ + out.period_ - 1], q, ratio, bits);
-            }
-            std::copy(cts[m].data(1), cts[m].data(1) + n, poly.begin());
-            detail::inverse_ntt(poly.data(), tables[0]);
-            for (std::size_t i = 0; i < n; i++)
-            {
-                out.c1_[m * n + i] = switch_modulus(poly[i], q, ratio, bits);
-            }
-        });
+        out.unit_ = std::ldexp(static_cast<double>(q), -bits) / scale;
+        out.norm_bound_ = norm_bound;
+        out.q_ = q;
+        out.ratio_ = std::ldexp(1.0, bits) / static_cast<double>(q); // 2^bits / q
+        out.c0_.resize(rows * cols);
+        out.c1_.resize(rows * n);
         return out;
+    }
+
+    void CompactBatch::switch_row(std::size_t m, const std::uint64_t *c0_values, const std::uint64_t *c1_coefficients) noexcept
+    {
+        const std::size_t n = c1_.size() / rows_;
+        for (std::size_t c = 0; c < cols_; c++)
+        {
+            c0_[m * cols_ + c] = switch_modulus(c0_values[c], q_, ratio_, bits_);
+        }
+        for (std::size_t i = 0; i < n; i++)
+        {
+            c1_[m * n + i] = switch_modulus(c1_coefficients[i], q_, ratio_, bits_);
+        }
     }
 
     std::string CompactBatch::to_bytes() const

@@ -77,8 +77,43 @@ namespace hevit
                 bias_poly_ntt_[k * in_dim_ + in_dim_ - 1] = detail::to_residue(bias[k] * output_scale_, q);
             }
         }
-        detail::forward_ntt(weight_poly_ntt_.data(), cd->small_ntt_tables()[0]);
-        detail::forward_ntt(bias_poly_ntt_.data(), cd->small_ntt_tables()[0]);
+        bias_values_.assign(out_dim_, 0);
+        for (std::size_t k = 0; k < out_dim_; k++)
+        {
+            bias_values_[k] = bias_poly_ntt_[k * in_dim_ + in_dim_ - 1];
+        }
+        const auto &tables = cd->small_ntt_tables()[0];
+        detail::forward_ntt(weight_poly_ntt_.data(), tables);
+        detail::forward_ntt(bias_poly_ntt_.data(), tables);
+        if (out_dim_ <= compact_direct_max_outputs)
+        {
+            // Coefficient t of a polynomial is N^-1 sum_j a(r_j) r_j^-t over the NTT's evaluation
+            // points r_j, and (r_j^-t)_j is the NTT of the monomial X^-t = -X^(N-t) (X^N = -1),
+            // whatever order the transform lists its points in. So row t is N^-1 NTT(-X^(N-t)),
+            // times the weight polynomial to fold the product in.
+            std::uint64_t n_inverse = 0;
+            if (!seal::util::try_invert_uint_mod(n, q, n_inverse))
+            {
+                throw std::logic_error("N is not invertible modulo the data prime");
+            }
+            value_rows_.assign(out_dim_ * n, 0);
+            for (std::size_t k = 0; k < out_dim_; k++)
+            {
+                const std::size_t t = k * in_dim_ + in_dim_ - 1;
+                std::uint64_t *row = value_rows_.data() + k * n;
+                if (t == 0)
+                {
+                    row[0] = 1;
+                }
+                else
+                {
+                    row[n - t] = q.value() - 1; // -X^(N - t)
+                }
+                detail::forward_ntt(row, tables);
+                seal::util::multiply_poly_scalar_coeffmod(row, n, n_inverse, q, row);
+                seal::util::dyadic_product_coeffmod(row, weight_poly_ntt_.data(), n, q, row);
+            }
+        }
     }
 
     std::vector<seal::Ciphertext> LinearPlan::apply_coefficient(const std::vector<seal::Ciphertext> &in, int threads) const
@@ -98,6 +133,57 @@ namespace hevit
                 seal::util::dyadic_product_coeffmod(in[m].data(poly), weight_poly_ntt_.data(), n, q, ct.data(poly));
             }
             seal::util::add_poly_coeffmod(ct.data(0), bias_poly_ntt_.data(), n, q, ct.data(0));
+        });
+        return out;
+    }
+
+    CompactBatch LinearPlan::apply_compact(const EncryptedBatch &batch, int threads) const
+    {
+        if (layout_ != Layout::coefficient)
+        {
+            throw LayoutError(
+                std::string("compact replies exist for the coefficient layout only; this plan is in the '") +
+                layout_name(layout_) + "' layout");
+        }
+        if (value_rows_.empty())
+        {
+            return CompactBatch::from_batch(apply(batch, threads), threads);
+        }
+        check_input(batch);
+        const auto cd = context_->seal_context().get_context_data(input_.parms_id);
+        const seal::Modulus &q = cd->parms().coeff_modulus().front();
+        const std::size_t n = cd->parms().poly_modulus_degree();
+        const auto &tables = cd->small_ntt_tables()[0];
+        // products are below q^2 < 2^(2 bits): a 128-bit sum holds 2^(128 - 2 bits) of them
+        const int spare_bits = 128 - 2 * q.bit_count();
+        const std::size_t block = spare_bits >= 20 ? n : std::min(n, std::size_t(1) << spare_bits);
+        CompactBatch out =
+            CompactBatch::sized(context_, batch.rows(), out_dim_, in_dim_, output_scale_, output_norm_bound_);
+        const auto &cts = batch.ciphertexts();
+        parallel_for(cts.size(), threads, [&](std::size_t m) {
+            const std::uint64_t *c0 = cts[m].data(0);
+            std::vector<std::uint64_t> values(out_dim_);
+            for (std::size_t k = 0; k < out_dim_; k++)
+            {
+                const std::uint64_t *row = value_rows_.data() + k * n;
+                std::uint64_t value = bias_values_[k];
+                for (std::size_t start = 0; start < n; start += block)
+                {
+                    unsigned __int128 acc = 0;
+                    const std::size_t end = std::min(n, start + block);
+                    for (std::size_t i = start; i < end; i++)
+                    {
+                        acc += static_cast<unsigned __int128>(c0[i]) * row[i];
+                    }
+                    const std::uint64_t words[2] = { static_cast<std::uint64_t>(acc), static_cast<std::uint64_t>(acc >> 64) };
+                    value = seal::util::add_uint_mod(value, seal::util::barrett_reduce_128(words, q), q);
+                }
+                values[k] = value;
+            }
+            std::vector<std::uint64_t> c1(n);
+            seal::util::dyadic_product_coeffmod(cts[m].data(1), weight_poly_ntt_.data(), n, q, c1.data());
+            detail::inverse_ntt(c1.data(), tables);
+            out.switch_row(m, values.data(), c1.data());
         });
         return out;
     }

@@ -216,3 +216,31 @@ def test_compact_reply_rounds_every_coefficient_exactly(coefficient_keys, rng):
         at = [c * period + period - 1 for c in range(cols)]
         assert c0[m * cols : (m + 1) * cols] == [switched(coeffs[t]) for t in at]
         assert c1[m * n : (m + 1) * n] == [switched(c) for c in coeffs[n:]]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize(
+    ("out_dim", "in_dim"), [(1, 1), (1, 768), (3, 768), (5, 192), (10, 5), (16, 256), (17, 5)]
+)
+def test_apply_compact_is_apply_then_compact_bit_for_bit(
+    coefficient_keys, rng, preset, out_dim, in_dim
+):
+    """The direct read of each output from the NTT-domain product (rows precomputed at compile,
+    up to 16 outputs; more take apply + compact) gives the same reply bytes."""
+    sk = coefficient_keys[preset]
+    pub = sk.public_context()
+    w, b = random_layer(rng, out_dim, in_dim)
+    plans = [he.LinearPlan.compile(pub, w, b, layout="coefficient")]
+    plans.append(he.LinearPlan.compile(pub, np.zeros_like(w), None, layout="coefficient"))
+    enc = sk.encrypt(rows_with_norm(rng, 3, in_dim, 1.0), layout="coefficient")
+    for plan in plans:
+        direct = plan.apply_compact(enc)
+        assert direct.to_bytes() == plan.apply(enc).compact().to_bytes()
+
+
+def test_apply_compact_refuses_other_layouts(rng):
+    sk = he.SecretContext.generate(he.CkksParams.preset("throughput", max_norm=1.0))
+    w, b = random_layer(rng, 3, 16)
+    plan = he.LinearPlan.compile(sk.public_context(), w, b, layout="batch")
+    with pytest.raises(LayoutError, match="coefficient layout only"):
+        plan.apply_compact(sk.encrypt(rows_with_norm(rng, 2, 16, 1.0), layout="batch"))

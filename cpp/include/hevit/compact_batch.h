@@ -61,7 +61,20 @@ namespace hevit
         static CompactBatch from_bytes(std::string_view bytes, std::shared_ptr<const PublicContext> context);
 
     private:
+        friend class LinearPlan; // makes compact replies directly (LinearPlan::apply_compact)
+
         CompactBatch() = default;
+
+        /** A reply of this shape with bits and unit set from scale (see above), values unset. */
+        static CompactBatch sized(
+            std::shared_ptr<const PublicContext> context, std::size_t rows, std::size_t cols, std::size_t period,
+            double scale, double norm_bound);
+
+        /**
+        Switches row m to 2^bits: c0_values are c0 at the cols value coefficients and
+        c1_coefficients c1 in coefficient form, both residues mod q.
+        */
+        void switch_row(std::size_t m, const std::uint64_t *c0_values, const std::uint64_t *c1_coefficients) noexcept;
 
         std::shared_ptr<const PublicContext> context_;
         std::size_t rows_ = 0;
@@ -72,5 +85,8 @@ namespace hevit
         double norm_bound_ = 0.0;
         std::vector<std::uint64_t> c0_;
         std::vector<std::uint64_t> c1_;
+        // set by sized() for switch_row (not serialized)
+        std::uint64_t q_ = 0;
+        double ratio_ = 0.0;
     };
 } // namespace hevit

@@ -1,6 +1,7 @@
 // Copyright (c) hevit developers. MIT license.
 #pragma once
 
+#include "hevit/compact_batch.h"
 #include "hevit/encrypted_batch.h"
 #include "hevit/packing.h"
 #include "hevit/public_context.h"
@@ -99,6 +100,22 @@ namespace hevit
         EncryptedBatch apply(const EncryptedBatch &batch, int threads) const;
 
         /**
+        Coefficient layout: the layer's compact reply, bit for bit what
+        CompactBatch::from_batch(apply(batch)) gives, at a fraction of its cost. Each output value
+        is read straight from the NTT-domain product as one inner product with a row precomputed
+        at compile (row t of the inverse NTT times the weight polynomial: C N multiply-adds instead
+        of a product and a whole inverse NTT of c0); only c1 is multiplied and transformed whole.
+        Layers with more than compact_direct_max_outputs outputs take apply() then
+        CompactBatch::from_batch (same bytes).
+
+        @throws as apply(), LayoutError for another layout
+        */
+        CompactBatch apply_compact(const EncryptedBatch &batch, int threads) const;
+
+        /** Most outputs for which apply_compact reads values directly (C N precomputed words). */
+        static constexpr std::size_t compact_direct_max_outputs = 16;
+
+        /**
         The checks apply() makes before any ciphertext work: key set, layout, width, level and
         scale, slot period, norm bound.
 
@@ -165,6 +182,10 @@ namespace hevit
         // coefficients k D + D - 1, both in NTT form over the one data prime
         std::vector<std::uint64_t> weight_poly_ntt_;
         std::vector<std::uint64_t> bias_poly_ntt_;
+        // apply_compact: out_dim x N words (row k D + D - 1 of the inverse NTT times the weight
+        // polynomial, both NTT-indexed) and the bias residues at those coefficients
+        std::vector<std::uint64_t> value_rows_;
+        std::vector<std::uint64_t> bias_values_;
 
         // sample layout
         std::size_t period_ = 0; // D'

@@ -499,7 +499,7 @@ class InferenceServer:
                 f"norm bound {header.norm_bound!r}"
             )
         batch = he.EncryptedBatch.from_bytes(blob, self.context, threads=threads)
-        out = self.plan_for(batch.layout).apply(batch, threads=threads)
+        plan = self.plan_for(batch.layout)
         if batch.layout == "coefficient":
             # the key holder reads C coefficients per row: send the compact reply
             return Message(
@@ -508,9 +508,10 @@ class InferenceServer:
                 msg.round,
                 "server",
                 msg.keyset_id,
-                {"logits": out.compact(threads=threads).to_bytes()},
+                {"logits": plan.apply_compact(batch, threads=threads).to_bytes()},
                 {"compact": True},
             ).to_bytes()
+        out = plan.apply(batch, threads=threads)
         return Message(
             "infer-reply", "he-cls", msg.round, "server", msg.keyset_id, {"logits": out.to_bytes()}
         ).to_bytes()

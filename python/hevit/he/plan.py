@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import _core
 from ._arrays import as_matrix, as_vector, check_layout, resolve_threads
-from .batch import EncryptedBatch, _server_core
+from .batch import CompactBatch, EncryptedBatch, _server_core
 from .params import CkksParams
 
 __all__ = ["LinearPlan"]
@@ -121,6 +121,20 @@ class LinearPlan(CompiledPlan):
             raise ValueError(f"input_norm_bound must be positive, got {input_norm_bound}")
         core = _core.LinearPlan.compile(core_ctx, w, b, check_layout(layout), bound)
         return cls(core, context)
+
+    def apply_compact(self, batch: EncryptedBatch, *, threads: int | None = None) -> CompactBatch:
+        """Coefficient layout: the layer's compact reply, bit for bit ``apply(batch).compact()``
+        at a fraction of the cost (each output is read from the NTT-domain product with a row
+        precomputed at compile; only c1 is transformed whole).
+
+        Raises
+        ------
+        hevit.errors.LayoutError
+            The plan is not in the coefficient layout (or as :meth:`apply`).
+        """
+        if not isinstance(batch, EncryptedBatch):
+            raise TypeError(f"batch must be an EncryptedBatch, got {type(batch).__name__}")
+        return CompactBatch(self._core.apply_compact(batch._core, resolve_threads(threads)))
 
     @property
     def shape(self) -> tuple[int, int]:
