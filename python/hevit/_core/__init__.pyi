@@ -24,6 +24,7 @@ __all__: list[str] = [
     "SecretContext",
     "inspection",
     "max_secure_coeff_modulus_bits",
+    "payload_checksum",
     "validate_params",
 ]
 
@@ -125,7 +126,7 @@ class EncryptedBatch:
     def seeded(self) -> bool: ...
 
 class CompactBatch:
-    PRECISION_BITS: typing.ClassVar[int] = 24
+    PRECISION_BITS: typing.ClassVar[int] = 22
     @staticmethod
     def from_batch(
         batch: EncryptedBatch, threads: typing.SupportsInt | typing.SupportsIndex
@@ -164,6 +165,9 @@ class LinearPlan:
     def apply(
         self, batch: EncryptedBatch, threads: typing.SupportsInt | typing.SupportsIndex
     ) -> EncryptedBatch: ...
+    def apply_compact(
+        self, batch: EncryptedBatch, threads: typing.SupportsInt | typing.SupportsIndex
+    ) -> CompactBatch: ...
     @property
     def baby_rotations(self) -> int: ...
     @property
@@ -242,6 +246,11 @@ class MlpPlan:
 def max_secure_coeff_modulus_bits(
     poly_modulus_degree: typing.SupportsInt | typing.SupportsIndex,
 ) -> int: ...
+def payload_checksum(data: bytes, portable: bool = False) -> bytes:
+    """
+    The wire format's 16-byte payload checksum (four CRC-32C lanes); portable=True skips the CPU's CRC instruction.
+    """
+
 def validate_params(
     poly_modulus_degree: typing.SupportsInt | typing.SupportsIndex,
     coeff_modulus_bits: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex],
