@@ -432,7 +432,6 @@ PYBIND11_MODULE(_core, m)
         .def_property_readonly("rows", &CompactBatch::rows)
         .def_property_readonly("cols", &CompactBatch::cols)
         .def_property_readonly("bits", &CompactBatch::bits)
-        .def_property_readonly_static("PRECISION_BITS", [](py::object) { return CompactBatch::compact_precision_bits; })
         .def_property_readonly("context", [](const CompactBatch &self) { return unconst(self.context()); });
 
     linear_plan_class

@@ -93,8 +93,10 @@ namespace hevit
         const std::uint64_t q = cd.parms().coeff_modulus().front().value();
         const double q_bits = std::log2(static_cast<double>(q));
         const int max_bits = static_cast<int>(std::floor(q_bits));
+        // round as finely as the inputs were encoded: a unit of at most 2^-scale_bits in value units
+        const int precision_bits = context->params().scale_bits;
         const int bits = std::clamp(
-            static_cast<int>(std::ceil(q_bits - std::log2(scale))) + compact_precision_bits, min_bits, max_bits);
+            static_cast<int>(std::ceil(q_bits - std::log2(scale))) + precision_bits, min_bits, max_bits);
         CompactBatch out;
         out.context_ = std::move(context);
         out.rows_ = rows;

@@ -12,7 +12,7 @@ from tests.helpers import rows_with_norm
 
 from .test_plan import random_layer
 
-PRESETS = ["throughput", "latency"]  # one data prime each
+PRESETS = ["throughput", "latency", "latency-precise"]  # one data prime each
 
 
 @pytest.fixture(scope="module")

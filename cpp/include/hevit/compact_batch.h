@@ -18,18 +18,16 @@ namespace hevit
 
     bits is chosen from the batch's scale: the switch adds a rounding error of std about
     sqrt(N / 18) units of q / 2^bits to each value (c1's rounding meets about 2N/3 nonzero key
-    coefficients), so bits = ceil(log2(q / scale)) + compact_precision_bits keeps it near
-    2^-compact_precision_bits * 2^4 in value units (about 4e-6 at N = 4096). 22 bits put a 768 -> 3
-    reply of the latency preset at 31 bits per coefficient, under 16 KB.
+    coefficients), so bits = ceil(log2(q / scale)) + scale_bits of the parameters keeps the unit
+    at most 2^-scale_bits in value units: the reply is rounded as finely as the input was encoded
+    (latency preset: 31 bits per coefficient, a 768 -> 3 reply under 16 KB, rounding std about
+    4e-6; latency-precise: 2^-31).
     It is derived from the ciphertext by public operations only, so it reveals nothing the full
     ciphertext does not. It cannot be evaluated further: it is a reply, not an input.
     */
     class CompactBatch
     {
     public:
-        /** Extra bits kept below the value scale when switching modulus. */
-        static constexpr int compact_precision_bits = 22;
-
         /**
         Reduces a coefficient-layout batch (one data prime).
 

@@ -126,7 +126,6 @@ class EncryptedBatch:
     def seeded(self) -> bool: ...
 
 class CompactBatch:
-    PRECISION_BITS: typing.ClassVar[int] = 22
     @staticmethod
     def from_batch(
         batch: EncryptedBatch, threads: typing.SupportsInt | typing.SupportsIndex

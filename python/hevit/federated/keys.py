@@ -143,7 +143,7 @@ class FederationKeys:
         ):
             raise ValueError(
                 f"inference layout {inference_layout!r} uses the coefficient layout, which needs a preset "
-                f"with one data prime ('latency' or 'throughput'), not {inference_preset!r}"
+                f"with one data prime ('latency', 'latency-precise' or 'throughput'), not {inference_preset!r}"
             )
         linear_layout = (
             "sample" if inference_layout == "sample" else "batch"

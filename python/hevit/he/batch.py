@@ -183,8 +183,8 @@ class CompactBatch:
 
     __slots__ = ("_core",)
 
-    #: the modulus switch keeps the rounding unit at most 2^-PRECISION_BITS of a value
-    PRECISION_BITS = _core.CompactBatch.PRECISION_BITS
+    # The modulus switch keeps the rounding unit at most 2^-scale_bits of a value (the
+    # parameters' input encoding precision): see hevit.he.reference.compact_tolerance.
 
     def __init__(self, core: _core.CompactBatch) -> None:
         if not isinstance(core, _core.CompactBatch):

@@ -181,15 +181,14 @@ def coefficient_noise_norm_bound(
     every weight of every row: each output carries noise of std ``coefficient_noise_std *
     ||W||_F`` (in value units). The compact reply switches c0 and c1 to a power-of-two modulus:
     the rounding of c1 meets the ternary key (about 2N/3 nonzero coefficients, std sqrt(N/18)
-    units) and that of c0 adds sqrt(1/12) units, a unit being at most 2^-PRECISION_BITS.
+    units) and that of c0 adds sqrt(1/12) units, a unit being at most 2^-scale_bits.
     """
-    from .batch import CompactBatch
     from .reference import coefficient_noise_std
 
     w = np.asarray(weights, dtype=np.float64)
     std = coefficient_noise_std(params) * max(float(np.linalg.norm(w)), 1.0)
     if compact:
-        unit = 2.0**-CompactBatch.PRECISION_BITS
+        unit = 2.0**-params.scale_bits
         n = params.poly_modulus_degree
         std = math.hypot(std, math.sqrt(n / 18.0 + 1.0 / 12.0) * unit)
     return noise_norm_bound(std, rows * w.shape[0])

@@ -238,11 +238,10 @@ def compact_tolerance(params: CkksParams) -> float:
     """Extra max abs error of a compact reply (``EncryptedBatch.compact``) on top of the
     ciphertext's own: the switch to 2^bits rounds c0 (1/2 unit) and every coefficient of c1, which
     meet about 2N/3 nonzero ternary key coefficients (std sqrt(N / 18) units, taken at SIGMAS);
-    a unit is at most 2^-PRECISION_BITS in value units."""
-    from .batch import CompactBatch
-
+    a unit is at most 2^-scale_bits in value units (the reply is rounded as finely as the input
+    was encoded)."""
     n = params.poly_modulus_degree
-    return (0.5 + SIGMAS * math.sqrt(n / 18.0)) * 2.0**-CompactBatch.PRECISION_BITS
+    return (0.5 + SIGMAS * math.sqrt(n / 18.0)) * 2.0**-params.scale_bits
 
 
 def _mlp_hidden_noise_std(params: CkksParams, w1: np.ndarray, x_norm: float, plan) -> float:
