@@ -43,10 +43,8 @@ namespace hevit
         {
             throw std::invalid_argument("ciphertext index out of range");
         }
-        std::vector<std::complex<double>> slots;
-        detail::pack_slots(context, values, rows, cols, layout, period, index, slots);
         seal::Plaintext pt;
-        context.encoder().encode(slots, context.data_parms_id(), context.scale(), pt);
+        detail::encode_plain(context, values, rows, cols, layout, period, index, pt);
         const auto cd = context.seal_context().get_context_data(context.data_parms_id());
         std::vector<std::uint64_t> out(pt.data(), pt.data() + n);
         detail::inverse_ntt(out.data(), cd->small_ntt_tables()[0]);

@@ -69,16 +69,25 @@ namespace hevit
                 }
             }
         }
-        // Bias b_k in every slot, in the real and the imaginary part (both halves of the batch),
-        // encoded once at the output scale; apply adds it to c0 limb by limb.
+        // Bias b_k at every row, encoded once at the output scale (apply adds it to c0 limb by
+        // limb): in every coefficient when the batch sits in coefficients, else in every slot's
+        // real and imaginary part (both halves of the batch).
         bias_ntt_.assign(out_dim_, std::vector<std::uint64_t>(primes.size() * n, 0));
         const double out_scale = input_.scale * weight_scale;
         output_scale_ = out_scale;
         output_parms_id_ = input_.parms_id;
+        const bool in_coefficients = batch_in_coefficients(*context_);
         for (std::size_t k = 0; k < out_dim_ && bias; k++)
         {
             if (bias[k] == 0.0)
             {
+                continue;
+            }
+            if (in_coefficients)
+            {
+                // |b_k| * out_scale <= max_abs_output * out_scale, below q / 4 by the weight scale
+                std::fill(bias_ntt_[k].begin(), bias_ntt_[k].end(), detail::to_residue(bias[k] * out_scale, primes[0]));
+                detail::forward_ntt(bias_ntt_[k].data(), cd->small_ntt_tables()[0]);
                 continue;
             }
             const std::vector<std::complex<double>> slots(n / 2, { bias[k], bias[k] });

@@ -4,6 +4,7 @@
 #include "hevit/modular.h"
 #include "hevit/public_context.h"
 #include "seal/util/ntt.h"
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 
@@ -54,6 +55,11 @@ namespace hevit
             p <<= 1;
         }
         return p;
+    }
+
+    bool batch_in_coefficients(const PublicContext &context) noexcept
+    {
+        return context.seal_context().first_context_data()->parms().coeff_modulus().size() == 1;
     }
 
     std::size_t batch_groups(std::size_t rows, std::size_t n) noexcept
@@ -237,7 +243,7 @@ namespace hevit
             const PublicContext &context, const double *values, std::size_t rows, std::size_t cols, Layout layout,
             std::size_t period, std::size_t index, seal::Plaintext &destination)
         {
-            if (layout != Layout::coefficient)
+            if (layout == Layout::sample || (layout == Layout::batch && !batch_in_coefficients(context)))
             {
                 std::vector<std::complex<double>> slots;
                 pack_slots(context, values, rows, cols, layout, period, index, slots);
@@ -248,10 +254,34 @@ namespace hevit
             const std::size_t n = cd->parms().poly_modulus_degree();
             destination.parms_id() = seal::parms_id_zero;
             destination.resize(n);
-            encode_coefficients(context, values + index * cols, cols, period, destination.data());
+            encode_plain_coefficients(context, values, rows, cols, layout, period, index, destination.data());
             detail::forward_ntt(destination.data(), cd->small_ntt_tables()[0]);
             destination.parms_id() = cd->parms_id();
             destination.scale() = context.scale();
+        }
+
+        void encode_plain_coefficients(
+            const PublicContext &context, const double *values, std::size_t rows, std::size_t cols, Layout layout,
+            std::size_t period, std::size_t index, std::uint64_t *coeffs)
+        {
+            if (layout == Layout::coefficient)
+            {
+                encode_coefficients(context, values + index * cols, cols, period, coeffs);
+                return;
+            }
+            const auto cd = context.seal_context().get_context_data(context.data_parms_id());
+            const seal::Modulus &q = cd->parms().coeff_modulus().front();
+            const std::size_t n = cd->parms().poly_modulus_degree();
+            const double scale = context.scale();
+            const std::size_t base = (index / cols) * n;
+            const std::size_t j = index % cols;
+            const std::size_t count = base < rows ? std::min(n, rows - base) : 0;
+            std::fill(coeffs, coeffs + n, 0);
+            for (std::size_t s = 0; s < count; s++)
+            {
+                // |value * scale| <= max_norm * scale, which validate_params keeps below q / 4
+                coeffs[s] = to_residue(values[(base + s) * cols + j] * scale, q);
+            }
         }
 
         void encode_coefficients(
@@ -266,6 +296,31 @@ namespace hevit
             {
                 // |value * scale| <= max_norm * scale, which validate_params keeps below q / 4
                 coeffs[c * period + period - 1] = to_residue(row[c] * scale, q);
+            }
+        }
+
+        void decode_batch_coefficients(
+            const PublicContext &context, const seal::Plaintext &plain, std::size_t rows, std::size_t cols,
+            std::size_t index, double *out)
+        {
+            const auto cd = context.seal_context().get_context_data(plain.parms_id());
+            if (!cd || cd->parms().coeff_modulus().size() != 1 || !plain.is_ntt_form())
+            {
+                throw LayoutError("batch-layout plaintexts in coefficients must be in NTT form over one prime");
+            }
+            const seal::Modulus &q = cd->parms().coeff_modulus().front();
+            const std::size_t n = cd->parms().poly_modulus_degree();
+            std::vector<std::uint64_t> coeffs(plain.data(), plain.data() + n);
+            detail::inverse_ntt(coeffs.data(), cd->small_ntt_tables()[0]);
+            const std::uint64_t half = q.value() >> 1;
+            const std::size_t base = (index / cols) * n;
+            const std::size_t j = index % cols;
+            const std::size_t count = base < rows ? std::min(n, rows - base) : 0;
+            for (std::size_t s = 0; s < count; s++)
+            {
+                const std::uint64_t v = coeffs[s];
+                const double signed_value = v > half ? -static_cast<double>(q.value() - v) : static_cast<double>(v);
+                out[(base + s) * cols + j] = signed_value / plain.scale();
             }
         }
 

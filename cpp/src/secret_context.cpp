@@ -162,12 +162,14 @@ namespace hevit
         const std::size_t count = ciphertext_count(layout, rows, cols, context.params().poly_modulus_degree);
         std::vector<seal::Ciphertext> cts(count);
         std::vector<seal::prng_seed_type> seeds(count);
+        const bool in_coefficients =
+            layout == Layout::coefficient || (layout == Layout::batch && batch_in_coefficients(context));
         parallel_for(count, threads, [&](std::size_t i) {
-            if (layout == Layout::coefficient)
+            if (in_coefficients)
             {
-                // message coefficients and noise share one forward NTT
+                // message coefficients and noise share one forward NTT (no FFT)
                 std::vector<std::uint64_t> coeffs(context.params().poly_modulus_degree);
-                detail::encode_coefficients(context, values + i * cols, cols, period, coeffs.data());
+                detail::encode_plain_coefficients(context, values, rows, cols, layout, period, i, coeffs.data());
                 encrypt_seeded(
                     context.seal_context(), secret_key_, coeffs.data(), false, context.data_parms_id(), context.scale(),
                     cts[i], seeds[i]);
@@ -199,6 +201,11 @@ namespace hevit
             if (batch.layout() == Layout::coefficient)
             {
                 detail::decode_coefficients(*public_, pt, batch.cols(), batch.period(), out + i * batch.cols());
+                return;
+            }
+            if (batch.layout() == Layout::batch && batch_in_coefficients(*public_))
+            {
+                detail::decode_batch_coefficients(*public_, pt, batch.rows(), batch.cols(), i, out);
                 return;
             }
             std::vector<std::complex<double>> slots;

@@ -76,7 +76,7 @@ def test_sum_aggregates_clients(keys, rng, layout):
     assert total.seed_count == 3 and total.to_bytes() == blob
     assert total.to_bytes(threads=1) == blob
     err = np.abs(sk.decrypt(total) - sum(xs)).max()
-    assert err <= he.reference.sum_tolerance(sk.params, 3)
+    assert err <= he.reference.sum_tolerance(sk.params, 3, layout)
     # `+` and the built-in sum() are EncryptedBatch.sum: the same ciphertexts, byte for byte
     assert sum(fresh).to_bytes() == (fresh[0] + fresh[1] + fresh[2]).to_bytes() == blob
     # a sum with a public-key (unseeded) batch stores c1 in full
@@ -84,9 +84,9 @@ def test_sum_aggregates_clients(keys, rng, layout):
     assert not mixed.seeded and mixed.seed_count == 0
     assert np.abs(
         sk.decrypt(mixed) - sum(xs) - xs[0]
-    ).max() <= he.reference.public_round_trip_tolerance(sk.params) + he.reference.sum_tolerance(
-        sk.params, 3
-    )
+    ).max() <= he.reference.public_round_trip_tolerance(
+        sk.params, layout
+    ) + he.reference.sum_tolerance(sk.params, 3, layout)
 
 
 def test_sum_of_many_fresh_batches_stores_c1_beyond_the_seed_limit(keys, rng):

@@ -28,7 +28,8 @@ namespace hevit
         static std::vector<std::uint64_t> ciphertext_coefficients(const EncryptedBatch &batch, std::size_t index);
 
         /**
-        The CKKS plaintext polynomial that `values` (rows x cols, row-major) packs into for
+        The plaintext polynomial that `values` (rows x cols, row-major) packs into (slots or
+        coefficients, as encryption does: packing.h) for
         ciphertext `index` of `layout` at the context's fresh scale, modulo the first prime,
         in coefficient form; N values.
 

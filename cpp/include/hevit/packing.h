@@ -15,9 +15,13 @@ Both layouts carry two real values per complex slot (real part and imaginary par
 ciphertext of ring degree N carries N values, not N/2. Every operation hevit applies is linear
 with real coefficients, which keeps the two parts apart.
 
-- batch: ciphertext (g, j) holds column j (a feature) of rows [g N, (g + 1) N): slot s holds row
-  g N + s in its real part and row g N + N/2 + s in its imaginary part. A linear layer needs no
-  rotation at all.
+- batch: ciphertext (g, j) holds column j (a feature) of rows [g N, (g + 1) N). With one data
+  prime (batch_in_coefficients: the throughput and latency presets) row g N + s sits at
+  coefficient s as round(value * scale): no FFT, and the layout's operations (sums, scalar
+  multiply-accumulate, a bias in every coefficient) act on coefficients exactly as on slots.
+  With more data primes (plans that rescale, the two-layer head's squares, which act on slots)
+  slot s holds row g N + s in its real part and row g N + N/2 + s in its imaginary part. A linear
+  layer needs no rotation either way.
 - sample: ciphertext m holds rows 2m (real part) and 2m + 1 (imaginary part). Each row is
   zero-padded to a power-of-two period p >= cols and replicated to fill all N/2 slots, so that a
   cyclic rotation of the slots is a cyclic rotation of every row.
@@ -60,6 +64,12 @@ namespace hevit
     /** Ciphertexts per column group in the batch layout: ceil(rows / n). */
     std::size_t batch_groups(std::size_t rows, std::size_t n) noexcept;
 
+    /**
+    True when batch-layout values sit in coefficients rather than slots: the parameters have one
+    data prime (a fact of the key set, so every party derives the same answer).
+    */
+    bool batch_in_coefficients(const PublicContext &context) noexcept;
+
     namespace detail
     {
         /**
@@ -83,6 +93,15 @@ namespace hevit
             const PublicContext &context, const double *values, std::size_t rows, std::size_t cols, Layout layout,
             std::size_t period, std::size_t index, seal::Plaintext &destination);
 
+        /**
+        The coefficient form (n coefficients, one data prime) of ciphertext index when values sit
+        in coefficients: coefficient layout, row index at c * period + period - 1; batch layout
+        (batch_in_coefficients), column index % cols of rows g N .. g N + N - 1 at 0 .. N - 1.
+        */
+        void encode_plain_coefficients(
+            const PublicContext &context, const double *values, std::size_t rows, std::size_t cols, Layout layout,
+            std::size_t period, std::size_t index, std::uint64_t *coeffs);
+
         /** Coefficient layout: one row as rounded integers at coefficients c * period + period - 1
         (n coefficients, coefficient form, one data prime). */
         void encode_coefficients(
@@ -95,6 +114,14 @@ namespace hevit
         void decode_coefficients(
             const PublicContext &context, const seal::Plaintext &plain, std::size_t cols, std::size_t period,
             double *row);
+
+        /**
+        Batch layout in coefficients: writes rows g N .. of column index % cols from a decrypted
+        (NTT-form, one-prime) plaintext, each coefficient divided by the plaintext's scale.
+        */
+        void decode_batch_coefficients(
+            const PublicContext &context, const seal::Plaintext &plain, std::size_t rows, std::size_t cols,
+            std::size_t index, double *out);
 
         /** Writes the decoded slots of ciphertext index back into the row-major output. */
         void unpack_slots(

@@ -48,7 +48,7 @@ import numpy as np
 
 from ..errors import DecryptionBudgetError, ParameterError
 from .params import CkksParams
-from .reference import SIGMAS, ckks_noise_std
+from .reference import SIGMAS, value_noise_std
 
 __all__ = [
     "DecryptionBudget",
@@ -155,8 +155,12 @@ def noise_norm_bound(std: float, count: int) -> float:
 
 
 def sum_noise_norm_bound(params: CkksParams, count: int, summands: int) -> float:
-    """Noise norm bound of ``count`` decrypted values of a sum of ``summands`` fresh encryptions."""
-    return noise_norm_bound(ckks_noise_std(params) * math.sqrt(max(int(summands), 1)), count)
+    """Noise norm bound of ``count`` decrypted batch-layout values of a sum of ``summands`` fresh
+    encryptions (values in coefficients or slots as the parameters decide:
+    :func:`hevit.he.reference.value_noise_std`)."""
+    return noise_norm_bound(
+        value_noise_std(params, "batch") * math.sqrt(max(int(summands), 1)), count
+    )
 
 
 def linear_noise_norm_bound(
@@ -168,7 +172,7 @@ def linear_noise_norm_bound(
     """
     w = np.asarray(weights, dtype=np.float64)
     row_norm = float(np.max(np.linalg.norm(w, axis=1))) if w.size else 0.0
-    std = ckks_noise_std(params) * math.sqrt(max(int(summands), 1)) * max(row_norm, 1.0)
+    std = value_noise_std(params, "batch") * math.sqrt(max(int(summands), 1)) * max(row_norm, 1.0)
     return noise_norm_bound(std, rows * w.shape[0])
 
 

@@ -30,10 +30,12 @@ from .params import CkksParams
 
 __all__ = [
     "SIGMAS",
+    "batch_in_coefficients",
     "ckks_noise_std",
     "coefficient_noise_std",
     "compact_tolerance",
     "fresh_noise_std",
+    "fresh_value_noise_std",
     "linear",
     "linear_tolerance",
     "mlp",
@@ -43,6 +45,7 @@ __all__ = [
     "round_trip_tolerance",
     "sample_output_noise_std",
     "sum_tolerance",
+    "value_noise_std",
 ]
 
 #: Standard deviations an error may reach in a test. Tests compare up to a few million values;
@@ -97,35 +100,63 @@ def _rescale_std(params: CkksParams) -> float:
     return math.sqrt(n / 2) * math.sqrt((1 + 2 * n / 3) / 12.0)
 
 
+def batch_in_coefficients(params: CkksParams) -> bool:
+    """True when batch-layout values sit in polynomial coefficients (no FFT) rather than in
+    slots: the parameters have one data prime (see ``cpp/include/hevit/packing.h``)."""
+    return len(params.coeff_modulus_bits) - int(params.supports_rotations) == 1
+
+
+def _in_coefficients(params: CkksParams, layout: str) -> bool:
+    return layout == "coefficient" or (layout == "batch" and batch_in_coefficients(params))
+
+
+def value_noise_std(params: CkksParams, layout: str = "batch") -> float:
+    """Std of the CKKS error of one fresh value in ``layout`` (key-dependent noise and encoding
+    rounding): one noise coefficient where values sit in coefficients
+    (:func:`coefficient_noise_std`), the slot-decoded noise otherwise (:func:`ckks_noise_std`)."""
+    if _in_coefficients(params, layout):
+        return coefficient_noise_std(params)
+    return ckks_noise_std(params)
+
+
+def fresh_value_noise_std(params: CkksParams, layout: str = "batch") -> float:
+    """:func:`value_noise_std` as decrypted: slot layouts add the encoder's float64 rounding
+    (:func:`fresh_noise_std`); coefficients involve no FFT."""
+    if _in_coefficients(params, layout):
+        return coefficient_noise_std(params)
+    return _fresh_std(params)
+
+
 def round_trip_tolerance(params: CkksParams, layout: str = "batch") -> float:
-    """Max abs error of encrypt -> decrypt for one value (slot layouts: the noise decoded at a
-    slot; coefficient layout: one noise coefficient)."""
-    if layout == "coefficient":
-        return SIGMAS * coefficient_noise_std(params)
-    return SIGMAS * _fresh_std(params)
+    """Max abs error of encrypt -> decrypt for one value (values in slots: the noise decoded at a
+    slot; in coefficients: one noise coefficient)."""
+    return SIGMAS * fresh_value_noise_std(params, layout)
 
 
 def coefficient_noise_std(params: CkksParams) -> float:
-    """Std of the error of one fresh value in the coefficient layout, in value units: one
+    """Std of the error of one fresh value in coefficients, in value units: one
     centred-binomial noise coefficient plus the rounding of the value to an integer (no FFT, so
     no sqrt(N) factor)."""
     return math.hypot(_ERROR_SIGMA, math.sqrt(1.0 / 12.0)) / 2.0**params.scale_bits
 
 
-def public_round_trip_tolerance(params: CkksParams) -> float:
+def public_round_trip_tolerance(params: CkksParams, layout: str = "batch") -> float:
     """Max abs error of public-key encrypt -> decrypt for one value.
 
     Public-key encryption adds e0 + e1 * s + u * e (u, s ternary with about 2N/3 nonzero
-    coefficients), so each coefficient has std about sigma * sqrt(1 + 4N/3).
+    coefficients), so each coefficient has std about sigma * sqrt(1 + 4N/3); decoding slots
+    multiplies that by sqrt(N / 2).
     """
     n = params.poly_modulus_degree
-    noise = _ERROR_SIGMA * math.sqrt(1 + 4 * n / 3) * math.sqrt(n / 2) / 2.0**params.scale_bits
-    return SIGMAS * math.hypot(noise, _fresh_std(params))
+    noise = _ERROR_SIGMA * math.sqrt(1 + 4 * n / 3) / 2.0**params.scale_bits
+    if not _in_coefficients(params, layout):
+        noise *= math.sqrt(n / 2)
+    return SIGMAS * math.hypot(noise, fresh_value_noise_std(params, layout))
 
 
-def sum_tolerance(params: CkksParams, count: int) -> float:
+def sum_tolerance(params: CkksParams, count: int, layout: str = "batch") -> float:
     """Max abs error of the decrypted sum of ``count`` independently encrypted batches."""
-    return SIGMAS * _fresh_std(params) * math.sqrt(count)
+    return SIGMAS * fresh_value_noise_std(params, layout) * math.sqrt(count)
 
 
 def linear_tolerance(params: CkksParams, weights: np.ndarray, x: np.ndarray, plan) -> float:
@@ -146,7 +177,7 @@ def linear_tolerance(params: CkksParams, weights: np.ndarray, x: np.ndarray, pla
     row_norm = float(np.max(np.linalg.norm(w, axis=1)))
     x_norm = float(np.max(np.linalg.norm(x, axis=1)))
     # input noise through the layer (independent per feature)
-    std = _fresh_std(params) * row_norm
+    std = fresh_value_noise_std(params, plan.layout) * row_norm
     if plan.layout == "batch":
         # weights rounded to 1/weight_scale: deterministic worst case over the rows of x
         quant = 0.5 / weight_scale * float(np.max(np.sum(np.abs(x), axis=1)))
@@ -160,7 +191,7 @@ def linear_tolerance(params: CkksParams, weights: np.ndarray, x: np.ndarray, pla
         return SIGMAS * noise + quant + 2.0 / (scale * weight_scale)
     if not np.any(w):
         # a zero layer's output is the bias encrypted fresh with the public key
-        return public_round_trip_tolerance(params)
+        return public_round_trip_tolerance(params, plan.layout)
     return SIGMAS * sample_output_noise_std(params, w, x_norm, plan)
 
 
