@@ -205,6 +205,8 @@ namespace hevit
         const std::size_t per_ct = seeded() ? k * sizeof(seal::prng_seed_type) + poly : 2 * poly;
 
         ByteWriter w;
+        w.str().reserve(byte_size());
+        w.str().resize(wire_header_size); // the header is written last, in place
         w.u8(static_cast<std::uint8_t>(layout_));
         w.u8(static_cast<std::uint8_t>(k)); // seeds per ciphertext (0: c1 stored in full)
         w.u8(0);
@@ -238,7 +240,8 @@ namespace hevit
             }
         });
         WireHeader header{ ObjectKind::encrypted_batch, context_->params_fingerprint(), context_->keyset_id() };
-        return wrap_payload(header, out);
+        frame_in_place(header, out);
+        return std::move(out);
     }
 
     EncryptedBatch EncryptedBatch::from_bytes(

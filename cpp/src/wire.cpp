@@ -38,8 +38,13 @@ namespace hevit
         return out;
     }
 
-    std::string wrap_payload(const WireHeader &header, std::string_view payload)
+    void frame_in_place(const WireHeader &header, std::string &framed)
     {
+        if (framed.size() < wire_header_size)
+        {
+            throw std::logic_error("frame_in_place: no room for the header");
+        }
+        const std::string_view payload(framed.data() + wire_header_size, framed.size() - wire_header_size);
         ByteWriter w;
         w.raw(magic, sizeof magic);
         const std::uint16_t version = wire_format_version;
@@ -51,9 +56,17 @@ namespace hevit
         w.u64(payload.size());
         const Checksum checksum = payload_checksum(payload.data(), payload.size());
         w.raw(checksum.data(), checksum.size());
-        w.str().reserve(wire_header_size + payload.size());
-        w.raw(payload.data(), payload.size());
-        return std::move(w.str());
+        std::memcpy(framed.data(), w.str().data(), wire_header_size);
+    }
+
+    std::string wrap_payload(const WireHeader &header, std::string_view payload)
+    {
+        std::string framed;
+        framed.reserve(wire_header_size + payload.size());
+        framed.resize(wire_header_size);
+        framed.append(payload.data(), payload.size());
+        frame_in_place(header, framed);
+        return framed;
     }
 
     std::string_view unwrap_payload(std::string_view bytes, ObjectKind expected_kind, WireHeader &header)

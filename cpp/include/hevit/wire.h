@@ -60,6 +60,12 @@ namespace hevit
     std::string wrap_payload(const WireHeader &header, std::string_view payload);
 
     /**
+    Writes the header into the first wire_header_size bytes of framed, which the caller left free
+    before the payload (large objects serialize without copying their payload again).
+    */
+    void frame_in_place(const WireHeader &header, std::string &framed);
+
+    /**
     Checks magic, version, kind, size and checksum and returns the payload.
 
     @throws SerializationError on any mismatch, naming the problem
