@@ -12,9 +12,10 @@ __all__ = ["INFERENCE_LAYOUTS", "STRATEGIES", "FederatedConfig", "inference_layo
 #: Layouts of he-cls: one of the three, or ``auto`` (chosen per request by its row count).
 INFERENCE_LAYOUTS = ("auto", "batch", "sample", "coefficient")
 
-#: ``auto`` he-cls layout, linear heads: the coefficient layout costs about 1 ms per row at
-#: N = 4096 (one row per ciphertext); the batch layout's cost is fixed per group of N rows (about
-#: 0.5 s for 768 features: 768 ciphertexts encrypted and multiplied). Coefficient up to N / 8 rows.
+#: ``auto`` he-cls layout, linear heads: the coefficient layout costs about 0.23 ms per row at
+#: N = 4096 end to end (one row per ciphertext); the batch layout's cost is fixed per group of N
+#: rows (about 0.115 s for 768 features: 768 ciphertexts encrypted, sent and multiplied). They
+#: cross near 500 rows (2 cores, latency preset, 768 -> 3): coefficient up to N / 8 rows.
 COEFFICIENT_ROWS_PER_N = 1 / 8
 #: ``auto`` he-cls layout, the two-layer head: the sample layout costs about 0.15 s per
 #: ciphertext of two rows (35 key switches at N = 8192), the batch layout about 3 s per group of
