@@ -16,11 +16,6 @@ namespace hevit
 {
     namespace
     {
-        constexpr std::uint32_t rotl(std::uint32_t v, int c) noexcept
-        {
-            return (v << c) | (v >> (32 - c));
-        }
-
         std::uint32_t load32(const std::uint8_t *p) noexcept
         {
             return std::uint32_t(p[0]) | (std::uint32_t(p[1]) << 8) | (std::uint32_t(p[2]) << 16) |
@@ -29,46 +24,13 @@ namespace hevit
 
         constexpr int lanes = ChaCha20Stream::blocks_per_refill;
 
-#if defined(__GNUC__) || defined(__clang__)
-        // Eight independent blocks per step, one vector lane each (GCC/Clang vector extensions:
-        // two SSE2 registers per state word on any x86-64, one AVX2 register in the clone below).
-        // On x86-64 Linux an AVX2 copy of eight_blocks is also built and picked at load time
-        // from the CPU (ifunc); elsewhere the portable copy is the only one.
+        // Eight independent blocks per step, one vector lane each (GCC/Clang vector extensions,
+        // which hevit already needs for __int128: two SSE2 registers per state word on any
+        // x86-64, one AVX2 register in the clone below, NEON on ARM). On x86-64 Linux an AVX2
+        // copy of eight_blocks is also built and picked at load time from the CPU (ifunc).
         typedef std::uint32_t lane_vector __attribute__((vector_size(4 * lanes)));
 
 #define HEVIT_ROTL(v, c) (((v) << (c)) | ((v) >> (32 - (c))))
-#else
-        // Compilers without vector extensions: a plain array per state word (same results).
-        struct lane_vector
-        {
-            std::uint32_t v[lanes];
-            std::uint32_t &operator[](int i) noexcept { return v[i]; }
-            std::uint32_t operator[](int i) const noexcept { return v[i]; }
-#define HEVIT_LANEWISE(op)                                                                                             \
-    lane_vector operator op(const lane_vector &o) const noexcept                                                        \
-    {                                                                                                                  \
-        lane_vector r;                                                                                                 \
-        for (int i = 0; i < lanes; i++)                                                                                \
-            r.v[i] = v[i] op o.v[i];                                                                                   \
-        return r;                                                                                                      \
-    }
-            HEVIT_LANEWISE(+)
-            HEVIT_LANEWISE(^)
-#undef HEVIT_LANEWISE
-            lane_vector &operator+=(const lane_vector &o) noexcept { return *this = *this + o; }
-        };
-
-        inline lane_vector rotl_lanes(const lane_vector &x, int c) noexcept
-        {
-            lane_vector r;
-            for (int i = 0; i < lanes; i++)
-            {
-                r.v[i] = rotl(x.v[i], c);
-            }
-            return r;
-        }
-#define HEVIT_ROTL(v, c) rotl_lanes((v), (c))
-#endif
 
 #if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__AVX2__)
         __attribute__((target_clones("avx2", "default")))
