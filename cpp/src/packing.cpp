@@ -269,18 +269,29 @@ namespace hevit
                 encode_coefficients(context, values + index * cols, cols, period, coeffs);
                 return;
             }
+            encode_batch_columns(context, values, rows, cols, index / cols, index % cols, 1, coeffs);
+        }
+
+        void encode_batch_columns(
+            const PublicContext &context, const double *values, std::size_t rows, std::size_t cols, std::size_t group,
+            std::size_t first_col, std::size_t count, std::uint64_t *coeffs)
+        {
             const auto cd = context.seal_context().get_context_data(context.data_parms_id());
             const seal::Modulus &q = cd->parms().coeff_modulus().front();
             const std::size_t n = cd->parms().poly_modulus_degree();
             const double scale = context.scale();
-            const std::size_t base = (index / cols) * n;
-            const std::size_t j = index % cols;
-            const std::size_t count = base < rows ? std::min(n, rows - base) : 0;
-            std::fill(coeffs, coeffs + n, 0);
-            for (std::size_t s = 0; s < count; s++)
+            const std::size_t base = group * n;
+            const std::size_t used = base < rows ? std::min(n, rows - base) : 0;
+            std::fill(coeffs, coeffs + count * n, 0);
+            for (std::size_t s = 0; s < used; s++)
             {
-                // |value * scale| <= max_norm * scale, which validate_params keeps below q / 4
-                coeffs[s] = to_residue(values[(base + s) * cols + j] * scale, q);
+                // one pass over each row's neighbouring columns (a cache line) for `count` ciphertexts
+                const double *row = values + (base + s) * cols + first_col;
+                for (std::size_t c = 0; c < count; c++)
+                {
+                    // |value * scale| <= max_norm * scale, which validate_params keeps below q / 4
+                    coeffs[c * n + s] = to_residue(row[c] * scale, q);
+                }
             }
         }
 

@@ -16,6 +16,10 @@ namespace hevit
 {
     namespace
     {
+        /** Neighbouring columns encoded together by batch-layout encryption in coefficients (a row
+        of 768 features is 6 KB: reading 32 of its values at once amortises the TLB miss). */
+        constexpr std::size_t column_block = 32;
+
         /**
         Symmetric CKKS encryption whose c1 comes from a fresh public seed, so that only c0 and the
         seed need to travel: c0 = -(c1 s) + NTT(m + e). The seed (64 bytes from the OS) is expanded
@@ -162,25 +166,50 @@ namespace hevit
         const std::size_t count = ciphertext_count(layout, rows, cols, context.params().poly_modulus_degree);
         std::vector<seal::Ciphertext> cts(count);
         std::vector<seal::prng_seed_type> seeds(count);
-        const bool in_coefficients =
-            layout == Layout::coefficient || (layout == Layout::batch && batch_in_coefficients(context));
-        parallel_for(count, threads, [&](std::size_t i) {
-            if (in_coefficients)
-            {
-                // message coefficients and noise share one forward NTT (no FFT)
-                std::vector<std::uint64_t> coeffs(context.params().poly_modulus_degree);
-                detail::encode_plain_coefficients(context, values, rows, cols, layout, period, i, coeffs.data());
-                encrypt_seeded(
-                    context.seal_context(), secret_key_, coeffs.data(), false, context.data_parms_id(), context.scale(),
-                    cts[i], seeds[i]);
+        const std::size_t n = context.params().poly_modulus_degree;
+        if (layout == Layout::batch && batch_in_coefficients(context))
+        {
+            // Ciphertext (g, j) = index g * cols + j holds column j of row group g. Tasks of
+            // column_block neighbouring columns read each row's values once (a strided gather of
+            // one column per task spent a fifth of the encryption in cache misses).
+            const std::size_t blocks_per_group = (cols + column_block - 1) / column_block;
+            const std::size_t groups = count / cols;
+            parallel_for(groups * blocks_per_group, threads, [&](std::size_t task) {
+                const std::size_t g = task / blocks_per_group;
+                const std::size_t first = (task % blocks_per_group) * column_block;
+                const std::size_t width = std::min(column_block, cols - first);
+                std::vector<std::uint64_t> coeffs(width * n);
+                detail::encode_batch_columns(context, values, rows, cols, g, first, width, coeffs.data());
+                for (std::size_t c = 0; c < width; c++)
+                {
+                    const std::size_t i = g * cols + first + c;
+                    // message coefficients and noise share one forward NTT (no FFT)
+                    encrypt_seeded(
+                        context.seal_context(), secret_key_, coeffs.data() + c * n, false, context.data_parms_id(),
+                        context.scale(), cts[i], seeds[i]);
+                }
                 std::fill(coeffs.begin(), coeffs.end(), 0);
-                return;
-            }
-            seal::Plaintext pt;
-            detail::encode_plain(context, values, rows, cols, layout, period, i, pt);
-            encrypt_seeded(
-                context.seal_context(), secret_key_, pt.data(), true, pt.parms_id(), pt.scale(), cts[i], seeds[i]);
-        });
+            });
+        }
+        else
+        {
+            parallel_for(count, threads, [&](std::size_t i) {
+                if (layout == Layout::coefficient)
+                {
+                    std::vector<std::uint64_t> coeffs(n);
+                    detail::encode_plain_coefficients(context, values, rows, cols, layout, period, i, coeffs.data());
+                    encrypt_seeded(
+                        context.seal_context(), secret_key_, coeffs.data(), false, context.data_parms_id(),
+                        context.scale(), cts[i], seeds[i]);
+                    std::fill(coeffs.begin(), coeffs.end(), 0);
+                    return;
+                }
+                seal::Plaintext pt;
+                detail::encode_plain(context, values, rows, cols, layout, period, i, pt);
+                encrypt_seeded(
+                    context.seal_context(), secret_key_, pt.data(), true, pt.parms_id(), pt.scale(), cts[i], seeds[i]);
+            });
+        }
         return EncryptedBatch(
             public_, layout, rows, cols, period, context.params().max_norm, std::move(cts), std::move(seeds));
     }

@@ -102,6 +102,15 @@ namespace hevit
             const PublicContext &context, const double *values, std::size_t rows, std::size_t cols, Layout layout,
             std::size_t period, std::size_t index, std::uint64_t *coeffs);
 
+        /**
+        Batch layout in coefficients: columns first_col .. first_col + count - 1 of rows
+        group N .. group N + N - 1, one coefficient-form polynomial of n values each (count * n
+        values at coeffs). Reading neighbouring columns together reads each row's cache line once.
+        */
+        void encode_batch_columns(
+            const PublicContext &context, const double *values, std::size_t rows, std::size_t cols, std::size_t group,
+            std::size_t first_col, std::size_t count, std::uint64_t *coeffs);
+
         /** Coefficient layout: one row as rounded integers at coefficients c * period + period - 1
         (n coefficients, coefficient form, one data prime). */
         void encode_coefficients(
