@@ -224,3 +224,38 @@ def test_a_transparent_ciphertext_is_refused_by_sum_and_plans(keys, rng):
     plan = he.LinearPlan.compile(sk.public_context(), np.ones((2, 8)), layout="batch")
     with pytest.raises(SerializationError, match="transparent"):
         plan.apply(transparent)
+
+
+@pytest.mark.parametrize("preset", ["throughput", "update"])
+@pytest.mark.parametrize(("rows", "cols"), [(4093, 37), (5, 33), (1, 1)])
+def test_batch_layout_encodings_round_trip_and_evaluate(keys, rng, preset, rows, cols):
+    """One data prime puts batch rows in coefficients (row s of column j at coefficient s of
+    ciphertext j), more primes in slots; partial column blocks and partial row groups round-trip
+    under both keys and a batch plan matches numpy, within the tolerance of the encoding."""
+    from hevit._core import inspection
+
+    sk = keys.get(preset)
+    params, pub = sk.params, sk.public_context()
+    x = rows_with_norm(rng, rows, cols, params.max_norm)
+    in_coefficients = he.reference.batch_in_coefficients(params)
+    assert in_coefficients == (preset == "throughput")
+    if in_coefficients:
+        q = inspection.first_prime(pub._core)
+        j = cols - 1
+        coeffs = inspection.plaintext_coefficients(pub._core, x, "batch", j)
+        expected = np.zeros(params.poly_modulus_degree, dtype=np.int64)
+        expected[:rows] = np.round(x[:, j] * 2.0**params.scale_bits)
+        assert np.array_equal(
+            coeffs.astype(np.int64), np.where(expected < 0, expected + q, expected)
+        )
+    tol = he.reference.round_trip_tolerance(params, "batch")
+    assert np.abs(sk.decrypt(sk.encrypt(x, layout="batch")) - x).max() <= tol
+    public = pub.encrypt(x, layout="batch")
+    assert np.abs(sk.decrypt(public) - x).max() <= he.reference.public_round_trip_tolerance(params)
+    w = rng.standard_normal((3, cols)) / np.sqrt(cols)
+    b = rng.standard_normal(3)
+    plan = he.LinearPlan.compile(pub, w, b, layout="batch")
+    y = sk.decrypt(plan.apply(sk.encrypt(x, layout="batch")))
+    assert np.abs(y - he.reference.linear(x, w, b)).max() <= he.reference.linear_tolerance(
+        params, w, x, plan
+    )
