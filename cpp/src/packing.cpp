@@ -310,28 +310,45 @@ namespace hevit
             }
         }
 
+        namespace
+        {
+            /** A decrypted plaintext's coefficients (NTT form, one prime) as signed values / scale. */
+            std::vector<double> signed_coefficients(
+                const PublicContext &context, const seal::Plaintext &plain, const char *layout)
+            {
+                const auto cd = context.seal_context().get_context_data(plain.parms_id());
+                if (!cd || cd->parms().coeff_modulus().size() != 1 || !plain.is_ntt_form())
+                {
+                    throw LayoutError(
+                        std::string(layout) + "-layout plaintexts in coefficients must be in NTT form over one prime");
+                }
+                const seal::Modulus &q = cd->parms().coeff_modulus().front();
+                const std::size_t n = cd->parms().poly_modulus_degree();
+                std::vector<std::uint64_t> coeffs(plain.data(), plain.data() + n);
+                detail::inverse_ntt(coeffs.data(), cd->small_ntt_tables()[0]);
+                const std::uint64_t half = q.value() >> 1;
+                std::vector<double> values(n);
+                for (std::size_t i = 0; i < n; i++)
+                {
+                    const std::uint64_t v = coeffs[i];
+                    values[i] = (v > half ? -static_cast<double>(q.value() - v) : static_cast<double>(v)) / plain.scale();
+                }
+                return values;
+            }
+        } // namespace
+
         void decode_batch_coefficients(
             const PublicContext &context, const seal::Plaintext &plain, std::size_t rows, std::size_t cols,
             std::size_t index, double *out)
         {
-            const auto cd = context.seal_context().get_context_data(plain.parms_id());
-            if (!cd || cd->parms().coeff_modulus().size() != 1 || !plain.is_ntt_form())
-            {
-                throw LayoutError("batch-layout plaintexts in coefficients must be in NTT form over one prime");
-            }
-            const seal::Modulus &q = cd->parms().coeff_modulus().front();
-            const std::size_t n = cd->parms().poly_modulus_degree();
-            std::vector<std::uint64_t> coeffs(plain.data(), plain.data() + n);
-            detail::inverse_ntt(coeffs.data(), cd->small_ntt_tables()[0]);
-            const std::uint64_t half = q.value() >> 1;
+            const std::vector<double> values = signed_coefficients(context, plain, "batch");
+            const std::size_t n = values.size();
             const std::size_t base = (index / cols) * n;
             const std::size_t j = index % cols;
             const std::size_t count = base < rows ? std::min(n, rows - base) : 0;
             for (std::size_t s = 0; s < count; s++)
             {
-                const std::uint64_t v = coeffs[s];
-                const double signed_value = v > half ? -static_cast<double>(q.value() - v) : static_cast<double>(v);
-                out[(base + s) * cols + j] = signed_value / plain.scale();
+                out[(base + s) * cols + j] = values[s];
             }
         }
 
@@ -339,22 +356,10 @@ namespace hevit
             const PublicContext &context, const seal::Plaintext &plain, std::size_t cols, std::size_t period,
             double *row)
         {
-            const auto cd = context.seal_context().get_context_data(plain.parms_id());
-            if (!cd || cd->parms().coeff_modulus().size() != 1 || !plain.is_ntt_form())
-            {
-                throw LayoutError("coefficient-layout plaintexts must be in NTT form over one prime");
-            }
-            const seal::Modulus &q = cd->parms().coeff_modulus().front();
-            const std::size_t n = cd->parms().poly_modulus_degree();
-            std::vector<std::uint64_t> coeffs(plain.data(), plain.data() + n);
-            detail::inverse_ntt(coeffs.data(), cd->small_ntt_tables()[0]);
-            const std::uint64_t half = q.value() >> 1;
+            const std::vector<double> values = signed_coefficients(context, plain, "coefficient");
             for (std::size_t c = 0; c < cols; c++)
             {
-                const std::uint64_t v = coeffs[c * period + period - 1];
-                const double signed_value =
-                    v > half ? -static_cast<double>(q.value() - v) : static_cast<double>(v);
-                row[c] = signed_value / plain.scale();
+                row[c] = values[c * period + period - 1];
             }
         }
     } // namespace detail
