@@ -311,6 +311,17 @@ PYBIND11_MODULE(_core, m)
             },
             py::arg("data"), py::arg("context"), py::arg("threads"))
         .def_static(
+            "peek",
+            [](const py::bytes &data) {
+                const BatchMetadata m = EncryptedBatch::peek(view_of(data));
+                return py::make_tuple(
+                    std::string(layout_name(m.layout)), m.seed_count, m.prime_count, m.rows, m.cols, m.period,
+                    m.scale, m.norm_bound, m.ciphertext_count);
+            },
+            py::arg("data"),
+            "(layout, seed_count, prime_count, rows, cols, period, scale, norm_bound, ciphertext_count) "
+            "of serialized bytes, without the checksum pass or loading")
+        .def_static(
             "sum",
             [](const std::vector<std::shared_ptr<EncryptedBatch>> &batches, int threads) {
                 std::vector<const EncryptedBatch *> ptrs;

@@ -33,6 +33,31 @@ namespace hevit
             return nullptr;
         }
 
+        /** The payload's fixed prefix; only the layout code is checked here. */
+        BatchMetadata read_metadata(ByteReader &r)
+        {
+            BatchMetadata meta;
+            const std::uint8_t layout_code = r.u8();
+            meta.seed_count = r.u8(); // any u8 value is a valid count (max_seeds_per_ciphertext = 255)
+            r.u8();
+            r.u8();
+            if (layout_code != static_cast<std::uint8_t>(Layout::batch) &&
+                layout_code != static_cast<std::uint8_t>(Layout::sample) &&
+                layout_code != static_cast<std::uint8_t>(Layout::coefficient))
+            {
+                throw SerializationError("malformed EncryptedBatch: unknown layout code " + std::to_string(layout_code));
+            }
+            meta.layout = static_cast<Layout>(layout_code);
+            meta.prime_count = r.u32();
+            meta.rows = r.u64();
+            meta.cols = r.u64();
+            meta.period = r.u64();
+            meta.scale = r.f64();
+            meta.norm_bound = r.f64();
+            meta.ciphertext_count = r.u64();
+            return meta;
+        }
+
         std::size_t packed_poly_bytes(const seal::SEALContext::ContextData &cd)
         {
             std::size_t bytes = 0;
@@ -259,25 +284,16 @@ namespace hevit
             throw ContextMismatchError(
                 "these EncryptedBatch bytes were encrypted under another key set than the given context");
         }
-        const std::uint8_t layout_code = r.u8();
-        const std::uint8_t seeded = r.u8();
-        r.u8();
-        r.u8();
-        if (layout_code != static_cast<std::uint8_t>(Layout::batch) &&
-            layout_code != static_cast<std::uint8_t>(Layout::sample) &&
-            layout_code != static_cast<std::uint8_t>(Layout::coefficient))
-        {
-            throw SerializationError("malformed EncryptedBatch: unknown layout code " + std::to_string(layout_code));
-        }
-        // seeds per ciphertext: any u8 value is a valid count (max_seeds_per_ciphertext = 255)
-        const auto layout = static_cast<Layout>(layout_code);
-        const std::uint32_t prime_count = r.u32();
-        const std::uint64_t rows = r.u64();
-        const std::uint64_t cols = r.u64();
-        const std::uint64_t period = r.u64();
-        const double scale = r.f64();
-        const double norm_bound = r.f64();
-        const std::uint64_t count = r.u64();
+        const BatchMetadata meta = read_metadata(r);
+        const Layout layout = meta.layout;
+        const std::uint8_t seeded = meta.seed_count;
+        const std::uint32_t prime_count = meta.prime_count;
+        const std::uint64_t rows = meta.rows;
+        const std::uint64_t cols = meta.cols;
+        const std::uint64_t period = meta.period;
+        const double scale = meta.scale;
+        const double norm_bound = meta.norm_bound;
+        const std::uint64_t count = meta.ciphertext_count;
 
         const std::size_t n = context->params().poly_modulus_degree;
         const auto cd = level_with_primes(context->seal_context(), prime_count);
@@ -368,5 +384,12 @@ namespace hevit
 
         return EncryptedBatch(
             std::move(context), layout, rows, cols, period, norm_bound, std::move(cts), std::move(seeds));
+    }
+
+    BatchMetadata EncryptedBatch::peek(std::string_view bytes)
+    {
+        WireHeader header;
+        ByteReader r(peek_payload(bytes, ObjectKind::encrypted_batch, header));
+        return read_metadata(r);
     }
 } // namespace hevit

@@ -69,7 +69,7 @@ namespace hevit
         return framed;
     }
 
-    std::string_view unwrap_payload(std::string_view bytes, ObjectKind expected_kind, WireHeader &header)
+    std::string_view peek_payload(std::string_view bytes, ObjectKind expected_kind, WireHeader &header)
     {
         const std::string expected = object_kind_name(expected_kind);
         if (bytes.size() < wire_header_size)
@@ -112,12 +112,19 @@ namespace hevit
                 "truncated or padded bytes: header announces " + std::to_string(payload_size) +
                 " payload bytes but " + std::to_string(bytes.size() - wire_header_size) + " follow");
         }
+        return bytes.substr(wire_header_size);
+    }
+
+    std::string_view unwrap_payload(std::string_view bytes, ObjectKind expected_kind, WireHeader &header)
+    {
+        const std::string_view payload = peek_payload(bytes, expected_kind, header);
         Checksum checksum{};
-        std::memcpy(checksum.data(), r.raw(checksum.size()).data(), checksum.size());
-        std::string_view payload = bytes.substr(wire_header_size);
+        std::memcpy(checksum.data(), bytes.data() + wire_header_size - checksum.size(), checksum.size());
         if (payload_checksum(payload.data(), payload.size()) != checksum)
         {
-            throw SerializationError("corrupted bytes: payload checksum mismatch in a serialized " + expected);
+            throw SerializationError(
+                std::string("corrupted bytes: payload checksum mismatch in a serialized ") +
+                object_kind_name(expected_kind));
         }
         return payload;
     }

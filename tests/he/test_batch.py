@@ -259,3 +259,29 @@ def test_batch_layout_encodings_round_trip_and_evaluate(keys, rng, preset, rows,
     assert np.abs(y - he.reference.linear(x, w, b)).max() <= he.reference.linear_tolerance(
         params, w, x, plan
     )
+
+
+def test_peek_reads_the_metadata_without_the_checksum_pass(keys, rng):
+    sk = keys.get("throughput")
+    batch = sk.encrypt(rows_with_norm(rng, 5, 7, 1.0), layout="batch")
+    blob = bytearray(batch.to_bytes())
+    header = he.EncryptedBatch.peek(bytes(blob))
+    assert header == (
+        "batch",
+        batch.seed_count,
+        batch._core.prime_count,
+        5,
+        7,
+        0,
+        batch._core.scale,
+        batch.norm_bound,
+        batch.ciphertext_count,
+    )
+    blob[-1] ^= 1  # damage past the metadata: peek still reads it, loading refuses it
+    assert he.EncryptedBatch.peek(bytes(blob)) == header
+    with pytest.raises(SerializationError, match="checksum mismatch"):
+        he.EncryptedBatch.from_bytes(bytes(blob), sk.public_context())
+    with pytest.raises(SerializationError, match="PublicContext, expected a EncryptedBatch"):
+        he.EncryptedBatch.peek(sk.public_context().to_bytes())
+    with pytest.raises(SerializationError, match="truncated"):
+        he.EncryptedBatch.peek(bytes(blob[:80]))

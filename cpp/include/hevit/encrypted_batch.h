@@ -11,6 +11,21 @@
 
 namespace hevit
 {
+    /** The fixed metadata at the start of a serialized EncryptedBatch's payload. */
+    struct BatchMetadata
+    {
+        Layout layout{};
+        /** Seeds per ciphertext (0: c1 stored in full). */
+        std::uint8_t seed_count = 0;
+        std::uint32_t prime_count = 0;
+        std::uint64_t rows = 0;
+        std::uint64_t cols = 0;
+        std::uint64_t period = 0;
+        double scale = 0.0;
+        double norm_bound = 0.0;
+        std::uint64_t ciphertext_count = 0;
+    };
+
     /**
     A (rows x cols) matrix of real values encrypted in one slot layout under one key set.
 
@@ -79,6 +94,15 @@ namespace hevit
         @throws SerializationError for malformed bytes, ContextMismatchError for another key set
         */
         static EncryptedBatch from_bytes(std::string_view bytes, std::shared_ptr<const PublicContext> context, int threads);
+
+        /**
+        The metadata of serialized bytes, read without loading them: magic, version, kind and
+        declared size are checked, not the checksum, key set or shape (from_bytes checks all of
+        it). What a server compares with its expectations before it spends work on a message.
+
+        @throws SerializationError
+        */
+        static BatchMetadata peek(std::string_view bytes);
 
     private:
         std::shared_ptr<const PublicContext> context_;

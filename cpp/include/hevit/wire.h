@@ -72,6 +72,14 @@ namespace hevit
     */
     std::string_view unwrap_payload(std::string_view bytes, ObjectKind expected_kind, WireHeader &header);
 
+    /**
+    The checks of unwrap_payload except the checksum (magic, version, kind, reserved byte, declared
+    size): for reading a few metadata bytes before deciding to spend a checksum pass.
+
+    @throws SerializationError as unwrap_payload
+    */
+    std::string_view peek_payload(std::string_view bytes, ObjectKind expected_kind, WireHeader &header);
+
     /** Appends little-endian fixed-width values and byte strings. */
     class ByteWriter
     {

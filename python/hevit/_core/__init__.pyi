@@ -95,6 +95,11 @@ class EncryptedBatch:
         data: bytes, context: PublicContext, threads: typing.SupportsInt | typing.SupportsIndex
     ) -> EncryptedBatch: ...
     @staticmethod
+    def peek(data: bytes) -> tuple[str, int, int, int, int, int, float, float, int]:
+        """
+        (layout, seed_count, prime_count, rows, cols, period, scale, norm_bound, ciphertext_count) of serialized bytes, without the checksum pass or loading
+        """
+    @staticmethod
     def sum(
         batches: collections.abc.Sequence[EncryptedBatch],
         threads: typing.SupportsInt | typing.SupportsIndex,

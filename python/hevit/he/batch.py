@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Sequence
 from typing import NamedTuple
 
 from .. import _core
-from ..errors import SecretKeyRequiredError, SerializationError
+from ..errors import SecretKeyRequiredError
 from ._arrays import as_bytes, resolve_threads
 
 __all__ = ["CompactBatch", "EncryptedBatch"]
-
-
-_WIRE_HEADER = 64
-# layout, seeds, 2 reserved (u8), prime count (u32), rows, cols, period (u64), scale,
-# norm bound (f64), ciphertext count (u64): the payload's fixed prefix, little-endian
-_PEEK = struct.Struct("<BBBBIQQQddQ")
 
 
 class BatchHeader(NamedTuple):
@@ -100,17 +93,17 @@ class EncryptedBatch:
 
     @staticmethod
     def peek(data) -> BatchHeader:
-        """The metadata of serialized EncryptedBatch bytes, read without loading (no checksum
-        check, no seed expansion): what a server compares with its expectations before it
-        spends work on a contribution. :meth:`from_bytes` validates everything again."""
-        data = as_bytes(data, what="data")
-        if len(data) < _WIRE_HEADER + _PEEK.size:
-            raise SerializationError(f"EncryptedBatch bytes too short ({len(data)})")
-        fields = _PEEK.unpack_from(data, _WIRE_HEADER)
-        layout = {1: "batch", 2: "sample", 3: "coefficient"}.get(fields[0])
-        if layout is None:
-            raise SerializationError(f"unknown layout code {fields[0]}")
-        return BatchHeader(layout, *fields[1:2], *fields[4:])
+        """The metadata of serialized EncryptedBatch bytes, read without loading (magic, version,
+        kind and size checked; no checksum pass, no seed expansion): what a server compares with
+        its expectations before it spends work on a contribution. :meth:`from_bytes` validates
+        everything again.
+
+        Raises
+        ------
+        hevit.errors.SerializationError
+            Not EncryptedBatch bytes of this format version, or truncated.
+        """
+        return BatchHeader(*_core.EncryptedBatch.peek(as_bytes(data, what="data")))
 
     @classmethod
     def from_bytes(cls, data: bytes, context, *, threads: int | None = None) -> EncryptedBatch:
