@@ -420,3 +420,27 @@ def test_inference_server_checks_the_request_header_before_loading(federation, m
     )
     with pytest.raises(ProtocolError, match=r"fresh encryption.*2 seeds"):
         server.handle(request.to_bytes())
+
+
+def test_a_flood_of_junk_keeps_the_audit_bounded_and_the_round_open(federation):
+    """A client that sends thousands of bad messages grows neither the rejection list nor the
+    received-kinds audit past audit_limit; the totals still count everything and honest
+    contributions still close the round."""
+    clients = federation.clients(FederatedConfig(rounds=1, local_epochs=1))
+    server = AggregationServer(
+        "he-fedavg",
+        federation.server_keys.updates,
+        clients=[c.client_id for c in clients],
+        expected_length=LENGTH,
+        audit_limit=50,
+    )
+    head = LinearHead.zeros(CLASSES, DIM)
+    r = server.open_round()
+    stale = clients[0].update_message("he-fedavg", head, r + 7)  # parses, then is rejected
+    for k in range(400):
+        assert not server.receive(stale if k % 2 else b"junk" * k)
+    assert len(server.rejections) == 50 and server.rejected_total == 400
+    assert len(server.received_kinds) == 50 and server.received_total == 200
+    assert all(server.receive(c.update_message("he-fedavg", head, r)) for c in clients)
+    server.close_round()
+    assert server.received_total == 200 + len(clients)

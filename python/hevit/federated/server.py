@@ -11,6 +11,7 @@ checkpoint path, and :meth:`AggregationServer.resume` continues from the last co
 from __future__ import annotations
 
 import base64
+from collections import deque
 import json
 import logging
 import math
@@ -38,6 +39,9 @@ __all__ = ["AggregationServer", "InferenceServer", "Rejection"]
 
 
 log = logging.getLogger(__name__)
+
+#: Default number of recent rejections and received-message kinds a server keeps for its audit.
+AUDIT_LIMIT = 10_000
 
 _KIND_OF = {
     "plain-fedavg": "update",
@@ -111,6 +115,9 @@ class AggregationServer:
         the context's level, scale and norm bound) and checks the cheap header fields before it
         loads anything, so no contribution can fix the round's shape or stall it.
     checkpoint : path of the state file written after every round, or ``None``
+    audit_limit : most recent entries kept in ``rejections`` and ``received_kinds`` (a client
+        flooding the server with junk must not grow its memory; ``rejected_total`` and
+        ``received_total`` count everything)
     """
 
     def __init__(
@@ -122,6 +129,7 @@ class AggregationServer:
         quorum: int | None = None,
         expected_length: int,
         checkpoint=None,
+        audit_limit: int = AUDIT_LIMIT,
     ) -> None:
         if strategy not in _KIND_OF:
             raise ValueError(f"unknown strategy {strategy!r}; expected one of {sorted(_KIND_OF)}")
@@ -143,11 +151,20 @@ class AggregationServer:
         )
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.completed: list[RoundState] = []
-        self.rejections: list[Rejection] = []
+        if int(audit_limit) < 1:
+            raise ValueError(f"audit_limit must be >= 1, got {audit_limit}")
+        self.audit_limit = int(audit_limit)
+        #: the most recent rejections (``rejected_total`` counts all of them)
+        self.rejections: deque[Rejection] = deque(maxlen=self.audit_limit)
+        self.rejected_total = 0
         self.bytes_received: dict[str, int] = {c: 0 for c in self.clients}
-        #: (kind, sender, blob types) of every message that parsed, accepted or not: the audit
-        #: of what the server saw, from the one parse receive does
-        self.received_kinds: list[tuple[str, str, tuple[str, ...]]] = []
+        #: (kind, sender, blob types) of the most recent messages that parsed, accepted or not:
+        #: the audit of what the server saw, from the one parse receive does
+        #: (``received_total`` counts all of them)
+        self.received_kinds: deque[tuple[str, str, tuple[str, ...]]] = deque(
+            maxlen=self.audit_limit
+        )
+        self.received_total = 0
         self._round = 0
         self._accepted: dict[str, he.EncryptedBatch | np.ndarray] = {}
         self._sizes: dict[str, int] = {}
@@ -181,6 +198,7 @@ class AggregationServer:
                 raise ProtocolError("no round is open")
             msg = Message.from_bytes(data)
             sender = msg.sender
+            self.received_total += 1
             self.received_kinds.append(
                 (
                     msg.kind,
@@ -198,12 +216,16 @@ class AggregationServer:
         except (HevitError, ValueError) as exc:
             reason = f"{type(exc).__name__}: {exc}"
             log.warning("round %d: rejected a message from %r: %s", self._round, sender, reason)
-            self.rejections.append(Rejection(self._round, sender, reason))
+            self._reject(Rejection(self._round, sender, reason))
             return False
         self._accepted[msg.sender] = contribution
         self._sizes[msg.sender] = len(data)
         self.bytes_received[msg.sender] += len(data)
         return True
+
+    def _reject(self, rejection: Rejection) -> None:
+        self.rejections.append(rejection)
+        self.rejected_total += 1
 
     def close_round(self) -> bytes:
         """Sums the accepted contributions and returns the aggregate message for the clients.
@@ -236,7 +258,7 @@ class AggregationServer:
             reason = f"round {self._round} failed to aggregate ({type(exc).__name__}: {exc})"
             log.error("%s; its contributions are discarded and the round can be retried", reason)
             for c in contributors:
-                self.rejections.append(Rejection(self._round, c, reason))
+                self._reject(Rejection(self._round, c, reason))
             self._accepted = {}
             self._sizes = {}
             raise ProtocolError(reason + "; contributions discarded, the round stays open") from exc
@@ -330,6 +352,7 @@ class AggregationServer:
                 for s in self.completed
             ],
             "rejections": [asdict(r) for r in self.rejections],
+            "rejected_total": self.rejected_total,
             "bytes_received": self.bytes_received,
         }
 
@@ -364,7 +387,8 @@ class AggregationServer:
                     f"not {server.expected_length}"
                 )
             server.completed = [_round_state(s, server.clients) for s in state["completed"]]
-            server.rejections = [Rejection(**r) for r in state["rejections"]]
+            server.rejections.extend(Rejection(**r) for r in state["rejections"])
+            server.rejected_total = int(state.get("rejected_total", len(server.rejections)))
             server.bytes_received = {str(k): int(v) for k, v in state["bytes_received"].items()}
         except (
             KeyError,

@@ -166,8 +166,9 @@ class HevitStrategy(Strategy):
     # ------------------------------------------------------------------ audit
     @property
     def received_kinds(self) -> list[tuple[str, str, tuple[str, ...]]]:
-        """What the server parsed (kind, sender, blob types), from its one parse."""
-        return self.server.received_kinds
+        """What the server parsed (kind, sender, blob types), from its one parse (the most
+        recent ``audit_limit`` messages)."""
+        return list(self.server.received_kinds)
 
     def _store(self, server_round: int, node_id: int, data: bytes) -> None:
         if self.received_dir is not None:
