@@ -11,7 +11,6 @@ checkpoint path, and :meth:`AggregationServer.resume` continues from the last co
 from __future__ import annotations
 
 import base64
-from collections import deque
 import json
 import logging
 import math
@@ -19,6 +18,7 @@ import os
 import tempfile
 import threading
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
