@@ -27,10 +27,11 @@ from hevit.cli.main import main
 from hevit.features import FeatureSet
 from hevit.federated import FederationKeys, HospitalClient, LinearHead, Message, run_strategy
 from hevit.federated.flower import app_dir
-from hevit.federated.flower.apps import client_partition, config_from_run
+from hevit.federated.flower.apps import BUDGET_FILE, client_partition, config_from_run
 from hevit.federated.flower.security import TlsFiles, make_supernode_key
 from hevit.federated.keys import KEY_SETS
 from hevit.federated.vectors import decrypt_vector
+from hevit.he.flooding import DecryptionBudget
 
 from .conftest import clustered_features
 from .test_secret_key_exposure import secret_key_chunks
@@ -297,6 +298,10 @@ def test_flower_he_fedavg_matches_in_process(deployment):
     assert np.abs(total - expected).max() <= he.reference.sum_tolerance(keys.updates.params, NODES)
     assert [result["accuracy"][str(r)] for r in (1, 2)] == [r.accuracy for r in local.rounds]
     assert result["bytes_up"] == [r.bytes_up for r in local.rounds]
+    # every ClientApp process spent the hospitals' shared budget file: each node decrypted the
+    # round-1 aggregate to train round 2 and both aggregates to evaluate
+    budget = DecryptionBudget(root / "hospital-keys" / BUDGET_FILE)
+    assert budget.released(keys.updates.public_context().keyset_id) == 3 * NODES
 
 
 @pytest.mark.slow

@@ -108,6 +108,42 @@ def test_decryption_budget_counts_per_key_set():
     assert budget.released(b"a") == 3 and budget.spend(b"b", policy) == 2
 
 
+def _spend_in_another_process(path: str, spends: int, limit: int) -> int:
+    from hevit.he.flooding import DecryptionBudget
+
+    budget, policy = DecryptionBudget(path), FloodingPolicy(max_decryptions=limit)
+    for _ in range(spends):
+        budget.spend(b"shared", policy)
+    return spends
+
+
+def test_a_persistent_budget_counts_across_instances_processes_and_restarts(tmp_path):
+    """Flower starts a ClientApp process per message: the count must live in the key folder,
+    be shared under a lock, and refuse the release past the limit in any process."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from hevit.errors import DecryptionBudgetError, SerializationError
+    from hevit.he.flooding import DecryptionBudget
+
+    path = tmp_path / "keys" / "decryption-budget.json"
+    policy = FloodingPolicy(max_decryptions=90)
+    assert DecryptionBudget(path).spend(b"shared", policy) == 89
+    with ProcessPoolExecutor(max_workers=4) as pool:
+        done = list(pool.map(_spend_in_another_process, [str(path)] * 4, [20] * 4, [90] * 4))
+    assert sum(done) == 80
+    restarted = DecryptionBudget(path)  # a restart reads the count back
+    assert restarted.released(b"shared") == 81 and restarted.released(b"other") == 0
+    assert [restarted.spend(b"shared", policy) for _ in range(9)][-1] == 0
+    with pytest.raises(DecryptionBudgetError, match="covers 90"):
+        DecryptionBudget(path).spend(b"shared", policy)
+    path.write_text('{"format": "hevit-decryption-budget/1", "released": {"00": -5}}')
+    with pytest.raises(SerializationError, match="never reset silently"):
+        DecryptionBudget(path).spend(b"shared", policy)
+    path.write_text("{truncated")
+    with pytest.raises(SerializationError, match="damaged"):
+        DecryptionBudget(path).released(b"shared")
+
+
 @pytest.mark.parametrize("preset", ["latency", "throughput"])
 def test_coefficient_noise_bound_covers_the_measured_noise_of_compact_replies(preset, rng):
     """Coefficient-layout logits as the key holder reads them (compact reply): zero inputs make

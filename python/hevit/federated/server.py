@@ -14,8 +14,6 @@ import base64
 import json
 import logging
 import math
-import os
-import tempfile
 import threading
 import time
 from collections import deque
@@ -25,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import he
+from .._files import atomic_write
 from ..errors import (
     HevitError,
     ProtocolError,
@@ -426,26 +425,6 @@ def _round_state(s: dict, clients: tuple[str, ...]) -> RoundState:
         seconds,
         {str(k): int(v) for k, v in s["bytes_up"].items()},
     )
-
-
-def atomic_write(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return path
 
 
 class InferenceServer:

@@ -6,7 +6,8 @@ run_config keys (defaults in the bundled app's ``pyproject.toml``, see :func:`ap
   ``seed``; ``local-epochs``; ``learning-rate``; ``test-fraction``
 - ``features``: path of a FeatureSet ``.npz`` (``hevit extract``); each SuperNode takes the
   IID part named by its ``partition-id`` node config (the same split the in-process run makes)
-- ``keys-dir``: the hospitals' key folder (``FederationKeys.save``), read by ClientApps only
+- ``keys-dir``: the hospitals' key folder (``FederationKeys.save``), read by ClientApps only;
+  each hospital's count of flooded releases is kept there (``decryption-budget.json``)
 - ``server-keys-dir``: the public contexts (``ServerKeys.to_files``), read by the ServerApp
 - ``result-path``: where the ServerApp writes the per-round metrics and aggregates (JSON)
 - ``received-dir``: optional folder where the ServerApp stores every message it receives
@@ -23,6 +24,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
+from ...he.flooding import DecryptionBudget
 from ..client import HospitalClient, fedavg_vector_length
 from ..config import FederatedConfig
 from ..keys import FederationKeys, ServerKeys
@@ -30,6 +32,9 @@ from ..models import LinearHead, ridge_statistics_length
 from .strategy import RECORD_KEY, HevitStrategy, aggregate_bytes
 
 __all__ = ["client_app", "client_partition", "config_from_run", "server_app"]
+
+#: the hospital's flooded-release count, kept in its key folder across ClientApp processes
+BUDGET_FILE = "decryption-budget.json"
 
 client_app = ClientApp()
 server_app = ServerApp()
@@ -79,6 +84,8 @@ def _hospital(context: Context) -> tuple[HospitalClient, np.ndarray, np.ndarray]
         keys=keys,
         config=config,
         clients=int(run["num-clients"]),
+        # Flower starts a ClientApp process per message: the release count lives beside the keys
+        decryption_budget=DecryptionBudget(Path(run["keys-dir"]) / BUDGET_FILE),
     )
     return client, xt, yt
 
