@@ -11,6 +11,8 @@ run_config keys (defaults in the bundled app's ``pyproject.toml``, see :func:`ap
 - ``server-keys-dir``: the public contexts (``ServerKeys.to_files``), read by the ServerApp
 - ``result-path``: where the ServerApp writes the per-round metrics and aggregates (JSON)
 - ``received-dir``: optional folder where the ServerApp stores every message it receives
+- ``checkpoint-path``: optional server state file, rewritten atomically after every round; a run
+  that finds it continues after its last completed round (a restarted SuperLink or ServerApp)
 """
 
 from __future__ import annotations
@@ -20,7 +22,15 @@ import json
 from pathlib import Path
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
@@ -141,6 +151,7 @@ def main(grid: Grid, context: Context) -> None:
         if run["strategy"] == "he-ridge"
         else fedavg_vector_length(LinearHead.zeros(classes, dim))
     )
+    checkpoint = str(run.get("checkpoint-path", "")) or None
     strategy = HevitStrategy(
         str(run["strategy"]),
         server_keys.for_strategy(str(run["strategy"])),
@@ -151,19 +162,40 @@ def main(grid: Grid, context: Context) -> None:
         min_nodes=int(run.get("quorum", 0)) or None,
         received_dir=str(run.get("received-dir", "")) or None,
         expected_length=expected_length,
+        checkpoint=checkpoint,
+        # a restarted SuperLink or ServerApp continues from the last completed round
+        resume=checkpoint is not None and Path(checkpoint).exists(),
     )
     rounds = 1 if run["strategy"] == "he-ridge" else int(run["rounds"])
-    result = strategy.start(
-        grid, ArrayRecord(), num_rounds=rounds, timeout=float(run.get("timeout", 600))
-    )
+    done = strategy.round_offset
+    accuracy: dict[int, float] = {}
+    if done < rounds:
+        # the model of the last completed round travels in the arrays Flower starts from
+        initial = (
+            ArrayRecord()
+            if done == 0
+            else ArrayRecord(
+                {
+                    "aggregate": Array(
+                        np.frombuffer(strategy.server.completed[-1].aggregate, dtype=np.uint8)
+                    )
+                }
+            )
+        )
+        result = strategy.start(
+            grid, initial, num_rounds=rounds - done, timeout=float(run.get("timeout", 600))
+        )
+        accuracy = {
+            done + int(r): float(m["accuracy"])
+            for r, m in result.evaluate_metrics_clientapp.items()
+        }
     out = {
         "strategy": strategy.name,
+        "resumed_after_round": done,
         "rounds": [s.round for s in strategy.server.completed],
         "contributors": [s.contributors for s in strategy.server.completed],
         "bytes_up": [s.bytes_up for s in strategy.server.completed],
-        "accuracy": {
-            int(r): float(m["accuracy"]) for r, m in result.evaluate_metrics_clientapp.items()
-        },
+        "accuracy": accuracy,
         "aggregates": {r: base64.b64encode(a).decode() for r, a in strategy.aggregates.items()},
         "received_kinds": strategy.received_kinds,
         "rejections": [vars(r) for r in strategy.server.rejections],

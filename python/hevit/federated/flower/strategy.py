@@ -28,6 +28,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from ... import he
+from ...errors import ProtocolError
 from ..server import AggregationServer
 
 __all__ = ["RECORD_KEY", "HevitStrategy", "aggregate_bytes"]
@@ -51,8 +52,14 @@ class HevitStrategy(Strategy):
     min_nodes : nodes to wait for before a round starts
     received_dir : if given, every message body the server receives is written there (audits
         and the deployment test's secret-key search)
-    checkpoint : server state file (atomic, see AggregationServer)
+    checkpoint : server state file, rewritten atomically after every completed round (see
+        AggregationServer)
     expected_length : length of every contribution vector (see AggregationServer)
+    resume : continue from ``checkpoint`` (a restarted SuperLink or ServerApp): the completed
+        rounds are kept, Flower's round k of this run is hevit round ``rounds_done + k``, and the
+        round that was open when the previous run stopped is redone from the start (no round is
+        lost or counted twice). The checkpoint must be for the same strategy, key set, clients and
+        quorum.
     """
 
     def __init__(
@@ -66,11 +73,12 @@ class HevitStrategy(Strategy):
         received_dir=None,
         checkpoint=None,
         expected_length: int,
+        resume: bool = False,
     ) -> None:
         if strategy not in ("he-fedavg", "he-ridge"):
             raise ValueError(f"the Flower strategy runs he-fedavg or he-ridge, not {strategy!r}")
         self.name = strategy
-        self.server = AggregationServer(
+        fresh = AggregationServer(
             strategy,
             context,
             clients=clients,
@@ -78,6 +86,22 @@ class HevitStrategy(Strategy):
             checkpoint=checkpoint,
             expected_length=expected_length,
         )
+        if resume:
+            if checkpoint is None:
+                raise ValueError("resume needs the checkpoint to continue from")
+            self.server = AggregationServer.resume(
+                checkpoint, context, expected_length=expected_length
+            )
+            theirs = (self.server.strategy, self.server.clients, self.server.quorum)
+            if theirs != (fresh.strategy, fresh.clients, fresh.quorum):
+                raise ProtocolError(
+                    f"checkpoint {checkpoint} is for {theirs}, this run is for "
+                    f"{(fresh.strategy, fresh.clients, fresh.quorum)}"
+                )
+        else:
+            self.server = fresh
+        #: hevit rounds completed before this Flower run (Flower numbers its rounds from 1)
+        self.round_offset = self.server.last_completed_round
         self.min_nodes = len(self.server.clients) if min_nodes is None else int(min_nodes)
         self.received_dir = Path(received_dir) if received_dir else None
         self.aggregates: dict[int, bytes] = {}
@@ -98,8 +122,11 @@ class HevitStrategy(Strategy):
         round 1)."""
         node_ids = _wait_for_nodes(grid, self.min_nodes)
         r = self.server.open_round()
-        if r != server_round:
-            raise RuntimeError(f"Flower round {server_round} but hevit server round {r}")
+        if r != self.round_offset + server_round:
+            raise RuntimeError(
+                f"Flower round {server_round} after {self.round_offset} resumed rounds, but hevit "
+                f"server round {r}"
+            )
         return _messages(arrays, r, self.name, MessageType.TRAIN, node_ids)
 
     def aggregate_train(
@@ -126,7 +153,7 @@ class HevitStrategy(Strategy):
             self._store(server_round, reply.metadata.src_node_id, data)
             self.server.receive(data)  # the one parse; rejections are logged and recorded
         aggregate = self.server.close_round()
-        self.aggregates[server_round] = aggregate
+        self.aggregates[self.round_offset + server_round] = aggregate
         state = self.server.completed[-1]
         metrics = MetricRecord(
             {
@@ -143,7 +170,9 @@ class HevitStrategy(Strategy):
     ) -> Iterable[Message]:
         """Every node scores the round's aggregate (the ``arrays`` Flower passes) on its rows."""
         node_ids = _wait_for_nodes(grid, self.min_nodes)
-        return _messages(arrays, server_round, self.name, MessageType.EVALUATE, node_ids)
+        return _messages(
+            arrays, self.round_offset + server_round, self.name, MessageType.EVALUATE, node_ids
+        )
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
