@@ -36,7 +36,9 @@ from hevit.he.flooding import DecryptionBudget
 from .conftest import clustered_features
 from .test_secret_key_exposure import secret_key_chunks
 
-DIM, CLASSES, NODES = 48, 3, 3
+DIM, CLASSES = 48, 3
+#: SuperNodes of the deployment (the README's 10-node run: HEVIT_FLOWER_NODES=10)
+NODES = int(os.environ.get("HEVIT_FLOWER_NODES", "3"))
 TIMEOUT = 420
 
 
@@ -324,6 +326,10 @@ def test_flower_he_fedavg_matches_in_process(deployment):
     # round-1 aggregate to train round 2 and both aggregates to evaluate
     released = budget.released(keys.updates.public_context().keyset_id) - released_before
     assert released == 3 * NODES
+    # every node's ClientApp processes reported their peak memory with their replies
+    assert len(result["peak_rss_mb_per_node"]) == NODES
+    assert all(mb > 50 for mb in result["peak_rss_mb_per_node"].values())
+    assert len(result["seconds"]) == 2 and all(s > 0 for s in result["seconds"])
 
 
 @pytest.mark.slow

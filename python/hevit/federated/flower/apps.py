@@ -125,7 +125,22 @@ def train(msg: Message, context: Context) -> Message:
             else _global_head(client, strategy, aggregate, r - 1)
         )
         data = client.update_message(strategy, head, r)
-    return Message(RecordDict({RECORD_KEY: ConfigRecord({"message": data})}), reply_to=msg)
+    return Message(
+        RecordDict(
+            {
+                RECORD_KEY: ConfigRecord({"message": data}),
+                # this ClientApp process's peak resident memory (Flower starts one per message)
+                "metrics": MetricRecord({"peak-rss-kb": _peak_rss_kb()}),
+            }
+        ),
+        reply_to=msg,
+    )
+
+
+def _peak_rss_kb() -> int:
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
 
 
 @client_app.evaluate()
@@ -195,6 +210,12 @@ def main(grid: Grid, context: Context) -> None:
         "rounds": [s.round for s in strategy.server.completed],
         "contributors": [s.contributors for s in strategy.server.completed],
         "bytes_up": [s.bytes_up for s in strategy.server.completed],
+        # server-side seconds of each round, from its opening to its aggregate
+        "seconds": [s.seconds for s in strategy.server.completed],
+        # peak resident memory of each node's ClientApp processes in this run
+        "peak_rss_mb_per_node": {
+            str(n): kb / 1024 for n, kb in sorted(strategy.peak_rss_kb.items())
+        },
         "accuracy": accuracy,
         "aggregates": {r: base64.b64encode(a).decode() for r, a in strategy.aggregates.items()},
         "received_kinds": strategy.received_kinds,

@@ -100,6 +100,8 @@ class HevitStrategy(Strategy):
                 )
         else:
             self.server = fresh
+        #: largest peak RSS (KiB) a node's ClientApp reported with its training replies
+        self.peak_rss_kb: dict[int, int] = {}
         #: hevit rounds completed before this Flower run (Flower numbers its rounds from 1)
         self.round_offset = self.server.last_completed_round
         self.min_nodes = len(self.server.clients) if min_nodes is None else int(min_nodes)
@@ -152,6 +154,7 @@ class HevitStrategy(Strategy):
                 continue
             self._store(server_round, reply.metadata.src_node_id, data)
             self.server.receive(data)  # the one parse; rejections are logged and recorded
+            self._record_memory(reply)
         aggregate = self.server.close_round()
         self.aggregates[self.round_offset + server_round] = aggregate
         state = self.server.completed[-1]
@@ -198,6 +201,13 @@ class HevitStrategy(Strategy):
         """What the server parsed (kind, sender, blob types), from its one parse (the most
         recent ``audit_limit`` messages)."""
         return list(self.server.received_kinds)
+
+    def _record_memory(self, reply: Message) -> None:
+        metrics = reply.content.metric_records.get("metrics")
+        if metrics is None or "peak-rss-kb" not in metrics:
+            return  # an older ClientApp: memory is simply not reported
+        node = int(reply.metadata.src_node_id)
+        self.peak_rss_kb[node] = max(self.peak_rss_kb.get(node, 0), int(metrics["peak-rss-kb"]))
 
     def _store(self, server_round: int, node_id: int, data: bytes) -> None:
         if self.received_dir is not None:
