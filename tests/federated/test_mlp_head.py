@@ -150,3 +150,11 @@ def test_two_layer_logits_are_released_only_with_an_affordable_flooding(
     assert released.shape == exact.shape and not np.array_equal(released, exact)
     client.release_logits(reply, head, max_sigma=1e6)
     assert compiled == []  # the plan from the first (refused) release is reused, not recompiled
+    # a head per round: the cache keeps only the latest few heads alive, the current one included
+    from hevit.federated.client import PLAN_CACHE_SIZE
+
+    others = [MlpHead.initial(CLASSES, DIM, 16, seed=10 + k) for k in range(PLAN_CACHE_SIZE + 2)]
+    for other in others:
+        client._structure_plan(other, keys.mlp_inference, "batch")
+    assert len(client._plans) == PLAN_CACHE_SIZE and len(compiled) == len(others)
+    assert all(entry[0] is not head for entry in client._plans.values())

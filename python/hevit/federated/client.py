@@ -52,6 +52,10 @@ def moments_vector_length(dim: int) -> int:
     return 2 * int(dim) + 1
 
 
+#: Plans a HospitalClient keeps compiled for release bounds (the heads of the latest rounds).
+PLAN_CACHE_SIZE = 4
+
+
 class HospitalClient:
     """One hospital's side of every strategy.
 
@@ -113,7 +117,8 @@ class HospitalClient:
         self._dp_rng = dp_rng
         self._flooding_rng = flooding_rng
         #: plans compiled for release bounds, keyed by model identity (the model is kept with
-        #: its plan, so an id is never reused while its entry lives)
+        #: its plan, so an id is never reused while its entry lives); the PLAN_CACHE_SIZE most
+        #: recently used
         self._plans: dict[tuple[int, str], tuple[object, object]] = {}
         #: wall time spent here per phase ("train", "encrypt", "decrypt")
         self.seconds: dict[str, float] = defaultdict(float)
@@ -404,10 +409,13 @@ class HospitalClient:
         """The plan the server compiled for ``model`` (its rotation schedule, scales and public
         bounds size the noise bound), compiled once per model and layout, not per release."""
         key = (id(model), layout)
-        cached = self._plans.get(key)
+        cached = self._plans.pop(key, None)
         if cached is None or cached[0] is not model:
             cached = (model, model.compile_plan(ctx.public_context(), layout=layout))
-            self._plans[key] = cached
+        self._plans[key] = cached  # most recent last
+        while len(self._plans) > PLAN_CACHE_SIZE:
+            # a client sees a new head every round: keep only the latest few alive
+            self._plans.pop(next(iter(self._plans)))
         return cached[1]
 
     def _inference_keys(self, model) -> he.SecretContext:
