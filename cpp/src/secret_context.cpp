@@ -167,6 +167,12 @@ namespace hevit
         std::vector<seal::Ciphertext> cts(count);
         std::vector<seal::prng_seed_type> seeds(count);
         const std::size_t n = context.params().poly_modulus_degree;
+        // values in coefficients: message and noise share one forward NTT (no FFT)
+        auto encrypt_coefficients = [&](const std::uint64_t *coeffs, std::size_t i) {
+            encrypt_seeded(
+                context.seal_context(), secret_key_, coeffs, false, context.data_parms_id(), context.scale(), cts[i],
+                seeds[i]);
+        };
         if (layout == Layout::batch && batch_in_coefficients(context))
         {
             // Ciphertext (g, j) = index g * cols + j holds column j of row group g. Tasks of
@@ -182,28 +188,23 @@ namespace hevit
                 detail::encode_batch_columns(context, values, rows, cols, g, first, width, coeffs.data());
                 for (std::size_t c = 0; c < width; c++)
                 {
-                    const std::size_t i = g * cols + first + c;
-                    // message coefficients and noise share one forward NTT (no FFT)
-                    encrypt_seeded(
-                        context.seal_context(), secret_key_, coeffs.data() + c * n, false, context.data_parms_id(),
-                        context.scale(), cts[i], seeds[i]);
+                    encrypt_coefficients(coeffs.data() + c * n, g * cols + first + c);
                 }
+                std::fill(coeffs.begin(), coeffs.end(), 0);
+            });
+        }
+        else if (layout == Layout::coefficient)
+        {
+            parallel_for(count, threads, [&](std::size_t i) {
+                std::vector<std::uint64_t> coeffs(n);
+                detail::encode_coefficients(context, values + i * cols, cols, period, coeffs.data());
+                encrypt_coefficients(coeffs.data(), i);
                 std::fill(coeffs.begin(), coeffs.end(), 0);
             });
         }
         else
         {
             parallel_for(count, threads, [&](std::size_t i) {
-                if (layout == Layout::coefficient)
-                {
-                    std::vector<std::uint64_t> coeffs(n);
-                    detail::encode_plain_coefficients(context, values, rows, cols, layout, period, i, coeffs.data());
-                    encrypt_seeded(
-                        context.seal_context(), secret_key_, coeffs.data(), false, context.data_parms_id(),
-                        context.scale(), cts[i], seeds[i]);
-                    std::fill(coeffs.begin(), coeffs.end(), 0);
-                    return;
-                }
                 seal::Plaintext pt;
                 detail::encode_plain(context, values, rows, cols, layout, period, i, pt);
                 encrypt_seeded(
