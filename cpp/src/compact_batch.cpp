@@ -29,8 +29,9 @@ namespace hevit
 
         /**
         round(c 2^bits / q) mod 2^bits without 128-bit division or 128-bit conversions (library
-        calls that cost a third of the reply): a double-precision quotient (off by a few units at
-        most, since it is below 2^61), corrected exactly from its 128-bit remainder.
+        calls that cost a third of the reply): a double-precision quotient, off by at most about
+        2^(bits - 52) + 1 units (one or none for the 31 to 35 bits replies use), corrected exactly
+        from its 128-bit remainder.
         */
         std::uint64_t switch_modulus(std::uint64_t c, std::uint64_t q, double ratio, int bits) noexcept
         {
