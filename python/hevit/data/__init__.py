@@ -3,6 +3,7 @@
 from .folders import ImageFolder, ImageRecord
 from .partition import (
     class_balance,
+    client_parts,
     dirichlet_partition,
     iid_partition,
     stratified_folds,
@@ -15,6 +16,7 @@ __all__ = [
     "ImageFolder",
     "ImageRecord",
     "class_balance",
+    "client_parts",
     "dirichlet_partition",
     "iid_partition",
     "stratified_folds",

@@ -6,6 +6,7 @@ import numpy as np
 
 __all__ = [
     "class_balance",
+    "client_parts",
     "dirichlet_partition",
     "iid_partition",
     "stratified_folds",
@@ -103,3 +104,25 @@ def class_balance(labels, parts: list[np.ndarray], n_classes: int) -> np.ndarray
     """(clients, classes) counts, the table every report prints for a partition."""
     labels = np.asarray(labels)
     return np.stack([np.bincount(labels[p], minlength=n_classes) for p in parts])
+
+
+def client_parts(
+    labels,
+    test_rows: int,
+    *,
+    clients: int,
+    seed: int,
+    partition: str = "iid",
+    dirichlet_alpha: float = 0.5,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The federation's split of training rows (``labels``) and ``test_rows`` held-out rows over
+    ``clients``: training rows IID or Dirichlet(``dirichlet_alpha``) by label, test rows IID
+    (seed + 1). The one split ``hevit experiment`` and every Flower SuperNode compute."""
+    rows = np.arange(len(labels))
+    if partition == "iid":
+        parts = iid_partition(rows, clients=clients, seed=seed)
+    elif partition == "dirichlet":
+        parts = dirichlet_partition(rows, labels, clients=clients, alpha=dirichlet_alpha, seed=seed)
+    else:
+        raise ValueError(f"partition must be 'iid' or 'dirichlet', got {partition!r}")
+    return parts, iid_partition(np.arange(test_rows), clients=clients, seed=seed + 1)

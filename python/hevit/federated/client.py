@@ -27,7 +27,7 @@ from ..he.flooding import (
     sum_noise_norm_bound,
 )
 from .config import FederatedConfig, inference_layout_for
-from .keys import FederationKeys, inference_keys_for
+from .keys import FederationKeys, KeyFolder, inference_keys_for
 from .messages import Message
 from .models import (
     LinearHead,
@@ -66,8 +66,9 @@ class HospitalClient:
         the federation's moments once known, then L2-normalised) or, to train the last ViT blocks
         too, (rows, tokens, dim) token sequences from :func:`hevit.federated.tail.prefix_tokens`.
     classes : int
-    keys : FederationKeys or None
-        The shared secret contexts (``None`` restricts the client to ``plain-fedavg``).
+    keys : FederationKeys, KeyFolder or None
+        The shared secret contexts (``None`` restricts the client to ``plain-fedavg``; a
+        ``KeyFolder`` loads each key set on first use).
     config : FederatedConfig
     clients : int
         Size of the federation (sizes the distributed DP noise shares).
@@ -86,7 +87,7 @@ class HospitalClient:
         labels,
         *,
         classes: int,
-        keys: FederationKeys | None,
+        keys: FederationKeys | KeyFolder | None,
         config: FederatedConfig,
         clients: int,
         decryption_budget: DecryptionBudget | None = None,
@@ -421,7 +422,7 @@ class HospitalClient:
     def _inference_keys(self, model) -> he.SecretContext:
         return inference_keys_for(self._keys(), model)
 
-    def _keys(self) -> FederationKeys:
+    def _keys(self) -> FederationKeys | KeyFolder:
         if self.keys is None:
             raise ProtocolError(
                 f"client {self.client_id} has no key set: only plain-fedavg can run without one"

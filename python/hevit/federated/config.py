@@ -7,7 +7,13 @@ from dataclasses import asdict, dataclass, field
 from ..he.flooding import FloodingPolicy
 from .privacy import DPConfig
 
-__all__ = ["INFERENCE_LAYOUTS", "STRATEGIES", "FederatedConfig", "inference_layout_for"]
+__all__ = [
+    "INFERENCE_LAYOUTS",
+    "STRATEGIES",
+    "FederatedConfig",
+    "inference_chunk_rows",
+    "inference_layout_for",
+]
 
 #: Layouts of he-cls: one of the three, or ``auto`` (chosen per request by its row count).
 INFERENCE_LAYOUTS = ("auto", "batch", "sample", "coefficient")
@@ -33,6 +39,12 @@ def inference_layout_for(
     if head_kind == "mlp":
         return "sample" if rows <= MLP_SAMPLE_MAX_ROWS else "batch"
     return "coefficient" if rows <= poly_modulus_degree * COEFFICIENT_ROWS_PER_N else "batch"
+
+
+def inference_chunk_rows(requested: str, poly_modulus_degree: int) -> int:
+    """Rows a hospital puts in one he-cls request: up to one batch-layout group (N rows) when the
+    batch layout may serve it (``auto`` then picks per request), else 256 rows."""
+    return poly_modulus_degree if requested in ("batch", "auto") else 256
 
 
 #: Training strategies (names are the contract). ``he-cls`` is encrypted inference and runs for

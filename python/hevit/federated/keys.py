@@ -26,7 +26,7 @@ from .. import he
 from ..errors import ProtocolError, SecretKeyRequiredError
 from ..he.context import check_private_folder
 
-__all__ = ["KEY_SETS", "FederationKeys", "ServerKeys"]
+__all__ = ["KEY_SETS", "FederationKeys", "KeyFolder", "ServerKeys"]
 
 #: The key sets every federation has, in file-name order.
 KEY_SETS = ("updates", "aggregation", "inference")
@@ -203,3 +203,52 @@ class FederationKeys:
             *(he.SecretContext.load(d / f"{name}.key") for name in KEY_SETS),
             mlp_inference=he.SecretContext.load(mlp) if mlp.exists() else None,
         )
+
+
+class KeyFolder:
+    """A hospital's key folder (``FederationKeys.save``) read on demand: each key set is loaded
+    the first time it is used, then kept. It offers the attributes of :class:`FederationKeys`.
+
+    A Flower ClientApp process serves one message and needs one key set; loading all of them
+    would parse the two-layer head's 49 MB of evaluation keys for every FedAvg update (0.29 of
+    0.33 s at 768 -> 64 -> 3, measured).
+    """
+
+    def __init__(self, directory) -> None:
+        self.directory = Path(directory)
+        if not (self.directory / "updates.key").exists():
+            raise FileNotFoundError(
+                f"{self.directory} is not a hospital key folder (no updates.key; see "
+                "`hevit keygen`)"
+            )
+        self._loaded: dict[str, he.SecretContext | None] = {}
+
+    def _key_set(self, name: str) -> he.SecretContext | None:
+        if name not in self._loaded:
+            path = self.directory / f"{name}.key"
+            if name == MLP_KEY_SET and not path.exists():
+                self._loaded[name] = None  # optional: only federations with the two-layer head
+            else:
+                self._loaded[name] = he.SecretContext.load(path)
+        return self._loaded[name]
+
+    @property
+    def updates(self) -> he.SecretContext:
+        return self._key_set("updates")
+
+    @property
+    def aggregation(self) -> he.SecretContext:
+        return self._key_set("aggregation")
+
+    @property
+    def inference(self) -> he.SecretContext:
+        return self._key_set("inference")
+
+    @property
+    def mlp_inference(self) -> he.SecretContext | None:
+        return self._key_set(MLP_KEY_SET)
+
+    @property
+    def loaded(self) -> tuple[str, ...]:
+        """The key sets read so far."""
+        return tuple(self._loaded)

@@ -16,7 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .client import HospitalClient, fedavg_vector_length, moments_vector_length
-from .config import FederatedConfig, inference_layout_for
+from .config import FederatedConfig, inference_chunk_rows, inference_layout_for
 from .keys import FederationKeys, ServerKeys
 from .models import LinearHead, initial_head, ridge_statistics_length
 from .privacy import epsilon as dp_epsilon
@@ -27,6 +27,7 @@ __all__ = [
     "MomentsRecord",
     "RoundRecord",
     "StrategyResult",
+    "checkpoint_file",
     "make_clients",
     "merge_seconds",
     "run_inference",
@@ -85,6 +86,9 @@ class StrategyResult:
     epsilon: float | None
     rejections: list[dict]
     inference: InferenceRecord | None = None
+    #: rounds a checkpoint held when this run started (the in-process run replays them; a
+    #: resumed Flower run records the last of them and the rounds it ran)
+    resumed_after_round: int = 0
 
     @property
     def final_accuracy(self) -> float:
@@ -123,6 +127,13 @@ def make_clients(
         )
         for k, idx in enumerate(parts)
     ]
+
+
+def checkpoint_file(checkpoint_dir, strategy: str, head: str = "linear") -> Path:
+    """Where a strategy's server state is checkpointed: one file per strategy, a two-layer
+    head's in a subfolder of its name (the in-process and the Flower runs share the layout)."""
+    folder = Path(checkpoint_dir) if head == "linear" else Path(checkpoint_dir) / head
+    return folder / f"{strategy}.ckpt.json"
 
 
 def run_strategy(
@@ -167,7 +178,11 @@ def run_strategy(
     )
     ids = [c.client_id for c in clients]
     checkpoint = (
-        Path(checkpoint_dir) / f"{strategy}.ckpt.json" if checkpoint_dir is not None else None
+        checkpoint_file(
+            checkpoint_dir, strategy, "linear" if strategy == "he-ridge" else config.head
+        )
+        if checkpoint_dir is not None
+        else None
     )
     if checkpoint is not None and checkpoint.exists():
         server = AggregationServer.resume(checkpoint, context, expected_length=length)
@@ -190,6 +205,7 @@ def run_strategy(
     # independent flooding draws make the copies differ by the flooding noise
     heads = [initial_model for _ in clients]
     records: list[RoundRecord] = []
+    resumed = server.last_completed_round
     # rounds already in the checkpoint: replay their aggregates (clients rebuild the global model)
     for state in server.completed:
         heads = _read_aggregate(strategy, clients, state.aggregate, heads, state.round)
@@ -231,7 +247,13 @@ def run_strategy(
         eps = dp_epsilon(config.dp.noise_multiplier, releases, config.dp.delta)
     # the first hospital releases its copy (already flooded) as the trained head
     return StrategyResult(
-        strategy, records, dict(seconds), heads[0], eps, [asdict(r) for r in server.rejections]
+        strategy,
+        records,
+        dict(seconds),
+        heads[0],
+        eps,
+        [asdict(r) for r in server.rejections],
+        resumed_after_round=resumed,
     )
 
 
@@ -319,8 +341,7 @@ def run_inference(
     context = server_keys.for_head(head)
     params = context.params
     server = InferenceServer(context, head, layout=layout, clients=[c.client_id for c in clients])
-    # requests of up to one batch-layout group (auto picks the layout per request)
-    chunk = params.poly_modulus_degree if layout in ("batch", "auto") else 256
+    chunk = inference_chunk_rows(layout, params.poly_modulus_degree)
     rows_per_layout: dict[str, int] = defaultdict(int)
     x_test = np.asarray(x_test, dtype=np.float64)
     plain = head.logits(clients[0].preprocess(x_test))  # rows, or token sequences for a ViTTail

@@ -91,6 +91,16 @@ class CkksParams:
             kwargs["max_norm"] = max_norm
         return cls(**kwargs, name=name)
 
+    def matching_preset(self) -> str | None:
+        """The preset these parameters are (ignoring ``max_norm``, which callers override), or
+        None. Parameters read back from bytes do not carry their preset's name."""
+        if self.name is not None:
+            return self.name
+        for name in PRESETS:
+            if CkksParams.preset(name, max_norm=self.max_norm) == self:
+                return name
+        return None
+
     @property
     def slot_count(self) -> int:
         """Complex slots per ciphertext (N/2); each carries two real values."""

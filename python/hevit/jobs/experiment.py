@@ -18,13 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import (
-    class_balance,
-    dirichlet_partition,
-    iid_partition,
-    stratified_folds,
-    stratified_split,
-)
+from ..data import class_balance, client_parts, stratified_folds, stratified_split
 from ..features import FeatureSet
 from ..federated import (
     FederatedConfig,
@@ -39,7 +33,14 @@ from ..federated import (
 )
 from ._figures import agg_figure
 
-__all__ = ["PAPER_REFERENCE", "ExperimentReport", "run_cross_validation", "run_experiment"]
+__all__ = [
+    "PAPER_REFERENCE",
+    "ExperimentReport",
+    "run_cross_validation",
+    "run_experiment",
+    "strategy_entry",
+    "versions",
+]
 
 #: The numbers of the paper this project started from (3-client lung histopathology).
 PAPER_REFERENCE = {
@@ -64,8 +65,10 @@ class ExperimentReport:
     config: dict
     features: dict
     client_class_balance: list[list[int]]
-    centralized_ridge_accuracy: float
-    keygen_seconds: float
+    #: plaintext ridge on the pooled rows (None on Flower: pooled rows never exist there)
+    centralized_ridge_accuracy: float | None
+    #: None on Flower (the keys exist before the run)
+    keygen_seconds: float | None
     #: the encrypted feature-moments round (bytes, seconds), or None without standardisation
     standardization: dict | None = None
     strategies: list[dict] = field(default_factory=list)
@@ -74,6 +77,9 @@ class ExperimentReport:
     #: K-fold cross-validation (``run_cross_validation``): folds, seed and per (strategy, head)
     #: the accuracy, he-cls accuracy and agreement of every fold
     cross_validation: dict | None = None
+    #: how the run was deployed: None in process; on Flower the engine, the transport the
+    #: operator declared (``insecure``), the nodes and their peak memory
+    deployment: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -154,7 +160,8 @@ class ExperimentReport:
                 f"({self.partition}), {self.test_rows} held-out test rows; seed {self.seed}.",
                 f"Features: {f.get('model', {}).get('name', '?')} [CLS], weights: "
                 f"{weights.get('description', '?')}; execution provider {f.get('provider', '?')}.",
-                f"Centralised plaintext ridge head on pooled features (reference): {self.centralized_ridge_accuracy:.4f}.",
+                self._reference_line(),
+                *self._deployment_lines(),
                 "",
                 "## Accuracy, traffic, agreement",
                 "",
@@ -182,6 +189,36 @@ class ExperimentReport:
                 "",
             ]
         )
+
+    def _reference_line(self) -> str:
+        if self.centralized_ridge_accuracy is None:
+            return (
+                "Centralised plaintext ridge head: not computed (in a federation the pooled "
+                "features never exist)."
+            )
+        return (
+            "Centralised plaintext ridge head on pooled features (reference): "
+            f"{self.centralized_ridge_accuracy:.4f}."
+        )
+
+    def _deployment_lines(self) -> list[str]:
+        d = self.deployment
+        if d is None:
+            return []
+        nodes = "; ".join(
+            f"{c}: {t['description']}" for c, t in d.get("node_transports", {}).items()
+        )
+        lines = [
+            f"Deployment: {d['engine']} {d.get('flwr', '')}, {len(d['nodes_described'])} "
+            f"SuperNodes. Transport observed at the SuperLink: {d['transport']['description']}; "
+            f"at the SuperNodes: {nodes}."
+        ]
+        if d["insecure"]:
+            lines.append(
+                "**This run was declared insecure (run_config insecure=true): its messages may "
+                "have crossed the network without TLS or node authentication.**"
+            )
+        return lines
 
     def _traffic_ratio_lines(self) -> list[str]:
         """Gradient encryption (FedAvg of ViT blocks) against token strategies, as the paper's 30x."""
@@ -326,7 +363,8 @@ def _plot(report: ExperimentReport, out: Path) -> None:
     fig.savefig(out / "latency_per_phase.png", dpi=120)
 
 
-def _versions() -> dict:
+def versions() -> dict:
+    """Versions of Python, SEAL and the packages a report's numbers depend on."""
     from .. import _core
 
     versions = {
@@ -433,15 +471,14 @@ def run_experiment(
         x, xt = tail.head_features(x), tail.head_features(xt)  # [CLS] rows of the frozen model
     x, xt = x.astype(np.float64), xt.astype(np.float64)
     n_classes = len(train.classes)
-    if partition == "iid":
-        parts = iid_partition(np.arange(len(x)), clients=clients, seed=config.seed)
-    elif partition == "dirichlet":
-        parts = dirichlet_partition(
-            np.arange(len(x)), y, clients=clients, alpha=dirichlet_alpha, seed=config.seed
-        )
-    else:
-        raise ValueError(f"partition must be 'iid' or 'dirichlet', got {partition!r}")
-    test_parts = iid_partition(np.arange(len(xt)), clients=clients, seed=config.seed + 1)
+    parts, test_parts = client_parts(
+        y,
+        len(xt),
+        clients=clients,
+        seed=config.seed,
+        partition=partition,
+        dirichlet_alpha=dirichlet_alpha,
+    )
 
     t0 = time.perf_counter()
     if keys is None:
@@ -472,7 +509,7 @@ def run_experiment(
         client_class_balance=class_balance(y, parts, n_classes).tolist(),
         centralized_ridge_accuracy=reference.accuracy(prep(xt), yt),
         keygen_seconds=keygen,
-        versions=_versions(),
+        versions=versions(),
         standardization=None if moments is None else asdict(moments),
     )
     runs = [
@@ -486,12 +523,6 @@ def run_experiment(
         run_config = replace(config, head=head)
         for c in clients:
             c.config = run_config
-        # one checkpoint folder per head model (the linear head keeps the folder's top level)
-        checkpoints = (
-            server_checkpoints
-            if server_checkpoints is None or head == "linear"
-            else server_checkpoints / head
-        )
         result: StrategyResult = run_strategy(
             name,
             clients,
@@ -499,7 +530,7 @@ def run_experiment(
             x_eval,
             yt,
             run_config,
-            checkpoint_dir=checkpoints,
+            checkpoint_dir=server_checkpoints,
             dropouts=dropouts,
             progress=progress,
             initial_model=tail if on_tail else None,
@@ -507,11 +538,7 @@ def run_experiment(
         result.inference = run_inference(
             result.head, clients, server_keys, test_parts, x_eval, yt, run_config, threads=threads
         )
-        entry = result.to_dict()
-        entry["head"] = result.head.kind if not on_tail else "linear"
-        entry["trains_vit"] = on_tail
-        entry["parameters"] = int(result.head.size)
-        entry["trained"] = result.head.describe()
+        entry = strategy_entry(result, trains_vit=on_tail)
         if on_tail and models_dir is not None:
             entry["finetuned_weights"] = str(
                 _save_backbone(result.head, Path(models_dir) / f"{name}-vit.safetensors", name)
@@ -522,6 +549,16 @@ def run_experiment(
             )
         report.strategies.append(entry)
     return report
+
+
+def strategy_entry(result: StrategyResult, *, trains_vit: bool = False) -> dict:
+    """One strategy's entry in ``report.json`` (the in-process and the Flower runs share it)."""
+    entry = result.to_dict()
+    entry["head"] = "linear" if trains_vit else result.head.kind
+    entry["trains_vit"] = trains_vit
+    entry["parameters"] = int(result.head.size)
+    entry["trained"] = result.head.describe()
+    return entry
 
 
 def run_cross_validation(
