@@ -9,6 +9,7 @@ __all__ = [
     "DataError",
     "DecryptionBudgetError",
     "HevitError",
+    "InsecureTransportError",
     "LayoutError",
     "MissingKeyError",
     "ModelError",
@@ -79,3 +80,8 @@ class ResourceError(HevitError, RuntimeError):
 
 class QuorumError(HevitError, RuntimeError):
     """A federated round ended with fewer valid client contributions than the quorum requires."""
+
+
+class InsecureTransportError(HevitError, RuntimeError):
+    """A federated run over a connection without TLS or node authentication that was not
+    declared insecure."""

@@ -1,8 +1,9 @@
 """A real Flower deployment on loopback: one SuperLink and three SuperNodes as separate processes,
 secure as a hospital would run it (TLS from a private CA, SuperNode authentication with
-registered keys; an unregistered SuperNode is refused), running hevit's ClientApp/ServerApp for
-he-fedavg and he-ridge. The results must match the in-process run and the server side must only
-ever receive ciphertext bytes."""
+registered keys; an unregistered SuperNode is refused), running hevit's ClientApp/ServerApp: the
+whole experiment (moments round, he-fedavg with the linear and the two-layer head, he-ridge,
+he-cls of every head, DP). The report must match ``hevit experiment`` in process on the same
+features, keys and seed, and the server side must only ever receive ciphertext bytes."""
 
 from __future__ import annotations
 
@@ -25,13 +26,17 @@ import pytest
 from hevit import he
 from hevit.cli.main import main
 from hevit.features import FeatureSet
-from hevit.federated import FederationKeys, HospitalClient, LinearHead, Message, run_strategy
+from hevit.federated import FederatedConfig, FederationKeys, LinearHead, Message
 from hevit.federated.flower import app_dir
-from hevit.federated.flower.apps import BUDGET_FILE, client_partition, config_from_run
+from hevit.federated.flower.node import BUDGET_FILE
 from hevit.federated.flower.security import TlsFiles, make_supernode_key
-from hevit.federated.keys import KEY_SETS
+from hevit.federated.flower.settings import config_from_run
+from hevit.federated.keys import KEY_SETS, MLP_KEY_SET
+from hevit.federated.privacy import DPConfig
+from hevit.federated.privacy import epsilon as dp_epsilon
 from hevit.federated.vectors import decrypt_vector
 from hevit.he.flooding import DecryptionBudget
+from hevit.jobs.experiment import run_experiment
 
 from .conftest import clustered_features
 from .test_secret_key_exposure import secret_key_chunks
@@ -67,16 +72,15 @@ def deployment(tmp_path_factory):
     root = tmp_path_factory.mktemp("flower")
     x, y = clustered_features(9, rows=240, dim=DIM)
     features = FeatureSet(
-        x.astype(np.float32), y, [str(i) for i in range(len(y))], ("a", "b", "c"), {}
+        x.astype(np.float32),
+        y,
+        [str(i) for i in range(len(y))],
+        ("a", "b", "c"),
+        {"data": "clustered test features"},
     )
     features.save(root / "features.npz")
-    keys = FederationKeys.generate(
-        aggregation_preset="release",
-        inference_preset="single-row",
-        inference_layout="sample",
-        dim=DIM,
-        classes=CLASSES,
-    )
+    # the key sets `hevit experiment` makes by default, with the two-layer head's
+    keys = FederationKeys.generate(dim=DIM, classes=CLASSES, mlp_hidden=FederatedConfig().hidden)
     keys.save(root / "hospital-keys")
     keys.server_keys().to_files(root / "server-keys")
     port = free_port()
@@ -167,14 +171,12 @@ def deployment(tmp_path_factory):
         superlink_log.close()
 
 
-def flwr_run(
-    root: Path, env: dict, strategy: str, rounds: int, *, during=None, tag: str = "", **extra
-) -> dict:
-    """Runs the app to completion; ``during(received_dir)`` is called while it runs."""
-    result = root / f"{strategy}{tag}-result.json"
-    overrides = {
-        "strategy": strategy,
-        "rounds": rounds,
+def flwr_run(root: Path, env: dict, tag: str, *, during=None, **overrides) -> tuple[dict, dict]:
+    """Runs the app to completion; ``during(received_dir)`` is called while it runs. Returns the
+    report (report.json) and the audit file (result-path)."""
+    settings = {
+        "strategies": "he-fedavg",
+        "rounds": 2,
         "num-clients": NODES,
         "dim": DIM,
         "classes": CLASSES,
@@ -182,11 +184,12 @@ def flwr_run(
         "features": str(root / "features.npz"),
         "keys-dir": str(root / "hospital-keys"),
         "server-keys-dir": str(root / "server-keys"),
-        "result-path": str(result),
-        "received-dir": str(root / f"{strategy}{tag}-received"),
-        **extra,
+        "report-dir": str(root / tag / "report"),
+        "result-path": str(root / tag / "audit.json"),
+        "received-dir": str(root / tag / "received"),
+        **overrides,
     }
-    run_config = " ".join(f"{k}={json.dumps(v)}" for k, v in overrides.items())
+    run_config = " ".join(f"{k}={json.dumps(v)}" for k, v in settings.items())
     proc = subprocess.Popen(
         [
             executable("flwr"),
@@ -203,133 +206,187 @@ def flwr_run(
         text=True,
     )
     if during is not None:
-        during(Path(overrides["received-dir"]))
+        during(Path(settings["received-dir"]))
     stdout, stderr = proc.communicate(timeout=TIMEOUT)
-    proc = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
-    assert proc.returncode == 0 and result.exists(), (proc.stdout[-3000:], proc.stderr[-3000:])
-    return json.loads(result.read_text())
+    audit = root / tag / "audit.json"
+    assert proc.returncode == 0 and audit.exists(), (stdout[-20000:], stderr[-3000:])
+    report = json.loads((root / tag / "report" / "report.json").read_text())
+    return report, json.loads(audit.read_text())
 
 
-def run_config(root: Path, strategy: str, rounds: int) -> dict:
-    return {
-        "strategy": strategy,
-        "rounds": rounds,
-        "num-clients": NODES,
-        "local-epochs": 2,
-        "quorum": 0,
-        "seed": 0,
-        "learning-rate": 0.5,
-        "test-fraction": 0.3,
-        "features": str(root / "features.npz"),
-    }
+def in_process(root: Path, keys, strategies, heads=("linear",), **config) -> dict:
+    """``hevit experiment`` in process on the deployment's features, keys and seed."""
+    settings = {"local-epochs": 2, "rounds": 2, **config}
+    return run_experiment(
+        FeatureSet.load(root / "features.npz"),
+        clients=NODES,
+        strategies=strategies,
+        heads=heads,
+        config=config_from_run(settings),
+        keys=keys,
+        progress=False,
+    ).to_dict()
 
 
-def in_process(root: Path, keys, strategy: str, rounds: int):
-    cfg_dict = run_config(root, strategy, rounds)
-    config = config_from_run(cfg_dict)
-    clients, xt, yt = [], [], []
-    for k in range(NODES):
-        x, y, x_test, y_test, classes = client_partition(cfg_dict, k)
-        clients.append(
-            HospitalClient(
-                f"client-{k}", x, y, classes=classes, keys=keys, config=config, clients=NODES
-            )
-        )
-        xt.append(x_test)
-        yt.append(y_test)
-    xt, yt = np.concatenate(xt), np.concatenate(yt)
-    return clients, run_strategy(
-        strategy, clients, keys.server_keys(), xt, yt, config, progress=False
+def released(root: Path, ctx) -> int:
+    return DecryptionBudget(root / "hospital-keys" / BUDGET_FILE).released(
+        ctx.public_context().keyset_id
     )
 
 
-def assert_server_saw_only_ciphertexts(root: Path, keys, strategy: str, result: dict) -> None:
-    received = sorted((root / f"{strategy}-received").iterdir())
-    assert len(received) == NODES * len(result["rounds"])
+def assert_server_saw_only_ciphertexts(received: Path, keys, run: dict) -> None:
+    files = sorted(received.iterdir())
+    assert len(files) == sum(len(c) for c in run["contributors"])
     chunks = functools.reduce(
-        operator.iadd, (secret_key_chunks(getattr(keys, name)) for name in KEY_SETS), []
+        operator.iadd,
+        (secret_key_chunks(getattr(keys, name)) for name in (*KEY_SETS, MLP_KEY_SET)),
+        [],
     )
-    for path in received:
+    ctx = keys.updates if run["strategy"] == "he-fedavg" else keys.aggregation
+    for path in files:
         data = path.read_bytes()
         msg = Message.from_bytes(data)
         assert msg.blobs and all(
             isinstance(b, bytes) for b in msg.blobs.values()
         )  # ciphertexts only
-        ctx = (
-            keys.updates.public_context()
-            if strategy == "he-fedavg"
-            else keys.aggregation.public_context()
-        )
-        assert msg.keyset_id == ctx.keyset_id.hex()
-        he.EncryptedBatch.from_bytes(next(iter(msg.blobs.values())), ctx)
+        assert msg.keyset_id == ctx.public_context().keyset_id.hex()
+        he.EncryptedBatch.from_bytes(next(iter(msg.blobs.values())), ctx.public_context())
         assert not any(c in data for c in chunks)
-    assert all(kinds == ["ciphertext"] for _, _, kinds in result["received_kinds"])
-    assert result["rejections"] == []
+    assert all(kinds == ["ciphertext"] for _, _, kinds in run["received_kinds"])
+    assert run["rejections"] == []
+
+
+def assert_same_numbers(flower: dict, local: dict) -> None:
+    """Every number of the two reports that does not depend on a fresh noise draw or a clock."""
+    for key in ("clients", "classes", "train_rows", "test_rows", "seed", "partition"):
+        assert flower[key] == local[key], key
+    assert flower["client_class_balance"] == local["client_class_balance"]
+    assert flower["config"] == local["config"]
+    if local["standardization"] is not None:
+        for key in ("contributors", "bytes_up", "bytes_down"):
+            assert flower["standardization"][key] == local["standardization"][key], key
+    assert [(s["strategy"], s["head"]) for s in flower["strategies"]] == [
+        (s["strategy"], s["head"]) for s in local["strategies"]
+    ]
+    for f, s in zip(flower["strategies"], local["strategies"], strict=True):
+        name = f"{s['strategy']}/{s['head']}"
+        # the hospitals' copies differ by their flooding draws only; the test rows are
+        # far enough from the decision boundaries that no prediction flips
+        assert [r["accuracy"] for r in f["rounds"]] == [r["accuracy"] for r in s["rounds"]], name
+        for key in ("round", "contributors", "dropped", "bytes_up", "bytes_down"):
+            assert [r[key] for r in f["rounds"]] == [r[key] for r in s["rounds"]], (name, key)
+        for key in ("bytes_per_round", "final_accuracy", "epsilon", "parameters", "trained"):
+            assert f[key] == s[key], (name, key)
+        fi, si = f["inference"], s["inference"]
+        for key in (
+            "preset",
+            "layout",
+            "head",
+            "rows",
+            "accuracy_encrypted",
+            "accuracy_plaintext",
+            "agreement",
+            "bytes_up_per_image",
+            "bytes_down_per_image",
+            "key_switches",
+            "rows_per_layout",
+        ):
+            assert fi[key] == si[key], (name, key)
+        assert fi["agreement"] == 1.0
+
+
+@pytest.mark.slow
+def test_the_flower_experiment_reports_what_the_in_process_experiment_reports(deployment):
+    """The whole experiment on Flower: moments round, he-fedavg with both heads, he-ridge and
+    he-cls of every trained head. Its report equals the in-process one number for number (noise
+    draws and clocks aside), it was written as `hevit experiment` writes it, the server only ever
+    received ciphertexts, and every hospital released each aggregate once (its copy of the
+    model is kept on its node for the next round)."""
+    root, keys, env, _ = deployment
+    before = {name: released(root, getattr(keys, name)) for name in ("updates", "aggregation")}
+    report, audit = flwr_run(
+        root, env, "experiment", strategies="he-fedavg,he-ridge", heads="linear,mlp"
+    )
+    local = in_process(root, keys, ("he-fedavg", "he-ridge"), ("linear", "mlp"))
+    assert_same_numbers(report, local)
+    assert report["centralized_ridge_accuracy"] is None  # the pooled rows never exist
+    deployment = report["deployment"]
+    # observed from the Flower processes: TLS and authentication at the SuperLink and every node
+    assert deployment["insecure"] is False
+    for transport in (deployment["transport"], *deployment["node_transports"].values()):
+        assert transport["observed"] and transport["tls"] and transport["node_authentication"]
+    assert len(deployment["node_transports"]) == NODES
+    assert set(deployment["peak_rss_mb_per_node"]) == {f"client-{k}" for k in range(NODES)}
+    assert all(mb > 50 for mb in deployment["peak_rss_mb_per_node"].values())
+    for name in ("report.md", "accuracy_per_round.png", "bytes_per_round.png"):
+        assert (root / "experiment" / "report" / name).stat().st_size > 0
+    assert "Deployment: flower" in (root / "experiment" / "report" / "report.md").read_text()
+    for key in ("he-fedavg/linear", "he-fedavg/mlp", "he-ridge/linear"):
+        run = audit["runs"][key]
+        assert_server_saw_only_ciphertexts(
+            root / "experiment" / "received" / key.replace("/", "-"), keys, run
+        )
+    # one release per hospital and aggregate: moments and ridge (aggregation), 2 + 2 FedAvg
+    # rounds (updates); train messages read the copy kept on the node instead of decrypting
+    assert released(root, keys.aggregation) - before["aggregation"] == 2 * NODES
+    assert released(root, keys.updates) - before["updates"] == 4 * NODES
+    # the server's round-1 sum decrypts (with the hospitals' key) to a count of every training
+    # row: each hospital's whole partition went in, once
+    first = Message.from_bytes(
+        base64.b64decode(audit["runs"]["he-fedavg/linear"]["aggregates"]["1"])
+    )
+    batch = he.EncryptedBatch.from_bytes(first.blobs["sum"], keys.updates.public_context())
+    length = LinearHead.zeros(CLASSES, DIM).size + 1
+    total = decrypt_vector(keys.updates, batch, length)
+    assert abs(total[-1] - report["train_rows"]) <= he.reference.sum_tolerance(
+        keys.updates.params, NODES
+    )
+
+
+@pytest.mark.slow
+def test_differential_privacy_on_flower_is_accounted_as_in_process(deployment):
+    """DP on Flower: the same accountant and report entry as in process (epsilon per strategy),
+    and DP FedAvg's second round adds the noisy mean delta to each hospital's kept copy."""
+    root, keys, env, _ = deployment
+    dp = {"dp-noise-multiplier": 0.5, "dp-clip-norm": 1.0, "standardize": False}
+    report, audit = flwr_run(root, env, "dp", strategies="he-fedavg,he-ridge", **dp)
+    local = in_process(root, keys, ("he-fedavg", "he-ridge"), **dp)
+    config = config_from_run(dp)
+    assert config.dp == DPConfig(0.5, clip_norm=1.0, delta=1e-5)
+    assert report["standardization"] is None
+    expected = {"he-fedavg": dp_epsilon(0.5, 2, 1e-5), "he-ridge": dp_epsilon(0.5, 1, 1e-5)}
+    for f, s in zip(report["strategies"], local["strategies"], strict=True):
+        assert f["epsilon"] == s["epsilon"] == expected[f["strategy"]]
+        assert f["bytes_per_round"] == s["bytes_per_round"]
+    assert audit["runs"]["he-fedavg/linear"]["rounds"] == [1, 2]
+    assert "epsilon" in (root / "dp" / "report" / "report.md").read_text()
 
 
 def test_a_restarted_server_resumes_after_its_last_completed_round(deployment):
     """A SuperLink or ServerApp restart: the first run stops after round 1 (its checkpoint
-    written atomically after the round); the next run of the same 2-round plan continues at round
-    2 from the checkpointed aggregate. Rounds, bytes and accuracy equal the uninterrupted run (no
-    round lost or counted twice), and a run that finds every round done redoes nothing."""
+    written atomically after the round); the next run of the same 2-round plan first has every
+    node read the checkpoint's round-1 aggregate, then runs round 2 only. Rounds, bytes and
+    accuracy equal the uninterrupted in-process run (no round lost or counted twice), and a run
+    that finds every round done trains nothing."""
     root, keys, env, _ = deployment
-    checkpoint = {"checkpoint-path": str(root / "resume-checkpoint.json")}
-    first = flwr_run(root, env, "he-fedavg", 1, tag="-resume1", **checkpoint)
-    assert first["resumed_after_round"] == 0 and first["rounds"] == [1]
-    second = flwr_run(root, env, "he-fedavg", 2, tag="-resume2", **checkpoint)
-    assert second["resumed_after_round"] == 1 and second["rounds"] == [1, 2]
-    assert list(second["aggregates"]) == ["2"] and list(second["accuracy"]) == ["2"]
-    _, local = in_process(root, keys, "he-fedavg", 2)
-    assert second["accuracy"]["2"] == local.rounds[1].accuracy
-    assert second["bytes_up"] == [r.bytes_up for r in local.rounds]
-    third = flwr_run(root, env, "he-fedavg", 2, tag="-resume3", **checkpoint)
-    assert third["resumed_after_round"] == 2 and third["rounds"] == [1, 2]
-    assert third["aggregates"] == {} and third["accuracy"] == {}
-
-
-@pytest.mark.slow
-def test_flower_he_ridge_matches_in_process(deployment):
-    root, keys, env, _ = deployment
-    result = flwr_run(root, env, "he-ridge", 1)
-    assert result["rounds"] == [1] and result["contributors"] == [
-        [f"client-{k}" for k in range(NODES)]
-    ]
-    assert_server_saw_only_ciphertexts(root, keys, "he-ridge", result)
-    clients, local = in_process(root, keys, "he-ridge", 1)
-    # the encrypted sum Flower's server produced decrypts to the in-process statistics
-    aggregate = Message.from_bytes(base64.b64decode(result["aggregates"]["1"]))
-    batch = he.EncryptedBatch.from_bytes(aggregate.blobs["sum"], keys.aggregation.public_context())
-    stats = sum(c.statistics_vector() for c in clients)
-    total = decrypt_vector(keys.aggregation, batch, len(stats))
-    assert np.abs(total - stats).max() <= he.reference.sum_tolerance(keys.aggregation.params, NODES)
-    assert result["accuracy"]["1"] == local.rounds[0].accuracy
-
-
-@pytest.mark.slow
-def test_flower_he_fedavg_matches_in_process(deployment):
-    root, keys, env, _ = deployment
-    budget = DecryptionBudget(root / "hospital-keys" / BUDGET_FILE)
-    released_before = budget.released(keys.updates.public_context().keyset_id)
-    result = flwr_run(root, env, "he-fedavg", 2)
-    assert result["rounds"] == [1, 2]
-    assert_server_saw_only_ciphertexts(root, keys, "he-fedavg", result)
-    clients, local = in_process(root, keys, "he-fedavg", 2)
-    # round 1 starts from the same zero head on both engines: identical sums up to CKKS noise
-    aggregate = Message.from_bytes(base64.b64decode(result["aggregates"]["1"]))
-    batch = he.EncryptedBatch.from_bytes(aggregate.blobs["sum"], keys.updates.public_context())
-    expected = sum(c.fedavg_contribution(LinearHead.zeros(CLASSES, DIM), 1) for c in clients)
-    total = decrypt_vector(keys.updates, batch, len(expected))
-    assert np.abs(total - expected).max() <= he.reference.sum_tolerance(keys.updates.params, NODES)
-    assert [result["accuracy"][str(r)] for r in (1, 2)] == [r.accuracy for r in local.rounds]
-    assert result["bytes_up"] == [r.bytes_up for r in local.rounds]
-    # every ClientApp process spent the hospitals' shared budget file: each node decrypted the
-    # round-1 aggregate to train round 2 and both aggregates to evaluate
-    released = budget.released(keys.updates.public_context().keyset_id) - released_before
-    assert released == 3 * NODES
-    # every node's ClientApp processes reported their peak memory with their replies
-    assert len(result["peak_rss_mb_per_node"]) == NODES
-    assert all(mb > 50 for mb in result["peak_rss_mb_per_node"].values())
-    assert len(result["seconds"]) == 2 and all(s > 0 for s in result["seconds"])
+    plan = {"checkpoint-dir": str(root / "resume-checkpoints"), "standardize": False}
+    _, first = flwr_run(root, env, "resume1", rounds=1, **plan)
+    run = first["runs"]["he-fedavg/linear"]
+    assert run["resumed_after_round"] == 0 and run["rounds"] == [1]
+    report, second = flwr_run(root, env, "resume2", **plan)
+    run = second["runs"]["he-fedavg/linear"]
+    assert run["resumed_after_round"] == 1 and run["rounds"] == [1, 2]
+    assert list(run["aggregates"]) == ["2"]  # round 1 was not redone
+    local = in_process(root, keys, ("he-fedavg",), standardize=False)["strategies"][0]
+    (entry,) = report["strategies"]
+    assert entry["resumed_after_round"] == 1
+    assert [r["round"] for r in entry["rounds"]] == [1, 2]
+    assert [r["accuracy"] for r in entry["rounds"]] == [r["accuracy"] for r in local["rounds"]]
+    assert [r["bytes_up"] for r in entry["rounds"]] == [r["bytes_up"] for r in local["rounds"]]
+    _, third = flwr_run(root, env, "resume3", **plan)
+    run = third["runs"]["he-fedavg/linear"]
+    assert run["resumed_after_round"] == 2 and run["rounds"] == [1, 2]
+    assert run["aggregates"] == {} and list(run["accuracy"]) == ["2"]
 
 
 @pytest.mark.slow
@@ -347,30 +404,34 @@ def test_a_supernode_with_an_unregistered_key_is_refused(deployment):
 @pytest.mark.slow
 def test_a_supernode_killed_mid_run_costs_its_contributions_not_the_run(deployment):
     """Quorum 2 of 3: a SuperNode killed once the first round is under way is lost (logged,
-    recorded as dropped), the rounds complete under the quorum and accuracy is still reported.
-    Runs last: the node stays dead."""
+    recorded as dropped), the rounds complete under the quorum, and accuracy and he-cls are still
+    reported from the survivors. Runs last: the node stays dead."""
     root, _, env, named = deployment
     victim = named[f"node{NODES - 1}"]
 
     def kill_when_round_one_started(received: Path) -> None:
         deadline = time.monotonic() + TIMEOUT
-        while not (received.exists() and any(received.iterdir())):
+        run = received / "he-fedavg-linear"
+        while not (run.exists() and any(run.iterdir())):
             assert time.monotonic() < deadline, "round 1 never started"
             time.sleep(0.1)
         os.killpg(victim.pid, 9)
 
-    result = flwr_run(
+    report, audit = flwr_run(
         root,
         env,
-        "he-fedavg",
-        2,
+        "killed",
         during=kill_when_round_one_started,
-        tag="-killed",
         quorum=2,
         timeout=20.0,
+        standardize=False,
     )
     lost = f"client-{NODES - 1}"
-    assert result["rounds"] == [1, 2]
-    assert any(lost not in c for c in result["contributors"])
-    assert all(len(c) >= 2 for c in result["contributors"])
-    assert set(result["accuracy"]) == {"1", "2"}
+    run = audit["runs"]["he-fedavg/linear"]
+    assert run["rounds"] == [1, 2]
+    assert any(lost not in c for c in run["contributors"])
+    assert all(len(c) >= 2 for c in run["contributors"])
+    (entry,) = report["strategies"]
+    assert [r["round"] for r in entry["rounds"]] == [1, 2]
+    assert any(lost in r["dropped"] for r in entry["rounds"])
+    assert entry["inference"]["rows"] > 0 and entry["inference"]["agreement"] == 1.0

@@ -1,224 +1,205 @@
-"""The Flower ``ServerApp`` and ``ClientApp`` (Message API; settings in ``run_config``).
+"""The Flower ``ServerApp`` and ``ClientApp`` (Message API; settings in ``run_config``, see
+:mod:`hevit.federated.flower.settings`).
 
-run_config keys (defaults in the bundled app's ``pyproject.toml``, see :func:`app_dir`):
+The ServerApp runs what ``hevit experiment`` runs, on Flower (:class:`FlowerExperiment`): the
+moments round, every training strategy and head, and ``he-cls`` of every trained head, and writes
+the same report. The ClientApp answers:
 
-- ``strategy``: ``he-fedavg`` or ``he-ridge``; ``num-clients``; ``rounds``; ``quorum`` (0 = all);
-  ``seed``; ``local-epochs``; ``learning-rate``; ``test-fraction``
-- ``features``: path of a FeatureSet ``.npz`` (``hevit extract``); each SuperNode takes the
-  IID part named by its ``partition-id`` node config (the same split the in-process run makes)
-- ``keys-dir``: the hospitals' key folder (``FederationKeys.save``), read by ClientApps only;
-  each hospital's count of flooded releases is kept there (``decryption-budget.json``)
-- ``server-keys-dir``: the public contexts (``ServerKeys.to_files``), read by the ServerApp
-- ``result-path``: where the ServerApp writes the per-round metrics and aggregates (JSON)
-- ``received-dir``: optional folder where the ServerApp stores every message it receives
-- ``checkpoint-path``: optional server state file, rewritten atomically after every round; a run
-  that finds it continues after its last completed round (a restarted SuperLink or ServerApp)
+- ``query.describe``: the node's row counts, class balance and feature metadata (for the report);
+- ``train``: its contribution to the round (moments, FedAvg update or ridge statistics);
+- ``evaluate``: it decrypts the round's aggregate into its copy of the global model and scores it
+  on its test rows (moments: adopts the federation's moments);
+- ``query.he_cls_request`` / ``query.he_cls_reply``: it encrypts its test rows for the server's
+  head, then decrypts the server's encrypted logits and compares them with the plaintext head.
 """
 
 from __future__ import annotations
 
-import base64
 import json
-from pathlib import Path
+import logging
+import resource
 
 import numpy as np
-from flwr.app import (
-    Array,
-    ArrayRecord,
-    ConfigRecord,
-    Context,
-    Message,
-    MetricRecord,
-    RecordDict,
-)
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
-from ...he.flooding import DecryptionBudget
-from ..client import HospitalClient, fedavg_vector_length
-from ..config import FederatedConfig
-from ..keys import FederationKeys, ServerKeys
-from ..models import LinearHead, ridge_statistics_length
-from .strategy import RECORD_KEY, HevitStrategy, aggregate_bytes
+from ...errors import ProtocolError
+from ..config import inference_chunk_rows, inference_layout_for
+from ..keys import inference_keys_for
+from .experiment import FlowerExperiment
+from .node import BUDGET_FILE, FlowerHospital, client_partition
+from .settings import RunSettings, config_from_run
+from .strategy import RECORD_KEY, aggregate_bytes
 
-__all__ = ["client_app", "client_partition", "config_from_run", "server_app"]
+__all__ = [
+    "BUDGET_FILE",
+    "client_app",
+    "client_partition",
+    "config_from_run",
+    "server_app",
+]
 
-#: the hospital's flooded-release count, kept in its key folder across ClientApp processes
-BUDGET_FILE = "decryption-budget.json"
+log = logging.getLogger(__name__)
 
 client_app = ClientApp()
 server_app = ServerApp()
 
 
-def config_from_run(run_config) -> FederatedConfig:
-    quorum = int(run_config.get("quorum", 0)) or None
-    return FederatedConfig(
-        rounds=int(run_config["rounds"]),
-        local_epochs=int(run_config["local-epochs"]),
-        learning_rate=float(run_config["learning-rate"]),
-        quorum=quorum,
-        seed=int(run_config["seed"]),
-        standardize=False,
+def _reply(msg: Message, hospital: FlowerHospital | None, **records) -> Message:
+    """A reply with the node's metrics: this ClientApp process's peak memory (Flower starts one
+    per message) and the wall time per phase it spent on this message."""
+    metrics = {"peak-rss-kb": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)}
+    if hospital is not None:
+        metrics.update(hospital.seconds_metrics())
+    extra = records.pop("metrics", {})
+    return Message(
+        RecordDict({**records, "metrics": MetricRecord({**metrics, **extra})}), reply_to=msg
     )
 
 
-def client_partition(run_config, partition_id: int):
-    """(train x, train y, test x, test y) of one partition: the experiment's split and IID parts."""
-    from ...data import iid_partition, stratified_split
-    from ...features import FeatureSet
-
-    fs = FeatureSet.load(run_config["features"])
-    seed = int(run_config["seed"])
-    clients = int(run_config["num-clients"])
-    tr, te = stratified_split(
-        fs.labels, test_fraction=float(run_config["test-fraction"]), seed=seed
-    )
-    x, y = fs.features.astype(np.float64)[tr], fs.labels[tr]
-    xt, yt = fs.features.astype(np.float64)[te], fs.labels[te]
-    part = iid_partition(np.arange(len(x)), clients=clients, seed=seed)[partition_id]
-    test_part = iid_partition(np.arange(len(xt)), clients=clients, seed=seed + 1)[partition_id]
-    return x[part], y[part], xt[test_part], yt[test_part], len(fs.classes)
+def _request(msg: Message) -> tuple[int, str, str]:
+    record = msg.content[RECORD_KEY]
+    return int(record["round"]), str(record["strategy"]), str(record["head"])
 
 
-def _hospital(context: Context) -> tuple[HospitalClient, np.ndarray, np.ndarray]:
-    run = context.run_config
-    partition = int(context.node_config["partition-id"])
-    x, y, xt, yt, classes = client_partition(run, partition)
-    config = config_from_run(run)
-    keys = FederationKeys.load(run["keys-dir"])
-    client = HospitalClient(
-        f"client-{partition}",
-        x,
-        y,
-        classes=classes,
-        keys=keys,
-        config=config,
-        clients=int(run["num-clients"]),
-        # Flower starts a ClientApp process per message: the release count lives beside the keys
-        decryption_budget=DecryptionBudget(Path(run["keys-dir"]) / BUDGET_FILE),
-    )
-    return client, xt, yt
-
-
-def _global_head(
-    client: HospitalClient, strategy: str, aggregate: bytes, round_: int
-) -> LinearHead:
-    if strategy == "he-ridge":
-        return client.read_ridge_aggregate(aggregate, round_)
-    return client.read_fedavg_aggregate(
-        aggregate, strategy, LinearHead.zeros(client.classes, client.dim), round_
+@client_app.query("describe")
+def describe(msg: Message, context: Context) -> Message:
+    """Row counts, the class balance of the training rows, dimensions and the feature file's
+    metadata (model, weights, provider): what ``report.json`` says about the data."""
+    hospital = FlowerHospital.from_context(context)
+    c = hospital.client
+    return _reply(
+        msg,
+        None,
+        **{
+            RECORD_KEY: ConfigRecord(
+                {
+                    "client": c.client_id,
+                    "rows": len(c.y),
+                    "test-rows": len(hospital.y_test),
+                    "dim": c.dim,
+                    "class-names": hospital.class_names,
+                    "class-counts": np.bincount(c.y, minlength=c.classes).tolist(),
+                    "metadata": json.dumps(hospital.metadata),
+                    "transport": json.dumps(hospital.transport),
+                }
+            )
+        },
     )
 
 
 @client_app.train()
 def train(msg: Message, context: Context) -> Message:
-    client, _, _ = _hospital(context)
-    record = msg.content[RECORD_KEY]
-    r, strategy = int(record["round"]), str(record["strategy"])
-    aggregate = aggregate_bytes(msg.content["arrays"]) if "arrays" in msg.content else b""
-    if strategy == "he-ridge":
-        data = client.statistics_message(r)
+    r, strategy, head = _request(msg)
+    hospital = FlowerHospital.from_context(context, head=head)
+    c = hospital.client
+    if strategy == "moments":
+        data = c.moments_message(r)
     else:
-        head = (
-            LinearHead.zeros(client.classes, client.dim)
-            if r == 1
-            else _global_head(client, strategy, aggregate, r - 1)
-        )
-        data = client.update_message(strategy, head, r)
-    return Message(
-        RecordDict(
-            {
-                RECORD_KEY: ConfigRecord({"message": data}),
-                # this ClientApp process's peak resident memory (Flower starts one per message)
-                "metrics": MetricRecord({"peak-rss-kb": _peak_rss_kb()}),
-            }
-        ),
-        reply_to=msg,
-    )
-
-
-def _peak_rss_kb() -> int:
-    import resource
-
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
+        hospital.require_moments()
+        if strategy == "he-ridge":
+            data = c.statistics_message(r)
+        else:
+            model = hospital.model_copy(strategy, r - 1)
+            if model is None:  # this node did not read the previous aggregate (resumed run)
+                model = hospital.read_global_model(
+                    strategy, aggregate_bytes(msg.content["arrays"]), r - 1
+                )
+            data = c.update_message(strategy, model, r)
+    return _reply(msg, hospital, **{RECORD_KEY: ConfigRecord({"message": data})})
 
 
 @client_app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    client, xt, yt = _hospital(context)
-    record = msg.content[RECORD_KEY]
+    r, strategy, head = _request(msg)
+    hospital = FlowerHospital.from_context(context, head=head)
+    c = hospital.client
     aggregate = aggregate_bytes(msg.content["arrays"])
-    head = _global_head(client, str(record["strategy"]), aggregate, int(record["round"]))
-    correct = int(np.sum(head.predict(client.preprocess(xt)) == yt))
-    return Message(
-        RecordDict({"metrics": MetricRecord({"correct": correct, "total": len(yt)})}), reply_to=msg
+    if strategy == "moments":
+        c.read_moments_aggregate(aggregate, r)
+        hospital.keep_moments()
+        return _reply(msg, hospital, **{RECORD_KEY: ConfigRecord({"client": c.client_id})})
+    hospital.require_moments()
+    model = hospital.read_global_model(strategy, aggregate, r)
+    correct = int(np.sum(model.predict(c.preprocess(hospital.x_test)) == hospital.y_test))
+    return _reply(
+        msg,
+        hospital,
+        **{
+            RECORD_KEY: ConfigRecord({"client": c.client_id}),
+            # the released (flooded) copy: the published global model
+            "model": ArrayRecord({"vector": Array(model.to_vector())}),
+            "metrics": {"correct": correct, "total": len(hospital.y_test)},
+        },
+    )
+
+
+def _served_model(msg: Message, hospital: FlowerHospital):
+    """The head the server evaluates (its parameters travel with the he-cls messages)."""
+    vector = msg.content["model"]["vector"].numpy()
+    return hospital.initial_model().with_vector(vector)
+
+
+@client_app.query("he_cls_request")
+def he_cls_request(msg: Message, context: Context) -> Message:
+    """The node's test rows, encrypted in requests of the size ``run_inference`` uses."""
+    r, _, head = _request(msg)
+    hospital = FlowerHospital.from_context(context, head=head)
+    hospital.require_moments()
+    c = hospital.client
+    model = _served_model(msg, hospital)
+    params = inference_keys_for(c.keys, model).params
+    chunk = inference_chunk_rows(c.config.inference_layout, params.poly_modulus_degree)
+    x = hospital.x_test
+    requests = [
+        c.inference_request(x[s : s + chunk], r, model=model) for s in range(0, len(x), chunk)
+    ]
+    return _reply(msg, hospital, **{RECORD_KEY: ConfigRecord({"requests": requests})})
+
+
+@client_app.query("he_cls_reply")
+def he_cls_reply(msg: Message, context: Context) -> Message:
+    """Decrypts the server's replies (exact logits, for this hospital's own use) and reports how
+    they compare with the same head in plaintext: counts and the largest logit error only."""
+    r, _, head = _request(msg)
+    hospital = FlowerHospital.from_context(context, head=head)
+    hospital.require_moments()
+    c = hospital.client
+    model = _served_model(msg, hospital)
+    replies = list(msg.content[RECORD_KEY]["replies"])
+    params = inference_keys_for(c.keys, model).params
+    chunk = inference_chunk_rows(c.config.inference_layout, params.poly_modulus_degree)
+    x, y = hospital.x_test, hospital.y_test
+    starts = range(0, len(x), chunk)
+    if len(replies) != len(starts):
+        raise ProtocolError(f"{len(replies)} he-cls replies for {len(starts)} requests")
+    logits = np.concatenate([c.read_logits(data, r, model=model) for data in replies])
+    plain = model.logits(c.preprocess(x))
+    rows_per_layout: dict[str, int] = {}
+    for s in starts:
+        rows = len(x[s : s + chunk])
+        layout = inference_layout_for(
+            model.kind, rows, c.config.inference_layout, params.poly_modulus_degree
+        )
+        rows_per_layout[layout] = rows_per_layout.get(layout, 0) + rows
+    pred = logits.argmax(axis=1)
+    return _reply(
+        msg,
+        hospital,
+        **{RECORD_KEY: ConfigRecord({"client": c.client_id})},
+        metrics={
+            "rows": len(y),
+            "correct-encrypted": int(np.sum(pred == y)),
+            "correct-plaintext": int(np.sum(plain.argmax(axis=1) == y)),
+            "agree": int(np.sum(pred == plain.argmax(axis=1))),
+            "max-abs-logit-error": float(np.abs(logits - plain).max()) if len(y) else 0.0,
+            **{f"rows-{k}": v for k, v in rows_per_layout.items()},
+        },
     )
 
 
 @server_app.main()
 def main(grid: Grid, context: Context) -> None:
-    run = context.run_config
-    server_keys = ServerKeys.from_files(run["server-keys-dir"])  # public contexts only
-    clients = [f"client-{k}" for k in range(int(run["num-clients"]))]
-    dim, classes = int(run["dim"]), int(run["classes"])
-    expected_length = (
-        ridge_statistics_length(dim, classes)
-        if run["strategy"] == "he-ridge"
-        else fedavg_vector_length(LinearHead.zeros(classes, dim))
-    )
-    checkpoint = str(run.get("checkpoint-path", "")) or None
-    strategy = HevitStrategy(
-        str(run["strategy"]),
-        server_keys.for_strategy(str(run["strategy"])),
-        clients=clients,
-        quorum=int(run.get("quorum", 0)) or None,
-        # with a quorum, rounds start once that many nodes are connected (a lost node must
-        # not stall the federation); without one, every registered hospital is awaited
-        min_nodes=int(run.get("quorum", 0)) or None,
-        received_dir=str(run.get("received-dir", "")) or None,
-        expected_length=expected_length,
-        checkpoint=checkpoint,
-        # a restarted SuperLink or ServerApp continues from the last completed round
-        resume=checkpoint is not None and Path(checkpoint).exists(),
-    )
-    rounds = 1 if run["strategy"] == "he-ridge" else int(run["rounds"])
-    done = strategy.round_offset
-    accuracy: dict[int, float] = {}
-    if done < rounds:
-        # the model of the last completed round travels in the arrays Flower starts from
-        initial = (
-            ArrayRecord()
-            if done == 0
-            else ArrayRecord(
-                {
-                    "aggregate": Array(
-                        np.frombuffer(strategy.server.completed[-1].aggregate, dtype=np.uint8)
-                    )
-                }
-            )
-        )
-        result = strategy.start(
-            grid, initial, num_rounds=rounds - done, timeout=float(run.get("timeout", 600))
-        )
-        accuracy = {
-            done + int(r): float(m["accuracy"])
-            for r, m in result.evaluate_metrics_clientapp.items()
-        }
-    out = {
-        "strategy": strategy.name,
-        "resumed_after_round": done,
-        "rounds": [s.round for s in strategy.server.completed],
-        "contributors": [s.contributors for s in strategy.server.completed],
-        "bytes_up": [s.bytes_up for s in strategy.server.completed],
-        # server-side seconds of each round, from its opening to its aggregate
-        "seconds": [s.seconds for s in strategy.server.completed],
-        # peak resident memory of each node's ClientApp processes in this run
-        "peak_rss_mb_per_node": {
-            str(n): kb / 1024 for n, kb in sorted(strategy.peak_rss_kb.items())
-        },
-        "accuracy": accuracy,
-        "aggregates": {r: base64.b64encode(a).decode() for r, a in strategy.aggregates.items()},
-        "received_kinds": strategy.received_kinds,
-        "rejections": [vars(r) for r in strategy.server.rejections],
-    }
-    Path(run["result-path"]).write_text(json.dumps(out))
+    settings = RunSettings.from_run_config(context.run_config)
+    FlowerExperiment(grid, settings).run()

@@ -1,17 +1,28 @@
-"""A Flower ``Strategy`` that runs ``he-fedavg`` and ``he-ridge`` with hevit's server.
+"""A Flower ``Strategy`` that runs every hevit aggregation with hevit's server.
 
-The strategy never holds a secret key: it validates and sums the clients' serialized
+One class serves the moments round (``moments``) and the training strategies (``he-fedavg``,
+``he-ridge`` and the unprotected ``plain-fedavg`` baseline), for the linear and the two-layer
+head. The strategy never holds a secret key: it validates and sums the clients' serialized
 :class:`~hevit.federated.Message` bytes with :class:`~hevit.federated.AggregationServer`. The
-encrypted aggregate is the ``ArrayRecord`` the strategy returns from ``aggregate_train``; Flower
-hands that record back to ``configure_train``/``configure_evaluate``, which send it on as is (one
-copy, in Flower's own seam). A node's reply is its message bytes in a ``ConfigRecord`` (key
-``"hevit"``), so Flower carries ciphertexts and never sees a plaintext parameter.
+aggregate is the ``ArrayRecord`` the strategy returns from ``aggregate_train``; Flower hands that
+record back to ``configure_train``/``configure_evaluate``, which send it on as is (one copy, in
+Flower's own seam). A node's training reply is its message bytes in a ``ConfigRecord`` (key
+``"hevit"``), so for the HE strategies Flower carries ciphertexts only.
+
+Evaluation: every node decrypts the round's aggregate into its own released copy of the global
+model (keeping it for the next round) and replies with its correct/total count on its test rows
+and that copy (already flooded: it is the published model); the moments round's evaluation is
+each node adopting the federation's moments. Node replies also carry their wall time per phase
+and peak memory.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +42,7 @@ from ... import he
 from ...errors import ProtocolError
 from ..server import AggregationServer
 
-__all__ = ["RECORD_KEY", "HevitStrategy", "aggregate_bytes"]
+__all__ = ["RECORD_KEY", "HevitStrategy", "NodeEvaluation", "aggregate_bytes", "wait_for_nodes"]
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +50,26 @@ log = logging.getLogger(__name__)
 RECORD_KEY = "hevit"
 
 
+@dataclass(frozen=True)
+class NodeEvaluation:
+    """One client's evaluation of a round: its copy of the global model on its test rows."""
+
+    correct: int
+    total: int
+    #: the client's released (flooded) copy of the global model's parameters
+    model: np.ndarray
+
+
 class HevitStrategy(Strategy):
     """Encrypted aggregation on Flower's engine.
 
     Parameters
     ----------
-    strategy : ``he-fedavg`` or ``he-ridge``
-    context : PublicContext
-        The federation's aggregation context (no secret key).
+    strategy : ``moments``, ``plain-fedavg``, ``he-fedavg`` or ``he-ridge``
+    context : PublicContext or None
+        The strategy's aggregation context (no secret key; ``None`` for ``plain-fedavg``).
     clients : ids the clients report (``client-<partition-id>``)
+    head : the model the FedAvg strategies train (``linear`` or ``mlp``)
     quorum : fewest valid contributions per round (``None``: all)
     min_nodes : nodes to wait for before a round starts
     received_dir : if given, every message body the server receives is written there (audits
@@ -65,9 +87,10 @@ class HevitStrategy(Strategy):
     def __init__(
         self,
         strategy: str,
-        context: he.PublicContext,
+        context: he.PublicContext | None,
         *,
         clients,
+        head: str = "linear",
         quorum: int | None = None,
         min_nodes: int | None = None,
         received_dir=None,
@@ -75,9 +98,13 @@ class HevitStrategy(Strategy):
         expected_length: int,
         resume: bool = False,
     ) -> None:
-        if strategy not in ("he-fedavg", "he-ridge"):
-            raise ValueError(f"the Flower strategy runs he-fedavg or he-ridge, not {strategy!r}")
+        if strategy not in ("moments", "plain-fedavg", "he-fedavg", "he-ridge"):
+            raise ValueError(
+                "the Flower strategy runs moments, plain-fedavg, he-fedavg or he-ridge, not "
+                f"{strategy!r}"
+            )
         self.name = strategy
+        self.head = head
         fresh = AggregationServer(
             strategy,
             context,
@@ -107,11 +134,17 @@ class HevitStrategy(Strategy):
         self.min_nodes = len(self.server.clients) if min_nodes is None else int(min_nodes)
         self.received_dir = Path(received_dir) if received_dir else None
         self.aggregates: dict[int, bytes] = {}
+        #: per hevit round, what each client reported on its test rows (see NodeEvaluation)
+        self.evaluations: dict[int, dict[str, NodeEvaluation]] = {}
+        #: wall seconds per phase: the nodes' train/encrypt/decrypt summed over their replies,
+        #: and the server's aggregation
+        self.seconds: dict[str, float] = defaultdict(float)
 
     def summary(self) -> None:
         log.info(
-            "hevit %s: %d registered clients, quorum %d",
+            "hevit %s (%s head): %d registered clients, quorum %d",
             self.name,
+            self.head,
             len(self.server.clients),
             self.server.quorum,
         )
@@ -122,14 +155,14 @@ class HevitStrategy(Strategy):
     ) -> Iterable[Message]:
         """Round r carries the aggregate of round r - 1: the ``arrays`` Flower passes (empty in
         round 1)."""
-        node_ids = _wait_for_nodes(grid, self.min_nodes)
+        node_ids = wait_for_nodes(grid, self.min_nodes)
         r = self.server.open_round()
         if r != self.round_offset + server_round:
             raise RuntimeError(
                 f"Flower round {server_round} after {self.round_offset} resumed rounds, but hevit "
                 f"server round {r}"
             )
-        return _messages(arrays, r, self.name, MessageType.TRAIN, node_ids)
+        return self._messages(arrays, r, MessageType.TRAIN, node_ids)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -154,8 +187,10 @@ class HevitStrategy(Strategy):
                 continue
             self._store(server_round, reply.metadata.src_node_id, data)
             self.server.receive(data)  # the one parse; rejections are logged and recorded
-            self._record_memory(reply)
+            self._record_node_metrics(reply)
+        t0 = time.perf_counter()
         aggregate = self.server.close_round()
+        self.seconds["aggregate"] += time.perf_counter() - t0
         self.aggregates[self.round_offset + server_round] = aggregate
         state = self.server.completed[-1]
         metrics = MetricRecord(
@@ -171,28 +206,39 @@ class HevitStrategy(Strategy):
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """Every node scores the round's aggregate (the ``arrays`` Flower passes) on its rows."""
-        node_ids = _wait_for_nodes(grid, self.min_nodes)
-        return _messages(
-            arrays, self.round_offset + server_round, self.name, MessageType.EVALUATE, node_ids
+        """Every node reads the round's aggregate (the ``arrays`` Flower passes): it scores its
+        copy of the global model on its test rows (moments: adopts the moments)."""
+        node_ids = wait_for_nodes(grid, self.min_nodes)
+        return self._messages(
+            arrays, self.round_offset + server_round, MessageType.EVALUATE, node_ids
         )
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
-        correct = total = 0
+        r = self.round_offset + server_round
+        reports = self.evaluations.setdefault(r, {})
         for reply in replies:
             if reply.has_error():
                 log.warning(
                     "round %d: evaluation failed on node %s: %s",
-                    server_round,
+                    r,
                     reply.metadata.src_node_id,
                     reply.error.reason,
                 )
                 continue
+            self._record_node_metrics(reply)
+            if self.name == "moments":
+                continue
+            client = str(reply.content[RECORD_KEY]["client"])
             metrics = reply.content["metrics"]
-            correct += int(metrics["correct"])
-            total += int(metrics["total"])
+            reports[client] = NodeEvaluation(
+                int(metrics["correct"]),
+                int(metrics["total"]),
+                reply.content["model"]["vector"].numpy(),
+            )
+        correct = sum(e.correct for e in reports.values())
+        total = sum(e.total for e in reports.values())
         return MetricRecord({"accuracy": correct / total if total else 0.0, "num-examples": total})
 
     # ------------------------------------------------------------------ audit
@@ -202,12 +248,28 @@ class HevitStrategy(Strategy):
         recent ``audit_limit`` messages)."""
         return list(self.server.received_kinds)
 
-    def _record_memory(self, reply: Message) -> None:
+    def _record_node_metrics(self, reply: Message) -> None:
+        """The node's peak memory and wall time per phase (train, encrypt, decrypt)."""
         metrics = reply.content.metric_records.get("metrics")
-        if metrics is None or "peak-rss-kb" not in metrics:
-            return  # an older ClientApp: memory is simply not reported
+        if metrics is None:
+            raise ProtocolError(
+                f"node {reply.metadata.src_node_id} replied without its metrics record"
+            )
         node = int(reply.metadata.src_node_id)
         self.peak_rss_kb[node] = max(self.peak_rss_kb.get(node, 0), int(metrics["peak-rss-kb"]))
+        for key, value in metrics.items():
+            if key.startswith("seconds-"):
+                self.seconds[key.removeprefix("seconds-")] += float(value)
+
+    def _messages(self, arrays: ArrayRecord, round_: int, kind, node_ids) -> list[Message]:
+        content = {
+            RECORD_KEY: ConfigRecord({"round": round_, "strategy": self.name, "head": self.head})
+        }
+        if "aggregate" in arrays:
+            content["arrays"] = arrays
+        return [
+            Message(content=RecordDict(content), message_type=kind, dst_node_id=n) for n in node_ids
+        ]
 
     def _store(self, server_round: int, node_id: int, data: bytes) -> None:
         if self.received_dir is not None:
@@ -222,18 +284,8 @@ def aggregate_bytes(arrays: ArrayRecord) -> bytes:
     return arrays["aggregate"].numpy().tobytes()
 
 
-def _messages(arrays: ArrayRecord, round_: int, strategy: str, kind, node_ids) -> list[Message]:
-    content = {RECORD_KEY: ConfigRecord({"round": round_, "strategy": strategy})}
-    if "aggregate" in arrays:
-        content["arrays"] = arrays
-    return [
-        Message(content=RecordDict(content), message_type=kind, dst_node_id=n) for n in node_ids
-    ]
-
-
-def _wait_for_nodes(grid: Grid, count: int, timeout: float = 120.0) -> list[int]:
-    import time
-
+def wait_for_nodes(grid: Grid, count: int, timeout: float = 120.0) -> list[int]:
+    """The connected nodes once at least ``count`` are (TimeoutError after ``timeout`` s)."""
     deadline = time.monotonic() + timeout
     while True:
         nodes = sorted(grid.get_node_ids())

@@ -1,0 +1,396 @@
+"""``hevit experiment`` on Flower: the ServerApp's whole run, and the report it writes.
+
+The phases are those of :func:`hevit.jobs.experiment.run_experiment`, with the same server
+objects and client methods, so the numbers agree with the in-process run for the same seed and
+key set (timings aside; flooding and DP noise are fresh draws in either): the nodes describe
+their data, the moments round, every (strategy, head) pair for its rounds through
+:class:`HevitStrategy` on ``Strategy.start``, and ``he-cls`` of every trained head through two
+query messages per node. What cannot exist in a federation is left out of the report: the
+centralised ridge reference (it pools every hospital's rows) and key generation time (keys are
+made before the run, ``hevit keygen``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from collections import defaultdict
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.serverapp import Grid
+
+from ...errors import ProtocolError
+from ..client import fedavg_vector_length, moments_vector_length
+from ..keys import ServerKeys
+from ..models import initial_head, ridge_statistics_length
+from ..privacy import epsilon as dp_epsilon
+from ..server import InferenceServer
+from ..simulation import (
+    InferenceRecord,
+    MomentsRecord,
+    RoundRecord,
+    StrategyResult,
+    checkpoint_file,
+)
+from .security import observe_transport, require_secure_transport
+from .settings import RunSettings
+from .strategy import RECORD_KEY, HevitStrategy, wait_for_nodes
+
+__all__ = ["FlowerExperiment"]
+
+log = logging.getLogger(__name__)
+
+
+class FlowerExperiment:
+    """Runs the experiment of ``settings`` over ``grid`` and writes its report."""
+
+    def __init__(self, grid: Grid, settings: RunSettings) -> None:
+        self.grid = grid
+        self.settings = settings
+        self.config = settings.config
+        # before any key or message: the SuperLink must be what the run declared
+        self.transport = observe_transport("server")
+        require_secure_transport(
+            self.transport, insecure_declared=settings.insecure, where="the SuperLink"
+        )
+        self.server_keys = ServerKeys.from_files(settings.server_keys_dir)  # public contexts only
+        #: nodes to wait for before each phase: the quorum, or every registered hospital
+        self.min_nodes = self.config.quorum or settings.clients
+        #: the audit file (``result-path``): per run what the server received and produced
+        self.audit: dict = {"runs": {}, "insecure": settings.insecure}
+        self.peak_rss_kb: dict[int, int] = {}
+        #: the client id each Flower node described itself as
+        self.client_of_node: dict[int, str] = {}
+
+    # ------------------------------------------------------------------ the run
+    def run(self):
+        from ...jobs.experiment import ExperimentReport, strategy_entry, versions
+
+        s, config = self.settings, self.config
+        nodes = self._describe()
+        moments = self._moments() if config.standardize else None
+        first = nodes[min(nodes, key=_client_number)]
+        metadata = json.loads(str(first["metadata"]))
+        report = ExperimentReport(
+            data=str(metadata.get("data", "?")),
+            clients=s.clients,
+            classes=[str(c) for c in first["class-names"]],
+            train_rows=sum(int(n["rows"]) for n in nodes.values()),
+            test_rows=sum(int(n["test-rows"]) for n in nodes.values()),
+            seed=config.seed,
+            partition=s.partition,
+            config=config.to_dict(),
+            features=metadata,
+            client_class_balance=[
+                [int(v) for v in nodes[c]["class-counts"]]
+                for c in sorted(nodes, key=_client_number)
+            ],
+            centralized_ridge_accuracy=None,
+            keygen_seconds=None,
+            versions=versions(),
+            standardization=None if moments is None else asdict(moments),
+            deployment=self._deployment(nodes),
+        )
+        for name, head in s.runs():
+            result = self._train(name, head)
+            result.inference = self._he_cls(result.head)
+            report.strategies.append(strategy_entry(result))
+        # peak resident memory of each hospital's ClientApp processes in this run
+        report.deployment["peak_rss_mb_per_node"] = {
+            self.client_of_node.get(n, str(n)): kb / 1024 for n, kb in self.peak_rss_kb.items()
+        }
+        if s.report_dir is not None:
+            report.write(s.report_dir)
+        if s.result_path is not None:
+            self.audit["peak_rss_mb_per_node"] = report.deployment["peak_rss_mb_per_node"]
+            Path(s.result_path).write_text(json.dumps(self.audit))
+        return report
+
+    def _deployment(self, nodes: dict) -> dict:
+        import flwr
+
+        clients = sorted(nodes, key=_client_number)
+        return {
+            "engine": "flower",
+            "flwr": flwr.__version__,
+            # declared in run_config; observed from the Flower processes' command lines
+            "insecure": self.settings.insecure,
+            "transport": self.transport.to_dict(),
+            "node_transports": {c: json.loads(str(nodes[c]["transport"])) for c in clients},
+            "nodes_described": clients,
+        }
+
+    # ------------------------------------------------------------------ phases
+    def _describe(self) -> dict[str, ConfigRecord]:
+        """Every hospital's row counts, class balance and feature metadata; checks they fit the
+        run's shape before any key is used."""
+        s = self.settings
+        replies = self._query("describe", RecordDict({}))
+        nodes: dict[str, ConfigRecord] = {}
+        for node, reply in replies.items():
+            record = reply.content[RECORD_KEY]
+            client = str(record["client"])
+            if client not in s.client_ids or client in nodes:
+                raise ProtocolError(f"a node describes itself as {client!r}")
+            if int(record["dim"]) != s.dim or len(record["class-names"]) != s.classes:
+                raise ProtocolError(
+                    f"{client} holds {record['dim']}-dim features of {len(record['class-names'])} "
+                    f"classes; this run is for {s.dim} and {s.classes}"
+                )
+            nodes[client] = record
+            self.client_of_node[node] = client
+        names = {tuple(r["class-names"]) for r in nodes.values()}
+        if len(names) != 1:
+            raise ProtocolError(f"the hospitals name their classes differently: {sorted(names)}")
+        return nodes
+
+    def _moments(self) -> MomentsRecord:
+        strategy = self._strategy(
+            "moments", "linear", expected_length=moments_vector_length(self.settings.dim)
+        )
+        strategy.start(self.grid, ArrayRecord(), num_rounds=1, timeout=self.settings.timeout)
+        self._audit_run("moments", strategy)
+        state = strategy.server.completed[-1]
+        return MomentsRecord(
+            list(state.contributors),
+            dict(state.bytes_up),
+            {c: len(state.aggregate) for c in state.contributors},
+            dict(strategy.seconds),
+        )
+
+    def _train(self, name: str, head: str) -> StrategyResult:
+        s, config = self.settings, self.config
+        kind = "linear" if name == "he-ridge" else head
+        initial = initial_head(kind, s.classes, s.dim, hidden=config.hidden, seed=config.seed)
+        length = (
+            ridge_statistics_length(s.dim, s.classes)
+            if name == "he-ridge"
+            else fedavg_vector_length(initial)
+        )
+        strategy = self._strategy(name, kind, expected_length=length)
+        rounds = 1 if name == "he-ridge" else config.rounds
+        done = strategy.round_offset
+        if done:
+            # a resumed run: every node first reads the checkpoint's last aggregate, which gives
+            # that round's record and the copies the next round trains from
+            log.warning("%s (%s): resuming after round %d", name, kind, done)
+            replies = self.grid.send_and_receive(
+                strategy.configure_evaluate(
+                    0,
+                    _aggregate_record(strategy.server.completed[-1].aggregate),
+                    ConfigRecord(),
+                    self.grid,
+                ),
+                timeout=s.timeout,
+            )
+            strategy.aggregate_evaluate(0, replies)
+        if done < rounds:
+            initial_arrays = (
+                ArrayRecord()
+                if done == 0
+                else _aggregate_record(strategy.server.completed[-1].aggregate)
+            )
+            strategy.start(self.grid, initial_arrays, num_rounds=rounds - done, timeout=s.timeout)
+        self._audit_run(f"{name}/{kind}", strategy)
+        records = [
+            _round_record(state, strategy.evaluations[state.round])
+            for state in strategy.server.completed
+            if strategy.evaluations.get(state.round)
+        ]
+        if not records:
+            raise ProtocolError(f"{name} ({kind}): no node evaluated any round")
+        last = strategy.evaluations[records[-1].round]
+        # the first hospital's copy is the trained head, as in the in-process run
+        model = initial.with_vector(last[min(last, key=_client_number)].model)
+        eps = None
+        if config.dp is not None:
+            eps = dp_epsilon(config.dp.noise_multiplier, rounds, config.dp.delta)
+        result = StrategyResult(
+            name,
+            records,
+            dict(strategy.seconds),
+            model,
+            eps,
+            [asdict(r) for r in strategy.server.rejections],
+        )
+        result.resumed_after_round = done
+        return result
+
+    def _he_cls(self, model) -> InferenceRecord:
+        """Each node encrypts its test rows for ``model``, the server evaluates them, the node
+        decrypts and reports how the encrypted logits compare with the plaintext head."""
+        s, config = self.settings, self.config
+        context = self.server_keys.for_head(model)
+        server = InferenceServer(
+            context, model, layout=config.inference_layout, clients=s.client_ids
+        )
+        content = {
+            RECORD_KEY: ConfigRecord({"round": 0, "strategy": "he-cls", "head": model.kind}),
+            "model": ArrayRecord({"vector": Array(model.to_vector())}),
+        }
+        requests = self._query("he_cls_request", RecordDict(content))
+        seconds: dict[str, float] = defaultdict(float)
+        answers, up, down = {}, 0, 0
+        for node, reply in requests.items():
+            self._node_metrics(reply, seconds)
+            out = []
+            for data in reply.content[RECORD_KEY]["requests"]:
+                t0 = time.perf_counter()
+                out.append(server.handle(data))
+                seconds["infer"] += time.perf_counter() - t0
+                up += len(data)
+                down += len(out[-1])
+            answers[node] = out
+        results = self._query(
+            "he_cls_reply",
+            {
+                node: RecordDict(
+                    {
+                        **content,
+                        RECORD_KEY: ConfigRecord(
+                            {"round": 0, "strategy": "he-cls", "head": model.kind, "replies": out}
+                        ),
+                    }
+                )
+                for node, out in answers.items()
+            },
+        )
+        totals: dict[str, float] = defaultdict(float)
+        max_error = 0.0
+        rows_per_layout: dict[str, int] = defaultdict(int)
+        for reply in results.values():
+            metrics = self._node_metrics(reply, seconds)
+            for key in ("rows", "correct-encrypted", "correct-plaintext", "agree"):
+                totals[key] += int(metrics[key])
+            max_error = max(max_error, float(metrics["max-abs-logit-error"]))
+            for key, value in metrics.items():
+                if key.startswith("rows-"):
+                    rows_per_layout[key.removeprefix("rows-")] += int(value)
+        n = int(totals["rows"])
+        if n == 0:
+            raise ProtocolError("he-cls: no node reported any test row")
+        return InferenceRecord(
+            preset=context.params.matching_preset() or "custom",
+            layout=config.inference_layout,
+            head=model.kind,
+            rows=n,
+            accuracy_encrypted=totals["correct-encrypted"] / n,
+            accuracy_plaintext=totals["correct-plaintext"] / n,
+            agreement=totals["agree"] / n,
+            max_abs_logit_error=max_error,
+            bytes_up_per_image=up / n,
+            bytes_down_per_image=down / n,
+            key_switches=max(server.plan_for(lay).key_switches for lay in rows_per_layout),
+            seconds=dict(seconds),
+            rows_per_layout=dict(rows_per_layout),
+        )
+
+    # ------------------------------------------------------------------ helpers
+    def _strategy(self, name: str, head: str, *, expected_length: int) -> HevitStrategy:
+        s = self.settings
+        checkpoint = None
+        if s.checkpoint_dir is not None and name != "moments":
+            checkpoint = checkpoint_file(s.checkpoint_dir, name, head)
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        return HevitStrategy(
+            name,
+            self.server_keys.for_strategy(name),
+            clients=s.client_ids,
+            head=head,
+            quorum=self.config.quorum,
+            # with a quorum, rounds start once that many nodes are connected (a lost node must
+            # not stall the federation); without one, every registered hospital is awaited
+            min_nodes=self.min_nodes,
+            received_dir=None if s.received_dir is None else s.received_dir / f"{name}-{head}",
+            expected_length=expected_length,
+            checkpoint=checkpoint,
+            # a restarted SuperLink or ServerApp continues from the last completed round
+            resume=checkpoint is not None and checkpoint.exists(),
+        )
+
+    def _query(self, action: str, content) -> dict[int, Message]:
+        """Sends ``query.<action>`` to every connected node (``content``: one RecordDict for all,
+        or one per node id) and returns the replies that came back; failures are logged."""
+        if isinstance(content, RecordDict):
+            nodes = wait_for_nodes(self.grid, self.min_nodes)
+            content = dict.fromkeys(nodes, content)
+        messages = [
+            Message(content=c, message_type=f"{MessageType.QUERY}.{action}", dst_node_id=n)
+            for n, c in content.items()
+        ]
+        replies = {}
+        for reply in self.grid.send_and_receive(messages, timeout=self.settings.timeout):
+            node = int(reply.metadata.src_node_id)
+            if reply.has_error():
+                log.warning("%s failed on node %d: %s", action, node, reply.error.reason)
+                continue
+            replies[node] = reply
+        if len(replies) < min(self.min_nodes, len(messages)):
+            raise ProtocolError(
+                f"{action}: {len(replies)} of {len(messages)} nodes answered, the run needs "
+                f"{self.min_nodes}"
+            )
+        return replies
+
+    def _node_metrics(self, reply: Message, seconds: dict[str, float]):
+        metrics = reply.content["metrics"]
+        node = int(reply.metadata.src_node_id)
+        self.peak_rss_kb[node] = max(self.peak_rss_kb.get(node, 0), int(metrics["peak-rss-kb"]))
+        for key, value in metrics.items():
+            if key.startswith("seconds-"):
+                seconds[key.removeprefix("seconds-")] += float(value)
+        return metrics
+
+    def _audit_run(self, key: str, strategy: HevitStrategy) -> None:
+        for node, kb in strategy.peak_rss_kb.items():
+            self.peak_rss_kb[node] = max(self.peak_rss_kb.get(node, 0), kb)
+        completed = strategy.server.completed
+        self.audit["runs"][key] = {
+            "strategy": strategy.name,
+            "head": strategy.head,
+            "resumed_after_round": strategy.round_offset,
+            "rounds": [st.round for st in completed],
+            "contributors": [st.contributors for st in completed],
+            "bytes_up": [st.bytes_up for st in completed],
+            # server-side seconds of each round, from its opening to its aggregate
+            "seconds": [st.seconds for st in completed],
+            "accuracy": {
+                r: sum(e.correct for e in ev.values()) / max(sum(e.total for e in ev.values()), 1)
+                for r, ev in strategy.evaluations.items()
+                if ev
+            },
+            "aggregates": {r: base64.b64encode(a).decode() for r, a in strategy.aggregates.items()},
+            "received_kinds": strategy.received_kinds,
+            "rejections": [vars(r) for r in strategy.server.rejections],
+        }
+
+
+def _client_number(client: str) -> int:
+    return int(client.rsplit("-", 1)[1])
+
+
+def _aggregate_record(aggregate: bytes) -> ArrayRecord:
+    return ArrayRecord({"aggregate": Array(np.frombuffer(aggregate, dtype=np.uint8))})
+
+
+def _round_record(state, evaluations: dict) -> RoundRecord:
+    """A round as the in-process run records it: accuracy over every node's test rows (each
+    scoring its own copy), and the spread of the copies relative to the first hospital's."""
+    reference = evaluations[min(evaluations, key=_client_number)].model
+    scale = float(np.abs(reference).max()) or 1.0
+    return RoundRecord(
+        round=state.round,
+        accuracy=sum(e.correct for e in evaluations.values())
+        / max(sum(e.total for e in evaluations.values()), 1),
+        contributors=list(state.contributors),
+        dropped=list(state.dropped),
+        bytes_up=dict(state.bytes_up),
+        bytes_down={c: len(state.aggregate) for c in state.contributors},
+        model_spread=max(float(np.abs(e.model - reference).max()) for e in evaluations.values())
+        / scale,
+    )
