@@ -98,12 +98,11 @@ def deployment(tmp_path_factory):
     node_keys = [(nodes / f"node{k}.key", nodes / f"node{k}.pub") for k in range(NODES)]
     intruder_key, _ = make_supernode_key(root / "intruder-keys", "intruder")
     procs = []
-    superlink_log = open(root / "superlink.log", "w")
     try:
         procs.append(
-            subprocess.Popen(
+            spawn(
                 [
-                    executable("flower-superlink"),
+                    "flower-superlink",
                     "--ssl-ca-certfile",
                     str(tls.ca_certificate),
                     "--ssl-certfile",
@@ -115,10 +114,9 @@ def deployment(tmp_path_factory):
                     str(port),
                     "--disable-runtime-dependency-installation",
                 ],
-                env={**env, "FLWR_HOME": str(root / "superlink")},
-                stdout=superlink_log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+                root,
+                "superlink",
+                env,
             )
         )
         wait_for_port(port, time.monotonic() + 60)
@@ -133,26 +131,24 @@ def deployment(tmp_path_factory):
             assert registered.returncode == 0, registered.stdout + registered.stderr
 
         def supernode(name: str, private_key: Path, partition: int) -> subprocess.Popen:
-            with open(root / f"{name}.log", "w") as log:
-                return subprocess.Popen(
-                    [
-                        executable("flower-supernode"),
-                        "--root-certificates",
-                        str(tls.ca_certificate),
-                        "--auth-supernode-private-key",
-                        str(private_key),
-                        "--superlink",
-                        f"127.0.0.1:{port}",
-                        "--port",
-                        str(free_port()),
-                        "--node-config",
-                        f"partition-id={partition}",
-                    ],
-                    env={**env, "FLWR_HOME": str(root / name)},
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+            return spawn(
+                [
+                    "flower-supernode",
+                    "--root-certificates",
+                    str(tls.ca_certificate),
+                    "--auth-supernode-private-key",
+                    str(private_key),
+                    "--superlink",
+                    f"127.0.0.1:{port}",
+                    "--port",
+                    str(free_port()),
+                    "--node-config",
+                    f"partition-id={partition}",
+                ],
+                root,
+                name,
+                env,
+            )
 
         named = {}
         for k, (private, _) in enumerate(node_keys):
@@ -162,16 +158,34 @@ def deployment(tmp_path_factory):
         procs.extend(named.values())
         yield root, keys, env, named
     finally:
-        for p in procs:
-            try:
-                os.killpg(p.pid, 9)
-            except ProcessLookupError:
-                pass
-            p.wait(timeout=30)
-        superlink_log.close()
+        stop(procs)
 
 
-def flwr_run(root: Path, env: dict, tag: str, *, during=None, **overrides) -> tuple[dict, dict]:
+def spawn(command: list[str], root: Path, name: str, env: dict) -> subprocess.Popen:
+    """A Flower process in its own session (``stop`` kills it with its children), logging to
+    ``root/<name>.log`` with its own Flower home."""
+    with open(root / f"{name}.log", "w") as log:
+        return subprocess.Popen(
+            [executable(command[0]), *command[1:]],
+            env={**env, "FLWR_HOME": str(root / name)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        try:
+            os.killpg(p.pid, 9)
+        except ProcessLookupError:
+            pass
+        p.wait(timeout=30)
+
+
+def flwr_run(
+    root: Path, env: dict, tag: str, *, during=None, superlink="loopback", **overrides
+) -> tuple[dict, dict]:
     """Runs the app to completion; ``during(received_dir)`` is called while it runs. Returns the
     report (report.json) and the audit file (result-path)."""
     settings = {
@@ -195,7 +209,7 @@ def flwr_run(root: Path, env: dict, tag: str, *, during=None, **overrides) -> tu
             executable("flwr"),
             "run",
             str(app_dir()),
-            "loopback",
+            superlink,
             "--stream",
             "--run-config",
             run_config,
@@ -208,6 +222,8 @@ def flwr_run(root: Path, env: dict, tag: str, *, during=None, **overrides) -> tu
     if during is not None:
         during(Path(settings["received-dir"]))
     stdout, stderr = proc.communicate(timeout=TIMEOUT)
+    (root / tag).mkdir(exist_ok=True)
+    (root / tag / "flwr-run.log").write_text(stdout + stderr)
     audit = root / tag / "audit.json"
     assert proc.returncode == 0 and audit.exists(), (stdout[-20000:], stderr[-3000:])
     report = json.loads((root / tag / "report" / "report.json").read_text())
@@ -435,3 +451,78 @@ def test_a_supernode_killed_mid_run_costs_its_contributions_not_the_run(deployme
     assert [r["round"] for r in entry["rounds"]] == [1, 2]
     assert any(lost in r["dropped"] for r in entry["rounds"])
     assert entry["inference"]["rows"] > 0 and entry["inference"]["agreement"] == 1.0
+
+
+@pytest.fixture(scope="module")
+def insecure_deployment(deployment):
+    """A SuperLink and one SuperNode started without TLS or authentication (`--insecure`), a
+    second connection in the same Flower CLI home."""
+    root, _, env, _ = deployment
+    port = free_port()
+    with open(root / "cli" / "config.toml", "a") as f:
+        f.write(f'\n[superlink.insecure]\naddress = "127.0.0.1:{port}"\ninsecure = true\n')
+    procs = [
+        spawn(
+            [
+                "flower-superlink",
+                "--insecure",
+                "--port",
+                str(port),
+                "--disable-runtime-dependency-installation",
+            ],
+            root,
+            "insecure-superlink",
+            env,
+        )
+    ]
+    try:
+        wait_for_port(port, time.monotonic() + 60)
+        procs.append(
+            spawn(
+                [
+                    "flower-supernode",
+                    "--insecure",
+                    "--superlink",
+                    f"127.0.0.1:{port}",
+                    "--port",
+                    str(free_port()),
+                    "--node-config",
+                    "partition-id=0",
+                ],
+                root,
+                "insecure-node0",
+                env,
+            )
+        )
+        yield root, env
+    finally:
+        stop(procs)
+
+
+@pytest.mark.slow
+def test_an_insecure_deployment_runs_only_when_declared_and_its_report_says_so(
+    insecure_deployment,
+):
+    """Without TLS and node authentication the ServerApp refuses the run (before any key is
+    read) unless run_config declares insecure=true; a declared run records the declaration and
+    what the SuperLink and the node observed, and its report.md says so."""
+    root, env = insecure_deployment
+    plan = {
+        "superlink": "insecure",
+        "strategies": "he-ridge",
+        "standardize": False,
+        "num-clients": 1,
+    }
+    with pytest.raises(AssertionError):
+        flwr_run(root, env, "undeclared", **plan)
+    assert "InsecureTransportError" in (root / "undeclared" / "flwr-run.log").read_text()
+    assert not (root / "undeclared" / "report").exists()
+    report, audit = flwr_run(root, env, "declared", insecure=True, **plan)
+    deployment = report["deployment"]
+    assert deployment["insecure"] is True and audit["insecure"] is True
+    for transport in (deployment["transport"], deployment["node_transports"]["client-0"]):
+        assert transport["observed"] and not transport["tls"]
+        assert not transport["node_authentication"]
+    assert "declared insecure" in (root / "declared" / "report" / "report.md").read_text()
+    (entry,) = report["strategies"]
+    assert entry["inference"]["agreement"] == 1.0
