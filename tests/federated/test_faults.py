@@ -149,6 +149,48 @@ def test_replay_of_an_earlier_round_is_rejected(setup):
     assert server.receive(clients[0].update_message("he-fedavg", head, r2))
 
 
+def test_a_message_under_another_hospitals_id_is_rejected(federation, setup):
+    """Where the transport authenticates the sender (a Flower node's described id), a message
+    claiming another id is rejected and recorded; the real sender's own message still counts.
+    The same holds for he-cls requests."""
+    from hevit.federated import InferenceServer
+
+    _config, clients, server = setup
+    head = LinearHead.zeros(CLASSES, DIM)
+    r = server.open_round()
+    impersonation = clients[1].update_message("he-fedavg", head, r)
+    assert not server.receive(impersonation, expected_sender="client-0")
+    assert "claiming to be from 'client-1' arrived from 'client-0'" in server.rejections[-1].reason
+    assert server.receive(
+        clients[0].update_message("he-fedavg", head, r), expected_sender="client-0"
+    )
+    assert server.receive(impersonation, expected_sender="client-1")
+    server.close_round()
+    assert server.completed[-1].contributors == ["client-0", "client-1"]
+
+    inference = InferenceServer(
+        federation.server_keys.inference,
+        LinearHead(np.full((CLASSES, DIM), 0.01), np.zeros(CLASSES)),
+        layout="sample",
+    )
+    keys = federation.keys
+    rows = np.full((2, DIM), 1.0 / np.sqrt(DIM))
+    request = Message(
+        "infer-request",
+        "he-cls",
+        0,
+        "client-1",
+        keys.inference.public_context().keyset_id.hex(),
+        {"features": keys.inference.encrypt(rows, layout="sample").to_bytes()},
+    ).to_bytes()
+    with pytest.raises(ProtocolError, match="claiming to be from 'client-1'"):
+        inference.handle(request, expected_sender="client-2")
+    assert (
+        Message.from_bytes(inference.handle(request, expected_sender="client-1")).kind
+        == "infer-reply"
+    )
+
+
 def test_server_side_objects_refuse_secret_contexts(federation):
     with pytest.raises(SecretKeyRequiredError):
         AggregationServer(

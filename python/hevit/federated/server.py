@@ -186,10 +186,13 @@ class AggregationServer:
         self._opened = time.perf_counter()
         return self._round
 
-    def receive(self, data: bytes) -> bool:
+    def receive(self, data: bytes, *, expected_sender: str | None = None) -> bool:
         """Validates one client message and keeps it for this round's sum.
 
-        Returns False (and logs and records why) for anything that must not be aggregated.
+        ``expected_sender``: the client id the transport authenticated this message as coming
+        from (Flower: the id the sending node described itself as); a message claiming another
+        id is rejected. Returns False (and logs and records why) for anything that must not be
+        aggregated.
         """
         sender = "?"
         try:
@@ -210,6 +213,10 @@ class AggregationServer:
                     ),
                 )
             )
+            if expected_sender is not None and msg.sender != expected_sender:
+                raise ProtocolError(
+                    f"a message claiming to be from {msg.sender!r} arrived from {expected_sender!r}"
+                )
             self._validate_header(msg)
             contribution = self._load(msg)
         except (HevitError, ValueError) as exc:
@@ -468,7 +475,11 @@ class InferenceServer:
             raise ProtocolError("no plan compiled yet: the server has not served a request")
         return next(iter(self._plans.values()))
 
-    def handle(self, data: bytes, *, threads: int | None = None) -> bytes:
+    def handle(
+        self, data: bytes, *, threads: int | None = None, expected_sender: str | None = None
+    ) -> bytes:
+        """The encrypted logits for one infer-request. ``expected_sender``: the client id the
+        transport authenticated the request as coming from (see AggregationServer.receive)."""
         msg = Message.from_bytes(data)
         if msg.kind != "infer-request" or msg.strategy != "he-cls":
             raise ProtocolError(
@@ -476,6 +487,10 @@ class InferenceServer:
             )
         if self.clients is not None and msg.sender not in self.clients:
             raise ProtocolError(f"unknown client {msg.sender!r}")
+        if expected_sender is not None and msg.sender != expected_sender:
+            raise ProtocolError(
+                f"a request claiming to be from {msg.sender!r} arrived from {expected_sender!r}"
+            )
         if msg.keyset_id != self.context.keyset_id.hex() or set(msg.blobs) != {"features"}:
             raise ProtocolError(
                 "infer-request under another key set or without a 'features' ciphertext"

@@ -136,7 +136,7 @@ class FlowerExperiment:
             record = reply.content[RECORD_KEY]
             client = str(record["client"])
             if client not in s.client_ids or client in nodes:
-                raise ProtocolError(f"a node describes itself as {client!r}")
+                raise ProtocolError(f"node {node} describes itself as {client!r}")
             if int(record["dim"]) != s.dim or len(record["class-names"]) != s.classes:
                 raise ProtocolError(
                     f"{client} holds {record['dim']}-dim features of {len(record['class-names'])} "
@@ -241,7 +241,14 @@ class FlowerExperiment:
             out = []
             for data in reply.content[RECORD_KEY]["requests"]:
                 t0 = time.perf_counter()
-                out.append(server.handle(data))
+                out.append(
+                    server.handle(
+                        data,
+                        expected_sender=self.client_of_node.get(
+                            node, f"<node {node}, which never described itself>"
+                        ),
+                    )
+                )
                 seconds["infer"] += time.perf_counter() - t0
                 up += len(data)
                 down += len(out[-1])
@@ -297,7 +304,7 @@ class FlowerExperiment:
         if s.checkpoint_dir is not None and name != "moments":
             checkpoint = checkpoint_file(s.checkpoint_dir, name, head)
             checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        return HevitStrategy(
+        strategy = HevitStrategy(
             name,
             self.server_keys.for_strategy(name),
             clients=s.client_ids,
@@ -312,6 +319,8 @@ class FlowerExperiment:
             # a restarted SuperLink or ServerApp continues from the last completed round
             resume=checkpoint is not None and checkpoint.exists(),
         )
+        strategy.node_clients = dict(self.client_of_node)
+        return strategy
 
     def _query(self, action: str, content) -> dict[int, Message]:
         """Sends ``query.<action>`` to every connected node (``content``: one RecordDict for all,

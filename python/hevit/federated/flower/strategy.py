@@ -127,6 +127,9 @@ class HevitStrategy(Strategy):
                 )
         else:
             self.server = fresh
+        #: the client id each Flower node described itself as (FlowerExperiment fills it);
+        #: a node's messages must carry that id
+        self.node_clients: dict[int, str] = {}
         #: largest peak RSS (KiB) a node's ClientApp reported with its training replies
         self.peak_rss_kb: dict[int, int] = {}
         #: hevit rounds completed before this Flower run (Flower numbers its rounds from 1)
@@ -185,8 +188,11 @@ class HevitStrategy(Strategy):
                     reply.metadata.src_node_id,
                 )
                 continue
-            self._store(server_round, reply.metadata.src_node_id, data)
-            self.server.receive(data)  # the one parse; rejections are logged and recorded
+            node = int(reply.metadata.src_node_id)
+            self._store(server_round, node, data)
+            # the one parse; rejections are logged and recorded. A node contributes only under
+            # the id it described itself as (its SuperNode key authenticates the node)
+            self.server.receive(data, expected_sender=self._client_of(node))
             self._record_node_metrics(reply)
         t0 = time.perf_counter()
         aggregate = self.server.close_round()
@@ -247,6 +253,13 @@ class HevitStrategy(Strategy):
         """What the server parsed (kind, sender, blob types), from its one parse (the most
         recent ``audit_limit`` messages)."""
         return list(self.server.received_kinds)
+
+    def _client_of(self, node: int) -> str | None:
+        """The id node ``node`` must send as (None: no node has described itself, as when the
+        strategy runs outside FlowerExperiment)."""
+        if not self.node_clients:
+            return None
+        return self.node_clients.get(node, f"<node {node}, which never described itself>")
 
     def _record_node_metrics(self, reply: Message) -> None:
         """The node's peak memory and wall time per phase (train, encrypt, decrypt)."""
