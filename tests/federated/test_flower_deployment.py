@@ -39,6 +39,7 @@ from hevit.he.flooding import DecryptionBudget
 from hevit.jobs.experiment import run_experiment
 
 from .conftest import clustered_features
+from .loopback_grid import assert_same_numbers
 from .test_secret_key_exposure import secret_key_chunks
 
 DIM, CLASSES = 48, 3
@@ -270,45 +271,6 @@ def assert_server_saw_only_ciphertexts(received: Path, keys, run: dict) -> None:
         assert not any(c in data for c in chunks)
     assert all(kinds == ["ciphertext"] for _, _, kinds in run["received_kinds"])
     assert run["rejections"] == []
-
-
-def assert_same_numbers(flower: dict, local: dict) -> None:
-    """Every number of the two reports that does not depend on a fresh noise draw or a clock."""
-    for key in ("clients", "classes", "train_rows", "test_rows", "seed", "partition"):
-        assert flower[key] == local[key], key
-    assert flower["client_class_balance"] == local["client_class_balance"]
-    assert flower["config"] == local["config"]
-    if local["standardization"] is not None:
-        for key in ("contributors", "bytes_up", "bytes_down"):
-            assert flower["standardization"][key] == local["standardization"][key], key
-    assert [(s["strategy"], s["head"]) for s in flower["strategies"]] == [
-        (s["strategy"], s["head"]) for s in local["strategies"]
-    ]
-    for f, s in zip(flower["strategies"], local["strategies"], strict=True):
-        name = f"{s['strategy']}/{s['head']}"
-        # the hospitals' copies differ by their flooding draws only; the test rows are
-        # far enough from the decision boundaries that no prediction flips
-        assert [r["accuracy"] for r in f["rounds"]] == [r["accuracy"] for r in s["rounds"]], name
-        for key in ("round", "contributors", "dropped", "bytes_up", "bytes_down"):
-            assert [r[key] for r in f["rounds"]] == [r[key] for r in s["rounds"]], (name, key)
-        for key in ("bytes_per_round", "final_accuracy", "epsilon", "parameters", "trained"):
-            assert f[key] == s[key], (name, key)
-        fi, si = f["inference"], s["inference"]
-        for key in (
-            "preset",
-            "layout",
-            "head",
-            "rows",
-            "accuracy_encrypted",
-            "accuracy_plaintext",
-            "agreement",
-            "bytes_up_per_image",
-            "bytes_down_per_image",
-            "key_switches",
-            "rows_per_layout",
-        ):
-            assert fi[key] == si[key], (name, key)
-        assert fi["agreement"] == 1.0
 
 
 @pytest.mark.slow

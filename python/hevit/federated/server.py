@@ -233,6 +233,12 @@ class AggregationServer:
         self.rejections.append(rejection)
         self.rejected_total += 1
 
+    def reject(self, sender: str, reason: str) -> None:
+        """Records a contribution the transport already found malformed (it never reached
+        :meth:`receive`), so the audit lists it with the rest."""
+        log.warning("round %d: rejected a message from %r: %s", self._round, sender, reason)
+        self._reject(Rejection(self._round, str(sender), reason))
+
     def close_round(self) -> bytes:
         """Sums the accepted contributions and returns the aggregate message for the clients.
 

@@ -24,8 +24,9 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
-from ...errors import ProtocolError
+from ...errors import HevitError, ProtocolError
 from ..client import fedavg_vector_length, moments_vector_length
+from ..config import inference_chunk_rows
 from ..keys import ServerKeys
 from ..models import initial_head, ridge_statistics_length
 from ..privacy import epsilon as dp_epsilon
@@ -39,7 +40,13 @@ from ..simulation import (
 )
 from .security import observe_transport, require_secure_transport
 from .settings import RunSettings
-from .strategy import RECORD_KEY, HevitStrategy, wait_for_nodes
+from .strategy import (
+    RECORD_KEY,
+    HevitStrategy,
+    record_node_metrics,
+    reply_field,
+    wait_for_nodes,
+)
 
 __all__ = ["FlowerExperiment"]
 
@@ -64,8 +71,9 @@ class FlowerExperiment:
         #: the audit file (``result-path``): per run what the server received and produced
         self.audit: dict = {"runs": {}, "insecure": settings.insecure}
         self.peak_rss_kb: dict[int, int] = {}
-        #: the client id each Flower node described itself as
+        #: the client id each Flower node described itself as, and each client's test rows
         self.client_of_node: dict[int, str] = {}
+        self.test_rows: dict[str, int] = {}
 
     # ------------------------------------------------------------------ the run
     def run(self):
@@ -128,25 +136,43 @@ class FlowerExperiment:
     # ------------------------------------------------------------------ phases
     def _describe(self) -> dict[str, ConfigRecord]:
         """Every hospital's row counts, class balance and feature metadata; checks they fit the
-        run's shape before any key is used."""
+        run's shape before any key is used. A node whose description does not fit is logged and
+        left out of the run (its later messages carry no id the server accepts)."""
         s = self.settings
-        replies = self._query("describe", RecordDict({}))
         nodes: dict[str, ConfigRecord] = {}
-        for node, reply in replies.items():
-            record = reply.content[RECORD_KEY]
-            client = str(record["client"])
-            if client not in s.client_ids or client in nodes:
-                raise ProtocolError(f"node {node} describes itself as {client!r}")
-            if int(record["dim"]) != s.dim or len(record["class-names"]) != s.classes:
-                raise ProtocolError(
-                    f"{client} holds {record['dim']}-dim features of {len(record['class-names'])} "
-                    f"classes; this run is for {s.dim} and {s.classes}"
-                )
-            nodes[client] = record
+        for node, reply in self._query("describe", RecordDict({})).items():
+            try:
+                client = reply_field(reply, RECORD_KEY, "client", str)
+                if client not in s.client_ids or client in nodes:
+                    raise ProtocolError(f"node {node} describes itself as {client!r}")
+                dim = reply_field(reply, RECORD_KEY, "dim", int)
+                names = reply_field(reply, RECORD_KEY, "class-names", list)
+                counts = reply_field(reply, RECORD_KEY, "class-counts", list)
+                rows = reply_field(reply, RECORD_KEY, "rows", int)
+                test_rows = reply_field(reply, RECORD_KEY, "test-rows", int)
+                for key in ("metadata", "transport"):
+                    json.loads(reply_field(reply, RECORD_KEY, key, str))
+                if dim != s.dim or len(names) != s.classes or len(counts) != s.classes:
+                    raise ProtocolError(
+                        f"{client} holds {dim}-dim features of {len(names)} classes; this run is "
+                        f"for {s.dim} and {s.classes}"
+                    )
+                if sum(counts) != rows or rows < 1 or test_rows < 0:
+                    raise ProtocolError(f"{client} describes {rows} rows as {counts}")
+            except (ProtocolError, ValueError) as exc:
+                log.warning("describe: node %d left out: %s", node, exc)
+                continue
+            nodes[client] = reply.content[RECORD_KEY]
             self.client_of_node[node] = client
+        if len(nodes) < self.min_nodes:
+            raise ProtocolError(
+                f"{len(nodes)} hospitals described themselves validly; the run needs "
+                f"{self.min_nodes}"
+            )
         names = {tuple(r["class-names"]) for r in nodes.values()}
         if len(names) != 1:
             raise ProtocolError(f"the hospitals name their classes differently: {sorted(names)}")
+        self.test_rows = {c: int(r["test-rows"]) for c, r in nodes.items()}
         return nodes
 
     def _moments(self) -> MomentsRecord:
@@ -172,7 +198,7 @@ class FlowerExperiment:
             if name == "he-ridge"
             else fedavg_vector_length(initial)
         )
-        strategy = self._strategy(name, kind, expected_length=length)
+        strategy = self._strategy(name, kind, expected_length=length, model_size=initial.size)
         rounds = 1 if name == "he-ridge" else config.rounds
         done = strategy.round_offset
         if done:
@@ -233,26 +259,34 @@ class FlowerExperiment:
             RECORD_KEY: ConfigRecord({"round": 0, "strategy": "he-cls", "head": model.kind}),
             "model": ArrayRecord({"vector": Array(model.to_vector())}),
         }
+        chunk = inference_chunk_rows(config.inference_layout, context.params.poly_modulus_degree)
         requests = self._query("he_cls_request", RecordDict(content))
         seconds: dict[str, float] = defaultdict(float)
-        answers, up, down = {}, 0, 0
+        answers, sizes = {}, {}
         for node, reply in requests.items():
-            self._node_metrics(reply, seconds)
-            out = []
-            for data in reply.content[RECORD_KEY]["requests"]:
-                t0 = time.perf_counter()
-                out.append(
-                    server.handle(
-                        data,
-                        expected_sender=self.client_of_node.get(
-                            node, f"<node {node}, which never described itself>"
-                        ),
+            client = self.client_of_node.get(node)
+            try:
+                if client is None:
+                    raise ProtocolError(f"node {node} never described itself")
+                record_node_metrics(reply, self.peak_rss_kb, seconds)
+                batch = reply_field(reply, RECORD_KEY, "requests", list)
+                # as many requests as its test rows make, each checked before it is loaded
+                if len(batch) != -(-self.test_rows[client] // chunk):
+                    raise ProtocolError(
+                        f"{client} sent {len(batch)} requests for {self.test_rows[client]} rows"
                     )
-                )
-                seconds["infer"] += time.perf_counter() - t0
-                up += len(data)
-                down += len(out[-1])
+                out = []
+                for data in batch:
+                    if not isinstance(data, bytes):
+                        raise ProtocolError(f"{client} sent a request that is not bytes")
+                    t0 = time.perf_counter()
+                    out.append(server.handle(data, expected_sender=client))
+                    seconds["infer"] += time.perf_counter() - t0
+            except (HevitError, ValueError) as exc:
+                log.warning("he-cls: node %d left out: %s", node, exc)
+                continue
             answers[node] = out
+            sizes[node] = (sum(map(len, batch)), sum(map(len, out)))
         results = self._query(
             "he_cls_reply",
             {
@@ -269,15 +303,21 @@ class FlowerExperiment:
         )
         totals: dict[str, float] = defaultdict(float)
         max_error = 0.0
+        up = down = 0
         rows_per_layout: dict[str, int] = defaultdict(int)
-        for reply in results.values():
-            metrics = self._node_metrics(reply, seconds)
+        for node, reply in results.items():
+            try:
+                report = _he_cls_report(reply, self.test_rows[self.client_of_node[node]])
+            except ProtocolError as exc:
+                log.warning("he-cls: node %d's report left out: %s", node, exc)
+                continue
+            record_node_metrics(reply, self.peak_rss_kb, seconds)
             for key in ("rows", "correct-encrypted", "correct-plaintext", "agree"):
-                totals[key] += int(metrics[key])
-            max_error = max(max_error, float(metrics["max-abs-logit-error"]))
-            for key, value in metrics.items():
-                if key.startswith("rows-"):
-                    rows_per_layout[key.removeprefix("rows-")] += int(value)
+                totals[key] += report[key]
+            max_error = max(max_error, report["max-abs-logit-error"])
+            for layout, rows in report["layouts"].items():
+                rows_per_layout[layout] += rows
+            up, down = up + sizes[node][0], down + sizes[node][1]
         n = int(totals["rows"])
         if n == 0:
             raise ProtocolError("he-cls: no node reported any test row")
@@ -298,7 +338,9 @@ class FlowerExperiment:
         )
 
     # ------------------------------------------------------------------ helpers
-    def _strategy(self, name: str, head: str, *, expected_length: int) -> HevitStrategy:
+    def _strategy(
+        self, name: str, head: str, *, expected_length: int, model_size: int | None = None
+    ) -> HevitStrategy:
         s = self.settings
         checkpoint = None
         if s.checkpoint_dir is not None and name != "moments":
@@ -315,6 +357,7 @@ class FlowerExperiment:
             min_nodes=self.min_nodes,
             received_dir=None if s.received_dir is None else s.received_dir / f"{name}-{head}",
             expected_length=expected_length,
+            model_size=model_size,
             checkpoint=checkpoint,
             # a restarted SuperLink or ServerApp continues from the last completed round
             resume=checkpoint is not None and checkpoint.exists(),
@@ -346,15 +389,6 @@ class FlowerExperiment:
             )
         return replies
 
-    def _node_metrics(self, reply: Message, seconds: dict[str, float]):
-        metrics = reply.content["metrics"]
-        node = int(reply.metadata.src_node_id)
-        self.peak_rss_kb[node] = max(self.peak_rss_kb.get(node, 0), int(metrics["peak-rss-kb"]))
-        for key, value in metrics.items():
-            if key.startswith("seconds-"):
-                seconds[key.removeprefix("seconds-")] += float(value)
-        return metrics
-
     def _audit_run(self, key: str, strategy: HevitStrategy) -> None:
         for node, kb in strategy.peak_rss_kb.items():
             self.peak_rss_kb[node] = max(self.peak_rss_kb.get(node, 0), kb)
@@ -377,6 +411,30 @@ class FlowerExperiment:
             "received_kinds": strategy.received_kinds,
             "rejections": [vars(r) for r in strategy.server.rejections],
         }
+
+
+def _he_cls_report(reply: Message, rows: int) -> dict:
+    """A node's he-cls comparison, checked: counts within its test rows, a finite error, rows
+    per known layout adding up."""
+    report = {"rows": reply_field(reply, "metrics", "rows", int)}
+    if report["rows"] != rows:
+        raise ProtocolError(f"reports {report['rows']} rows, it described {rows}")
+    for key in ("correct-encrypted", "correct-plaintext", "agree"):
+        report[key] = reply_field(reply, "metrics", key, int)
+        if not 0 <= report[key] <= rows:
+            raise ProtocolError(f"reports {report[key]} {key} of {rows} rows")
+    error = reply_field(reply, "metrics", "max-abs-logit-error", float)
+    if not 0 <= error < float("inf"):
+        raise ProtocolError(f"reports a logit error of {error}")
+    report["max-abs-logit-error"] = error
+    report["layouts"] = {
+        layout: reply_field(reply, "metrics", f"rows-{layout}", int)
+        for layout in ("batch", "sample", "coefficient")
+        if f"rows-{layout}" in reply.content["metrics"]
+    }
+    if sum(report["layouts"].values()) != rows:
+        raise ProtocolError(f"reports rows per layout {report['layouts']} for {rows} rows")
+    return report
 
 
 def _client_number(client: str) -> int:

@@ -42,7 +42,15 @@ from ... import he
 from ...errors import ProtocolError
 from ..server import AggregationServer
 
-__all__ = ["RECORD_KEY", "HevitStrategy", "NodeEvaluation", "aggregate_bytes", "wait_for_nodes"]
+__all__ = [
+    "RECORD_KEY",
+    "HevitStrategy",
+    "NodeEvaluation",
+    "aggregate_bytes",
+    "record_node_metrics",
+    "reply_field",
+    "wait_for_nodes",
+]
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +85,7 @@ class HevitStrategy(Strategy):
     checkpoint : server state file, rewritten atomically after every completed round (see
         AggregationServer)
     expected_length : length of every contribution vector (see AggregationServer)
+    model_size : parameters of the global model nodes report with their evaluation
     resume : continue from ``checkpoint`` (a restarted SuperLink or ServerApp): the completed
         rounds are kept, Flower's round k of this run is hevit round ``rounds_done + k``, and the
         round that was open when the previous run stopped is redone from the start (no round is
@@ -96,6 +105,7 @@ class HevitStrategy(Strategy):
         received_dir=None,
         checkpoint=None,
         expected_length: int,
+        model_size: int | None = None,
         resume: bool = False,
     ) -> None:
         if strategy not in ("moments", "plain-fedavg", "he-fedavg", "he-ridge"):
@@ -105,6 +115,8 @@ class HevitStrategy(Strategy):
             )
         self.name = strategy
         self.head = head
+        #: parameters of the model nodes report in evaluation (None: moments, no model)
+        self.model_size = model_size
         fresh = AggregationServer(
             strategy,
             context,
@@ -179,16 +191,12 @@ class HevitStrategy(Strategy):
                     reply.error.reason,
                 )
                 continue
-            try:
-                data = bytes(reply.content[RECORD_KEY]["message"])
-            except KeyError:
-                log.warning(
-                    "round %d: node %s sent no hevit message",
-                    server_round,
-                    reply.metadata.src_node_id,
-                )
-                continue
             node = int(reply.metadata.src_node_id)
+            try:
+                data = reply_field(reply, RECORD_KEY, "message", bytes)
+            except ProtocolError as exc:
+                self.server.reject(self._client_of(node) or f"node {node}", f"ProtocolError: {exc}")
+                continue
             self._store(server_round, node, data)
             # the one parse; rejections are logged and recorded. A node contributes only under
             # the id it described itself as (its SuperNode key authenticates the node)
@@ -236,13 +244,13 @@ class HevitStrategy(Strategy):
             self._record_node_metrics(reply)
             if self.name == "moments":
                 continue
-            client = str(reply.content[RECORD_KEY]["client"])
-            metrics = reply.content["metrics"]
-            reports[client] = NodeEvaluation(
-                int(metrics["correct"]),
-                int(metrics["total"]),
-                reply.content["model"]["vector"].numpy(),
-            )
+            try:
+                client, evaluation = self._evaluation(reply)
+            except ProtocolError as exc:
+                # a node's own report: wrong, it is left out of the round's record, never fatal
+                log.warning("round %d: an evaluation left out: %s", r, exc)
+                continue
+            reports[client] = evaluation
         correct = sum(e.correct for e in reports.values())
         total = sum(e.total for e in reports.values())
         return MetricRecord({"accuracy": correct / total if total else 0.0, "num-examples": total})
@@ -261,18 +269,34 @@ class HevitStrategy(Strategy):
             return None
         return self.node_clients.get(node, f"<node {node}, which never described itself>")
 
-    def _record_node_metrics(self, reply: Message) -> None:
-        """The node's peak memory and wall time per phase (train, encrypt, decrypt)."""
-        metrics = reply.content.metric_records.get("metrics")
-        if metrics is None:
-            raise ProtocolError(
-                f"node {reply.metadata.src_node_id} replied without its metrics record"
-            )
+    def _evaluation(self, reply: Message) -> tuple[str, NodeEvaluation]:
+        """A node's evaluation reply, checked: its own id, counts within its rows, a finite
+        model of the round's size."""
         node = int(reply.metadata.src_node_id)
-        self.peak_rss_kb[node] = max(self.peak_rss_kb.get(node, 0), int(metrics["peak-rss-kb"]))
-        for key, value in metrics.items():
-            if key.startswith("seconds-"):
-                self.seconds[key.removeprefix("seconds-")] += float(value)
+        client = reply_field(reply, RECORD_KEY, "client", str)
+        expected = self._client_of(node)
+        if expected is not None and client != expected:
+            raise ProtocolError(
+                f"node {node} reports as {client!r}, it described itself as {expected!r}"
+            )
+        correct = reply_field(reply, "metrics", "correct", int)
+        total = reply_field(reply, "metrics", "total", int)
+        if not 0 <= correct <= total:
+            raise ProtocolError(f"node {node} reports {correct} correct of {total}")
+        try:
+            model = np.asarray(reply.content["model"]["vector"].numpy(), dtype=np.float64)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"node {node} sent no model vector") from exc
+        if self.model_size is not None and model.shape != (self.model_size,):
+            raise ProtocolError(
+                f"node {node} sent a model of shape {model.shape}, expected ({self.model_size},)"
+            )
+        if not np.all(np.isfinite(model)):
+            raise ProtocolError(f"node {node} sent a model with non-finite parameters")
+        return client, NodeEvaluation(correct, total, model)
+
+    def _record_node_metrics(self, reply: Message) -> None:
+        record_node_metrics(reply, self.peak_rss_kb, self.seconds)
 
     def _messages(self, arrays: ArrayRecord, round_: int, kind, node_ids) -> list[Message]:
         content = {
@@ -288,6 +312,39 @@ class HevitStrategy(Strategy):
         if self.received_dir is not None:
             self.received_dir.mkdir(parents=True, exist_ok=True)
             (self.received_dir / f"round{server_round}-node{node_id}.bin").write_bytes(data)
+
+
+def record_node_metrics(reply: Message, peak_rss_kb: dict[int, int], seconds: dict[str, float]):
+    """Adds a node's reported peak memory (KiB, per node) and wall time per phase (train,
+    encrypt, decrypt) to ``peak_rss_kb`` and ``seconds``; figures of the wrong type or range are
+    left out (logged if the record is missing). Returns the metrics record, or None."""
+    node = int(reply.metadata.src_node_id)
+    metrics = reply.content.metric_records.get("metrics")
+    if metrics is None:
+        log.warning("node %d replied without its metrics record", node)
+        return None
+    for key, value in metrics.items():
+        if key == "peak-rss-kb" and isinstance(value, int):
+            peak_rss_kb[node] = max(peak_rss_kb.get(node, 0), value)
+        elif key.startswith("seconds-") and isinstance(value, float) and 0 <= value < 1e6:
+            seconds[key.removeprefix("seconds-")] += value
+    return metrics
+
+
+def reply_field(reply: Message, record: str, key: str, kind: type):
+    """``reply.content[record][key]`` if it is a ``kind`` (ints for ``int``), else ProtocolError:
+    a node's reply is input like any other (``bytes()`` of an int it sent would allocate that
+    many bytes)."""
+    node = reply.metadata.src_node_id
+    try:
+        value = reply.content[record][key]
+    except (KeyError, TypeError) as exc:
+        raise ProtocolError(f"node {node}'s reply has no {record}.{key}") from exc
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ProtocolError(
+            f"node {node}'s {record}.{key} is a {type(value).__name__}, expected {kind.__name__}"
+        )
+    return value
 
 
 def aggregate_bytes(arrays: ArrayRecord) -> bytes:

@@ -1,0 +1,182 @@
+"""The Flower apps on an in-process Grid (every CI run): the experiment's report equals
+``run_experiment``'s, and a hostile node can neither stall the run nor get its reports counted.
+The real multi-process deployment (TLS, authentication, killed nodes, restarts) is
+``test_flower_deployment.py``."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord
+
+from hevit.features import FeatureSet
+from hevit.federated import FederationKeys, Message
+from hevit.federated.flower.experiment import FlowerExperiment
+from hevit.federated.flower.settings import RunSettings, config_from_run
+from hevit.jobs.experiment import run_experiment
+
+from .conftest import clustered_features
+from .loopback_grid import LoopbackGrid, assert_same_numbers, bundled_run_config, task_identity
+
+DIM, CLASSES, NODES = 48, 3, 3
+HOSTILE = 101 + NODES - 1  # the node of client-2
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("loopback")
+    x, y = clustered_features(9, rows=240, dim=DIM)
+    FeatureSet(
+        x.astype(np.float32), y, [str(i) for i in range(len(y))], ("a", "b", "c"), {"data": "t"}
+    ).save(root / "features.npz")
+    keys = FederationKeys.generate(dim=DIM, classes=CLASSES)
+    keys.save(root / "hospital-keys")
+    keys.server_keys().to_files(root / "server-keys")
+    return root, keys
+
+
+def run_config(root, tmp_path, **overrides) -> dict:
+    return bundled_run_config(
+        **{
+            "num-clients": NODES,
+            "dim": DIM,
+            "classes": CLASSES,
+            "rounds": 2,
+            "local-epochs": 2,
+            "features": str(root / "features.npz"),
+            "keys-dir": str(root / "hospital-keys"),
+            "server-keys-dir": str(root / "server-keys"),
+            "report-dir": str(tmp_path / "report"),
+            **overrides,
+        }
+    )
+
+
+def run_on_grid(run: dict, tamper=None) -> dict:
+    grid = LoopbackGrid(run, NODES, tamper=tamper)
+    return FlowerExperiment(grid, RunSettings.from_run_config(run)).run().to_dict()
+
+
+def test_the_experiment_on_flower_reports_what_run_experiment_reports(files, tmp_path, monkeypatch):
+    root, keys = files
+    task_identity(monkeypatch)
+    run = run_config(root, tmp_path, strategies="plain-fedavg,he-fedavg,he-ridge")
+    report = run_on_grid(run)
+    local = run_experiment(
+        FeatureSet.load(root / "features.npz"),
+        clients=NODES,
+        strategies=("plain-fedavg", "he-fedavg", "he-ridge"),
+        config=config_from_run(run),
+        keys=keys,
+        progress=False,
+    ).to_dict()
+    assert_same_numbers(report, local)
+    assert (tmp_path / "report" / "report.md").exists()
+    # no Flower process serves this test: the transport is recorded as not observed
+    assert report["deployment"]["transport"]["description"] == "not observed"
+
+
+def _set(reply, record: str, key: str, value):
+    reply.content[record][key] = value
+    return reply
+
+
+def _resend_as(reply, sender: str):
+    msg = Message.from_bytes(reply.content["hevit"]["message"])
+    forged = Message(msg.kind, msg.strategy, msg.round, sender, msg.keyset_id, msg.blobs, msg.meta)
+    return _set(reply, "hevit", "message", forged.to_bytes())
+
+
+#: what a hostile node (client-2) does to its replies, by message type
+ATTACKS = {
+    # a description that does not fit the run: the node is left out of it altogether
+    "wrong-dimension": ("query.describe", lambda r: _set(r, "hevit", "dim", DIM - 1)),
+    # an int where bytes belong (bytes(2**62) would try to allocate 4 EiB)
+    "huge-int-message": ("train", lambda r: _set(r, "hevit", "message", 2**62)),
+    # its contribution under another hospital's id
+    "impersonation": ("train", lambda r: _resend_as(r, "client-0")),
+    # more correct predictions than test rows
+    "inflated-accuracy": ("evaluate", lambda r: _set(r, "metrics", "correct", 10**6)),
+    # a model of the wrong shape
+    "wrong-model": (
+        "evaluate",
+        lambda r: (r.content.__setitem__("model", ArrayRecord({"vector": Array(np.ones(3))})), r)[
+            1
+        ],
+    ),
+    # junk instead of encrypted rows
+    "junk-he-cls-requests": (
+        "query.he_cls_request",
+        lambda r: _set(r, "hevit", "requests", [b"junk"]),
+    ),
+    # an impossible he-cls comparison
+    "inflated-he-cls-report": (
+        "query.he_cls_reply",
+        lambda r: _set(r, "metrics", "correct-encrypted", 10**6),
+    ),
+    # no metrics at all
+    "no-metrics": ("", lambda r: (r.content.__delitem__("metrics"), r)[1]),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(ATTACKS))
+def test_a_hostile_node_cannot_stall_the_run_or_get_its_reports_counted(
+    files, tmp_path, monkeypatch, caplog, attack
+):
+    """Quorum 2 of 3, client-2 hostile: the run completes with a report, and what the hostile
+    node sent (contributions, evaluations, he-cls requests or reports) is left out, logged."""
+    root, _ = files
+    task_identity(monkeypatch)
+    kind, rewrite = ATTACKS[attack]
+
+    def tamper(msg, reply):
+        hit = msg.metadata.dst_node_id == HOSTILE and msg.metadata.message_type.startswith(kind)
+        return rewrite(reply) if hit and not reply.has_error() else reply
+
+    run = run_config(root, tmp_path, strategies="he-fedavg", quorum=2)
+    honest_rows = None
+    with caplog.at_level(logging.WARNING):
+        report = run_on_grid(run, tamper)
+    (entry,) = report["strategies"]
+    honest = ["client-0", "client-1"]
+    test_rows = {
+        c: n
+        for c, n in zip(
+            ["client-0", "client-1", "client-2"],
+            [len(p) for p in _test_parts(root)],
+            strict=True,
+        )
+    }
+    honest_rows = test_rows["client-0"] + test_rows["client-1"]
+    assert all(0 <= r["accuracy"] <= 1 for r in entry["rounds"])
+    assert 0 <= entry["inference"]["accuracy_encrypted"] <= 1
+    if attack in ("wrong-dimension", "huge-int-message", "impersonation"):
+        assert all(r["contributors"] == honest for r in entry["rounds"])
+        assert report["standardization"]["contributors"] == honest
+        assert entry["rejections"], "the hostile contributions were not recorded"
+    if attack == "wrong-dimension":
+        assert report["deployment"]["nodes_described"] == honest
+    if attack in (
+        "wrong-dimension",
+        "junk-he-cls-requests",
+        "inflated-he-cls-report",
+        "no-metrics",
+    ):
+        assert entry["inference"]["rows"] == honest_rows
+    else:
+        assert entry["inference"]["rows"] == sum(test_rows.values())
+    assert (
+        "left out" in caplog.text
+        or "rejected" in caplog.text
+        or "without its metrics" in caplog.text
+    )
+
+
+def _test_parts(root):
+    from hevit.data import client_parts, stratified_split
+
+    labels = FeatureSet.load(root / "features.npz").labels
+    tr, te = stratified_split(labels, test_fraction=0.3, seed=0)
+    return client_parts(labels[tr], len(te), clients=NODES, seed=0)[1]
