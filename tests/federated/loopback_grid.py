@@ -5,7 +5,8 @@ for every CI run; the real deployment test covers processes, TLS and authenticat
 from __future__ import annotations
 
 import tomllib
-from flwr.app import Context, Message, RecordDict
+from flwr.app import Context, Error, Message, RecordDict
+from flwr.common.constant import ErrorCode
 from flwr.supercore.task_identity import TaskIdentity
 
 from hevit.federated.flower import app_dir
@@ -42,6 +43,11 @@ class LoopbackGrid:
             TaskIdentity.node_id = node  # the reply's source, as on that SuperNode
             try:
                 reply = client_app(message=msg, context=self.contexts[node])
+            except Exception as exc:  # what Flower's ClientApp runtime does with an exception
+                reply = Message(
+                    Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, f"{type(exc)}:<'{exc}'>"),
+                    reply_to=msg,
+                )
             finally:
                 TaskIdentity.node_id = 0
             if self.tamper is not None:

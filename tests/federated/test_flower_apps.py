@@ -74,8 +74,43 @@ def test_the_experiment_on_flower_reports_what_run_experiment_reports(files, tmp
     ).to_dict()
     assert_same_numbers(report, local)
     assert (tmp_path / "report" / "report.md").exists()
-    # no Flower process serves this test: the transport is recorded as not observed
-    assert report["deployment"]["transport"]["description"] == "not observed"
+    # no Flower process serves this test: the transport is recorded as not observed, by the
+    # ServerApp and by every node's transport Mod; the memory Mod reported every node
+    deployment = report["deployment"]
+    assert deployment["transport"]["description"] == "not observed"
+    assert [t["description"] for t in deployment["node_transports"].values()] == [
+        "not observed"
+    ] * NODES
+    assert set(deployment["peak_rss_mb_per_node"]) == {f"client-{k}" for k in range(NODES)}
+
+
+def test_a_node_over_an_insecure_connection_refuses_unless_the_run_declares_it(
+    files, tmp_path, monkeypatch
+):
+    """The nodes' transport Mod refuses every message before its handler reads a row or a key;
+    the run cannot start. Declared insecure, it runs and every node's observation is recorded."""
+    from hevit.errors import ProtocolError
+    from hevit.federated.flower import mods
+    from hevit.federated.flower.security import Transport
+
+    root, _ = files
+    task_identity(monkeypatch)
+    plain = Transport(observed=True, tls=False, node_authentication=False)
+    monkeypatch.setattr(mods, "observe_transport", lambda role: plain)
+    run = run_config(root, tmp_path, strategies="he-ridge", standardize=False)
+    grid = LoopbackGrid(run, NODES)
+    with pytest.raises(ProtocolError, match=r"0 of 3 nodes answered.*InsecureTransportError"):
+        FlowerExperiment(grid, RunSettings.from_run_config(run)).run()
+    assert all(m.metadata.message_type == "query.describe" for m in grid.sent)
+    assert all(
+        mods.TRANSPORT not in c.state and "hevit-partition" not in c.state
+        for c in grid.contexts.values()
+    )
+    report = run_on_grid({**run, "insecure": True})
+    assert report["deployment"]["insecure"] is True
+    assert {t["description"] for t in report["deployment"]["node_transports"].values()} == {
+        "no TLS + no node authentication"
+    }
 
 
 def _set(reply, record: str, key: str, value):

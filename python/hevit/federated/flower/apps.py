@@ -11,13 +11,15 @@ the same report. The ClientApp answers:
   on its test rows (moments: adopts the federation's moments);
 - ``query.he_cls_request`` / ``query.he_cls_reply``: it encrypts its test rows for the server's
   head, then decrypts the server's encrypted logits and compares them with the plaintext head.
+
+Every message first passes the Mods of :mod:`hevit.federated.flower.mods` (the transport check,
+the process's peak memory).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import resource
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -28,6 +30,7 @@ from ...errors import ProtocolError
 from ..config import inference_chunk_rows, inference_layout_for
 from ..keys import inference_keys_for
 from .experiment import FlowerExperiment
+from .mods import TRANSPORT, peak_memory_mod, secure_transport_mod
 from .node import BUDGET_FILE, FlowerHospital, client_partition
 from .settings import RunSettings, config_from_run
 from .strategy import RECORD_KEY, aggregate_bytes
@@ -42,16 +45,15 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-client_app = ClientApp()
+# every message: the transport check first (before any row or key is read), memory last
+client_app = ClientApp(mods=[secure_transport_mod, peak_memory_mod])
 server_app = ServerApp()
 
 
 def _reply(msg: Message, hospital: FlowerHospital | None, **records) -> Message:
-    """A reply with the node's metrics: this ClientApp process's peak memory (Flower starts one
-    per message) and the wall time per phase it spent on this message."""
-    metrics = {"peak-rss-kb": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)}
-    if hospital is not None:
-        metrics.update(hospital.seconds_metrics())
+    """A reply with the wall time per phase the node spent on this message (peak_memory_mod
+    adds the process's peak memory)."""
+    metrics = {} if hospital is None else hospital.seconds_metrics()
     extra = records.pop("metrics", {})
     return Message(
         RecordDict({**records, "metrics": MetricRecord({**metrics, **extra})}), reply_to=msg
@@ -82,7 +84,8 @@ def describe(msg: Message, context: Context) -> Message:
                     "class-names": hospital.class_names,
                     "class-counts": np.bincount(c.y, minlength=c.classes).tolist(),
                     "metadata": json.dumps(hospital.metadata),
-                    "transport": json.dumps(hospital.transport),
+                    # observed by secure_transport_mod before this handler ran
+                    "transport": str(context.state[TRANSPORT]["observed"]),
                 }
             )
         },

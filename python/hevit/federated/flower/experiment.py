@@ -375,17 +375,18 @@ class FlowerExperiment:
             Message(content=c, message_type=f"{MessageType.QUERY}.{action}", dst_node_id=n)
             for n, c in content.items()
         ]
-        replies = {}
+        replies, failures = {}, []
         for reply in self.grid.send_and_receive(messages, timeout=self.settings.timeout):
             node = int(reply.metadata.src_node_id)
             if reply.has_error():
                 log.warning("%s failed on node %d: %s", action, node, reply.error.reason)
+                failures.append(f"node {node}: {reply.error.reason}")
                 continue
             replies[node] = reply
         if len(replies) < min(self.min_nodes, len(messages)):
             raise ProtocolError(
                 f"{action}: {len(replies)} of {len(messages)} nodes answered, the run needs "
-                f"{self.min_nodes}"
+                f"{self.min_nodes}" + "".join(f"; {f}" for f in failures[:3])
             )
         return replies
 

@@ -32,8 +32,7 @@ from ...he.flooding import DecryptionBudget
 from ..client import HospitalClient
 from ..keys import KeyFolder
 from ..models import initial_head
-from .security import observe_transport, require_secure_transport
-from .settings import as_bool, config_from_run
+from .settings import config_from_run
 
 __all__ = ["BUDGET_FILE", "FlowerHospital", "client_partition"]
 
@@ -89,8 +88,6 @@ class FlowerHospital:
     y_test: np.ndarray
     class_names: list[str]
     metadata: dict
-    #: how this node's SuperNode connects (observed once per run, see observe_transport)
-    transport: dict
     context: Context
 
     @classmethod
@@ -99,13 +96,6 @@ class FlowerHospital:
         partition = int(context.node_config["partition-id"])
         state = context.state
         if PARTITION not in state:  # the first message of this run on this node
-            # before anything is read: this node's connection must be what the run declared
-            transport = observe_transport("node")
-            require_secure_transport(
-                transport,
-                insecure_declared=as_bool(run.get("insecure", False)),
-                where=f"client-{partition}'s SuperNode",
-            )
             rows = client_partition(run, partition)
             state[PARTITION] = ArrayRecord(
                 {k: Array(np.ascontiguousarray(rows[k])) for k in ("x", "y", "x-test", "y-test")}
@@ -114,7 +104,6 @@ class FlowerHospital:
                 {
                     "class-names": rows["class-names"],
                     "metadata": json.dumps(rows["metadata"], default=str),
-                    "transport": json.dumps(transport.to_dict()),
                 }
             )
         arrays = state[PARTITION]
@@ -140,7 +129,6 @@ class FlowerHospital:
             arrays["y-test"].numpy(),
             class_names,
             json.loads(str(info["metadata"])),
-            json.loads(str(info["transport"])),
             context,
         )
 
