@@ -1,7 +1,11 @@
-"""hevit on Flower: a ``Strategy`` subclass and the ``ClientApp``/``ServerApp`` pair.
+"""hevit on Flower: the experiment of ``hevit experiment`` as a ``ServerApp``/``ClientApp`` pair.
 
 Requires ``pip install 'hevit[flower]'``. :func:`app_dir` is the bundled Flower App project to
-pass to ``flwr run`` (its ``pyproject.toml`` names the apps below and the run_config defaults).
+pass to ``flwr run`` (its ``pyproject.toml`` names the apps and the run_config defaults).
+Modules: ``apps`` (the two apps), ``experiment`` (the ServerApp's run and its report),
+``strategy`` (``HevitStrategy``, the Flower ``Strategy`` of every aggregation), ``node`` (a
+hospital's state between messages), ``mods`` (the ClientApp's transport check and memory
+report), ``settings`` (run_config), ``security`` (certificates, keys, transport observation).
 """
 
 from __future__ import annotations
