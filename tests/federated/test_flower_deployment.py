@@ -220,8 +220,10 @@ def flwr_run(
         stderr=subprocess.PIPE,
         text=True,
     )
-    if during is not None:
-        during(Path(settings["received-dir"]))
+    if during is not None and during(Path(settings["received-dir"])):
+        proc.kill()  # ``during`` killed the run's ServerApp: its CLI has nothing more to show
+        proc.communicate(timeout=60)
+        return None, None
     stdout, stderr = proc.communicate(timeout=TIMEOUT)
     (root / tag).mkdir(exist_ok=True)
     (root / tag / "flwr-run.log").write_text(stdout + stderr)
@@ -340,17 +342,51 @@ def test_differential_privacy_on_flower_is_accounted_as_in_process(deployment):
     assert "epsilon" in (root / "dp" / "report" / "report.md").read_text()
 
 
-def test_a_restarted_server_resumes_after_its_last_completed_round(deployment):
-    """A SuperLink or ServerApp restart: the first run stops after round 1 (its checkpoint
-    written atomically after the round); the next run of the same 2-round plan first has every
-    node read the checkpoint's round-1 aggregate, then runs round 2 only. Rounds, bytes and
-    accuracy equal the uninterrupted in-process run (no round lost or counted twice), and a run
-    that finds every round done trains nothing."""
+def serverapp_pids(flwr_home: Path) -> list[int]:
+    """The ServerApp processes the SuperLink with this Flower home started."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        try:
+            argv = (d / "cmdline").read_bytes().split(b"\0")
+            environ = (d / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if any(a.endswith(b"flwr-serverapp") for a in argv[:2]) and (
+            f"FLWR_HOME={flwr_home}".encode() in environ
+        ):
+            pids.append(int(d.name))
+    return pids
+
+
+def test_a_killed_serverapp_resumes_after_its_last_completed_round(deployment):
+    """A ServerApp killed (SIGKILL) while round 2 is open, after round 1's checkpoint was
+    written: the next run of the same plan has every node read the checkpoint's round-1
+    aggregate, then redoes round 2 only. Rounds, bytes and accuracy equal the uninterrupted
+    in-process run (no round lost or counted twice), and a run that finds every round done
+    trains nothing."""
     root, keys, env, _ = deployment
-    plan = {"checkpoint-dir": str(root / "resume-checkpoints"), "standardize": False}
-    _, first = flwr_run(root, env, "resume1", rounds=1, **plan)
-    run = first["runs"]["he-fedavg/linear"]
-    assert run["resumed_after_round"] == 0 and run["rounds"] == [1]
+    checkpoints = root / "resume-checkpoints"
+    plan = {"checkpoint-dir": str(checkpoints), "standardize": False}
+
+    before = released(root, keys.updates)
+
+    def kill_serverapp_in_round_two(received: Path) -> bool:
+        # every node has released round 1's aggregate (its evaluation): the ServerApp has sent
+        # round 2's training messages and waits for the ClientApp processes Flower starts
+        deadline = time.monotonic() + TIMEOUT
+        while released(root, keys.updates) < before + NODES:
+            assert time.monotonic() < deadline, "round 1 was never evaluated"
+            time.sleep(0.02)
+        (pid,) = serverapp_pids(root / "superlink")
+        os.kill(pid, 9)
+        return True
+
+    assert flwr_run(root, env, "resume1", during=kill_serverapp_in_round_two, **plan) == (
+        None,
+        None,
+    )
+    checkpoint = json.loads((checkpoints / "he-fedavg.ckpt.json").read_text())
+    assert [r["round"] for r in checkpoint["completed"]] == [1]
     report, second = flwr_run(root, env, "resume2", **plan)
     run = second["runs"]["he-fedavg/linear"]
     assert run["resumed_after_round"] == 1 and run["rounds"] == [1, 2]
