@@ -346,7 +346,7 @@ class FlowerExperiment:
         if s.checkpoint_dir is not None and name != "moments":
             checkpoint = checkpoint_file(s.checkpoint_dir, name, head)
             checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        strategy = HevitStrategy(
+        return HevitStrategy(
             name,
             self.server_keys.for_strategy(name),
             clients=s.client_ids,
@@ -358,12 +358,11 @@ class FlowerExperiment:
             received_dir=None if s.received_dir is None else s.received_dir / f"{name}-{head}",
             expected_length=expected_length,
             model_size=model_size,
+            node_clients=self.client_of_node,
             checkpoint=checkpoint,
             # a restarted SuperLink or ServerApp continues from the last completed round
             resume=checkpoint is not None and checkpoint.exists(),
         )
-        strategy.node_clients = dict(self.client_of_node)
-        return strategy
 
     def _query(self, action: str, content) -> dict[int, Message]:
         """Sends ``query.<action>`` to every connected node (``content``: one RecordDict for all,

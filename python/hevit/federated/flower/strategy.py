@@ -86,6 +86,8 @@ class HevitStrategy(Strategy):
         AggregationServer)
     expected_length : length of every contribution vector (see AggregationServer)
     model_size : parameters of the global model nodes report with their evaluation
+    node_clients : {Flower node id: client id} the nodes described themselves as; a node's
+        contributions and evaluations must carry that id (``None``: not checked)
     resume : continue from ``checkpoint`` (a restarted SuperLink or ServerApp): the completed
         rounds are kept, Flower's round k of this run is hevit round ``rounds_done + k``, and the
         round that was open when the previous run stopped is redone from the start (no round is
@@ -106,6 +108,7 @@ class HevitStrategy(Strategy):
         checkpoint=None,
         expected_length: int,
         model_size: int | None = None,
+        node_clients: dict[int, str] | None = None,
         resume: bool = False,
     ) -> None:
         if strategy not in ("moments", "plain-fedavg", "he-fedavg", "he-ridge"):
@@ -139,10 +142,8 @@ class HevitStrategy(Strategy):
                 )
         else:
             self.server = fresh
-        #: the client id each Flower node described itself as (FlowerExperiment fills it);
-        #: a node's messages must carry that id
-        self.node_clients: dict[int, str] = {}
-        #: largest peak RSS (KiB) a node's ClientApp reported with its training replies
+        self.node_clients = dict(node_clients or {})
+        #: largest peak RSS (KiB) a node's ClientApp processes reported with their replies
         self.peak_rss_kb: dict[int, int] = {}
         #: hevit rounds completed before this Flower run (Flower numbers its rounds from 1)
         self.round_offset = self.server.last_completed_round
