@@ -5,12 +5,14 @@ The real multi-process deployment (TLS, authentication, killed nodes, restarts) 
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord
 
+from hevit import he
 from hevit.features import FeatureSet
 from hevit.federated import FederationKeys, Message
 from hevit.federated.flower.experiment import FlowerExperiment
@@ -111,6 +113,57 @@ def test_a_node_over_an_insecure_connection_refuses_unless_the_run_declares_it(
     assert {t["description"] for t in report["deployment"]["node_transports"].values()} == {
         "no TLS + no node authentication"
     }
+
+
+def test_a_resumed_dp_run_replays_its_checkpoint_and_continues(files, tmp_path, monkeypatch):
+    """DP FedAvg resumed on fresh nodes: each node first reads the checkpoint's aggregates in
+    order (a DP aggregate is a sum of clipped deltas, added to the node's previous copy), then
+    trains the remaining round; every hospital ends with initial + mean delta 1 + mean delta 2,
+    up to its flooding draws, and epsilon covers both rounds."""
+    import base64
+
+    from hevit.federated import LinearHead
+    from hevit.federated.privacy import epsilon as dp_epsilon
+    from hevit.federated.vectors import decrypt_vector
+    from hevit.he.reference import sum_tolerance
+
+    root, keys = files
+    task_identity(monkeypatch)
+    plan = {
+        "strategies": "he-fedavg",
+        "standardize": False,
+        "checkpoint-dir": str(tmp_path / "checkpoints"),
+        "result-path": str(tmp_path / "audit.json"),
+        "dp-noise-multiplier": 0.5,
+    }
+    first = run_on_grid(run_config(root, tmp_path, rounds=1, **plan))
+    audit1 = json.loads((tmp_path / "audit.json").read_text())
+    run = run_config(root, tmp_path, **plan)
+    grid = LoopbackGrid(run, NODES)  # new nodes: nothing kept from the first run
+    report = FlowerExperiment(grid, RunSettings.from_run_config(run)).run().to_dict()
+    audit2 = json.loads((tmp_path / "audit.json").read_text())
+    (entry,) = report["strategies"]
+    assert entry["resumed_after_round"] == 1
+    assert [r["round"] for r in entry["rounds"]] == [1, 2]
+    assert entry["rounds"][0]["bytes_up"] == first["strategies"][0]["rounds"][0]["bytes_up"]
+    assert entry["epsilon"] == dp_epsilon(0.5, 2, 1e-5)
+    length = LinearHead.zeros(CLASSES, DIM).size + 1
+    expected = np.zeros(length - 1)  # the zero head, then each round's mean delta
+    for audit, r in ((audit1, "1"), (audit2, "2")):
+        msg = Message.from_bytes(
+            base64.b64decode(audit["runs"]["he-fedavg/linear"]["aggregates"][r])
+        )
+        batch = he.EncryptedBatch.from_bytes(msg.blobs["sum"], keys.updates.public_context())
+        total = decrypt_vector(keys.updates, batch, length)
+        expected += total[:-1] / round(total[-1])
+    # each hospital's copy adds two flooded releases, each of std <= 1e-4 per parameter after
+    # the division by the contributors (read_fedavg_aggregate's resolution): 6 sigma of their
+    # sum, plus the CKKS error of the sums themselves
+    bound = 6 * np.sqrt(2) * 1e-4 + sum_tolerance(keys.updates.params, NODES)
+    for context in grid.contexts.values():
+        record = context.state["hevit-model-he-fedavg-linear"]
+        assert int(record["round"].numpy()[0]) == 2
+        assert np.abs(record["vector"].numpy() - expected).max() <= bound
 
 
 def _set(reply, record: str, key: str, value):

@@ -202,19 +202,19 @@ class FlowerExperiment:
         rounds = 1 if name == "he-ridge" else config.rounds
         done = strategy.round_offset
         if done:
-            # a resumed run: every node first reads the checkpoint's last aggregate, which gives
-            # that round's record and the copies the next round trains from
+            # a resumed run replays the checkpoint as the in-process run does: every node reads
+            # each completed aggregate in order, which gives every round's record and the
+            # copies the next round trains from (a DP aggregate adds to the previous copy)
             log.warning("%s (%s): resuming after round %d", name, kind, done)
-            replies = self.grid.send_and_receive(
-                strategy.configure_evaluate(
-                    0,
-                    _aggregate_record(strategy.server.completed[-1].aggregate),
-                    ConfigRecord(),
-                    self.grid,
-                ),
-                timeout=s.timeout,
-            )
-            strategy.aggregate_evaluate(0, replies)
+            for state in strategy.server.completed:
+                flower_round = state.round - done  # hevit round = offset + Flower round
+                replies = self.grid.send_and_receive(
+                    strategy.configure_evaluate(
+                        flower_round, _aggregate_record(state.aggregate), ConfigRecord(), self.grid
+                    ),
+                    timeout=s.timeout,
+                )
+                strategy.aggregate_evaluate(flower_round, replies)
         if done < rounds:
             initial_arrays = (
                 ArrayRecord()
