@@ -86,8 +86,8 @@ class StrategyResult:
     epsilon: float | None
     rejections: list[dict]
     inference: InferenceRecord | None = None
-    #: rounds a checkpoint held when this run started (the in-process run replays them; a
-    #: resumed Flower run records the last of them and the rounds it ran)
+    #: rounds a checkpoint held when this run started (replayed: every hospital reads their
+    #: aggregates again, in process and on Flower)
     resumed_after_round: int = 0
 
     @property
