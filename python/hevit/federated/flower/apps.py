@@ -138,25 +138,28 @@ def evaluate(msg: Message, context: Context) -> Message:
     )
 
 
-def _served_model(msg: Message, hospital: FlowerHospital):
-    """The head the server evaluates (its parameters travel with the he-cls messages)."""
-    vector = msg.content["model"]["vector"].numpy()
-    return hospital.initial_model().with_vector(vector)
+def _he_cls_setup(msg: Message, context: Context):
+    """(round, hospital, the head the server evaluates, its key set's parameters, rows per
+    request): the head's parameters travel with both he-cls messages."""
+    r, _, head = _request(msg)
+    hospital = FlowerHospital.from_context(context, head=head)
+    hospital.require_moments()
+    model = hospital.initial_model().with_vector(msg.content["model"]["vector"].numpy())
+    params = inference_keys_for(hospital.client.keys, model).params
+    chunk = inference_chunk_rows(
+        hospital.client.config.inference_layout, params.poly_modulus_degree
+    )
+    return r, hospital, model, params, chunk
 
 
 @client_app.query("he_cls_request")
 def he_cls_request(msg: Message, context: Context) -> Message:
     """The node's test rows, encrypted in requests of the size ``run_inference`` uses."""
-    r, _, head = _request(msg)
-    hospital = FlowerHospital.from_context(context, head=head)
-    hospital.require_moments()
-    c = hospital.client
-    model = _served_model(msg, hospital)
-    params = inference_keys_for(c.keys, model).params
-    chunk = inference_chunk_rows(c.config.inference_layout, params.poly_modulus_degree)
+    r, hospital, model, _, chunk = _he_cls_setup(msg, context)
     x = hospital.x_test
     requests = [
-        c.inference_request(x[s : s + chunk], r, model=model) for s in range(0, len(x), chunk)
+        hospital.client.inference_request(x[s : s + chunk], r, model=model)
+        for s in range(0, len(x), chunk)
     ]
     return _reply(msg, hospital, **{RECORD_KEY: ConfigRecord({"requests": requests})})
 
@@ -165,20 +168,17 @@ def he_cls_request(msg: Message, context: Context) -> Message:
 def he_cls_reply(msg: Message, context: Context) -> Message:
     """Decrypts the server's replies (exact logits, for this hospital's own use) and reports how
     they compare with the same head in plaintext: counts and the largest logit error only."""
-    r, _, head = _request(msg)
-    hospital = FlowerHospital.from_context(context, head=head)
-    hospital.require_moments()
+    r, hospital, model, params, chunk = _he_cls_setup(msg, context)
     c = hospital.client
-    model = _served_model(msg, hospital)
     replies = list(msg.content[RECORD_KEY]["replies"])
-    params = inference_keys_for(c.keys, model).params
-    chunk = inference_chunk_rows(c.config.inference_layout, params.poly_modulus_degree)
     x, y = hospital.x_test, hospital.y_test
     starts = range(0, len(x), chunk)
     if len(replies) != len(starts):
         raise ProtocolError(f"{len(replies)} he-cls replies for {len(starts)} requests")
-    logits = np.concatenate([c.read_logits(data, r, model=model) for data in replies])
     plain = model.logits(c.preprocess(x))
+    logits = np.concatenate(
+        [c.read_logits(data, r, model=model) for data in replies] or [np.empty_like(plain)]
+    )
     rows_per_layout: dict[str, int] = {}
     for s in starts:
         rows = len(x[s : s + chunk])

@@ -26,7 +26,7 @@ from flwr.serverapp import Grid
 
 from ...errors import HevitError, ProtocolError
 from ..client import fedavg_vector_length, moments_vector_length
-from ..config import inference_chunk_rows
+from ..config import INFERENCE_LAYOUTS, inference_chunk_rows
 from ..keys import ServerKeys
 from ..models import initial_head, ridge_statistics_length
 from ..privacy import epsilon as dp_epsilon
@@ -429,8 +429,8 @@ def _he_cls_report(reply: Message, rows: int) -> dict:
     report["max-abs-logit-error"] = error
     report["layouts"] = {
         layout: reply_field(reply, "metrics", f"rows-{layout}", int)
-        for layout in ("batch", "sample", "coefficient")
-        if f"rows-{layout}" in reply.content["metrics"]
+        for layout in INFERENCE_LAYOUTS
+        if layout != "auto" and f"rows-{layout}" in reply.content["metrics"]
     }
     if sum(report["layouts"].values()) != rows:
         raise ProtocolError(f"reports rows per layout {report['layouts']} for {rows} rows")
