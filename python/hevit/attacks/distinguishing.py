@@ -3,22 +3,23 @@
 The adversary picks two classes (or two images), receives many messages made under the real
 protocol from each, and trains a classifier on what it sees (a ridge classifier on standardised
 features: ciphertext bytes, or plaintext values for the unencrypted counterpart). Its advantage
-is ``2 * accuracy - 1`` on held-out messages, with a 95% Wilson interval. Against semantically
-secure encryption the interval must contain 0; the same adversary on the plaintext messages must
-win (that shows the test has power).
+is ``2 * accuracy - 1`` on held-out messages, with a Wilson interval (95% unless asked). Against
+semantically secure encryption the adversary must show no advantage (``leaks``: the interval lies
+above 0); the same adversary on the plaintext messages must win (that shows the test has power).
+An interval below 0 is chance, not leakage: at confidence c, secure encryption still gives
+``leaks`` in a fraction (1 - c) / 2 of games, so a test that must not fail by chance asks for a
+high c.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from statistics import NormalDist
 
 import numpy as np
 
 __all__ = ["GameResult", "ciphertext_features", "distinguishing_game"]
-
-#: two-sided 95% normal quantile
-_Z95 = 1.959963984540054
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,11 @@ class GameResult:
     @property
     def contains_zero(self) -> bool:
         return self.ci_low <= 0.0 <= self.ci_high
+
+    @property
+    def leaks(self) -> bool:
+        """The adversary does better than chance (the whole interval above 0)."""
+        return self.ci_low > 0.0
 
     def to_dict(self) -> dict:
         return {**asdict(self), "contains_zero": self.contains_zero}
@@ -50,11 +56,12 @@ def ciphertext_features(blob: bytes, count: int, *, header: int = 64) -> np.ndar
     return payload.astype(np.float64)
 
 
-def _wilson(correct: int, n: int) -> tuple[float, float]:
+def _wilson(correct: int, n: int, confidence: float) -> tuple[float, float]:
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)  # two-sided quantile (1.96 at 95%)
     p = correct / n
-    denom = 1 + _Z95**2 / n
-    centre = (p + _Z95**2 / (2 * n)) / denom
-    half = _Z95 * math.sqrt(p * (1 - p) / n + _Z95**2 / (4 * n * n)) / denom
+    denom = 1 + z**2 / n
+    centre = (p + z**2 / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z**2 / (4 * n * n)) / denom
     return centre - half, centre + half
 
 
@@ -65,9 +72,13 @@ def distinguishing_game(
     seed: int,
     train_fraction: float = 2 / 3,
     ridge: float = 1.0,
+    confidence: float = 0.95,
 ) -> GameResult:
     """Trains a ridge classifier (labels +-1, standardised features, solved in the dual) on a
-    random ``train_fraction`` of the two sample sets and scores it on the rest."""
+    random ``train_fraction`` of the two sample sets and scores it on the rest; the advantage's
+    interval is a two-sided Wilson interval at ``confidence``."""
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     a = np.asarray(samples_a, dtype=np.float64)
     b = np.asarray(samples_b, dtype=np.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
@@ -92,7 +103,7 @@ def distinguishing_game(
     ties = guesses == 0
     guesses[ties] = rng.choice([-1.0, 1.0], size=int(ties.sum()))
     correct = int(np.sum(guesses == y[test]))
-    lo, hi = _wilson(correct, len(test))
+    lo, hi = _wilson(correct, len(test), confidence)
     return GameResult(
         advantage=2 * correct / len(test) - 1,
         ci_low=2 * lo - 1,
