@@ -224,8 +224,19 @@ namespace hevit
         }
         const std::size_t n = public_->params().poly_modulus_degree;
         const auto &cts = batch.ciphertexts();
+        // One Decryptor for the whole batch (it copies and NTT-transforms the key when built: set-up
+        // that must not run per ciphertext). Its workers share it: for two-polynomial ciphertexts,
+        // the only kind an EncryptedBatch holds, SEAL computes no further key powers and decrypt
+        // only reads the key array under its reader lock.
+        for (const auto &ct : cts)
+        {
+            if (ct.size() != 2)
+            {
+                throw LayoutError("an EncryptedBatch ciphertext must have two polynomials");
+            }
+        }
+        seal::Decryptor decryptor(public_->seal_context(), secret_key_);
         parallel_for(cts.size(), threads, [&](std::size_t i) {
-            seal::Decryptor decryptor(public_->seal_context(), secret_key_);
             seal::Plaintext pt;
             decryptor.decrypt(cts[i], pt);
             if (batch.layout() == Layout::coefficient)
