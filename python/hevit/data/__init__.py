@@ -6,6 +6,7 @@ from .partition import (
     client_parts,
     dirichlet_partition,
     iid_partition,
+    partition_name,
     stratified_folds,
     stratified_split,
 )
@@ -19,6 +20,7 @@ __all__ = [
     "client_parts",
     "dirichlet_partition",
     "iid_partition",
+    "partition_name",
     "stratified_folds",
     "stratified_split",
     "synthetic_tile",

@@ -9,6 +9,7 @@ __all__ = [
     "client_parts",
     "dirichlet_partition",
     "iid_partition",
+    "partition_name",
     "stratified_folds",
     "stratified_split",
 ]
@@ -126,3 +127,12 @@ def client_parts(
     else:
         raise ValueError(f"partition must be 'iid' or 'dirichlet', got {partition!r}")
     return parts, iid_partition(np.arange(test_rows), clients=clients, seed=seed + 1)
+
+
+def partition_name(partition: str, dirichlet_alpha: float = 0.5) -> str:
+    """How a report names the split of :func:`client_parts`."""
+    if partition == "iid":
+        return partition
+    if partition == "dirichlet":
+        return f"dirichlet(alpha={float(dirichlet_alpha)})"
+    raise ValueError(f"partition must be 'iid' or 'dirichlet', got {partition!r}")

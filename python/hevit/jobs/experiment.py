@@ -18,7 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import class_balance, client_parts, stratified_folds, stratified_split
+from ..data import (
+    class_balance,
+    client_parts,
+    partition_name,
+    stratified_folds,
+    stratified_split,
+)
 from ..features import FeatureSet
 from ..federated import (
     FederatedConfig,
@@ -77,8 +83,9 @@ class ExperimentReport:
     #: K-fold cross-validation (``run_cross_validation``): folds, seed and per (strategy, head)
     #: the accuracy, he-cls accuracy and agreement of every fold
     cross_validation: dict | None = None
-    #: how the run was deployed: None in process; on Flower the engine, the transport the
-    #: operator declared (``insecure``), the nodes and their peak memory
+    #: how the run was deployed: None in process; on Flower the engine, the declaration
+    #: ``insecure``, the transport observed at the SuperLink and at each node, the nodes and
+    #: their peak memory
     deployment: dict | None = None
 
     def to_dict(self) -> dict:
@@ -503,7 +510,7 @@ def run_experiment(
         train_rows=len(x),
         test_rows=len(xt),
         seed=config.seed,
-        partition=partition if partition == "iid" else f"dirichlet(alpha={dirichlet_alpha})",
+        partition=partition_name(partition, dirichlet_alpha),
         config=config.to_dict(),
         features=dict(train.metadata),
         client_class_balance=class_balance(y, parts, n_classes).tolist(),

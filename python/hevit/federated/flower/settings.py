@@ -111,12 +111,11 @@ def _names(value, allowed, what: str) -> tuple[str, ...]:
 
 
 def _partition_name(run_config) -> str:
-    partition = str(run_config.get("partition", "iid"))
-    if partition == "dirichlet":
-        return f"dirichlet(alpha={float(run_config.get('dirichlet-alpha', 0.5))})"
-    if partition != "iid":
-        raise ValueError(f"partition must be 'iid' or 'dirichlet', got {partition!r}")
-    return partition
+    from ...data import partition_name
+
+    return partition_name(
+        str(run_config.get("partition", "iid")), float(run_config.get("dirichlet-alpha", 0.5))
+    )
 
 
 @dataclass(frozen=True)
