@@ -288,6 +288,13 @@ PYBIND11_MODULE(_core, m)
         .def_property_readonly("prime_count", &EncryptedBatch::prime_count)
         .def_property_readonly("seeded", &EncryptedBatch::seeded)
         .def_property_readonly("seed_count", &EncryptedBatch::seed_count)
+        .def_property_readonly(
+            "seeds",
+            [](const EncryptedBatch &b) {
+                const auto &seeds = b.seeds();
+                return py::bytes(
+                    reinterpret_cast<const char *>(seeds.data()), seeds.size() * sizeof(seal::prng_seed_type));
+            })
         .def_property_readonly("ciphertext_count", [](const EncryptedBatch &b) { return b.ciphertexts().size(); })
         .def_property_readonly("byte_size", &EncryptedBatch::byte_size)
         .def_property_readonly("context", [](const EncryptedBatch &b) { return unconst(b.context()); })

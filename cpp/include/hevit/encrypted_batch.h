@@ -83,6 +83,12 @@ namespace hevit
         /** Most seeds one ciphertext may carry; sums of more fresh batches store c1 in full. */
         static constexpr std::size_t max_seeds_per_ciphertext = 255;
         const std::vector<seal::Ciphertext> &ciphertexts() const noexcept { return ciphertexts_; }
+        /**
+        The public seeds of a seeded batch, ciphertext after ciphertext (seed_count() seeds each, in
+        the order the summed batches were given): what a key holder compares with the seeds the
+        contributors signed before it decrypts a sum. Empty when c1 is stored in full.
+        */
+        const std::vector<seal::prng_seed_type> &seeds() const noexcept { return seeds_; }
 
         /** Serialized form (kind EncryptedBatch), bit-packing ciphertexts on threads (<= 0: all cores). */
         std::string to_bytes(int threads) const;

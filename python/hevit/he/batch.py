@@ -82,6 +82,13 @@ class EncryptedBatch:
         return self._core.seed_count
 
     @property
+    def seeds(self) -> bytes:
+        """The public 64-byte seeds of a seeded batch, ciphertext after ciphertext (``seed_count``
+        per ciphertext, in the order the summed batches were given); empty when c1 is stored in
+        full. A key holder compares them with the seeds contributors signed before decrypting."""
+        return self._core.seeds
+
+    @property
     def context(self):
         from .context import PublicContext
 
