@@ -371,6 +371,8 @@ PYBIND11_MODULE(_core, m)
         py::arg("context"), py::arg("x"), py::arg("layout"), py::arg("index"));
     inspection.def("first_prime", &Inspection::first_prime, py::arg("context"));
     inspection.def(
+        "shift_c1", &Inspection::shift_c1, py::arg("batch"), py::arg("coefficient"), py::arg("amount"));
+    inspection.def(
         "chacha20_block",
         [](const py::bytes &key, std::uint32_t n0, std::uint32_t n1, std::uint32_t n2, std::uint32_t counter) {
             const std::string_view k = view_of(key);

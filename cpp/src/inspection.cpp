@@ -51,6 +51,33 @@ namespace hevit
         return out;
     }
 
+    EncryptedBatch Inspection::shift_c1(const EncryptedBatch &batch, std::size_t coefficient, std::uint64_t amount)
+    {
+        const std::size_t n = batch.context()->params().poly_modulus_degree;
+        if (coefficient >= n)
+        {
+            throw std::invalid_argument("coefficient index out of range");
+        }
+        std::vector<seal::Ciphertext> cts = batch.ciphertexts();
+        for (auto &ct : cts)
+        {
+            const auto cd = batch.context()->seal_context().get_context_data(ct.parms_id());
+            const auto &primes = cd->parms().coeff_modulus();
+            std::vector<std::uint64_t> poly(n);
+            for (std::size_t i = 0; i < primes.size(); i++)
+            {
+                std::copy_n(ct.data(1) + i * n, n, poly.begin());
+                detail::inverse_ntt(poly.data(), cd->small_ntt_tables()[i]);
+                poly[coefficient] = (poly[coefficient] + amount % primes[i].value()) % primes[i].value();
+                detail::forward_ntt(poly.data(), cd->small_ntt_tables()[i]);
+                std::copy_n(poly.begin(), n, ct.data(1) + i * n);
+            }
+        }
+        return EncryptedBatch(
+            batch.context(), batch.layout(), batch.rows(), batch.cols(), batch.period(), batch.norm_bound(),
+            std::move(cts));
+    }
+
     std::uint64_t Inspection::first_prime(const PublicContext &context)
     {
         const auto cd = context.seal_context().get_context_data(context.data_parms_id());

@@ -17,9 +17,11 @@ __all__ = [
     "ProtocolError",
     "QuorumError",
     "ResourceError",
+    "SecretKeyRefusedError",
     "SecretKeyRequiredError",
     "SerializationError",
     "ValueRangeError",
+    "VerificationError",
 ]
 
 
@@ -55,6 +57,11 @@ class SecretKeyRequiredError(HevitError, TypeError):
     """An operation that needs the secret key was asked of a public (server-side) object."""
 
 
+class SecretKeyRefusedError(HevitError, TypeError):
+    """A secret key, key share or identity key was handed to an object that must hold public
+    material only (the server's aggregator, inference server and key sets)."""
+
+
 class DataError(HevitError, ValueError):
     """A dataset folder or image that cannot be used (empty, single class, corrupt file)."""
 
@@ -66,6 +73,14 @@ class ModelError(HevitError, ValueError):
 class ProtocolError(HevitError, ValueError):
     """A federated message that must be rejected: unknown sender, stale or duplicated round,
     wrong strategy or kind, or content that does not match what the round expects."""
+
+
+class VerificationError(ProtocolError):
+    """An aggregate, a contribution or a commitment that a key holder refuses before any
+    decryption: a signature that does not verify, a contributor that is not registered, fewer
+    distinct contributors than the quorum, its own contribution missing, seeds that are not the
+    signed ones, another round, task, session or key set, or a second aggregate for a round it
+    already committed to (equivocation)."""
 
 
 class DecryptionBudgetError(HevitError, RuntimeError):

@@ -8,7 +8,7 @@ from hevit.errors import (
     LayoutError,
     MissingKeyError,
     ParameterError,
-    SecretKeyRequiredError,
+    SecretKeyRefusedError,
     ValueRangeError,
 )
 from tests.helpers import rows_with_norm
@@ -108,7 +108,7 @@ def test_evaluation_keys_and_refusals(rng, mlp_keys):
     batch_keys = mlp_keys("batch")
     with pytest.raises(MissingKeyError, match="rotation step"):
         he.MlpPlan.compile(batch_keys.public_context(), *head, layout="sample")
-    with pytest.raises(SecretKeyRequiredError):
+    with pytest.raises(SecretKeyRefusedError):
         he.MlpPlan.compile(batch_keys, *head, layout="batch")
     # two data primes leave no level for the square stage
     shallow = he.CkksParams.preset("precise", max_norm=1.0)

@@ -9,7 +9,7 @@ from hevit.errors import (
     LayoutError,
     MissingKeyError,
     ParameterError,
-    SecretKeyRequiredError,
+    SecretKeyRefusedError,
     ValueRangeError,
 )
 from tests.helpers import rows_with_norm
@@ -209,6 +209,6 @@ def test_plan_is_reusable_across_threads(keys, rng, layout):
 def test_compile_refuses_a_secret_context(keys):
     sk = keys.get("throughput")
     with pytest.raises(
-        SecretKeyRequiredError, match=r"LinearPlan\.compile takes the server's PublicContext"
+        SecretKeyRefusedError, match=r"LinearPlan\.compile takes the server's PublicContext"
     ):
         he.LinearPlan.compile(sk, np.ones((1, 3)), layout="batch")

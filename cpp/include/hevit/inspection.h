@@ -41,5 +41,15 @@ namespace hevit
 
         /** The first prime of the data modulus. */
         static std::uint64_t first_prime(const PublicContext &context);
+
+        /**
+        What an active server can make from public material: a copy of batch (c1 stored in full)
+        whose every c1 has amount * X^coefficient added. Decrypting it adds amount * X^coefficient * s
+        to the message, which is how a server that can get arbitrary ciphertexts decrypted reads
+        the secret key (the attack the key holder's verification refuses).
+
+        @throws std::invalid_argument if coefficient >= N
+        */
+        static EncryptedBatch shift_c1(const EncryptedBatch &batch, std::size_t coefficient, std::uint64_t amount);
     };
 } // namespace hevit

@@ -20,6 +20,7 @@ __all__: list[str] = [
     "noise_sample",
     "plaintext_coefficients",
     "seed_expansion",
+    "shift_c1",
 ]
 
 def chacha20_block(
@@ -43,3 +44,8 @@ def plaintext_coefficients(
     index: typing.SupportsInt | typing.SupportsIndex,
 ) -> numpy.typing.NDArray[numpy.uint64]: ...
 def seed_expansion(context: hevit._core.PublicContext, seed: bytes) -> list[int]: ...
+def shift_c1(
+    batch: hevit._core.EncryptedBatch,
+    coefficient: typing.SupportsInt | typing.SupportsIndex,
+    amount: typing.SupportsInt | typing.SupportsIndex,
+) -> hevit._core.EncryptedBatch: ...

@@ -347,10 +347,23 @@ def _keygen(args: argparse.Namespace) -> int:
         classes=args.classes,
         mlp_hidden=args.mlp_hidden,
     )
+    from ..protocol import save_federation_identities
+
     keys.save(args.hospital_keys)
     keys.server_keys().to_files(args.server_keys)
+    roster = save_federation_identities(
+        args.hospital_keys,
+        args.server_keys,
+        federation=args.federation,
+        hospitals=args.hospitals,
+        quorum=args.quorum,
+    )
     print(
         f"hospital key files (secret, mode 0600; give them to hospitals only): {args.hospital_keys}"
+    )
+    print(
+        f"signing keys of {', '.join(roster.ids)} in {args.hospital_keys}/identities (each to its "
+        f"hospital only); roster (quorum {roster.quorum}) in both folders"
     )
     print(f"server files (public contexts, no secret key): {args.server_keys}")
     return 0
@@ -548,6 +561,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="also the mlp_inference key set for a two-layer head of this hidden size",
+    )
+    keygen.add_argument(
+        "--hospitals", type=int, default=3, help="hospitals client-0 .. client-(N-1) to register"
+    )
+    keygen.add_argument(
+        "--quorum",
+        type=int,
+        default=None,
+        help="fewest distinct contributors an aggregate needs (a strict majority; default: all)",
+    )
+    keygen.add_argument(
+        "--federation", default="hevit", help="the federation's name, bound into every signature"
     )
     keygen.set_defaults(func=_keygen)
 

@@ -16,15 +16,12 @@ from contextlib import contextmanager
 import numpy as np
 
 from .. import he
-from ..errors import ProtocolError
-from ..he.flooding import (
-    DecryptionBudget,
-    coefficient_noise_norm_bound,
-    flood,
-    linear_noise_norm_bound,
-    mlp_noise_norm_bound,
-    sample_noise_norm_bound,
-    sum_noise_norm_bound,
+from ..errors import ProtocolError, SerializationError, VerificationError
+from ..protocol import (
+    CommitStatement,
+    ContributionStatement,
+    KeyHolder,
+    RoundLabel,
 )
 from .config import FederatedConfig, inference_layout_for
 from .keys import FederationKeys, KeyFolder, inference_keys_for
@@ -37,9 +34,15 @@ from .models import (
     solve_ridge,
 )
 from .privacy import RIDGE_RECORD_SENSITIVITY, clip_to_norm, noise_share
-from .vectors import decrypt_vector, encrypt_vector
 
-__all__ = ["HospitalClient", "fedavg_vector_length", "moments_vector_length"]
+__all__ = [
+    "HospitalClient",
+    "commitment_from_bytes",
+    "contribution_parts",
+    "fedavg_vector_length",
+    "moments_vector_length",
+    "task_name",
+]
 
 
 def fedavg_vector_length(model) -> int:
@@ -52,8 +55,54 @@ def moments_vector_length(dim: int) -> int:
     return 2 * int(dim) + 1
 
 
-#: Plans a HospitalClient keeps compiled for release bounds (the heads of the latest rounds).
-PLAN_CACHE_SIZE = 4
+def task_name(strategy: str, head_kind: str = "linear") -> str:
+    """The task a round belongs to, as contributions sign it: ``moments``, ``he-ridge`` or
+    ``<strategy>/<head>`` for the FedAvg strategies (one task per trained model)."""
+    return strategy if strategy in ("moments", "he-ridge") else f"{strategy}/{head_kind}"
+
+
+#: Which shared key set a task's vectors are encrypted under.
+_KEYSET_OF = {"moments": "aggregation", "he-ridge": "aggregation", "he-fedavg": "updates"}
+
+
+def contribution_parts(msg: Message, blob: str):
+    """The (ciphertext, statement, signature) of a contribution message (SerializationError or
+    VerificationError when malformed)."""
+    try:
+        statement = ContributionStatement.from_meta(msg.meta["statement"])
+        signature = bytes.fromhex(msg.meta["signature"])
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, SerializationError):
+            raise
+        raise VerificationError(f"a contribution without a valid signed statement: {exc}") from None
+    data = msg.blobs.get(blob)
+    if not isinstance(data, bytes):
+        raise VerificationError(f"a contribution without its {blob!r} ciphertext")
+    return data, statement, signature
+
+
+def commitment_from_bytes(data: bytes) -> tuple[CommitStatement, bytes]:
+    """A hospital's commitment message: (statement, signature)."""
+    msg = Message.from_bytes(data)
+    try:
+        if msg.kind != "commit":
+            raise ValueError(f"a {msg.kind} message")
+        m = msg.meta["statement"]
+        statement = CommitStatement(
+            bytes.fromhex(m["federation"]),
+            m["session"],
+            m["task"],
+            m["round"],
+            bytes.fromhex(m["digest"]),
+            m["signer"],
+        )
+        if statement.signer != msg.sender:
+            raise ValueError("signed by another hospital than its sender")
+        return statement, bytes.fromhex(msg.meta["signature"])
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, SerializationError):
+            raise
+        raise VerificationError(f"malformed commitment: {exc}") from None
 
 
 class HospitalClient:
@@ -71,13 +120,14 @@ class HospitalClient:
         ``KeyFolder`` loads each key set on first use).
     config : FederatedConfig
     clients : int
-        Size of the federation (sizes the distributed DP noise shares).
-    decryption_budget : DecryptionBudget, optional
-        Counts this hospital's flooded releases per key set (a fresh one by default); share one
-        between clients that stand for the same key holder.
-    dp_rng, flooding_rng : numpy Generator, optional
-        Only for tests that need reproducible noise. Production leaves them ``None``: DP and
-        flooding noise then come from OS entropy (noise an adversary can predict, it can subtract).
+        Size of the federation.
+    keyholder : KeyHolder, optional
+        This hospital's identity, roster, flooding policy and release ledger over ``keys``: every
+        encrypted contribution is signed by it and every aggregate is verified, committed to and
+        released by it (required for the HE strategies).
+    dp_rng : numpy Generator, optional
+        Only for tests that need reproducible DP noise. Production leaves it ``None`` (OS
+        entropy: noise an adversary can predict, it can subtract).
     """
 
     def __init__(
@@ -90,9 +140,8 @@ class HospitalClient:
         keys: FederationKeys | KeyFolder | None,
         config: FederatedConfig,
         clients: int,
-        decryption_budget: DecryptionBudget | None = None,
+        keyholder: KeyHolder | None = None,
         dp_rng: np.random.Generator | None = None,
-        flooding_rng: np.random.Generator | None = None,
     ) -> None:
         self.client_id = str(client_id)
         self.raw = np.asarray(features, dtype=np.float32 if np.ndim(features) == 3 else np.float64)
@@ -114,13 +163,20 @@ class HospitalClient:
         self.keys = keys
         self.config = config
         self.clients = int(clients)
-        self.decryption_budget = decryption_budget or DecryptionBudget()
+        self.keyholder = keyholder
+        if keyholder is not None and keyholder.hospital_id != self.client_id:
+            raise ProtocolError(
+                f"client {client_id} was given the key holder of {keyholder.hospital_id}"
+            )
         self._dp_rng = dp_rng
-        self._flooding_rng = flooding_rng
-        #: plans compiled for release bounds, keyed by model identity (the model is kept with
-        #: its plan, so an id is never reused while its entry lives); the PLAN_CACHE_SIZE most
-        #: recently used
-        self._plans: dict[tuple[int, str], tuple[object, object]] = {}
+        #: the session the server runs (bound into every signature; set by the driver)
+        self.session = "session"
+        #: digest of every aggregate this hospital verified, per task and round
+        self.digests: dict[str, dict[int, bytes]] = defaultdict(dict)
+        #: this hospital's signed commitment to each verified aggregate (label key -> bytes)
+        self.commitments: dict[str, bytes] = {}
+        #: rounds (label keys) this hospital contributed to
+        self.contributed: set[str] = set()
         #: wall time spent here per phase ("train", "encrypt", "decrypt")
         self.seconds: dict[str, float] = defaultdict(float)
 
@@ -131,6 +187,13 @@ class HospitalClient:
             yield
         finally:
             self.seconds[name] += time.perf_counter() - start
+
+    @property
+    def noise_shares(self) -> int:
+        """How many DP noise shares a released aggregate is guaranteed to hold: the quorum (a
+        round may close with that many contributors), so every released aggregate carries at
+        least the nominal noise and epsilon from the nominal multiplier is an upper bound."""
+        return self.config.quorum or self.clients
 
     @property
     def has_token_sequences(self) -> bool:
@@ -154,28 +217,17 @@ class HospitalClient:
         if self.has_token_sequences:
             raise ProtocolError("feature moments apply to [CLS] rows, not to token sequences")
         v = np.concatenate([self.raw.sum(axis=0), (self.raw**2).sum(axis=0), [len(self.raw)]])
-        ctx = self._keys().aggregation
-        with self._phase("encrypt"):
-            blob = encrypt_vector(ctx, v / self.config.count_scale).to_bytes()
-        return Message(
-            "statistics",
-            "moments",
-            round_,
-            self.client_id,
-            ctx.public_context().keyset_id.hex(),
-            {"statistics": blob},
-        ).to_bytes()
+        return self._contribution("statistics", "moments", round_, v / self.config.count_scale)
 
     def read_moments_aggregate(self, data: bytes, round_: int = 1) -> None:
-        msg = self._check_aggregate(data, "moments", round_)
         d = self.raw.shape[1]
         total = (
-            self._release_sum(
-                msg,
+            self._release(
+                data,
+                "moments",
+                round_,
                 moments_vector_length(d),
-                int(msg.meta.get("contributors", 0)),
-                self._keys().aggregation,
-                resolution=lambda exact: 1e-6 * abs(exact[-1]),
+                max_sigma=lambda released: 1e-6 * abs(released[-1]),
             )
             * self.config.count_scale
         )
@@ -220,7 +272,7 @@ class HospitalClient:
         dp = self.config.dp
         delta = clip_to_norm(local.to_vector() - head.to_vector(), dp.clip_norm)
         delta = delta + noise_share(
-            delta.shape, dp.noise_multiplier * dp.clip_norm, self.clients, self._dp_rng
+            delta.shape, dp.noise_multiplier * dp.clip_norm, self.noise_shares, self._dp_rng
         )
         return np.concatenate([delta, [1.0]]) * scale
 
@@ -230,36 +282,29 @@ class HospitalClient:
             return Message("update", strategy, round_, self.client_id, "", {"update": v}).to_bytes()
         if strategy != "he-fedavg":
             raise ProtocolError(f"update_message serves the FedAvg strategies, not {strategy!r}")
-        ctx = self._keys().updates
-        with self._phase("encrypt"):
-            blob = encrypt_vector(ctx, v).to_bytes()
-        return Message(
-            "update",
-            strategy,
-            round_,
-            self.client_id,
-            ctx.public_context().keyset_id.hex(),
-            {"update": blob},
-        ).to_bytes()
+        return self._contribution(
+            "update", strategy, round_, v, task=task_name(strategy, getattr(head, "kind", "linear"))
+        )
 
     def read_fedavg_aggregate(self, data: bytes, strategy: str, head, round_: int):
         """The new global model from the server's aggregate message (decrypted and flooded for HE);
         ``head`` is this client's current copy (its shape, and the base of DP deltas)."""
-        msg = self._check_aggregate(data, strategy, round_)
         length = fedavg_vector_length(head)
         if strategy == "plain-fedavg":
+            msg = self._check_aggregate(data, strategy, round_)
             total = np.asarray(msg.blobs["sum"], dtype=np.float64)
             if total.shape != (length,):
                 raise ProtocolError(f"aggregate has shape {total.shape}, expected ({length},)")
         else:
             # the averaged parameters are the released sums divided by the (released) weight:
             # flooding must stay below 1e-4 of one unit of that weight (1e-4 on each parameter)
-            total = self._release_sum(
-                msg,
+            total = self._release(
+                data,
+                strategy,
+                round_,
                 length,
-                int(msg.meta.get("contributors", 0)),
-                self._keys().updates,
-                resolution=lambda exact: 1e-4 * abs(exact[-1]),
+                task=task_name(strategy, getattr(head, "kind", "linear")),
+                max_sigma=lambda released: 1e-4 * abs(released[-1]),
             )
         total = total * self.config.count_scale
         weight = total[-1]
@@ -283,36 +328,24 @@ class HospitalClient:
             stats = stats + noise_share(
                 stats.shape,
                 dp.noise_multiplier * RIDGE_RECORD_SENSITIVITY,
-                self.clients,
+                self.noise_shares,
                 self._dp_rng,
             )
         return stats / self.config.count_scale
 
     def statistics_message(self, round_: int = 1) -> bytes:
-        ctx = self._keys().aggregation
-        stats = self.statistics_vector()
-        with self._phase("encrypt"):
-            blob = encrypt_vector(ctx, stats).to_bytes()
-        return Message(
-            "statistics",
-            "he-ridge",
-            round_,
-            self.client_id,
-            ctx.public_context().keyset_id.hex(),
-            {"statistics": blob},
-        ).to_bytes()
+        return self._contribution("statistics", "he-ridge", round_, self.statistics_vector())
 
     def read_ridge_aggregate(self, data: bytes, round_: int = 1) -> LinearHead:
-        msg = self._check_aggregate(data, "he-ridge", round_)
         length = ridge_statistics_length(self.dim, self.classes)
         # the Gram matrix of unit rows: entries must stay resolved far below one row's contribution
         total = (
-            self._release_sum(
-                msg,
+            self._release(
+                data,
+                "he-ridge",
+                round_,
                 length,
-                int(msg.meta.get("contributors", 0)),
-                self._keys().aggregation,
-                resolution=lambda exact: 1e-4 / self.config.count_scale,
+                max_sigma=lambda released: 1e-4 / self.config.count_scale,
             )
             * self.config.count_scale
         )
@@ -349,7 +382,8 @@ class HospitalClient:
         ).to_bytes()
 
     def read_logits(self, data: bytes, round_: int = 0, *, model=None) -> np.ndarray:
-        """Exact logits for this hospital's own use: they must not leave it (see :meth:`release_logits`)."""
+        """Exact logits for this hospital's own use: they never leave it (only counts derived
+        from them are reported, once per request, see the report of ``he-cls``)."""
         ctx = self._inference_keys(model)
         reply = self._load_reply(data, round_, ctx)
         with self._phase("decrypt"):
@@ -370,55 +404,7 @@ class HospitalClient:
         with self._phase("decrypt"):
             return loader.from_bytes(msg.blobs["logits"], ctx.public_context())
 
-    def release_logits(
-        self, data: bytes, model, round_: int = 0, *, max_sigma: float = 1e-3
-    ) -> np.ndarray:
-        """Logits of ``model`` (the head the server evaluated) flooded for release to another
-        party (e.g. a server collecting predictions).
-
-        The flooding is sized from a noise bound derived for the reply's plan kind, each checked
-        against measured noise in the tests: batch-layout linear plans
-        (:func:`~hevit.he.flooding.linear_noise_norm_bound`), coefficient-layout plans with
-        their compact reply (:func:`~hevit.he.flooding.coefficient_noise_norm_bound`),
-        sample-layout plans with their key switches
-        (:func:`~hevit.he.flooding.sample_noise_norm_bound`) and the two-layer head
-        (:func:`~hevit.he.flooding.mlp_noise_norm_bound`, from public bounds only). Plans whose
-        structure the bound needs are compiled here from ``model`` (public work). Raises
-        ParameterError when the parameters leave too little precision for the flooding the
-        policy demands (use the ``release`` preset with the batch layout for linear heads).
-        """
-        ctx = self._inference_keys(model)
-        reply = self._load_reply(data, round_, ctx)
-        layout = "coefficient" if isinstance(reply, he.CompactBatch) else reply.layout
-        with self._phase("decrypt"):
-            logits = ctx.decrypt(reply)
-        rows, params = len(logits), ctx.params
-        if getattr(model, "kind", "linear") == "mlp":
-            plan = self._structure_plan(model, ctx, layout)
-            bound = mlp_noise_norm_bound(params, model.w1, model.w2, rows, plan)
-        elif layout == "batch":
-            bound = linear_noise_norm_bound(params, model.weights, rows)
-        elif layout == "coefficient":
-            bound = coefficient_noise_norm_bound(params, model.weights, rows)
-        else:
-            plan = self._structure_plan(model, ctx, layout)
-            bound = sample_noise_norm_bound(params, model.weights, rows, plan)
-        return self._flood(ctx, logits, bound, max_sigma)
-
     # ------------------------------------------------------------------ helpers
-    def _structure_plan(self, model, ctx: he.SecretContext, layout: str):
-        """The plan the server compiled for ``model`` (its rotation schedule, scales and public
-        bounds size the noise bound), compiled once per model and layout, not per release."""
-        key = (id(model), layout)
-        cached = self._plans.pop(key, None)
-        if cached is None or cached[0] is not model:
-            cached = (model, model.compile_plan(ctx.public_context(), layout=layout))
-        self._plans[key] = cached  # most recent last
-        while len(self._plans) > PLAN_CACHE_SIZE:
-            # a client sees a new head every round: keep only the latest few alive
-            self._plans.pop(next(iter(self._plans)))
-        return cached[1]
-
     def _inference_keys(self, model) -> he.SecretContext:
         return inference_keys_for(self._keys(), model)
 
@@ -443,29 +429,129 @@ class HospitalClient:
             )
         return msg
 
-    def _release_sum(
-        self, msg: Message, length: int, contributors: int, ctx: he.SecretContext, *, resolution
-    ) -> np.ndarray:
-        """Decrypts an aggregate and floods it for release. ``resolution(exact)`` is the largest
-        flooding std the task tolerates (computed from the exact values, which never leave)."""
-        if msg.keyset_id != ctx.public_context().keyset_id.hex():
-            raise ProtocolError("aggregate was made under another key set")
-        if contributors < 1:
-            raise ProtocolError("aggregate does not say how many contributions it sums")
-        with self._phase("decrypt"):
-            batch = he.EncryptedBatch.from_bytes(msg.blobs["sum"], ctx.public_context())
-            exact = decrypt_vector(ctx, batch, length)
-            bound = sum_noise_norm_bound(ctx.params, length, contributors)
-            return self._flood(ctx, exact, bound, resolution(exact))
+    # ------------------------------------------------------------------ the protocol core
+    def label(self, task: str, round_: int) -> RoundLabel:
+        strategy = task.split("/", 1)[0]
+        return RoundLabel(self.session, task, int(round_), _KEYSET_OF[strategy])
 
-    def _flood(
-        self, ctx: he.SecretContext, exact: np.ndarray, bound: float, max_sigma: float
+    def _keyholder(self) -> KeyHolder:
+        if self.keyholder is None:
+            raise ProtocolError(
+                f"client {self.client_id} has no key holder: only plain-fedavg can run without one"
+            )
+        return self.keyholder
+
+    def _parent(self, task: str, round_: int) -> bytes:
+        """The aggregate a contribution of ``round_`` was computed from: the task's previous
+        round (every contributor must have read the same one)."""
+        return self.digests[task].get(round_ - 1, b"")
+
+    def _contribution(
+        self, kind: str, strategy: str, round_: int, vector, *, task: str | None = None
+    ) -> bytes:
+        """One signed, encrypted contribution message (see KeyHolder.contribute)."""
+        task = task or task_name(strategy)
+        label = self.label(task, round_)
+        keyholder = self._keyholder()
+        with self._phase("encrypt"):
+            blob, statement, signature = keyholder.contribute(
+                vector, label, parent=self._parent(task, round_)
+            )
+        self.contributed.add(label.key)
+        return Message(
+            kind,
+            strategy,
+            round_,
+            self.client_id,
+            statement.keyset_id.hex(),
+            {_BLOB_OF_KIND[kind]: blob},
+            {"statement": statement.to_meta(), "signature": signature.hex()},
+        ).to_bytes()
+
+    def _release(
+        self,
+        data: bytes,
+        strategy: str,
+        round_: int,
+        length: int,
+        *,
+        task: str | None = None,
+        max_sigma,
     ) -> np.ndarray:
-        """The one way a decryption leaves this hospital: counted against the key set's budget
-        (the flooding bound covers ``max_decryptions`` releases), then flooded."""
-        policy = self.config.flooding
-        self.decryption_budget.spend(ctx.public_context().keyset_id, policy)
-        return flood(exact, bound, policy, max_sigma=max_sigma, rng=self._flooding_rng)
+        """Verifies the server's aggregate (signatures, quorum, own contribution, seeds, parent;
+        refused before any decryption otherwise), commits to it and returns its flooded
+        release, identical at every hospital."""
+        task = task or task_name(strategy)
+        msg = self._check_aggregate(data, strategy, round_)
+        label = self.label(task, round_)
+        keyholder = self._keyholder()
+        if msg.keyset_id != keyholder.context(label.keyset).public_context().keyset_id.hex():
+            raise VerificationError("aggregate was made under another key set")
+        try:
+            entries = msg.meta["statements"]
+            signatures = [bytes.fromhex(h) for h in msg.meta["signatures"]]
+            if not isinstance(entries, list):
+                raise TypeError("statements must be a list")
+            statements = [ContributionStatement.from_meta(m) for m in entries]
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, SerializationError):
+                raise
+            raise VerificationError(f"an aggregate without its signed statements: {exc}") from None
+        blob = msg.blobs.get("sum")
+        if not isinstance(blob, bytes):
+            raise VerificationError("an aggregate without its summed ciphertext")
+        with self._phase("decrypt"):
+            verified = keyholder.verify(
+                blob,
+                statements,
+                signatures,
+                label,
+                length=length,
+                parent=self._parent(task, round_),
+                require_own=label.key in self.contributed,
+            )
+            values = keyholder.release(verified, max_sigma=max_sigma)
+        self.digests[task][round_] = verified.digest
+        statement, signature = keyholder.commitment(verified)
+        self.commitments[label.key] = Message(
+            "commit",
+            task,
+            round_,
+            self.client_id,
+            msg.keyset_id,
+            {},
+            {
+                "statement": {
+                    "federation": statement.federation.hex(),
+                    "session": statement.session,
+                    "task": statement.task,
+                    "round": statement.round,
+                    "digest": statement.digest.hex(),
+                    "signer": statement.signer,
+                },
+                "signature": signature.hex(),
+            },
+        ).to_bytes()
+        return values
+
+    def commitment(self, task: str, round_: int) -> bytes:
+        """This hospital's signed commitment to the aggregate it verified for that round."""
+        key = self.label(task, round_).key
+        if key not in self.commitments:
+            raise ProtocolError(f"{self.client_id} verified no aggregate for {key}")
+        return self.commitments[key]
+
+    def certify(self, task: str, round_: int, commitments) -> None:
+        """Checks the commitments the server collected: at least a quorum of hospitals hold
+        the aggregate this one holds; only then are values derived from it reported."""
+        parsed = [commitment_from_bytes(c) for c in commitments]
+        self._keyholder().certify(self.label(task, round_), parsed)
+
+    def require_certified(self, task: str, round_: int) -> None:
+        self._keyholder().require_certified(self.label(task, round_))
+
+
+_BLOB_OF_KIND = {"update": "update", "statistics": "statistics"}
 
 
 def _stable_id(client_id: str) -> int:

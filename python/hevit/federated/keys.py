@@ -23,7 +23,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from .. import he
-from ..errors import ProtocolError, SecretKeyRequiredError
+from ..errors import ProtocolError, SecretKeyRefusedError
 from ..he.context import check_private_folder
 
 __all__ = ["KEY_SETS", "FederationKeys", "KeyFolder", "ServerKeys"]
@@ -47,7 +47,7 @@ class ServerKeys:
         for name in KEY_SETS + ((MLP_KEY_SET,) if self.mlp_inference is not None else ()):
             ctx = getattr(self, name)
             if isinstance(ctx, he.SecretContext):
-                raise SecretKeyRequiredError(
+                raise SecretKeyRefusedError(
                     f"ServerKeys.{name} got a SecretContext: server-side objects may only hold public contexts"
                 )
             if not isinstance(ctx, he.PublicContext):

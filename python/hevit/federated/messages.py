@@ -32,9 +32,9 @@ MAX_BLOBS = 64
 #: Largest round number and blob size (bytes, and any one dimension) a header may declare.
 MAX_ROUND = 2**31 - 1
 MAX_BLOB_BYTES = 2**40
-#: Message kinds: client -> server ("update", "statistics", "infer-request"), server -> client
-#: ("aggregate", "infer-reply").
-KINDS = ("update", "statistics", "aggregate", "infer-request", "infer-reply")
+#: Message kinds: client -> server ("update", "statistics", "infer-request", "commit": a signed
+#: commitment to the aggregate it holds), server -> client ("aggregate", "infer-reply").
+KINDS = ("update", "statistics", "aggregate", "infer-request", "infer-reply", "commit")
 _PREFIX = struct.Struct("<4sHI")
 _BLOB_TYPES = ("ciphertext", "float64")
 

@@ -1,7 +1,9 @@
 """Optional differential privacy: clipping, Gaussian noise shares and the accountant.
 
-Each client adds its share ``N(0, (z * C)^2 / K)`` of the noise, so the aggregate of K clients
-carries ``N(0, (z * C)^2)`` (distributed Gaussian mechanism: under encryption no single party
+Each client adds its share ``N(0, (z * C)^2 / Q)`` of the noise, Q being the quorum (the fewest
+contributions a round may close with), so every released aggregate of k >= Q clients carries at
+least ``N(0, (z * C)^2)`` (k / Q times its variance; a round that loses clients down to the quorum
+still meets the nominal multiplier z, from which epsilon is computed) (distributed Gaussian mechanism: under encryption no single party
 sees a less noisy sum). ``he-fedavg``/``plain-fedavg`` clip each client's model delta to norm C
 (client-level DP, one Gaussian release per round); ``he-ridge`` clips each feature row to norm 1,
 so one record changes the statistics by at most ``sqrt(6)`` in L2 (record-level DP, one release).

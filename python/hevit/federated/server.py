@@ -28,9 +28,11 @@ from ..errors import (
     HevitError,
     ProtocolError,
     QuorumError,
-    SecretKeyRequiredError,
+    SecretKeyRefusedError,
     SerializationError,
 )
+from ..protocol import Roster, refuse_identity
+from .client import contribution_parts
 from .messages import Message
 from .vectors import vector_shape
 
@@ -89,7 +91,7 @@ def _expected_batch(context: he.PublicContext, length: int) -> he.BatchHeader:
 
 def _public_only(context) -> he.PublicContext | None:
     if isinstance(context, he.SecretContext):
-        raise SecretKeyRequiredError(
+        raise SecretKeyRefusedError(
             "server-side objects take a PublicContext; a SecretContext was given"
         )
     if context is not None and not isinstance(context, he.PublicContext):
@@ -113,6 +115,12 @@ class AggregationServer:
         this length; HE: a fresh one-seed batch-layout encryption of that vector's packed shape at
         the context's level, scale and norm bound) and checks the cheap header fields before it
         loads anything, so no contribution can fix the round's shape or stall it.
+    roster : the federation's Roster (public keys of the registered hospitals). Every HE
+        contribution must carry a signed statement that agrees with the message (contributor,
+        round, session, key set, shape, seeds); with a roster its signature is verified too
+        before the contribution is kept (without one, only the key holders check signatures:
+        they always do). The aggregate lists every kept statement for the key holders.
+    session : the session id every contribution of this server's rounds must sign
     checkpoint : path of the state file written after every round, or ``None``
     audit_limit : most recent entries kept in ``rejections`` and ``received_kinds`` (a client
         flooding the server with junk must not grow its memory; ``rejected_total`` and
@@ -127,9 +135,12 @@ class AggregationServer:
         clients,
         quorum: int | None = None,
         expected_length: int,
+        roster: Roster | None = None,
+        session: str = "session",
         checkpoint=None,
         audit_limit: int = AUDIT_LIMIT,
     ) -> None:
+        refuse_identity(roster, "AggregationServer")
         if strategy not in _KIND_OF:
             raise ValueError(f"unknown strategy {strategy!r}; expected one of {sorted(_KIND_OF)}")
         self.strategy = strategy
@@ -139,6 +150,14 @@ class AggregationServer:
         self.clients = tuple(str(c) for c in clients)
         if len(set(self.clients)) != len(self.clients) or not self.clients:
             raise ValueError("client ids must be unique and non-empty")
+        if roster is not None:
+            if not isinstance(roster, Roster):
+                raise TypeError(f"roster must be a Roster, got {type(roster).__name__}")
+            unknown = set(self.clients) - set(roster.hospitals)
+            if unknown:
+                raise ValueError(f"clients {sorted(unknown)} are not in the roster")
+        self.roster = roster
+        self.session = str(session)
         self.quorum = len(self.clients) if quorum is None else int(quorum)
         if not 1 <= self.quorum <= len(self.clients):
             raise ValueError(f"quorum {self.quorum} must be between 1 and {len(self.clients)}")
@@ -166,6 +185,8 @@ class AggregationServer:
         self.received_total = 0
         self._round = 0
         self._accepted: dict[str, he.EncryptedBatch | np.ndarray] = {}
+        #: each accepted contribution's signed statement (meta) and signature (hex)
+        self._statements: dict[str, tuple[dict, str]] = {}
         self._sizes: dict[str, int] = {}
         self._opened = 0.0
 
@@ -219,6 +240,8 @@ class AggregationServer:
                 )
             self._validate_header(msg)
             contribution = self._load(msg)
+            if self.strategy != "plain-fedavg":
+                self._statements[msg.sender] = self._check_statement(msg, contribution)
         except (HevitError, ValueError) as exc:
             reason = f"{type(exc).__name__}: {exc}"
             log.warning("round %d: rejected a message from %r: %s", self._round, sender, reason)
@@ -273,15 +296,14 @@ class AggregationServer:
                 self._reject(Rejection(self._round, c, reason))
             self._accepted = {}
             self._sizes = {}
+            self._statements = {}
             raise ProtocolError(reason + "; contributions discarded, the round stays open") from exc
+        meta = {"contributors": len(contributors)}
+        if self.strategy != "plain-fedavg":
+            meta["statements"] = [self._statements[c][0] for c in contributors]
+            meta["signatures"] = [self._statements[c][1] for c in contributors]
         aggregate = Message(
-            "aggregate",
-            self.strategy,
-            self._round,
-            "server",
-            keyset,
-            {"sum": total},
-            {"contributors": len(contributors)},
+            "aggregate", self.strategy, self._round, "server", keyset, {"sum": total}, meta
         ).to_bytes()
         state = RoundState(
             self._round,
@@ -294,6 +316,7 @@ class AggregationServer:
         self.completed.append(state)
         self._accepted = {}
         self._sizes = {}
+        self._statements = {}
         if self.checkpoint is not None:
             self.save_checkpoint(self.checkpoint)
         return aggregate
@@ -347,6 +370,36 @@ class AggregationServer:
         # from_bytes reads the same header fields from the same bytes (and checks them again)
         return he.EncryptedBatch.from_bytes(blob, self.context)
 
+    def _check_statement(self, msg: Message, batch: he.EncryptedBatch) -> tuple[dict, str]:
+        """The contribution's signed statement, checked against the message and the roster (a
+        key holder checks it again: this only keeps junk out of the round's sum)."""
+        from ..protocol import seeds_digest
+
+        _, statement, signature = contribution_parts(msg, _BLOB_OF[msg.kind])
+        rows, cols = batch.shape
+        got = (
+            statement.contributor,
+            statement.round,
+            statement.keyset_id,
+            statement.session,
+            statement.rows,
+            statement.cols,
+        )
+        want = (msg.sender, self._round, self.context.keyset_id, self.session, rows, cols)
+        if got != want:
+            raise ProtocolError("the contribution's signed statement does not match the round")
+        if statement.task.split("/", 1)[0] != self.strategy:
+            raise ProtocolError(
+                f"a statement for task {statement.task!r} in a {self.strategy} round"
+            )
+        if seeds_digest(batch.seeds) != statement.seeds_digest:
+            raise ProtocolError("the contribution's seeds are not the ones its statement signs")
+        if self.roster is not None:
+            if statement.federation != self.roster.digest:
+                raise ProtocolError("a statement signed for another federation")
+            self.roster.verify(statement.contributor, statement.to_bytes(), signature)
+        return statement.to_meta(), signature.hex()
+
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
         return {
@@ -356,6 +409,7 @@ class AggregationServer:
             "quorum": self.quorum,
             "expected_length": self.expected_length,
             "keyset_id": self.context.keyset_id.hex() if self.context is not None else "",
+            "session": self.session,
             "completed": [
                 {
                     **{k: v for k, v in asdict(s).items() if k != "aggregate"},
@@ -374,7 +428,12 @@ class AggregationServer:
 
     @classmethod
     def resume(
-        cls, path, context: he.PublicContext | None, *, expected_length: int
+        cls,
+        path,
+        context: he.PublicContext | None,
+        *,
+        expected_length: int,
+        roster: Roster | None = None,
     ) -> AggregationServer:
         """A server continuing from a checkpoint (the next :meth:`open_round` is the round after
         the last completed one)."""
@@ -388,6 +447,8 @@ class AggregationServer:
                 clients=state["clients"],
                 quorum=state["quorum"],
                 expected_length=expected_length,
+                roster=roster,
+                session=str(state["session"]),
                 checkpoint=path,
             )
             expected_keyset = context.keyset_id.hex() if context is not None else ""

@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .client import HospitalClient, fedavg_vector_length, moments_vector_length
+from ..errors import ProtocolError
+from ..protocol import HospitalIdentity, KeyHolder, Roster
+from .client import HospitalClient, fedavg_vector_length, moments_vector_length, task_name
 from .config import FederatedConfig, inference_chunk_rows, inference_layout_for
 from .keys import FederationKeys, ServerKeys
 from .models import LinearHead, initial_head, ridge_statistics_length
@@ -28,6 +30,8 @@ __all__ = [
     "RoundRecord",
     "StrategyResult",
     "checkpoint_file",
+    "exchange_commitments",
+    "federation_roster",
     "make_clients",
     "merge_seconds",
     "run_inference",
@@ -46,9 +50,6 @@ class RoundRecord:
     dropped: list[str]
     bytes_up: dict[str, int]
     bytes_down: dict[str, int]
-    #: largest difference between the hospitals' copies of the global model, relative to its
-    #: largest parameter (independent flooding draws; 0 for plain-fedavg)
-    model_spread: float = 0.0
 
     @property
     def total_bytes(self) -> int:
@@ -67,10 +68,13 @@ class InferenceRecord:
     accuracy_encrypted: float
     accuracy_plaintext: float
     agreement: float
-    max_abs_logit_error: float
     bytes_up_per_image: float
     bytes_down_per_image: float
     key_switches: int
+    #: largest |encrypted - plaintext| logit, measured by the in-process simulation (which holds
+    #: both); None on Flower, where a node never reports anything derived from its exact
+    #: decryption but counts
+    max_abs_logit_error: float | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     #: rows served in each layout (``auto`` chooses per request)
     rows_per_layout: dict[str, int] = field(default_factory=dict)
@@ -112,21 +116,59 @@ def merge_seconds(*parts) -> dict[str, float]:
 
 
 def make_clients(
-    features, labels, parts, *, classes: int, keys: FederationKeys | None, config: FederatedConfig
+    features,
+    labels,
+    parts,
+    *,
+    classes: int,
+    keys: FederationKeys | None,
+    config: FederatedConfig,
+    identities: list[HospitalIdentity] | None = None,
 ) -> list[HospitalClient]:
-    """One :class:`HospitalClient` per index array in ``parts`` (ids ``client-0``, ...)."""
+    """One :class:`HospitalClient` per index array in ``parts`` (ids ``client-0``, ...), each
+    with its own key holder over ``keys``: a fresh Ed25519 identity (or ``identities[k]``), the
+    roster of all of them (quorum: ``config.quorum``, default all), the flooding policy of
+    ``config`` and an in-memory release ledger."""
+    ids = [f"client-{k}" for k in range(len(parts))]
+    if identities is None:
+        identities = [HospitalIdentity.generate(i) for i in ids]
+    if [i.hospital_id for i in identities] != ids:
+        raise ValueError(f"identities must be those of {ids}")
+    roster = Roster.of("hevit-in-process", identities, quorum=config.quorum)
     return [
         HospitalClient(
-            f"client-{k}",
+            ids[k],
             np.asarray(features)[idx],
             np.asarray(labels)[idx],
             classes=classes,
             keys=keys,
             config=config,
             clients=len(parts),
+            keyholder=None
+            if keys is None
+            else KeyHolder(identities[k], roster, keys, policy=config.flooding),
         )
         for k, idx in enumerate(parts)
     ]
+
+
+def federation_roster(clients: list[HospitalClient]) -> Roster | None:
+    """The roster the clients' key holders share (None without key holders)."""
+    rosters = [c.keyholder.roster for c in clients if c.keyholder is not None]
+    if not rosters:
+        return None
+    if len({r.digest for r in rosters}) != 1:
+        raise ValueError("the clients' key holders hold different rosters")
+    return rosters[0]
+
+
+def exchange_commitments(clients: list[HospitalClient], task: str, round_: int) -> list[bytes]:
+    """Every hospital's commitment to the aggregate it verified, handed to all of them (the
+    server relays them); each certifies the round before reporting anything derived from it."""
+    commitments = [c.commitment(task, round_) for c in clients]
+    for c in clients:
+        c.certify(task, round_, commitments)
+    return commitments
 
 
 def checkpoint_file(checkpoint_dir, strategy: str, head: str = "linear") -> Path:
@@ -184,8 +226,11 @@ def run_strategy(
         if checkpoint_dir is not None
         else None
     )
+    roster = None if strategy == "plain-fedavg" else federation_roster(clients)
     if checkpoint is not None and checkpoint.exists():
-        server = AggregationServer.resume(checkpoint, context, expected_length=length)
+        server = AggregationServer.resume(
+            checkpoint, context, expected_length=length, roster=roster
+        )
         log.warning(
             "%s: resuming after round %d from %s", strategy, server.last_completed_round, checkpoint
         )
@@ -196,11 +241,15 @@ def run_strategy(
             clients=ids,
             quorum=config.quorum,
             expected_length=length,
+            roster=roster,
+            session=_new_session(),
             checkpoint=checkpoint,
         )
+    task = task_name(strategy, getattr(initial_model, "kind", "linear"))
     seconds: dict[str, float] = defaultdict(float)
     for c in clients:
         c.seconds.clear()
+        c.session = server.session
     # each hospital holds its own copy of the global model: it decrypts the aggregate itself, and
     # independent flooding draws make the copies differ by the flooding noise
     heads = [initial_model for _ in clients]
@@ -209,6 +258,8 @@ def run_strategy(
     # rounds already in the checkpoint: replay their aggregates (clients rebuild the global model)
     for state in server.completed:
         heads = _read_aggregate(strategy, clients, state.aggregate, heads, state.round)
+        if strategy != "plain-fedavg":
+            exchange_commitments(clients, task, state.round)
         records.append(_record(state, heads, x_test, y_test))
     dropouts = dropouts or {}
     bar = tqdm(
@@ -235,6 +286,10 @@ def run_strategy(
         seconds["aggregate"] += time.perf_counter() - t0
         state = server.completed[-1]
         heads = _read_aggregate(strategy, clients, state.aggregate, heads, r)
+        if strategy != "plain-fedavg":
+            # nothing derived from the round's release is reported before a quorum of
+            # hospitals confirmed they hold the same aggregate
+            exchange_commitments(clients, task, r)
         records.append(_record(state, heads, x_test, y_test))
         bar.update(1)
         if on_round_end is not None:
@@ -269,9 +324,18 @@ def _read_aggregate(
     ]
 
 
+def _new_session() -> str:
+    """A fresh session id: every signature of a run is bound to it (a checkpoint keeps it)."""
+    import secrets
+
+    return secrets.token_hex(8)
+
+
 def _record(state, heads: list[LinearHead], x_test, y_test) -> RoundRecord:
     reference = heads[0].to_vector()
-    scale = float(np.abs(reference).max()) or 1.0
+    if not all(np.array_equal(h.to_vector(), reference) for h in heads):
+        # every hospital releases the same bits of a verified aggregate (derived flooding)
+        raise ProtocolError(f"round {state.round}: the hospitals' released models differ")
     return RoundRecord(
         round=state.round,
         accuracy=heads[0].accuracy(x_test, y_test),
@@ -279,7 +343,6 @@ def _record(state, heads: list[LinearHead], x_test, y_test) -> RoundRecord:
         dropped=list(state.dropped),
         bytes_up=dict(state.bytes_up),
         bytes_down={c: len(state.aggregate) for c in state.contributors},
-        model_spread=max(float(np.abs(h.to_vector() - reference).max()) for h in heads) / scale,
     )
 
 
@@ -303,9 +366,12 @@ def run_moments(
         clients=[c.client_id for c in clients],
         quorum=config.quorum,
         expected_length=moments_vector_length(clients[0].raw.shape[1]),
+        roster=federation_roster(clients),
+        session=_new_session(),
     )
     for c in clients:
         c.seconds.clear()
+        c.session = server.session
     r = server.open_round()
     for c in clients:
         server.receive(c.moments_message(r))
@@ -314,6 +380,7 @@ def run_moments(
     aggregate_seconds = time.perf_counter() - t0
     for c in clients:
         c.read_moments_aggregate(aggregate, r)
+    exchange_commitments(clients, "moments", r)
     seconds = merge_seconds({"aggregate": aggregate_seconds}, *(c.seconds for c in clients))
     state = server.completed[-1]
     return MomentsRecord(
@@ -379,10 +446,10 @@ def run_inference(
         accuracy_encrypted=float(np.mean(pred == y_test)),
         accuracy_plaintext=float(np.mean(plain.argmax(axis=1) == y_test)),
         agreement=float(np.mean(pred == plain.argmax(axis=1))),
-        max_abs_logit_error=float(np.abs(logits - plain).max()),
         bytes_up_per_image=up / n,
         bytes_down_per_image=down / n,
         key_switches=max(server.plan_for(lay).key_switches for lay in rows_per_layout),
+        max_abs_logit_error=float(np.abs(logits - plain).max()),
         seconds=dict(seconds),
         rows_per_layout=dict(rows_per_layout),
     )

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from .. import _core
-from ..errors import SecretKeyRequiredError
+from ..errors import SecretKeyRefusedError
 from ._arrays import as_bytes, resolve_threads
 
 __all__ = ["CompactBatch", "EncryptedBatch"]
@@ -227,7 +227,7 @@ def _server_core(context, what: str) -> _core.PublicContext:
     from .context import PublicContext, SecretContext
 
     if isinstance(context, SecretContext):
-        raise SecretKeyRequiredError(
+        raise SecretKeyRefusedError(
             f"{what} takes the server's PublicContext, not a SecretContext "
             "(pass sk.public_context(), or the context loaded from its bytes)"
         )

@@ -101,7 +101,7 @@ class LinearPlan(CompiledPlan):
         ----------
         context : PublicContext
             Needs Galois keys for ``LinearPlan.required_rotation_steps(...)`` in the sample layout. A
-            SecretContext is refused (:class:`hevit.errors.SecretKeyRequiredError`).
+            SecretContext is refused (:class:`hevit.errors.SecretKeyRefusedError`).
         input_norm_bound : float, optional
             Bound on the L2 norm of input rows; default the context's ``max_norm``. Pass
             ``k * max_norm`` to apply the plan to a sum of ``k`` client batches.

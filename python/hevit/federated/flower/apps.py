@@ -6,11 +6,16 @@ moments round, every training strategy and head, and ``he-cls`` of every trained
 the same report. The ClientApp answers:
 
 - ``query.describe``: the node's row counts, class balance and feature metadata (for the report);
-- ``train``: its contribution to the round (moments, FedAvg update or ridge statistics);
-- ``evaluate``: it decrypts the round's aggregate into its copy of the global model and scores it
-  on its test rows (moments: adopts the federation's moments);
+- ``train``: its signed contribution to the round (moments, FedAvg update or ridge statistics);
+  from round 2 on it first certifies the previous round (the quorum's commitments the message
+  carries) and reports the correct count of that round's model on its test rows;
+- ``evaluate``: it verifies the round's aggregate (nothing is decrypted otherwise), commits to
+  it, decrypts its flooded release into its copy of the global model (moments: adopts the
+  federation's moments) and replies with its signed commitment only;
+- ``query.certify``: the last round's commitments: the counts of the last model and the
+  released model itself (what the server evaluates under he-cls);
 - ``query.he_cls_request`` / ``query.he_cls_reply``: it encrypts its test rows for the server's
-  head, then decrypts the server's encrypted logits and compares them with the plaintext head.
+  head, then decrypts the server's encrypted logits and reports counts only, once.
 
 Every message first passes the Mods of :mod:`hevit.federated.flower.mods` (the transport check,
 the process's peak memory).
@@ -27,16 +32,16 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 from ...errors import ProtocolError
+from ..client import task_name
 from ..config import inference_chunk_rows, inference_layout_for
 from ..keys import inference_keys_for
 from .experiment import FlowerExperiment
 from .mods import TRANSPORT, peak_memory_mod, secure_transport_mod
-from .node import BUDGET_FILE, FlowerHospital, client_partition
+from .node import FlowerHospital, client_partition
 from .settings import RunSettings, config_from_run
 from .strategy import RECORD_KEY, aggregate_bytes
 
 __all__ = [
-    "BUDGET_FILE",
     "client_app",
     "client_partition",
     "config_from_run",
@@ -63,6 +68,29 @@ def _reply(msg: Message, hospital: FlowerHospital | None, **records) -> Message:
 def _request(msg: Message) -> tuple[int, str, str]:
     record = msg.content[RECORD_KEY]
     return int(record["round"]), str(record["strategy"]), str(record["head"])
+
+
+def _hospital(msg: Message, context: Context, head: str = "linear") -> FlowerHospital:
+    """The node's hospital for this message, in the session the server runs."""
+    hospital = FlowerHospital.from_context(context, head=head)
+    record = msg.content[RECORD_KEY]
+    if "session" in record:
+        hospital.client.session = str(record["session"])
+    return hospital
+
+
+def _commitments(msg: Message) -> list[bytes]:
+    value = msg.content[RECORD_KEY].get("commitments", [])
+    if not isinstance(value, list) or not all(isinstance(v, bytes) for v in value):
+        raise ProtocolError("commitments must be a list of bytes")
+    return list(value)
+
+
+def _counts(hospital: FlowerHospital, model) -> dict:
+    """Correct predictions of a certified (released) model on this node's own test rows."""
+    c = hospital.client
+    correct = int(np.sum(model.predict(c.preprocess(hospital.x_test)) == hospital.y_test))
+    return {"correct": correct, "total": len(hospital.y_test)}
 
 
 @client_app.query("describe")
@@ -95,8 +123,9 @@ def describe(msg: Message, context: Context) -> Message:
 @client_app.train()
 def train(msg: Message, context: Context) -> Message:
     r, strategy, head = _request(msg)
-    hospital = FlowerHospital.from_context(context, head=head)
+    hospital = _hospital(msg, context, head)
     c = hospital.client
+    metrics = {}
     if strategy == "moments":
         data = c.moments_message(r)
     else:
@@ -109,32 +138,61 @@ def train(msg: Message, context: Context) -> Message:
                 model = hospital.read_global_model(
                     strategy, aggregate_bytes(msg.content["arrays"]), r - 1
                 )
+            if r > 1 and strategy != "plain-fedavg":
+                # the previous round's release is reported only once a quorum committed to it
+                c.certify(task_name(strategy, head), r - 1, _commitments(msg))
+            if r > 1:
+                metrics = _counts(hospital, model)
             data = c.update_message(strategy, model, r)
-    return _reply(msg, hospital, **{RECORD_KEY: ConfigRecord({"message": data})})
+    hospital.keep_chain()
+    return _reply(msg, hospital, **{RECORD_KEY: ConfigRecord({"message": data})}, metrics=metrics)
 
 
 @client_app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     r, strategy, head = _request(msg)
-    hospital = FlowerHospital.from_context(context, head=head)
+    hospital = _hospital(msg, context, head)
     c = hospital.client
     aggregate = aggregate_bytes(msg.content["arrays"])
     if strategy == "moments":
         c.read_moments_aggregate(aggregate, r)
         hospital.keep_moments()
+    else:
+        hospital.require_moments()
+        hospital.read_global_model(strategy, aggregate, r)
+    hospital.keep_chain()
+    record = {"client": c.client_id}
+    if strategy != "plain-fedavg":
+        task = task_name(strategy, "linear" if strategy in ("moments", "he-ridge") else head)
+        record["commitment"] = c.commitment(task, r)
+    # nothing derived from the release leaves before the round is certified
+    return _reply(msg, hospital, **{RECORD_KEY: ConfigRecord(record)})
+
+
+@client_app.query("certify")
+def certify(msg: Message, context: Context) -> Message:
+    """The quorum's commitments to a round's aggregate: once certified, the counts of that
+    round's released model on the node's test rows and the model itself (moments: nothing)."""
+    r, strategy, head = _request(msg)
+    hospital = _hospital(msg, context, head)
+    c = hospital.client
+    task = task_name(strategy, "linear" if strategy in ("moments", "he-ridge") else head)
+    if strategy != "plain-fedavg":
+        c.certify(task, r, _commitments(msg))
+    if strategy == "moments":
         return _reply(msg, hospital, **{RECORD_KEY: ConfigRecord({"client": c.client_id})})
-    hospital.require_moments()
-    model = hospital.read_global_model(strategy, aggregate, r)
-    correct = int(np.sum(model.predict(c.preprocess(hospital.x_test)) == hospital.y_test))
+    model = hospital.model_copy(strategy, r)
+    if model is None:
+        raise ProtocolError(f"{c.client_id} holds no model of {strategy} round {r}")
     return _reply(
         msg,
         hospital,
         **{
             RECORD_KEY: ConfigRecord({"client": c.client_id}),
-            # the released (flooded) copy: the published global model
+            # the released (flooded) model, bit-identical at every hospital
             "model": ArrayRecord({"vector": Array(model.to_vector())}),
-            "metrics": {"correct": correct, "total": len(hospital.y_test)},
         },
+        metrics=_counts(hospital, model),
     )
 
 
@@ -196,7 +254,6 @@ def he_cls_reply(msg: Message, context: Context) -> Message:
             "correct-encrypted": int(np.sum(pred == y)),
             "correct-plaintext": int(np.sum(plain.argmax(axis=1) == y)),
             "agree": int(np.sum(pred == plain.argmax(axis=1))),
-            "max-abs-logit-error": float(np.abs(logits - plain).max()) if len(y) else 0.0,
             **{f"rows-{k}": v for k, v in rows_per_layout.items()},
         },
     )

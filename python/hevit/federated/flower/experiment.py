@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import secrets
 import time
 from collections import defaultdict
 from dataclasses import asdict
@@ -25,6 +26,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, Rec
 from flwr.serverapp import Grid
 
 from ...errors import HevitError, ProtocolError
+from ...protocol import Roster
 from ..client import fedavg_vector_length, moments_vector_length
 from ..config import INFERENCE_LAYOUTS, inference_chunk_rows
 from ..keys import ServerKeys
@@ -66,6 +68,8 @@ class FlowerExperiment:
             self.transport, insecure_declared=settings.insecure, where="the SuperLink"
         )
         self.server_keys = ServerKeys.from_files(settings.server_keys_dir)  # public contexts only
+        #: the registered hospitals' public keys and quorum (contributions are checked against it)
+        self.roster = Roster.load(Path(settings.server_keys_dir) / "roster.json")
         #: nodes to wait for before each phase: the quorum, or every registered hospital
         self.min_nodes = self.config.quorum or settings.clients
         #: the audit file (``result-path``): per run what the server received and produced
@@ -180,6 +184,8 @@ class FlowerExperiment:
             "moments", "linear", expected_length=moments_vector_length(self.settings.dim)
         )
         strategy.start(self.grid, ArrayRecord(), num_rounds=1, timeout=self.settings.timeout)
+        # every node certifies the moments it adopted before it trains on them
+        strategy.certify_round(self.grid, 1, self.settings.timeout)
         self._audit_run("moments", strategy)
         state = strategy.server.completed[-1]
         return MomentsRecord(
@@ -215,6 +221,7 @@ class FlowerExperiment:
                     timeout=s.timeout,
                 )
                 strategy.aggregate_evaluate(flower_round, replies)
+                strategy.certify_round(self.grid, state.round, s.timeout)
         if done < rounds:
             initial_arrays = (
                 ArrayRecord()
@@ -222,6 +229,8 @@ class FlowerExperiment:
                 else _aggregate_record(strategy.server.completed[-1].aggregate)
             )
             strategy.start(self.grid, initial_arrays, num_rounds=rounds - done, timeout=s.timeout)
+            # the last round's commitments: its counts and the released model
+            strategy.certify_round(self.grid, strategy.server.last_completed_round, s.timeout)
         self._audit_run(f"{name}/{kind}", strategy)
         records = [
             _round_record(state, strategy.evaluations[state.round])
@@ -230,9 +239,10 @@ class FlowerExperiment:
         ]
         if not records:
             raise ProtocolError(f"{name} ({kind}): no node evaluated any round")
-        last = strategy.evaluations[records[-1].round]
-        # the first hospital's copy is the trained head, as in the in-process run
-        model = initial.with_vector(last[min(last, key=_client_number)].model)
+        # the model the federation released (a quorum of identical copies), never one node's word
+        model = initial.with_vector(
+            strategy.released_model(strategy.server.last_completed_round, self.roster.quorum)
+        )
         eps = None
         if config.dp is not None:
             eps = dp_epsilon(config.dp.noise_multiplier, rounds, config.dp.delta)
@@ -302,7 +312,6 @@ class FlowerExperiment:
             },
         )
         totals: dict[str, float] = defaultdict(float)
-        max_error = 0.0
         up = down = 0
         rows_per_layout: dict[str, int] = defaultdict(int)
         for node, reply in results.items():
@@ -314,7 +323,6 @@ class FlowerExperiment:
             record_node_metrics(reply, self.peak_rss_kb, seconds)
             for key in ("rows", "correct-encrypted", "correct-plaintext", "agree"):
                 totals[key] += report[key]
-            max_error = max(max_error, report["max-abs-logit-error"])
             for layout, rows in report["layouts"].items():
                 rows_per_layout[layout] += rows
             up, down = up + sizes[node][0], down + sizes[node][1]
@@ -329,7 +337,6 @@ class FlowerExperiment:
             accuracy_encrypted=totals["correct-encrypted"] / n,
             accuracy_plaintext=totals["correct-plaintext"] / n,
             agreement=totals["agree"] / n,
-            max_abs_logit_error=max_error,
             bytes_up_per_image=up / n,
             bytes_down_per_image=down / n,
             key_switches=max(server.plan_for(lay).key_switches for lay in rows_per_layout),
@@ -359,6 +366,8 @@ class FlowerExperiment:
             expected_length=expected_length,
             model_size=model_size,
             node_clients=self.client_of_node,
+            roster=self.roster,
+            session=secrets.token_hex(8),
             checkpoint=checkpoint,
             # a restarted SuperLink or ServerApp continues from the last completed round
             resume=checkpoint is not None and checkpoint.exists(),
@@ -423,10 +432,6 @@ def _he_cls_report(reply: Message, rows: int) -> dict:
         report[key] = reply_field(reply, "metrics", key, int)
         if not 0 <= report[key] <= rows:
             raise ProtocolError(f"reports {report[key]} {key} of {rows} rows")
-    error = reply_field(reply, "metrics", "max-abs-logit-error", float)
-    if not 0 <= error < float("inf"):
-        raise ProtocolError(f"reports a logit error of {error}")
-    report["max-abs-logit-error"] = error
     report["layouts"] = {
         layout: reply_field(reply, "metrics", f"rows-{layout}", int)
         for layout in INFERENCE_LAYOUTS
@@ -447,9 +452,7 @@ def _aggregate_record(aggregate: bytes) -> ArrayRecord:
 
 def _round_record(state, evaluations: dict) -> RoundRecord:
     """A round as the in-process run records it: accuracy over every node's test rows (each
-    scoring its own copy), and the spread of the copies relative to the first hospital's."""
-    reference = evaluations[min(evaluations, key=_client_number)].model
-    scale = float(np.abs(reference).max()) or 1.0
+    scoring its copy of the released model, identical at every hospital)."""
     return RoundRecord(
         round=state.round,
         accuracy=sum(e.correct for e in evaluations.values())
@@ -458,6 +461,4 @@ def _round_record(state, evaluations: dict) -> RoundRecord:
         dropped=list(state.dropped),
         bytes_up=dict(state.bytes_up),
         bytes_down={c: len(state.aggregate) for c in state.contributors},
-        model_spread=max(float(np.abs(e.model - reference).max()) for e in evaluations.values())
-        / scale,
     )

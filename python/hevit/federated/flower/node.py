@@ -28,20 +28,37 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context
 
 from ...errors import ProtocolError
-from ...he.flooding import DecryptionBudget
+from ...protocol import HospitalIdentity, KeyHolder, ReleaseLedger, Roster
 from ..client import HospitalClient
 from ..keys import KeyFolder
 from ..models import initial_head
 from .settings import config_from_run
 
-__all__ = ["BUDGET_FILE", "FlowerHospital", "client_partition"]
+__all__ = [
+    "IDENTITIES",
+    "LEDGER_FILE",
+    "ROSTER_FILE",
+    "FlowerHospital",
+    "client_partition",
+    "ledger_file",
+]
 
-#: the hospital's flooded-release count, kept in its key folder across ClientApp processes
-BUDGET_FILE = "decryption-budget.json"
+#: the hospital's release ledger (commitments, budget), kept in its key folder across ClientApp
+#: processes: one file per hospital id
+LEDGER_FILE = "release-ledger-{client}.json"
+#: the federation's roster and the hospitals' signing keys in a key folder (``hevit keygen``)
+ROSTER_FILE = "roster.json"
+IDENTITIES = "identities"
 #: context.state entries (one run)
 PARTITION = "hevit-partition"
 PARTITION_INFO = "hevit-partition-info"
 MOMENTS = "hevit-moments"
+#: the digests of the aggregates this node verified and the rounds it contributed to (public)
+CHAIN = "hevit-chain"
+
+
+def ledger_file(keys_dir, client: str) -> Path:
+    return Path(keys_dir) / LEDGER_FILE.format(client=client)
 
 
 def client_partition(run_config, partition_id: int) -> dict:
@@ -110,19 +127,35 @@ class FlowerHospital:
         info = state[PARTITION_INFO]
         class_names = [str(c) for c in info["class-names"]]
         config = config_from_run(run, head=head)
+        client_id = f"client-{partition}"
+        keys_dir = Path(run["keys-dir"])
+        keys = KeyFolder(keys_dir)
+        keyholder = KeyHolder(
+            HospitalIdentity.load(keys_dir / IDENTITIES / f"{client_id}.key"),
+            Roster.load(keys_dir / ROSTER_FILE),
+            keys,
+            policy=config.flooding,
+            # Flower starts a ClientApp process per message: commitments and the release count
+            # live beside the keys
+            ledger=ReleaseLedger(ledger_file(keys_dir, client_id)),
+        )
         client = HospitalClient(
-            f"client-{partition}",
+            client_id,
             arrays["x"].numpy(),
             arrays["y"].numpy(),
             classes=len(class_names),
-            keys=KeyFolder(run["keys-dir"]),
+            keys=keys,
             config=config,
             clients=int(run["num-clients"]),
-            # Flower starts a ClientApp process per message: the release count lives beside the keys
-            decryption_budget=DecryptionBudget(Path(run["keys-dir"]) / BUDGET_FILE),
+            keyholder=keyholder,
         )
         if MOMENTS in state:
             client.adopt_moments(state[MOMENTS]["mean"].numpy(), state[MOMENTS]["std"].numpy())
+        if CHAIN in state:
+            chain = json.loads(str(state[CHAIN]["json"]))
+            for task, rounds in chain["digests"].items():
+                client.digests[task] = {int(r): bytes.fromhex(d) for r, d in rounds.items()}
+            client.contributed = set(chain["contributed"])
         return cls(
             client,
             arrays["x-test"].numpy(),
@@ -141,6 +174,16 @@ class FlowerHospital:
                 f"{self.client.client_id} has no feature moments for this run (its SuperNode "
                 "restarted after the moments round?): rerun the run"
             )
+
+    def keep_chain(self) -> None:
+        """Keeps the digests this node verified and the rounds it contributed to for the next
+        messages of the run (public facts; the ledger in the key folder is the authority)."""
+        c = self.client
+        body = {
+            "digests": {t: {str(r): d.hex() for r, d in rs.items()} for t, rs in c.digests.items()},
+            "contributed": sorted(c.contributed),
+        }
+        self.context.state[CHAIN] = ConfigRecord({"json": json.dumps(body)})
 
     def keep_moments(self) -> None:
         self.context.state[MOMENTS] = ArrayRecord(

@@ -9,11 +9,15 @@ record back to ``configure_train``/``configure_evaluate``, which send it on as i
 Flower's own seam). A node's training reply is its message bytes in a ``ConfigRecord`` (key
 ``"hevit"``), so for the HE strategies Flower carries ciphertexts only.
 
-Evaluation: every node decrypts the round's aggregate into its own released copy of the global
-model (keeping it for the next round) and replies with its correct/total count on its test rows
-and that copy (already flooded: it is the published model); the moments round's evaluation is
-each node adopting the federation's moments. Node replies also carry their wall time per phase
-and peak memory.
+Evaluation: every node verifies the round's aggregate, commits to it and decrypts its flooded
+release into its copy of the global model (bit-identical at every node; kept for the next round),
+replying with its signed commitment only. The next round's training messages carry the
+commitments the server collected; a node certifies the round with them (a quorum of hospitals
+holds the same aggregate) and only then reports its correct/total count for that round's model
+on its test rows. The last round is certified by :meth:`HevitStrategy.certify_round`, whose
+replies also carry each node's copy of the final model (the published model). The moments
+round's evaluation is each node adopting the federation's moments. Node replies also carry their
+wall time per phase and peak memory.
 """
 
 from __future__ import annotations
@@ -60,12 +64,11 @@ RECORD_KEY = "hevit"
 
 @dataclass(frozen=True)
 class NodeEvaluation:
-    """One client's evaluation of a round: its copy of the global model on its test rows."""
+    """One client's evaluation of a certified round: its copy of the global model (identical
+    at every hospital) on its own test rows."""
 
     correct: int
     total: int
-    #: the client's released (flooded) copy of the global model's parameters
-    model: np.ndarray
 
 
 class HevitStrategy(Strategy):
@@ -88,6 +91,8 @@ class HevitStrategy(Strategy):
     model_size : parameters of the global model nodes report with their evaluation
     node_clients : {Flower node id: client id} the nodes described themselves as; a node's
         contributions and evaluations must carry that id (``None``: not checked)
+    roster : the federation's Roster (contributions' signatures are checked against it)
+    session : the session id of this run (a resumed run keeps its checkpoint's)
     resume : continue from ``checkpoint`` (a restarted SuperLink or ServerApp): the completed
         rounds are kept, Flower's round k of this run is hevit round ``rounds_done + k``, and the
         round that was open when the previous run stopped is redone from the start (no round is
@@ -110,6 +115,8 @@ class HevitStrategy(Strategy):
         model_size: int | None = None,
         node_clients: dict[int, str] | None = None,
         resume: bool = False,
+        roster=None,
+        session: str = "session",
     ) -> None:
         if strategy not in ("moments", "plain-fedavg", "he-fedavg", "he-ridge"):
             raise ValueError(
@@ -127,12 +134,14 @@ class HevitStrategy(Strategy):
             quorum=quorum,
             checkpoint=checkpoint,
             expected_length=expected_length,
+            roster=roster,
+            session=session,
         )
         if resume:
             if checkpoint is None:
                 raise ValueError("resume needs the checkpoint to continue from")
             self.server = AggregationServer.resume(
-                checkpoint, context, expected_length=expected_length
+                checkpoint, context, expected_length=expected_length, roster=roster
             )
             theirs = (self.server.strategy, self.server.clients, self.server.quorum)
             if theirs != (fresh.strategy, fresh.clients, fresh.quorum):
@@ -152,6 +161,10 @@ class HevitStrategy(Strategy):
         self.aggregates: dict[int, bytes] = {}
         #: per hevit round, what each client reported on its test rows (see NodeEvaluation)
         self.evaluations: dict[int, dict[str, NodeEvaluation]] = {}
+        #: per hevit round, the hospitals' signed commitments to the aggregate they hold
+        self.commitments: dict[int, list[bytes]] = {}
+        #: per certified round, each client's copy of the released model (certify_round)
+        self.published: dict[int, dict[str, np.ndarray]] = {}
         #: wall seconds per phase: the nodes' train/encrypt/decrypt summed over their replies,
         #: and the server's aggregation
         self.seconds: dict[str, float] = defaultdict(float)
@@ -203,6 +216,9 @@ class HevitStrategy(Strategy):
             # the id it described itself as (its SuperNode key authenticates the node)
             self.server.receive(data, expected_sender=self._client_of(node))
             self._record_node_metrics(reply)
+            previous = self.round_offset + server_round - 1
+            if previous >= 1 and self.name != "moments":
+                self._keep_evaluation(previous, reply)
         t0 = time.perf_counter()
         aggregate = self.server.close_round()
         self.seconds["aggregate"] += time.perf_counter() - t0
@@ -243,18 +259,90 @@ class HevitStrategy(Strategy):
                 )
                 continue
             self._record_node_metrics(reply)
-            if self.name == "moments":
+            if self.name == "plain-fedavg":
                 continue
             try:
-                client, evaluation = self._evaluation(reply)
+                commitment = reply_field(reply, RECORD_KEY, "commitment", bytes)
             except ProtocolError as exc:
-                # a node's own report: wrong, it is left out of the round's record, never fatal
-                log.warning("round %d: an evaluation left out: %s", r, exc)
+                log.warning("round %d: a commitment left out: %s", r, exc)
                 continue
-            reports[client] = evaluation
+            self.commitments.setdefault(r, []).append(commitment)
         correct = sum(e.correct for e in reports.values())
         total = sum(e.total for e in reports.values())
         return MetricRecord({"accuracy": correct / total if total else 0.0, "num-examples": total})
+
+    # ------------------------------------------------------------------ certification
+    def certify_round(self, grid: Grid, round_: int, timeout: float) -> None:
+        """Sends round ``round_``'s commitments to every node (``query.certify``): each certifies
+        it and replies with its count on its test rows and its copy of the released model."""
+        node_ids = wait_for_nodes(grid, self.min_nodes)
+        content = {
+            RECORD_KEY: ConfigRecord(
+                {
+                    "round": round_,
+                    "strategy": self.name,
+                    "head": self.head,
+                    "session": self.server.session,
+                    "commitments": self.commitments.get(round_, []),
+                }
+            )
+        }
+        messages = [
+            Message(
+                content=RecordDict(content),
+                message_type=f"{MessageType.QUERY}.certify",
+                dst_node_id=n,
+            )
+            for n in node_ids
+        ]
+        for reply in grid.send_and_receive(messages, timeout=timeout):
+            if reply.has_error():
+                log.warning(
+                    "certify %d failed on node %s: %s",
+                    round_,
+                    reply.metadata.src_node_id,
+                    reply.error.reason,
+                )
+                continue
+            self._record_node_metrics(reply)
+            if self.name == "moments":
+                continue
+            client = self._keep_evaluation(round_, reply)
+            if client is None:
+                continue
+            try:
+                model = np.asarray(reply.content["model"]["vector"].numpy(), dtype=np.float64)
+                if self.model_size is not None and model.shape != (self.model_size,):
+                    raise ProtocolError(f"a model of shape {model.shape}")
+                if not np.all(np.isfinite(model)):
+                    raise ProtocolError("a model with non-finite parameters")
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("certify %d: %s's model left out: %s", round_, client, exc)
+                continue
+            self.published.setdefault(round_, {})[client] = model
+
+    def released_model(self, round_: int, quorum: int) -> np.ndarray:
+        """The model of a certified round as the federation released it: the vector at least
+        ``quorum`` hospitals sent bit for bit (they release identical copies), never one
+        node's word."""
+        copies = list(self.published.get(round_, {}).values())
+        for candidate in copies:
+            if sum(np.array_equal(candidate, c) for c in copies) >= quorum:
+                return candidate
+        raise ProtocolError(
+            f"{self.name} round {round_}: no {quorum} hospitals sent the same released model"
+        )
+
+    def _keep_evaluation(self, round_: int, reply: Message) -> str | None:
+        """Records a node's count for a certified round (left out, logged, when malformed)."""
+        try:
+            client, evaluation = self._evaluation(reply)
+        except ProtocolError as exc:
+            # a node's own report: wrong, it is left out of the round's record, never fatal
+            log.warning("round %d: an evaluation left out: %s", round_, exc)
+            return None
+        self.evaluations.setdefault(round_, {})[client] = evaluation
+        return client
 
     # ------------------------------------------------------------------ audit
     @property
@@ -284,25 +372,22 @@ class HevitStrategy(Strategy):
         total = reply_field(reply, "metrics", "total", int)
         if not 0 <= correct <= total:
             raise ProtocolError(f"node {node} reports {correct} correct of {total}")
-        try:
-            model = np.asarray(reply.content["model"]["vector"].numpy(), dtype=np.float64)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ProtocolError(f"node {node} sent no model vector") from exc
-        if self.model_size is not None and model.shape != (self.model_size,):
-            raise ProtocolError(
-                f"node {node} sent a model of shape {model.shape}, expected ({self.model_size},)"
-            )
-        if not np.all(np.isfinite(model)):
-            raise ProtocolError(f"node {node} sent a model with non-finite parameters")
-        return client, NodeEvaluation(correct, total, model)
+        return client, NodeEvaluation(correct, total)
 
     def _record_node_metrics(self, reply: Message) -> None:
         record_node_metrics(reply, self.peak_rss_kb, self.seconds)
 
     def _messages(self, arrays: ArrayRecord, round_: int, kind, node_ids) -> list[Message]:
-        content = {
-            RECORD_KEY: ConfigRecord({"round": round_, "strategy": self.name, "head": self.head})
+        record = {
+            "round": round_,
+            "strategy": self.name,
+            "head": self.head,
+            "session": self.server.session,
         }
+        if kind == MessageType.TRAIN and round_ > 1:
+            # the previous round's commitments: nodes certify it before reporting on it
+            record["commitments"] = self.commitments.get(round_ - 1, [])
+        content = {RECORD_KEY: ConfigRecord(record)}
         if "aggregate" in arrays:
             content["arrays"] = arrays
         return [
