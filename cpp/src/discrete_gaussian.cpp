@@ -25,6 +25,16 @@ namespace hevit
         /** The same for sigma < 128 (then (|Y| t 4^k - m^2)^2 < 2^56 (V + 1)^2 must fit 126 bits). */
         constexpr std::uint64_t max_v_rational = std::uint64_t(1) << 34;
 
+        unsigned trailing_zeros(u128 v) noexcept
+        {
+            const auto lo = static_cast<std::uint64_t>(v);
+            if (lo != 0)
+            {
+                return static_cast<unsigned>(__builtin_ctzll(lo));
+            }
+            return 64u + static_cast<unsigned>(__builtin_ctzll(static_cast<std::uint64_t>(v >> 64)));
+        }
+
         unsigned bit_length(u128 v) noexcept
         {
             const auto hi = static_cast<std::uint64_t>(v >> 64);
@@ -90,97 +100,192 @@ namespace hevit
         }
     }
 
-    std::uint64_t DiscreteGaussian::take_bits(unsigned bits)
+    /**
+    The coins of one sample: bits of the sampler's stream (through its word buffer and bit
+    reservoir, copied in and written back by DiscreteGaussian::sample) and the exact
+    Bernoulli trials of Canonne et al. built on them. Defined here, inline, so the compiler
+    can fuse the trials (member functions of an exported class are called through the PLT).
+    */
+struct DiscreteGaussian::Coins
     {
-        if (bits == 0)
+        ChaCha20Stream &stream;
+        std::uint64_t *words;
+        std::size_t word_count;
+        std::size_t next_word;
+        std::uint64_t reservoir;
+        unsigned reservoir_bits;
+
+        /** The next `bits` bits of the stream (bits <= 64), as the low bits of the result. */
+        std::uint64_t take(unsigned bits)
         {
-            return 0;
-        }
-        if (reservoir_bits_ >= bits)
-        {
-            const std::uint64_t out = bits == 64 ? reservoir_ : reservoir_ & ((std::uint64_t(1) << bits) - 1);
-            reservoir_ = bits == 64 ? 0 : reservoir_ >> bits;
-            reservoir_bits_ -= bits;
+            if (reservoir_bits >= bits)
+            {
+                const std::uint64_t out = bits == 64 ? reservoir : reservoir & ((std::uint64_t(1) << bits) - 1);
+                reservoir = bits == 64 ? 0 : reservoir >> bits;
+                reservoir_bits -= bits;
+                return out;
+            }
+            // the reservoir's remaining bits are the low ones, the next word supplies the rest
+            const unsigned have = reservoir_bits;
+            std::uint64_t out = reservoir;
+            if (next_word == word_count)
+            {
+                stream.fill(words, word_count);
+                next_word = 0;
+            }
+            const std::uint64_t word = words[next_word];
+            words[next_word++] = 0;
+            const unsigned need = bits - have;
+            const std::uint64_t part = need == 64 ? word : word & ((std::uint64_t(1) << need) - 1);
+            out |= have == 0 ? part : part << have;
+            reservoir = need == 64 ? 0 : word >> need;
+            reservoir_bits = 64 - need;
             return out;
         }
-        // the reservoir's remaining bits are the low ones, the fresh word supplies the rest
-        const unsigned have = reservoir_bits_;
-        std::uint64_t out = reservoir_;
-        std::uint64_t word = 0;
-        stream_.fill(&word, 1);
-        const unsigned need = bits - have;
-        const std::uint64_t part = need == 64 ? word : word & ((std::uint64_t(1) << need) - 1);
-        out |= have == 0 ? part : part << have;
-        reservoir_ = need == 64 ? 0 : word >> need;
-        reservoir_bits_ = 64 - need;
-        return out;
-    }
 
-    unsigned __int128 DiscreteGaussian::uniform_below(unsigned __int128 bound)
-    {
-        const unsigned bits = bit_length(bound - 1);
-        while (true)
+        /** The next `bits` bits (bits <= 128). */
+        u128 take_wide(unsigned bits)
         {
-            u128 v;
             if (bits <= 64)
             {
-                v = take_bits(bits);
+                return take(bits);
             }
-            else
-            {
-                const u128 low = take_bits(64);
-                v = (static_cast<u128>(take_bits(bits - 64)) << 64) | low;
-            }
-            if (v < bound)
-            {
-                return v; // accepted with probability above 1/2
-            }
+            const u128 low = take(64);
+            return (static_cast<u128>(take(bits - 64)) << 64) | low;
         }
-    }
 
-    bool DiscreteGaussian::bernoulli(unsigned __int128 numerator, unsigned __int128 denominator)
-    {
-        return uniform_below(denominator) < numerator;
-    }
-
-    bool DiscreteGaussian::bernoulli_exp_at_most_one(unsigned __int128 numerator, unsigned __int128 denominator)
-    {
-        // Algorithm 1, gamma <= 1: the first K with A_K = 0, A_k ~ Bernoulli(gamma / k); P(K odd) = exp(-gamma)
-        std::uint64_t k = 1;
-        while (bernoulli(numerator, denominator * k))
+        /**
+        Uniform in [0, bound), 1 <= bound < 2^64: Lemire's multiply-and-reject ("Fast random
+        integer generation in an interval", 2019), exact: the high half of r * bound is
+        uniform once the low half is at least 2^w mod bound, a check that needs a division
+        only when the low half is below bound. 32-bit draws for bounds below 2^32.
+        */
+        std::uint64_t uniform_small(std::uint64_t bound)
         {
-            k++;
-            if (k == max_k)
+            if (bound <= 0xFFFFFFFFu)
             {
-                throw ResourceError("discrete Gaussian sampler: Bernoulli(exp(-gamma)) loop reached 2^13 "
-                                    "(probability below 1/8191!): the random stream is broken");
+                const auto b = static_cast<std::uint32_t>(bound);
+                std::uint64_t product = take(32) * bound;
+                if (static_cast<std::uint32_t>(product) < b)
+                {
+                    const std::uint32_t threshold = static_cast<std::uint32_t>(0u - b) % b;
+                    while (static_cast<std::uint32_t>(product) < threshold)
+                    {
+                        product = take(32) * bound;
+                    }
+                }
+                return product >> 32;
+            }
+            u128 product = static_cast<u128>(take(64)) * bound;
+            if (static_cast<std::uint64_t>(product) < bound)
+            {
+                const std::uint64_t threshold = (0 - bound) % bound;
+                while (static_cast<std::uint64_t>(product) < threshold)
+                {
+                    product = static_cast<u128>(take(64)) * bound;
+                }
+            }
+            return static_cast<std::uint64_t>(product >> 64);
+        }
+
+        /** Uniform in [0, bound), bound >= 1: bound = odd * 2^s is uniform_small(odd) and s raw
+        bits (every bound the sampler uses has an odd part below 2^44; the rest by rejection). */
+        u128 uniform_below(u128 bound)
+        {
+            const unsigned s = trailing_zeros(bound);
+            const u128 odd = bound >> s;
+            if ((odd >> 64) == 0)
+            {
+                return (static_cast<u128>(uniform_small(static_cast<std::uint64_t>(odd))) << s) | take_wide(s);
+            }
+            const unsigned bits = bit_length(bound - 1);
+            while (true)
+            {
+                const u128 v = take_wide(bits);
+                if (v < bound)
+                {
+                    return v; // accepted with probability above 1/2
+                }
             }
         }
-        return (k & 1) == 1;
-    }
 
-    bool DiscreteGaussian::bernoulli_exp(unsigned __int128 numerator, unsigned __int128 denominator)
-    {
-        if (numerator == 0)
+        /**
+        Bernoulli(numerator / denominator), numerator <= denominator < 2^127: U = high 2^s + low
+        uniform in [0, denominator = odd 2^s) and U < numerator is decided by high alone
+        unless high equals numerator's high part (then s low bits decide).
+        */
+        bool bernoulli(u128 numerator, u128 denominator)
         {
-            return true; // exp(0): Algorithm 1 would draw A_1 = 0 and return K = 1 without deciding anything
-        }
-        if (numerator <= denominator)
-        {
-            return bernoulli_exp_at_most_one(numerator, denominator);
-        }
-        // exp(-gamma) = exp(-1)^floor(gamma) * exp(-(gamma - floor(gamma)))
-        for (u128 whole = numerator / denominator; whole > 0; whole--)
-        {
-            if (!bernoulli_exp_at_most_one(1, 1))
+            const unsigned s = trailing_zeros(denominator);
+            const u128 odd = denominator >> s;
+            if ((odd >> 64) != 0)
+            {
+                return uniform_below(denominator) < numerator;
+            }
+            const u128 high = uniform_small(static_cast<std::uint64_t>(odd));
+            const u128 numerator_high = numerator >> s;
+            if (high != numerator_high)
+            {
+                return high < numerator_high;
+            }
+            if (s == 0)
             {
                 return false;
             }
+            return take_wide(s) < (numerator & ((static_cast<u128>(1) << s) - 1));
         }
-        return bernoulli_exp_at_most_one(numerator % denominator, denominator);
-    }
+
+        /** Bernoulli(exp(-gamma)) for gamma = numerator / denominator <= 1, denominator < 2^114
+        (Algorithm 1: the first K with A_K = 0, A_k ~ Bernoulli(gamma / k); P(K odd) = exp(-gamma)). */
+        bool bernoulli_exp_at_most_one(u128 numerator, u128 denominator)
+        {
+            std::uint64_t k = 1;
+            while (bernoulli(numerator, denominator * k))
+            {
+                k++;
+                if (k == max_k)
+                {
+                    throw ResourceError("discrete Gaussian sampler: Bernoulli(exp(-gamma)) loop reached 2^13 "
+                                        "(probability below 1/8191!): the random stream is broken");
+                }
+            }
+            return (k & 1) == 1;
+        }
+
+        /** Bernoulli(exp(-numerator / denominator)), denominator < 2^114, any gamma >= 0. */
+        bool bernoulli_exp(u128 numerator, u128 denominator)
+        {
+            if (numerator == 0)
+            {
+                return true; // exp(0): Algorithm 1 would draw A_1 = 0 and return K = 1 without deciding anything
+            }
+            if (numerator <= denominator)
+            {
+                return bernoulli_exp_at_most_one(numerator, denominator);
+            }
+            // exp(-gamma) = exp(-1)^floor(gamma) * exp(-(gamma - floor(gamma)))
+            for (u128 whole = numerator / denominator; whole > 0; whole--)
+            {
+                if (!bernoulli_exp_at_most_one(1, 1))
+                {
+                    return false;
+                }
+            }
+            return bernoulli_exp_at_most_one(numerator % denominator, denominator);
+        }
+    };
 
     __int128 DiscreteGaussian::sample()
+    {
+        Coins coins{ stream_, words_.data(), words_.size(), next_word_, reservoir_, reservoir_bits_ };
+        const __int128 z = draw(coins);
+        next_word_ = coins.next_word;
+        reservoir_ = coins.reservoir;
+        reservoir_bits_ = coins.reservoir_bits;
+        return z;
+    }
+
+    __int128 DiscreteGaussian::draw(Coins &coins) const
     {
         const u128 t = t_;
         const u128 two_t2 = 2 * t * t; // < 2^113
@@ -192,13 +297,13 @@ namespace hevit
         while (true)
         {
             // Algorithm 2, discrete Laplace of scale t: |Y| = U + t V
-            const std::uint64_t u = static_cast<std::uint64_t>(uniform_below(t));
-            if (!bernoulli_exp_at_most_one(u, t))
+            const std::uint64_t u = static_cast<std::uint64_t>(coins.uniform_below(t));
+            if (!coins.bernoulli_exp_at_most_one(u, t))
             {
                 continue;
             }
             std::uint64_t v = 0;
-            while (bernoulli_exp_at_most_one(1, 1))
+            while (coins.bernoulli_exp_at_most_one(1, 1))
             {
                 v++;
                 if (v == v_limit)
@@ -207,7 +312,7 @@ namespace hevit
                                         "more; probability below exp(-2^34)): the random stream is broken");
                 }
             }
-            const bool negative = take_bits(1) == 1;
+            const bool negative = coins.take(1) == 1;
             if (negative && u == 0 && v == 0)
             {
                 continue; // -0 is rejected, so 0 is not counted twice
@@ -219,20 +324,20 @@ namespace hevit
             {
                 const u128 a = (magnitude * t) << (2 * shift_);
                 const u128 gap = a >= m2 ? a - m2 : m2 - a;
-                accept = bernoulli_exp(gap * gap, rational_denominator);
+                accept = coins.bernoulli_exp(gap * gap, rational_denominator);
             }
             else if (v == 0)
             {
                 // t = sigma: |Y| - sigma = u - t
                 const u128 gap = t - u;
-                accept = bernoulli_exp(gap * gap, two_t2);
+                accept = coins.bernoulli_exp(gap * gap, two_t2);
             }
             else
             {
                 // ((v - 1) + u / t)^2 / 2 = (v - 1)^2 / 2 + (v - 1) u / t + u^2 / (2 t^2)
                 const u128 w = v - 1;
-                accept = bernoulli_exp(w * w, 2) && bernoulli_exp(w * u, t) &&
-                         bernoulli_exp(static_cast<u128>(u) * u, two_t2);
+                accept = coins.bernoulli_exp(w * w, 2) && coins.bernoulli_exp(w * u, t) &&
+                         coins.bernoulli_exp(static_cast<u128>(u) * u, two_t2);
             }
             if (accept)
             {
