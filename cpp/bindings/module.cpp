@@ -7,6 +7,7 @@
 #include "hevit/errors.h"
 #include "hevit/checksum.h"
 #include "hevit/compact_batch.h"
+#include "hevit/discrete_gaussian.h"
 #include "hevit/linear_plan.h"
 #include "hevit/mlp_plan.h"
 #include "hevit/prng.h"
@@ -57,6 +58,19 @@ namespace
             throw py::error_already_set();
         }
         return std::string_view(data, static_cast<std::size_t>(size));
+    }
+
+    /** A 32-byte key from Python bytes (ParameterError for another length). */
+    std::array<std::uint8_t, 32> key_of(const py::bytes &bytes, const char *what)
+    {
+        const std::string_view view = view_of(bytes);
+        if (view.size() != 32)
+        {
+            throw ParameterError(std::string(what) + " must be 32 bytes, got " + std::to_string(view.size()));
+        }
+        std::array<std::uint8_t, 32> key{};
+        std::memcpy(key.data(), view.data(), key.size());
+        return key;
     }
 
     py::array_t<double> decrypt_to_array(const SecretContext &sk, const EncryptedBatch &batch, int threads)
@@ -154,6 +168,10 @@ PYBIND11_MODULE(_core, m)
         "The wire format's 16-byte payload checksum (four CRC-32C lanes); portable=True skips the "
         "CPU's CRC instruction.");
     m.def(
+        "representable_sigma", &DiscreteGaussian::representable_sigma, py::arg("sigma"),
+        "The exact sigma of the discrete Gaussian flooding sampler for a requested one (rounded up to m * 2^e, "
+        "m in [128, 256)).");
+    m.def(
         "validate_params",
         [](std::size_t n, const std::vector<int> &bits, int scale_bits, double max_norm) {
             validate_params(make_params(n, bits, scale_bits, max_norm));
@@ -249,6 +267,27 @@ PYBIND11_MODULE(_core, m)
             },
             py::arg("x"), py::arg("layout"), py::arg("threads"))
         .def("decrypt", &decrypt_to_array, py::arg("batch"), py::arg("threads"))
+        .def(
+            "decrypt_flooded",
+            [](const SecretContext &sk, const EncryptedBatch &batch, double sigma, const py::bytes &noise_key,
+               int threads) {
+                const auto key = key_of(noise_key, "noise_key");
+                py::array_t<double> out({ batch.rows(), batch.cols() });
+                double *ptr = out.mutable_data();
+                {
+                    py::gil_scoped_release release;
+                    sk.decrypt_flooded(batch, sigma, key, ptr, threads);
+                }
+                return out;
+            },
+            py::arg("batch"), py::arg("sigma"), py::arg("noise_key"), py::arg("threads"))
+        .def(
+            "derive_key",
+            [](const SecretContext &sk, const py::bytes &label) {
+                const auto key = sk.derive_key(view_of(label));
+                return py::bytes(reinterpret_cast<const char *>(key.data()), key.size());
+            },
+            py::arg("label"))
         .def(
             "decrypt_compact",
             [](const SecretContext &sk, const CompactBatch &batch, int threads) {
@@ -372,6 +411,35 @@ PYBIND11_MODULE(_core, m)
     inspection.def("first_prime", &Inspection::first_prime, py::arg("context"));
     inspection.def(
         "shift_c1", &Inspection::shift_c1, py::arg("batch"), py::arg("coefficient"), py::arg("amount"));
+    inspection.def(
+        "decrypted_residues",
+        [](const SecretContext &secret, const EncryptedBatch &batch, std::size_t index, double sigma,
+           const py::bytes &noise_key) {
+            const auto key = key_of(noise_key, "noise_key");
+            std::vector<std::uint64_t> out;
+            {
+                py::gil_scoped_release release;
+                out = Inspection::decrypted_residues(secret, batch, index, sigma, key);
+            }
+            return py::array_t<std::uint64_t>(out.size(), out.data());
+        },
+        py::arg("secret"), py::arg("batch"), py::arg("index"), py::arg("sigma"), py::arg("noise_key"));
+    inspection.def(
+        "discrete_gaussian_samples",
+        [](double sigma, const py::bytes &key, std::uint32_t nonce_word, std::size_t count) {
+            const auto k = key_of(key, "key");
+            if (count > (std::size_t(1) << 26))
+            {
+                throw ResourceError("at most 2^26 samples per call");
+            }
+            std::vector<std::int64_t> out;
+            {
+                py::gil_scoped_release release;
+                out = Inspection::discrete_gaussian_samples(sigma, k, nonce_word, count);
+            }
+            return py::array_t<std::int64_t>(out.size(), out.data());
+        },
+        py::arg("sigma"), py::arg("key"), py::arg("nonce_word"), py::arg("count"));
     inspection.def(
         "chacha20_block",
         [](const py::bytes &key, std::uint32_t n0, std::uint32_t n1, std::uint32_t n2, std::uint32_t counter) {

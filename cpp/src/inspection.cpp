@@ -1,10 +1,12 @@
 // Copyright (c) hevit developers. MIT license.
 #include "hevit/inspection.h"
+#include "hevit/discrete_gaussian.h"
 #include "hevit/errors.h"
 #include "hevit/modular.h"
 #include "hevit/packing.h"
 #include "seal/util/ntt.h"
 #include <complex>
+#include <limits>
 #include <stdexcept>
 
 namespace hevit
@@ -82,5 +84,59 @@ namespace hevit
     {
         const auto cd = context.seal_context().get_context_data(context.data_parms_id());
         return cd->parms().coeff_modulus()[0].value();
+    }
+
+    std::vector<std::uint64_t> Inspection::decrypted_residues(
+        const SecretContext &secret, const EncryptedBatch &batch, std::size_t index, double sigma,
+        const std::array<std::uint8_t, 32> &noise_key)
+    {
+        const auto &cts = batch.ciphertexts();
+        if (index >= cts.size())
+        {
+            throw std::invalid_argument("ciphertext index out of range");
+        }
+        if (!batch.context()->same_keys_as(*secret.public_context()))
+        {
+            throw ContextMismatchError("this EncryptedBatch was encrypted under another key set");
+        }
+        const seal::SEALContext &context = secret.public_context()->seal_context();
+        const auto cd = context.get_context_data(cts[index].parms_id());
+        seal::Plaintext pt;
+        seal::Decryptor(context, secret.secret_key()).decrypt(cts[index], pt);
+        if (sigma != 0.0)
+        {
+            detail::check_flooding_sigma(sigma, *cd);
+            ChaCha20Stream stream(noise_key, static_cast<std::uint32_t>(index));
+            DiscreteGaussian sampler(sigma, stream);
+            std::vector<__int128> noise;
+            detail::flood_plaintext(pt, *cd, sampler, noise);
+        }
+        const std::size_t n = cd->parms().poly_modulus_degree();
+        const std::size_t k = cd->parms().coeff_modulus().size();
+        std::vector<std::uint64_t> out(pt.data(), pt.data() + n * k);
+        for (std::size_t l = 0; l < k; l++)
+        {
+            detail::inverse_ntt(out.data() + l * n, cd->small_ntt_tables()[l]);
+        }
+        std::fill(pt.data(), pt.data() + pt.coeff_count(), 0);
+        return out;
+    }
+
+    std::vector<std::int64_t> Inspection::discrete_gaussian_samples(
+        double sigma, const std::array<std::uint8_t, 32> &key, std::uint32_t nonce_word, std::size_t count)
+    {
+        ChaCha20Stream stream(key, nonce_word);
+        DiscreteGaussian sampler(sigma, stream);
+        std::vector<std::int64_t> out(count);
+        for (auto &v : out)
+        {
+            const __int128 z = sampler.sample();
+            if (z > std::numeric_limits<std::int64_t>::max() || z < std::numeric_limits<std::int64_t>::min())
+            {
+                throw std::invalid_argument("discrete Gaussian sample outside the int64 range");
+            }
+            v = static_cast<std::int64_t>(z);
+        }
+        return out;
     }
 } // namespace hevit

@@ -362,5 +362,24 @@ namespace hevit
                 row[c] = values[c * period + period - 1];
             }
         }
+
+        void decode_plain(
+            const PublicContext &context, const seal::Plaintext &plain, Layout layout, std::size_t rows,
+            std::size_t cols, std::size_t period, std::size_t index, double *out)
+        {
+            if (layout == Layout::coefficient)
+            {
+                decode_coefficients(context, plain, cols, period, out + index * cols);
+                return;
+            }
+            if (layout == Layout::batch && batch_in_coefficients(context))
+            {
+                decode_batch_coefficients(context, plain, rows, cols, index, out);
+                return;
+            }
+            std::vector<std::complex<double>> slots;
+            context.encoder().decode(plain, slots);
+            unpack_slots(slots, rows, cols, layout, context.params().poly_modulus_degree, index, out);
+        }
     } // namespace detail
 } // namespace hevit

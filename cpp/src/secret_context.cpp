@@ -222,7 +222,6 @@ namespace hevit
             throw ContextMismatchError(
                 "this EncryptedBatch was encrypted under another key set; it cannot be decrypted with this key");
         }
-        const std::size_t n = public_->params().poly_modulus_degree;
         const auto &cts = batch.ciphertexts();
         // One Decryptor for the whole batch (it copies and NTT-transforms the key when built: set-up
         // that must not run per ciphertext). Its workers share it: for two-polynomial ciphertexts,
@@ -239,19 +238,7 @@ namespace hevit
         parallel_for(cts.size(), threads, [&](std::size_t i) {
             seal::Plaintext pt;
             decryptor.decrypt(cts[i], pt);
-            if (batch.layout() == Layout::coefficient)
-            {
-                detail::decode_coefficients(*public_, pt, batch.cols(), batch.period(), out + i * batch.cols());
-                return;
-            }
-            if (batch.layout() == Layout::batch && batch_in_coefficients(*public_))
-            {
-                detail::decode_batch_coefficients(*public_, pt, batch.rows(), batch.cols(), i, out);
-                return;
-            }
-            std::vector<std::complex<double>> slots;
-            public_->encoder().decode(pt, slots);
-            detail::unpack_slots(slots, batch.rows(), batch.cols(), batch.layout(), n, i, out);
+            detail::decode_plain(*public_, pt, batch.layout(), batch.rows(), batch.cols(), batch.period(), i, out);
         });
     }
 

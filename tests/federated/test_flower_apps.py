@@ -18,6 +18,7 @@ from hevit.federated import FederationKeys, Message
 from hevit.federated.flower.experiment import FlowerExperiment
 from hevit.federated.flower.settings import RunSettings, config_from_run
 from hevit.jobs.experiment import run_experiment
+from hevit.protocol import save_federation_identities
 
 from .conftest import clustered_features
 from .loopback_grid import LoopbackGrid, assert_same_numbers, bundled_run_config, task_identity
@@ -36,6 +37,9 @@ def files(tmp_path_factory):
     keys = FederationKeys.generate(dim=DIM, classes=CLASSES)
     keys.save(root / "hospital-keys")
     keys.server_keys().to_files(root / "server-keys")
+    save_federation_identities(
+        root / "hospital-keys", root / "server-keys", federation="t", hospitals=NODES, quorum=2
+    )
     return root, keys
 
 

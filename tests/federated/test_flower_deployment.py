@@ -28,15 +28,15 @@ from hevit.cli.main import main
 from hevit.features import FeatureSet
 from hevit.federated import FederatedConfig, FederationKeys, LinearHead, Message
 from hevit.federated.flower import app_dir
-from hevit.federated.flower.node import BUDGET_FILE
+from hevit.federated.flower.node import ledger_file
 from hevit.federated.flower.security import TlsFiles, make_supernode_key
 from hevit.federated.flower.settings import config_from_run
 from hevit.federated.keys import KEY_SETS, MLP_KEY_SET
 from hevit.federated.privacy import DPConfig
 from hevit.federated.privacy import epsilon as dp_epsilon
 from hevit.federated.vectors import decrypt_vector
-from hevit.he.flooding import DecryptionBudget
 from hevit.jobs.experiment import run_experiment
+from hevit.protocol import ReleaseLedger, save_federation_identities
 
 from .conftest import clustered_features
 from .loopback_grid import assert_same_numbers
@@ -84,6 +84,10 @@ def deployment(tmp_path_factory):
     keys = FederationKeys.generate(dim=DIM, classes=CLASSES, mlp_hidden=FederatedConfig().hidden)
     keys.save(root / "hospital-keys")
     keys.server_keys().to_files(root / "server-keys")
+    # every hospital's signing key and the roster (quorum 2 of 3: a killed node cannot stall)
+    save_federation_identities(
+        root / "hospital-keys", root / "server-keys", federation="t", hospitals=NODES, quorum=2
+    )
     port = free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     (root / "cli").mkdir()
@@ -248,8 +252,12 @@ def in_process(root: Path, keys, strategies, heads=("linear",), **config) -> dic
 
 
 def released(root: Path, ctx) -> int:
-    return DecryptionBudget(root / "hospital-keys" / BUDGET_FILE).released(
-        ctx.public_context().keyset_id
+    """Releases under ``ctx``'s key set summed over every hospital's ledger."""
+    return sum(
+        ReleaseLedger(ledger_file(root / "hospital-keys", f"client-{k}")).released(
+            ctx.public_context().keyset_id
+        )
+        for k in range(NODES)
     )
 
 

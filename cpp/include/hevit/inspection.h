@@ -3,6 +3,8 @@
 
 #include "hevit/encrypted_batch.h"
 #include "hevit/public_context.h"
+#include "hevit/secret_context.h"
+#include <array>
 #include <cstdint>
 #include <vector>
 
@@ -14,7 +16,8 @@ namespace hevit
     Everything here is computable by anyone holding the public bytes and the SEAL library: the
     ciphertext polynomials of an EncryptedBatch and the CKKS encoding of chosen values. The
     key-recovery test (tests/he/test_key_recovery.py) uses them to show why released decryptions
-    need noise flooding. Nothing here touches a secret key.
+    need noise flooding. Nothing here touches a secret key, except decrypted_residues, the key
+    holder's own view that the flooding tests compare with (it takes a SecretContext).
     */
     class Inspection
     {
@@ -51,5 +54,26 @@ namespace hevit
         @throws std::invalid_argument if coefficient >= N
         */
         static EncryptedBatch shift_c1(const EncryptedBatch &batch, std::size_t coefficient, std::uint64_t amount);
+
+        /**
+        Key holder's view, for tests: the decrypted plaintext polynomial of ciphertext `index` in
+        coefficient form, residue after residue (prime_count * N values, the primes of its level),
+        exact when sigma == 0, otherwise flooded exactly as SecretContext::decrypt_flooded floods
+        it (the same samples for the same noise_key).
+
+        @throws std::invalid_argument if index is out of range; as decrypt_flooded otherwise
+        */
+        static std::vector<std::uint64_t> decrypted_residues(
+            const SecretContext &secret, const EncryptedBatch &batch, std::size_t index, double sigma,
+            const std::array<std::uint8_t, 32> &noise_key);
+
+        /**
+        count samples of DiscreteGaussian(sigma) drawn from ChaCha20Stream(key, nonce_word).
+
+        @throws ParameterError as DiscreteGaussian; std::invalid_argument for a sample outside
+        the int64 range (probability below exp(-8000))
+        */
+        static std::vector<std::int64_t> discrete_gaussian_samples(
+            double sigma, const std::array<std::uint8_t, 32> &key, std::uint32_t nonce_word, std::size_t count);
     };
 } // namespace hevit

@@ -137,5 +137,14 @@ namespace hevit
             const std::vector<std::complex<double>> &slots, std::size_t rows, std::size_t cols, Layout layout,
             std::size_t n, std::size_t index, double *out);
 
+        /**
+        Decodes the decrypted (NTT-form) plaintext of ciphertext index of a (rows x cols) batch in
+        layout into the row-major output, as the layout places values: coefficients (coefficient
+        layout; batch layout when batch_in_coefficients) or slots (CKKS decoder).
+        */
+        void decode_plain(
+            const PublicContext &context, const seal::Plaintext &plain, Layout layout, std::size_t rows,
+            std::size_t cols, std::size_t period, std::size_t index, double *out);
+
     } // namespace detail
 } // namespace hevit

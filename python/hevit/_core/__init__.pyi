@@ -25,6 +25,7 @@ __all__: list[str] = [
     "inspection",
     "max_secure_coeff_modulus_bits",
     "payload_checksum",
+    "representable_sigma",
     "validate_params",
 ]
 
@@ -80,6 +81,14 @@ class SecretContext:
     def decrypt_compact(
         self, batch: CompactBatch, threads: typing.SupportsInt | typing.SupportsIndex
     ) -> numpy.typing.NDArray[numpy.float64]: ...
+    def decrypt_flooded(
+        self,
+        batch: EncryptedBatch,
+        sigma: typing.SupportsFloat | typing.SupportsIndex,
+        noise_key: bytes,
+        threads: typing.SupportsInt | typing.SupportsIndex,
+    ) -> numpy.typing.NDArray[numpy.float64]: ...
+    def derive_key(self, label: bytes) -> bytes: ...
     def encrypt(
         self,
         x: typing.Annotated[numpy.typing.ArrayLike, numpy.float64],
@@ -255,6 +264,11 @@ def max_secure_coeff_modulus_bits(
 def payload_checksum(data: bytes, portable: bool = False) -> bytes:
     """
     The wire format's 16-byte payload checksum (four CRC-32C lanes); portable=True skips the CPU's CRC instruction.
+    """
+
+def representable_sigma(sigma: typing.SupportsFloat | typing.SupportsIndex) -> float:
+    """
+    The exact sigma of the discrete Gaussian flooding sampler for a requested one (rounded up to m * 2^e, m in [128, 256).
     """
 
 def validate_params(

@@ -16,6 +16,8 @@ import hevit._core
 __all__: list[str] = [
     "chacha20_block",
     "ciphertext_coefficients",
+    "decrypted_residues",
+    "discrete_gaussian_samples",
     "first_prime",
     "noise_sample",
     "plaintext_coefficients",
@@ -33,6 +35,19 @@ def chacha20_block(
 def ciphertext_coefficients(
     batch: hevit._core.EncryptedBatch, index: typing.SupportsInt | typing.SupportsIndex
 ) -> numpy.typing.NDArray[numpy.uint64]: ...
+def decrypted_residues(
+    secret: hevit._core.SecretContext,
+    batch: hevit._core.EncryptedBatch,
+    index: typing.SupportsInt | typing.SupportsIndex,
+    sigma: typing.SupportsFloat | typing.SupportsIndex,
+    noise_key: bytes,
+) -> numpy.typing.NDArray[numpy.uint64]: ...
+def discrete_gaussian_samples(
+    sigma: typing.SupportsFloat | typing.SupportsIndex,
+    key: bytes,
+    nonce_word: typing.SupportsInt | typing.SupportsIndex,
+    count: typing.SupportsInt | typing.SupportsIndex,
+) -> numpy.typing.NDArray[numpy.int64]: ...
 def first_prime(context: hevit._core.PublicContext) -> int: ...
 def noise_sample(
     context: hevit._core.PublicContext, polys: typing.SupportsInt | typing.SupportsIndex

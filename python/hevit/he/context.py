@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import _core
-from ..errors import SecretKeyRequiredError
+from ..errors import ParameterError, SecretKeyRequiredError
 from ._arrays import as_bytes, as_matrix, check_layout, resolve_threads
 from .batch import CompactBatch, EncryptedBatch
 from .params import CkksParams
@@ -202,7 +202,8 @@ class SecretContext:
         """Decrypts to a float64 array of the batch's logical shape (an EncryptedBatch, or the
         CompactBatch reply of a coefficient-layout plan).
 
-        The values are exact CKKS decryptions and must stay with the key holder (IND-CPA-D).
+        The values are exact CKKS decryptions and must stay with the key holder (IND-CPA-D);
+        values that leave it go through :meth:`decrypt_flooded`.
         """
         if isinstance(batch, CompactBatch):
             return self._core.decrypt_compact(batch._core, resolve_threads(threads))
@@ -211,6 +212,60 @@ class SecretContext:
                 f"batch must be an EncryptedBatch or a CompactBatch, got {type(batch).__name__}"
             )
         return self._core.decrypt(batch._core, resolve_threads(threads))
+
+    def decrypt_flooded(
+        self,
+        batch: EncryptedBatch,
+        *,
+        sigma: float,
+        noise_key: bytes,
+        threads: int | None = None,
+    ) -> np.ndarray:
+        """Decrypts with noise flooding in the integer domain: the release path.
+
+        After SEAL's decryption and before decoding, every coefficient of every ciphertext's
+        plaintext polynomial gets an independent sample of the discrete Gaussian
+        ``D_{Z, representable_sigma(sigma)}`` (exact, integer arithmetic, from ChaCha20 under
+        ``noise_key``; see :mod:`hevit.he.flooding`). The result has the shape of
+        :meth:`decrypt` and is a deterministic function of the secret key, the batch, ``sigma``
+        and ``noise_key``: bit-identical at any thread count and at every holder of the key.
+
+        Parameters
+        ----------
+        batch : EncryptedBatch
+        sigma : float
+            Flooding std in integer (coefficient) units, e.g. from
+            :func:`hevit.he.flooding.coefficient_flooding_sigma`. A value in coefficients moves by
+            ``sigma / scale``, a value in slots by ``sigma * sqrt(N / 2) / scale``.
+        noise_key : bytes
+            32 bytes the adversary does not know (e.g. :meth:`derive_key` of the aggregate's
+            digest): a known noise can be subtracted.
+
+        Raises
+        ------
+        hevit.errors.ParameterError
+            ``noise_key`` not 32 bytes; ``sigma`` not finite, below 1 or above 2^56, or so large
+            that 64 sigma reaches a quarter of the modulus (the noise would wrap).
+        hevit.errors.ContextMismatchError
+            A batch of another key set.
+        """
+        if not isinstance(batch, EncryptedBatch):
+            raise TypeError(f"batch must be an EncryptedBatch, got {type(batch).__name__}")
+        key = as_bytes(noise_key, what="noise_key")
+        if len(key) != 32:
+            raise ParameterError(f"noise_key must be 32 bytes, got {len(key)}")
+        return self._core.decrypt_flooded(batch._core, float(sigma), key, resolve_threads(threads))
+
+    def derive_key(self, label: bytes) -> bytes:
+        """A 32-byte key derived from the secret key and ``label`` (BLAKE2b-256 keyed by a hash
+        of the secret key, over a domain-separation string and ``label``).
+
+        Every holder of this secret key derives the same key for the same label; the output is
+        a pseudorandom function of the label under a one-way hash of the key, so it reveals
+        nothing about the secret key beyond that PRF value. The shared-key protocol uses it as
+        the flooding-noise key of an aggregate (``label`` = the aggregate's digest).
+        """
+        return self._core.derive_key(as_bytes(label, what="label"))
 
     def to_bytes(self) -> bytes:
         """Serialized key holder state, including the secret key. Keep it private."""

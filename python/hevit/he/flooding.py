@@ -4,38 +4,69 @@ CKKS decryption returns the message *plus the ciphertext noise*, and that noise 
 function of the secret key: whoever sees a ciphertext together with its exact decryption can
 solve ``c0 + c1 * s = m + e`` for ``s`` (Li and Micciancio, "On the Security of Homomorphic
 Encryption on Approximate Numbers", EUROCRYPT 2021; ``tests/he/test_key_recovery.py`` runs the
-attack). SEAL does nothing about this, so every hevit path that releases decrypted values
-(aggregates that become a published model, logits reported to a server) calls :func:`flood`.
+attack). SEAL does nothing about this, so decrypted values are flooded before they are released.
 
-The flooding noise is Gaussian with standard deviation
+The release path: integer-domain flooding in C++
+-------------------------------------------------
+:meth:`hevit.he.SecretContext.decrypt_flooded` adds the flooding noise where the key-dependent
+noise lives: after SEAL's decryption and before decoding, every coefficient of every
+ciphertext's plaintext polynomial ``m + e`` (integers modulo the level's modulus) gets an
+independent sample of the discrete Gaussian ``D_{Z,sigma}``, ``P(x) ~ exp(-x^2 / (2 sigma^2))``.
+The sampler is exact and uses integer arithmetic only (Canonne, Kamath and Steinke, "The
+Discrete Gaussian for Differential Privacy", NeurIPS 2020, Algorithms 1-3;
+``cpp/include/hevit/discrete_gaussian.h``), with ``sigma`` rounded up to ``m * 2^e``
+(:func:`representable_sigma`, at most 0.8% more noise). Its randomness is ChaCha20 under a
+32-byte ``noise_key``: the same key and batch give bit-identical releases at every site and any
+thread count (the shared-key protocol derives the key from the aggregate's digest with
+:meth:`hevit.he.SecretContext.derive_key`), so averaging several sites' releases gains nothing.
+Nothing on this path uses float64 before decoding: the noise is added to the integers that
+carry the key-dependent noise, whatever the values' magnitude. A decoded value of 1e6 under
+``release`` may show neither noise in float64 (both are below its resolution there), and that
+is safe: the float64 output is a function of the flooded integers (post-processing). The float
+path below instead added noise to decoded values, where float64 rounded it away and left a
+function of the exact decryption.
+
+Why the bound holds. Let ``e`` be the integer vector of key-dependent noise over all flooded
+coefficients, with ``||e||_2 <= B``. The released coefficients are ``m + e + z`` with ``z`` drawn
+from ``D_{Z,sigma}`` coordinate-wise; a simulator that knows only ``m`` outputs ``m + z``. The
+Kullback-Leibler divergence between ``D_{Z,sigma}`` shifted by an integer ``e_i`` and
+``D_{Z,sigma}`` is ``e_i^2 / (2 sigma^2)``: a shift by an integer maps ``Z`` onto itself, so both
+laws have the same normalising sum, the log-ratio at ``x`` is ``(2 x e_i - e_i^2) / (2 sigma^2)``,
+and its mean under the shifted law (mean ``e_i``, by symmetry) is ``e_i^2 / (2 sigma^2)``. This is
+the continuous Gaussian's value, with equality; integer shifts need no smoothing argument (the
+smoothing parameter of ``Z`` enters only for non-integer shifts or to compare ``D_{Z,sigma}``
+with the continuous law: at the sigmas this bound produces, about 2^40 and more, it is far
+below sigma either way). Coordinates are independent, so over one release the divergence is at most ``||e||^2 / (2 sigma^2) <= B^2 / (2 sigma^2)`` and over ``q``
+releases ``q B^2 / (2 sigma^2)``. With
 
     sigma = B * sqrt(q / 2) * 2^(s / 2)
 
-where ``B`` bounds the L2 norm of the ciphertext noise over one released vector, ``q`` is the
-number of decryptions under one key set the analysis covers and ``s`` the statistical security
-parameter. With that sigma the Kullback-Leibler divergence between the released values with and
-without the key-dependent noise is ``q * B^2 / (2 sigma^2) = 2^-s`` over all releases, which
-bounds the advantage of any key-recovery (search) adversary at about 2^-s (KL-divergence
-arguments for search problems; Li, Micciancio, Schultz and Sorrell, CRYPTO 2022). The flooded
-values are then rounded to a grid of ``2^-precision_bits`` (the precision the task needs), which
-costs nothing in security (post-processing) and keeps the released numbers short.
+that is ``2^-s``, which bounds the advantage of any key-recovery (search) adversary at about
+``2^-s`` (KL-divergence arguments for search problems; Li, Micciancio, Schultz and Sorrell,
+CRYPTO 2022). Decoding the flooded coefficients to values (reading coefficients, or the CKKS
+FFT for slots) is post-processing of the flooded integers and cannot increase the divergence.
+:func:`coefficient_flooding_sigma` computes ``sigma`` for sums of fresh encryptions: ``B`` bounds
+the L2 norm of the fresh noise (centred binomial, std sqrt(10.5), plus encoding rounding) over
+all ``N * ciphertexts`` flooded coefficients. ``sigma`` is in integer units; a value in
+coefficients moves by ``sigma / scale`` and a value in slots by ``sigma * sqrt(N / 2) / scale``.
 
-Knobs (:class:`FloodingPolicy`): ``statistical_security_bits`` (default 40), ``max_decryptions``
-(default 2^16 released decryptions per key set) and ``precision_bits`` (default: the coarsest
-power-of-two grid at or below sigma, so rounding adds at most half a sigma-sized step). Flooding
-costs about ``s/2 + log2(sqrt(q/2) * B)`` bits of precision: released values use presets with room
-for it (``update``, ``release``); the std each preset gives is in the README's preset table,
-computed by :func:`hevit.he.docs.preset_table` from these functions. :func:`flood` raises rather
-than release values whose flooding noise would exceed the caller's ``max_sigma``.
-
-The bound covers ``q`` releases only if someone counts them: :class:`DecryptionBudget` counts the
-releases of one key holder per key set and refuses the one past ``max_decryptions``
+Knobs (:class:`FloodingPolicy`): ``statistical_security_bits`` (default 40) and
+``max_decryptions`` (default 2^16 released decryptions per key set). The bound covers ``q``
+releases only if someone counts them: :class:`DecryptionBudget` counts the releases of one key
+holder per key set and refuses the one past ``max_decryptions``
 (:class:`hevit.errors.DecryptionBudgetError`: generate a new key set). Given a file it counts
 across processes and restarts (hospitals whose keys live in a folder keep it there, as
 ``decryption-budget.json``); without one it counts in memory, per process.
 
-The noise is drawn from the operating system's entropy (``secrets``), never from an experiment
-seed: an adversary who knows the flooding noise can subtract it.
+The older float path (being retired)
+------------------------------------
+:func:`flood` adds float64 Gaussian noise to already decoded values (numpy's PCG64 seeded from
+the OS) with ``sigma`` from the plan-kind bounds (:func:`sum_noise_norm_bound`,
+:func:`linear_noise_norm_bound`, :func:`coefficient_noise_norm_bound`,
+:func:`sample_noise_norm_bound`, :func:`mlp_noise_norm_bound`), in value units, then rounds to a
+grid of ``2^-precision_bits``. It is not the release path: the noise is rounded away on values
+whose magnitude dwarfs it in float64 (``release`` at values of 1e6), and different sites draw
+different noise. It stays until its callers move to :meth:`~hevit.he.SecretContext.decrypt_flooded`.
 """
 
 from __future__ import annotations
@@ -50,6 +81,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import _core
 from .._files import atomic_write
 from ..errors import DecryptionBudgetError, ParameterError, SerializationError
 from .params import CkksParams
@@ -58,11 +90,13 @@ from .reference import SIGMAS, value_noise_std
 __all__ = [
     "DecryptionBudget",
     "FloodingPolicy",
+    "coefficient_flooding_sigma",
     "coefficient_noise_norm_bound",
     "flood",
     "linear_noise_norm_bound",
     "mlp_noise_norm_bound",
     "noise_norm_bound",
+    "representable_sigma",
     "sample_noise_norm_bound",
     "sum_noise_norm_bound",
 ]
@@ -202,6 +236,57 @@ class DecryptionBudget:
 
 
 _BUDGET_FORMAT = "hevit-decryption-budget/1"
+
+
+#: Std of one fresh key-dependent noise coefficient in integer units: the centred binomial of
+#: ``hevit._core`` (21 + 21 coins, variance 10.5, SEAL's distribution; SEAL calls it sigma 3.2).
+FRESH_NOISE_STD = math.sqrt(10.5)
+
+
+def representable_sigma(sigma: float) -> float:
+    """The exact std of the discrete Gaussian :meth:`~hevit.he.SecretContext.decrypt_flooded`
+    draws for a requested ``sigma``: the smallest ``m * 2^e >= sigma`` with an integer ``m`` in
+    [128, 256) (at most 0.8% more).
+
+    Raises
+    ------
+    hevit.errors.ParameterError
+        For ``sigma`` not finite, below 1 or above 2^56.
+    """
+    return _core.representable_sigma(float(sigma))
+
+
+def coefficient_flooding_sigma(
+    params: CkksParams, *, ciphertexts: int, summands: int, policy: FloodingPolicy
+) -> float:
+    """Integer-domain flooding std (coefficient units) for releasing, with
+    :meth:`~hevit.he.SecretContext.decrypt_flooded`, the decryption of ``ciphertexts``
+    ciphertexts that are each a sum of ``summands`` fresh encryptions.
+
+    ``B = std * sqrt(summands) * (sqrt(N * ciphertexts) + SIGMAS)`` bounds the L2 norm of the
+    key-dependent noise over every flooded coefficient (``std``: one fresh noise coefficient,
+    centred binomial plus the encoding's rounding, ``hypot(sqrt(10.5), sqrt(1/12))``; a chi
+    variable exceeds its mean by ``SIGMAS`` stds with probability below ``exp(-SIGMAS^2 / 2)``),
+    and ``sigma = policy.sigma(B) = B * sqrt(q / 2) * 2^(s / 2)`` (module docstring). The same
+    bound holds for every layout: it is a bound on coefficients. It covers sums of fresh
+    encryptions only (plan outputs carry more noise). ``decrypt_flooded`` draws
+    ``representable_sigma`` of the returned value.
+
+    Raises
+    ------
+    hevit.errors.ParameterError
+        For ``ciphertexts`` or ``summands`` below 1.
+    """
+    if not isinstance(params, CkksParams):
+        raise TypeError(f"params must be a CkksParams, got {type(params).__name__}")
+    if int(ciphertexts) < 1 or int(summands) < 1:
+        raise ParameterError(
+            f"ciphertexts and summands must be >= 1, got {ciphertexts} and {summands}"
+        )
+    std = math.hypot(FRESH_NOISE_STD, math.sqrt(1.0 / 12.0)) * math.sqrt(int(summands))
+    coefficients = params.poly_modulus_degree * int(ciphertexts)
+    bound = std * (math.sqrt(coefficients) + SIGMAS)
+    return policy.sigma(bound)
 
 
 def noise_norm_bound(std: float, count: int) -> float:
