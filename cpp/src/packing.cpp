@@ -333,6 +333,7 @@ namespace hevit
                     const std::uint64_t v = coeffs[i];
                     values[i] = (v > half ? -static_cast<double>(q.value() - v) : static_cast<double>(v)) / plain.scale();
                 }
+                std::fill(coeffs.begin(), coeffs.end(), 0); // a decrypted plaintext
                 return values;
             }
         } // namespace
@@ -341,7 +342,7 @@ namespace hevit
             const PublicContext &context, const seal::Plaintext &plain, std::size_t rows, std::size_t cols,
             std::size_t index, double *out)
         {
-            const std::vector<double> values = signed_coefficients(context, plain, "batch");
+            std::vector<double> values = signed_coefficients(context, plain, "batch");
             const std::size_t n = values.size();
             const std::size_t base = (index / cols) * n;
             const std::size_t j = index % cols;
@@ -350,17 +351,19 @@ namespace hevit
             {
                 out[(base + s) * cols + j] = values[s];
             }
+            std::fill(values.begin(), values.end(), 0.0);
         }
 
         void decode_coefficients(
             const PublicContext &context, const seal::Plaintext &plain, std::size_t cols, std::size_t period,
             double *row)
         {
-            const std::vector<double> values = signed_coefficients(context, plain, "coefficient");
+            std::vector<double> values = signed_coefficients(context, plain, "coefficient");
             for (std::size_t c = 0; c < cols; c++)
             {
                 row[c] = values[c * period + period - 1];
             }
+            std::fill(values.begin(), values.end(), 0.0);
         }
 
         void decode_plain(
@@ -380,6 +383,7 @@ namespace hevit
             std::vector<std::complex<double>> slots;
             context.encoder().decode(plain, slots);
             unpack_slots(slots, rows, cols, layout, context.params().poly_modulus_degree, index, out);
+            std::fill(slots.begin(), slots.end(), std::complex<double>(0.0, 0.0));
         }
     } // namespace detail
 } // namespace hevit

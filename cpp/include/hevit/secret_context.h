@@ -69,6 +69,11 @@ namespace hevit
         sigma is in integer (coefficient) units: a value in coefficients moves by sigma / scale, a
         value in slots by sigma * sqrt(N / 2) / scale.
 
+        One noise_key per batch: ciphertext i of two different batches flooded under the same key
+        gets the same noise, and the difference of the two releases cancels it (leaving the
+        difference of their key-dependent noise). Derive a key per released batch (e.g.
+        derive_key of that batch's digest).
+
         @throws ParameterError if sigma is not finite, below 1 or above 2^56, or if 64 sigma is
         not below a quarter of the level's modulus (the noise must never wrap it)
         @throws ContextMismatchError for another key set

@@ -239,7 +239,9 @@ class SecretContext:
             ``sigma / scale``, a value in slots by ``sigma * sqrt(N / 2) / scale``.
         noise_key : bytes
             32 bytes the adversary does not know (e.g. :meth:`derive_key` of the aggregate's
-            digest): a known noise can be subtracted.
+            digest): a known noise can be subtracted. One key per released batch: ciphertext
+            ``i`` of two batches flooded under one key gets the same noise, which the difference
+            of the two releases cancels.
 
         Raises
         ------
