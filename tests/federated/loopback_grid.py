@@ -79,7 +79,11 @@ def assert_same_numbers(flower: dict, local: dict) -> None:
         name = f"{s['strategy']}/{s['head']}"
         # the hospitals' copies differ by their flooding draws only; the test rows are
         # far enough from the decision boundaries that no prediction flips
-        assert [r["accuracy"] for r in f["rounds"]] == [r["accuracy"] for r in s["rounds"]], name
+        assert [r["accuracy"] for r in f["rounds"]] == [r["accuracy"] for r in s["rounds"]], (
+            name,
+            [r["accuracy"] for r in f["rounds"]],
+            [r["accuracy"] for r in s["rounds"]],
+        )
         for key in ("round", "contributors", "dropped", "bytes_up", "bytes_down"):
             assert [r[key] for r in f["rounds"]] == [r[key] for r in s["rounds"]], (name, key)
         for key in ("bytes_per_round", "final_accuracy", "epsilon", "parameters", "trained"):

@@ -189,11 +189,11 @@ ATTACKS = {
     "huge-int-message": ("train", lambda r: _set(r, "hevit", "message", 2**62)),
     # its contribution under another hospital's id
     "impersonation": ("train", lambda r: _resend_as(r, "client-0")),
-    # more correct predictions than test rows
-    "inflated-accuracy": ("evaluate", lambda r: _set(r, "metrics", "correct", 10**6)),
-    # a model of the wrong shape
+    # more correct predictions than test rows (counts of a certified round)
+    "inflated-accuracy": ("query.certify", lambda r: _set(r, "metrics", "correct", 10**6)),
+    # a released model of the wrong shape
     "wrong-model": (
-        "evaluate",
+        "query.certify",
         lambda r: (r.content.__setitem__("model", ArrayRecord({"vector": Array(np.ones(3))})), r)[
             1
         ],
@@ -247,11 +247,19 @@ def test_a_hostile_node_cannot_stall_the_run_or_get_its_reports_counted(
     if attack in ("wrong-dimension", "huge-int-message", "impersonation"):
         assert all(r["contributors"] == honest for r in entry["rounds"])
         assert report["standardization"]["contributors"] == honest
-        assert entry["rejections"], "the hostile contributions were not recorded"
+        # rejected by the server in the moments round or in training (a node whose contribution
+        # is missing from an aggregate refuses it and takes no further part)
+        assert any("rejected a message from" in r.getMessage() for r in caplog.records), (
+            "the hostile contributions were not recorded"
+        )
     if attack == "wrong-dimension":
         assert report["deployment"]["nodes_described"] == honest
     if attack in (
+        # a node whose contribution is missing from an aggregate refuses that aggregate (its
+        # own contribution must be in) and takes no further part in the run
         "wrong-dimension",
+        "huge-int-message",
+        "impersonation",
         "junk-he-cls-requests",
         "inflated-he-cls-report",
         "no-metrics",

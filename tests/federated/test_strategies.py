@@ -21,7 +21,7 @@ from hevit.federated import (
     run_inference,
     run_strategy,
 )
-from hevit.he.flooding import sum_noise_norm_bound
+from hevit.he.flooding import coefficient_flooding_sigma, flooding_value_sigma
 
 from .conftest import CLASSES, DIM
 
@@ -29,13 +29,15 @@ FAST = dict(rounds=3, local_epochs=2)
 
 
 def released_value_error(config: FederatedConfig, params, length: int, contributors: int) -> float:
-    """Max abs error of one released (decrypted, flooded, rounded) aggregate value, in the
-    units of the unscaled sum (times count_scale)."""
-    sigma = config.flooding.sigma(sum_noise_norm_bound(params, length, contributors))
-    ckks = he.reference.sum_tolerance(params, contributors)
-    return config.count_scale * (
-        he.reference.SIGMAS * sigma + config.flooding.grid(sigma) / 2 + ckks
+    """Max abs error of one released (decrypted, flooded) aggregate value, in the units of the
+    unscaled sum (times count_scale): the integer-domain flooding of every coefficient of the
+    ``ceil(length / N)`` ciphertexts, decoded, plus the CKKS error of the sum."""
+    ciphertexts = -(-length // params.poly_modulus_degree)
+    sigma = coefficient_flooding_sigma(
+        params, ciphertexts=ciphertexts, summands=contributors, policy=config.flooding
     )
+    ckks = he.reference.sum_tolerance(params, contributors)
+    return config.count_scale * (he.reference.SIGMAS * flooding_value_sigma(params, sigma) + ckks)
 
 
 def direct_fedavg(clients, rounds: int, dropouts=None) -> list[LinearHead]:

@@ -16,8 +16,9 @@ from hevit.federated import (
     run_strategy,
 )
 from hevit.federated.tail import ViTTail, prefix_tokens
-from hevit.he.flooding import sum_noise_norm_bound
+from hevit.he.flooding import coefficient_flooding_sigma
 from hevit.jobs.extract import extract_tail_inputs
+from hevit.protocol.keyholder import flooding_value_sigma
 
 TINY = ViTSpec.make(
     "vit_tiny_patch16_224", img_size=32, patch_size=8, depth=3, embed_dim=32, num_heads=2
@@ -103,7 +104,16 @@ def test_he_fedavg_trains_the_tail_like_plain_fedavg(tiles):
     assert (
         enc.rounds[0].bytes_up["client-0"] > 11 * length
     )  # ~11 bytes per parameter (update preset)
-    sigma = config.flooding.sigma(sum_noise_norm_bound(keys.updates.params, length, 3))
+    params = keys.updates.params
+    sigma = flooding_value_sigma(
+        params,
+        coefficient_flooding_sigma(
+            params,
+            ciphertexts=-(-length // params.poly_modulus_degree),
+            summands=3,
+            policy=config.flooding,
+        ),
+    )
     # the averaged parameters carry sigma / (rows in the federation) of flooding noise
     assert sigma * config.count_scale / len(x) < 1e-5
     moved = np.abs(enc.head.to_vector() - tail.to_vector())[: tail.size - 3 * 32 - 3].max()

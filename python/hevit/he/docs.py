@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from .flooding import FloodingPolicy, sum_noise_norm_bound
+from .flooding import FloodingPolicy, coefficient_flooding_sigma, flooding_value_sigma
 from .params import PRESET_PURPOSES, PRESETS, CkksParams
 from .reference import round_trip_tolerance
 
@@ -21,8 +21,10 @@ def preset_table() -> str:
     Columns: ring degree, primes (the last is the special prime when there are several), scale,
     the public row-norm bound, bytes per value of a fresh ciphertext on the wire (data-modulus
     bits / 8, c0 and the seed of c1), the round-trip error bound of one value
-    (:func:`hevit.he.reference.round_trip_tolerance`), the flooding std of a released
-    ``FLOODING_EXAMPLE`` sum under the default :class:`FloodingPolicy`, and the purpose.
+    (:func:`hevit.he.reference.round_trip_tolerance`), the std the integer-domain flooding of a
+    released ``FLOODING_EXAMPLE`` sum under the default :class:`FloodingPolicy` gives each value
+    (:func:`~hevit.he.flooding.coefficient_flooding_sigma` over the sum's ciphertexts, decoded),
+    and the purpose.
     """
     values, summands = FLOODING_EXAMPLE
     policy = FloodingPolicy()
@@ -40,7 +42,13 @@ def preset_table() -> str:
             primes += " (special)"
         norm = p.max_norm
         norm_text = f"2^{int(norm).bit_length() - 1}" if norm >= 2**10 else f"{norm:g}"
-        sigma = policy.sigma(sum_noise_norm_bound(p, values, summands))
+        ciphertexts = -(-values // p.poly_modulus_degree)
+        sigma = flooding_value_sigma(
+            p,
+            coefficient_flooding_sigma(
+                p, ciphertexts=ciphertexts, summands=summands, policy=policy
+            ),
+        )
         lines.append(
             f"| `{name}` | {p.poly_modulus_degree} | {primes} | 2^{p.scale_bits} | {norm_text} "
             f"| {p.data_modulus_bits / 8:g} | {round_trip_tolerance(p):.1e} | {sigma:.1e} "

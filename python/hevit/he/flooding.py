@@ -93,6 +93,7 @@ __all__ = [
     "coefficient_flooding_sigma",
     "coefficient_noise_norm_bound",
     "flood",
+    "flooding_value_sigma",
     "linear_noise_norm_bound",
     "mlp_noise_norm_bound",
     "noise_norm_bound",
@@ -409,3 +410,15 @@ def flood(
     noisy = arr + rng.normal(0.0, sigma, size=arr.shape)
     step = policy.grid(sigma)
     return np.round(noisy / step) * step
+
+
+def flooding_value_sigma(params: CkksParams, sigma: float) -> float:
+    """The std a coefficient-domain flooding ``sigma`` gives one released batch-layout value:
+    ``sigma / scale`` where values sit in coefficients, ``sigma sqrt(N/2) / scale`` in slots
+    (each real or imaginary part of a slot sums N coefficients times roots of unity)."""
+    from .reference import batch_in_coefficients
+
+    sigma = representable_sigma(sigma)
+    if batch_in_coefficients(params):
+        return sigma / 2.0**params.scale_bits
+    return sigma * math.sqrt(params.poly_modulus_degree / 2) / 2.0**params.scale_bits

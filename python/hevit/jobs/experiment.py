@@ -386,6 +386,23 @@ def versions() -> dict:
     return versions
 
 
+def _hospital_identities(checkpoint_dir, clients: int):
+    """With a checkpoint folder, the hospitals' persisted signing keys (a resumed run must
+    verify the checkpointed aggregates' signatures), made on first use; else None (fresh ones)."""
+    from ..protocol import HospitalIdentity
+
+    if checkpoint_dir is None:
+        return None
+    folder = Path(checkpoint_dir) / "hospitals" / "identities"
+    ids = [f"client-{k}" for k in range(clients)]
+    if not folder.exists():
+        staging = Path(tempfile.mkdtemp(prefix=".identities-", dir=folder.parent))
+        for i in ids:
+            HospitalIdentity.generate(i).save(staging / f"{i}.key")
+        os.rename(staging, folder)  # atomic, as the key folder
+    return [HospitalIdentity.load(folder / f"{i}.key") for i in ids]
+
+
 def _hospital_keys(
     config: FederatedConfig, dim: int, classes: int, checkpoint_dir, *, mlp: bool = False
 ) -> FederationKeys:
@@ -493,11 +510,20 @@ def run_experiment(
     server_keys = keys.server_keys()
     server_checkpoints = None if checkpoint_dir is None else Path(checkpoint_dir) / "server"
     keygen = time.perf_counter() - t0
-    hospital = make_clients(x, y, parts, classes=n_classes, keys=keys, config=config)
+    identities = _hospital_identities(checkpoint_dir, clients) if keys is not None else None
+    if identities is None:
+        from ..protocol import HospitalIdentity
+
+        identities = [HospitalIdentity.generate(f"client-{k}") for k in range(clients)]
+    hospital = make_clients(
+        x, y, parts, classes=n_classes, keys=keys, config=config, identities=identities
+    )
     token_hospital = (
         None
         if tail is None
-        else make_clients(tokens, y, parts, classes=n_classes, keys=keys, config=config)
+        else make_clients(
+            tokens, y, parts, classes=n_classes, keys=keys, config=config, identities=identities
+        )
     )
     moments = run_moments(hospital, server_keys, config) if config.standardize else None
     prep = hospital[0].preprocess

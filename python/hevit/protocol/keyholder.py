@@ -36,8 +36,7 @@ import numpy as np
 
 from .. import he
 from ..errors import ParameterError, ProtocolError, VerificationError
-from ..he.flooding import FloodingPolicy, coefficient_flooding_sigma, representable_sigma
-from ..he.reference import batch_in_coefficients
+from ..he.flooding import FloodingPolicy, coefficient_flooding_sigma, flooding_value_sigma
 from .identity import HospitalIdentity, Roster
 from .ledger import ReleaseLedger
 from .statements import CommitStatement, ContributionStatement, aggregate_digest, seeds_digest
@@ -311,13 +310,3 @@ class KeyHolder:
                 "set with a larger scale"
             )
         return values
-
-
-def flooding_value_sigma(params: he.CkksParams, sigma: float) -> float:
-    """The std a coefficient-domain flooding ``sigma`` gives one released batch-layout value:
-    ``sigma / scale`` where values sit in coefficients, ``sigma sqrt(N/2) / scale`` in slots
-    (each real or imaginary part of a slot sums N coefficients times roots of unity)."""
-    sigma = representable_sigma(sigma)
-    if batch_in_coefficients(params):
-        return sigma / 2.0**params.scale_bits
-    return sigma * math.sqrt(params.poly_modulus_degree / 2) / 2.0**params.scale_bits

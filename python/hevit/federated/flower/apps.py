@@ -145,7 +145,8 @@ def train(msg: Message, context: Context) -> Message:
                 metrics = _counts(hospital, model)
             data = c.update_message(strategy, model, r)
     hospital.keep_chain()
-    return _reply(msg, hospital, **{RECORD_KEY: ConfigRecord({"message": data})}, metrics=metrics)
+    record = ConfigRecord({"message": data, "client": c.client_id})
+    return _reply(msg, hospital, **{RECORD_KEY: record}, metrics=metrics)
 
 
 @client_app.evaluate()
