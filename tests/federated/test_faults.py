@@ -451,7 +451,7 @@ def test_inference_server_checks_the_request_header_before_loading(federation, m
         0,
         "client-0",
         keys.inference.public_context().keyset_id.hex(),
-        {"features": two.to_bytes()},
+        {"features": two.to_bytes(), "context": keys.inference.public_context().to_bytes()},
     )
     monkeypatch.setattr(
         he.EncryptedBatch, "from_bytes", lambda *a, **k: pytest.fail("loaded a refused request")

@@ -177,6 +177,8 @@ class HospitalClient:
         self.commitments: dict[str, bytes] = {}
         #: rounds (label keys) this hospital contributed to
         self.contributed: set[str] = set()
+        #: he-cls key sets of the open sessions (made per session, discarded after it)
+        self._session_keys: dict[str, he.SecretContext] = {}
         #: wall time spent here per phase ("train", "encrypt", "decrypt")
         self.seconds: dict[str, float] = defaultdict(float)
 
@@ -354,8 +356,13 @@ class HospitalClient:
     # ------------------------------------------------------------------ he-cls
     def inference_request(self, features, round_: int = 0, *, model=None) -> bytes:
         """Encrypted rows for ``he-cls``: the preprocessed features, or for token sequences the
-        normalised [CLS] rows ``model`` (a ViTTail, run here in plaintext) feeds its head. A
-        two-layer ``model`` is served under the ``mlp_inference`` key set."""
+        normalised [CLS] rows ``model`` (a ViTTail, run here in plaintext) feeds its head.
+
+        The rows are encrypted under a key set made for this he-cls session (the parameters and
+        evaluation keys of the federation's ``inference`` set, or ``mlp_inference`` for a
+        two-layer ``model``), whose public context travels with the request. This hospital
+        decrypts the server's replies exactly, for its own use; a key set that is discarded after
+        the session (:meth:`end_inference`) cannot be read from them."""
         ctx = self._inference_keys(model)
         rows = self.preprocess(features)
         if rows.ndim == 3:
@@ -378,8 +385,15 @@ class HospitalClient:
             round_,
             self.client_id,
             ctx.public_context().keyset_id.hex(),
-            {"features": blob},
+            {"features": blob, "context": ctx.public_context().to_bytes()},
         ).to_bytes()
+
+    def end_inference(self, model=None) -> None:
+        """Discards this session's he-cls key set (its replies can no longer be decrypted)."""
+        self._session_keys.pop(self._session_key_name(model), None)
+
+    def _session_key_name(self, model) -> str:
+        return f"{self.session}/he-cls/{getattr(model, 'kind', 'linear')}"
 
     def read_logits(self, data: bytes, round_: int = 0, *, model=None) -> np.ndarray:
         """Exact logits for this hospital's own use: they never leave it (only counts derived
@@ -406,7 +420,17 @@ class HospitalClient:
 
     # ------------------------------------------------------------------ helpers
     def _inference_keys(self, model) -> he.SecretContext:
-        return inference_keys_for(self._keys(), model)
+        """This he-cls session's key set, made on first use like the federation's template."""
+        name = self._session_key_name(model)
+        if name not in self._session_keys:
+            template = inference_keys_for(self._keys(), model).public_context()
+            self._session_keys[name] = he.SecretContext.generate(
+                template.params,
+                rotation_steps=template.rotation_steps,
+                conjugation=template.conjugation,
+                relinearization=template.relinearization,
+            )
+        return self._session_keys[name]
 
     def _keys(self) -> FederationKeys | KeyFolder:
         if self.keys is None:

@@ -505,7 +505,12 @@ class InferenceServer:
     """Evaluates a released head on encrypted [CLS] rows (``he-cls``).
 
     ``head`` is any trained model with ``compile_plan`` (a linear head, a ViT tail's linear head,
-    or the two-layer head); the server compiles its plan once.
+    or the two-layer head). ``context`` is the federation's inference key set, used as the
+    template of the key sets hospitals encrypt their requests under: each hospital makes a fresh
+    key set for each he-cls session (its exact decryptions of the server's replies then reveal
+    nothing about a key that outlives the session) and sends its public context with its
+    requests; it must have the template's parameters and evaluation keys. The server compiles
+    the head's plan once per (key set, layout).
     """
 
     def __init__(self, context: he.PublicContext, head, *, layout: str, clients=None) -> None:
@@ -513,7 +518,9 @@ class InferenceServer:
         self.head = head
         self.layout = layout
         self.clients = None if clients is None else {str(c) for c in clients}
-        self._plans: dict[str, object] = {}
+        self._plans: dict[tuple[bytes, str], object] = {}
+        #: each hospital's session key set (public), as its first request sent it
+        self._contexts: dict[str, he.PublicContext] = {}
         self._lock = threading.Lock()
         if layout != "auto":
             self.plan_for(layout)  # compile the forced layout's plan up front (fails early)
@@ -528,12 +535,15 @@ class InferenceServer:
             else ("coefficient", "batch")
         )
 
-    def plan_for(self, layout: str):
-        """The head's compiled plan for ``layout`` (compiled once, on first use)."""
+    def plan_for(self, layout: str, context: he.PublicContext | None = None):
+        """The head's compiled plan for ``layout`` under ``context`` (default: the template;
+        compiled once per key set, on first use)."""
+        context = self.context if context is None else context
+        key = (context.keyset_id, layout)
         with self._lock:
-            if layout not in self._plans:
-                self._plans[layout] = self.head.compile_plan(self.context, layout=layout)
-            return self._plans[layout]
+            if key not in self._plans:
+                self._plans[key] = self.head.compile_plan(context, layout=layout)
+            return self._plans[key]
 
     @property
     def plan(self):
@@ -541,6 +551,33 @@ class InferenceServer:
         if not self._plans:
             raise ProtocolError("no plan compiled yet: the server has not served a request")
         return next(iter(self._plans.values()))
+
+    def _session_context(self, msg: Message) -> he.PublicContext:
+        """The requesting hospital's session key set: sent with its requests, checked against
+        the template (same parameters and evaluation keys), kept for its later requests."""
+        data = msg.blobs.get("context")
+        if data is None:
+            if msg.sender not in self._contexts:
+                raise ProtocolError(f"{msg.sender}'s first he-cls request carries no key set")
+            return self._contexts[msg.sender]
+        if not isinstance(data, bytes):
+            raise ProtocolError("an he-cls key set is public-context bytes")
+        ctx = _public_only(he.PublicContext.from_bytes(data))
+        t = self.context
+        if (ctx.params, ctx.rotation_steps, ctx.conjugation, ctx.relinearization) != (
+            t.params,
+            t.rotation_steps,
+            t.conjugation,
+            t.relinearization,
+        ):
+            raise ProtocolError(
+                "an he-cls key set with other parameters or evaluation keys than the federation's"
+            )
+        held = self._contexts.get(msg.sender)
+        if held is not None and held.keyset_id != ctx.keyset_id:
+            raise ProtocolError(f"{msg.sender} sent a second key set in one he-cls session")
+        self._contexts[msg.sender] = ctx
+        return ctx
 
     def handle(
         self, data: bytes, *, threads: int | None = None, expected_sender: str | None = None
@@ -558,10 +595,11 @@ class InferenceServer:
             raise ProtocolError(
                 f"a request claiming to be from {msg.sender!r} arrived from {expected_sender!r}"
             )
-        if msg.keyset_id != self.context.keyset_id.hex() or set(msg.blobs) != {"features"}:
-            raise ProtocolError(
-                "infer-request under another key set or without a 'features' ciphertext"
-            )
+        if not {"features"} <= set(msg.blobs) <= {"features", "context"}:
+            raise ProtocolError("an infer-request holds a 'features' ciphertext (and its key set)")
+        context = self._session_context(msg)
+        if msg.keyset_id != context.keyset_id.hex():
+            raise ProtocolError("infer-request under another key set than the one it sent")
         blob = msg.blobs["features"]
         if not isinstance(blob, bytes):
             raise ProtocolError("he-cls features are a ciphertext, got a plaintext array")
@@ -583,8 +621,8 @@ class InferenceServer:
                 f"norm bound), got {header.seed_count} seeds, scale {header.scale!r}, "
                 f"norm bound {header.norm_bound!r}"
             )
-        batch = he.EncryptedBatch.from_bytes(blob, self.context, threads=threads)
-        plan = self.plan_for(batch.layout)
+        batch = he.EncryptedBatch.from_bytes(blob, context, threads=threads)
+        plan = self.plan_for(batch.layout, context)
         if batch.layout == "coefficient":
             # the key holder reads C coefficients per row: send the compact reply
             return Message(

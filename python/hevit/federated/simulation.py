@@ -435,6 +435,7 @@ def run_inference(
             logits[idx] = c.read_logits(reply, model=head)
             up += len(request)
             down += len(reply)
+        c.end_inference(head)  # the session's key set is discarded with its replies read
     seconds = merge_seconds(seconds, *(c.seconds for c in clients))
     n = len(x_test)
     pred = logits.argmax(axis=1)

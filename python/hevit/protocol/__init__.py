@@ -13,11 +13,12 @@ The threat model is SECURITY.md's: an active server that can send any bytes to a
 """
 
 from .identity import HospitalIdentity, Roster, refuse_identity, save_federation_identities
-from .keyholder import KeyHolder, RoundLabel, VerifiedAggregate, vector_shape
+from .keyholder import ArraySpec, KeyHolder, RoundLabel, VerifiedAggregate, vector_shape
 from .ledger import ReleaseLedger
 from .statements import CommitStatement, ContributionStatement, aggregate_digest, seeds_digest
 
 __all__ = [
+    "ArraySpec",
     "CommitStatement",
     "ContributionStatement",
     "HospitalIdentity",

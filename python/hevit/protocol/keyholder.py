@@ -41,7 +41,7 @@ from .identity import HospitalIdentity, Roster
 from .ledger import ReleaseLedger
 from .statements import CommitStatement, ContributionStatement, aggregate_digest, seeds_digest
 
-__all__ = ["KeyHolder", "RoundLabel", "VerifiedAggregate", "vector_shape"]
+__all__ = ["ArraySpec", "KeyHolder", "RoundLabel", "VerifiedAggregate", "vector_shape"]
 
 _SEED_BYTES = 64
 
@@ -310,3 +310,98 @@ class KeyHolder:
                 "set with a larger scale"
             )
         return values
+
+    # ------------------------------------------------------------------ named arrays
+    def contribute_arrays(
+        self, arrays: dict, label: RoundLabel, *, weight: float, spec: ArraySpec, parent=b""
+    ) -> tuple[bytes, ContributionStatement, bytes]:
+        """:meth:`contribute` of a dict of named arrays packed by ``spec`` (the weight travels
+        inside the ciphertext)."""
+        vector = spec.pack(arrays, weight, self.context(label.keyset).params)
+        return self.contribute(vector, label, parent=parent)
+
+    def release_arrays(self, verified: VerifiedAggregate, spec: ArraySpec) -> tuple[dict, float]:
+        """The released weighted mean of every array (original names, shapes, dtypes) and the
+        total weight of a verified aggregate of ``spec`` contributions."""
+        if verified.length != spec.length:
+            raise ProtocolError("the aggregate is not of this spec's length")
+        params = self.context(verified.label.keyset).params
+        return spec.unpack(self.release(verified), params)
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """How a dict of named arrays (a model update, statistics) is packed into one contribution.
+
+    Every party derives the same packing from public facts: the names, shapes and dtypes, a bound
+    on the absolute value of every element (``value_bound``) and on a contribution's weight
+    (``max_weight``). Each element ``x`` of a contribution of weight ``w`` is encrypted as
+    ``x * w * f`` and the weight itself as ``w * f``, with ``f = max_norm / (sqrt(cols) *
+    value_bound * max_weight)`` (``cols``: ciphertexts per contribution; ``max_norm``: the key
+    set's public bound on a packed row's L2 norm), so no packed row can exceed the bound. A
+    release divides the sums back: the weighted mean of every array, and the total weight. An
+    element above ``value_bound`` or a weight above ``max_weight`` is refused
+    (ValueRangeError), never clipped.
+    """
+
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    dtypes: tuple[str, ...]
+    value_bound: float
+    max_weight: float
+
+    @classmethod
+    def of(cls, arrays: dict, *, value_bound: float, max_weight: float) -> ArraySpec:
+        if not arrays:
+            raise ProtocolError("an ArraySpec needs at least one array")
+        if not (value_bound > 0 and max_weight > 0):
+            raise ProtocolError("value_bound and max_weight must be positive")
+        items = [(str(k), np.asarray(v)) for k, v in arrays.items()]
+        return cls(
+            tuple(k for k, _ in items),
+            tuple(tuple(int(d) for d in v.shape) for _, v in items),
+            tuple(v.dtype.str for _, v in items),
+            float(value_bound),
+            float(max_weight),
+        )
+
+    @property
+    def length(self) -> int:
+        return sum(int(np.prod(s)) for s in self.shapes) + 1
+
+    def factor(self, params: he.CkksParams) -> float:
+        cols = vector_shape(self.length, params)[1]
+        return params.max_norm / (math.sqrt(cols) * self.value_bound * self.max_weight)
+
+    def pack(self, arrays: dict, weight: float, params: he.CkksParams) -> np.ndarray:
+        from ..errors import ValueRangeError
+
+        if tuple(arrays) != self.names:
+            raise ProtocolError(f"arrays {tuple(arrays)} do not match the spec {self.names}")
+        weight = float(weight)
+        if not 0 < weight <= self.max_weight:
+            raise ValueRangeError(f"weight {weight} outside (0, {self.max_weight}]")
+        flat = []
+        for name, shape in zip(self.names, self.shapes, strict=True):
+            v = np.asarray(arrays[name], dtype=np.float64)
+            if v.shape != shape:
+                raise ProtocolError(f"array {name!r} has shape {v.shape}, the spec {shape}")
+            if not np.all(np.isfinite(v)) or np.abs(v).max(initial=0.0) > self.value_bound:
+                raise ValueRangeError(
+                    f"array {name!r} holds values beyond the public bound {self.value_bound}"
+                )
+            flat.append(v.ravel())
+        return np.concatenate([*flat, [1.0]]) * weight * self.factor(params)
+
+    def unpack(self, released: np.ndarray, params: he.CkksParams) -> tuple[dict, float]:
+        """(weighted mean of every array in its dtype, total weight) from a released sum."""
+        total = np.asarray(released, dtype=np.float64) / self.factor(params)
+        weight = float(total[-1])
+        if not weight > 0:
+            raise ProtocolError(f"a released sum of weight {weight}")
+        out, start = {}, 0
+        for name, shape, dtype in zip(self.names, self.shapes, self.dtypes, strict=True):
+            size = int(np.prod(shape))
+            out[name] = (total[start : start + size] / weight).reshape(shape).astype(dtype)
+            start += size
+        return out, weight

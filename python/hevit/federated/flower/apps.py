@@ -220,6 +220,7 @@ def he_cls_request(msg: Message, context: Context) -> Message:
         hospital.client.inference_request(x[s : s + chunk], r, model=model)
         for s in range(0, len(x), chunk)
     ]
+    hospital.keep_inference_key(model)
     return _reply(msg, hospital, **{RECORD_KEY: ConfigRecord({"requests": requests})})
 
 
@@ -235,9 +236,14 @@ def he_cls_reply(msg: Message, context: Context) -> Message:
     if len(replies) != len(starts):
         raise ProtocolError(f"{len(replies)} he-cls replies for {len(starts)} requests")
     plain = model.logits(c.preprocess(x))
-    logits = np.concatenate(
-        [c.read_logits(data, r, model=model) for data in replies] or [np.empty_like(plain)]
-    )
+    hospital.restore_inference_key(model)
+    try:
+        logits = np.concatenate(
+            [c.read_logits(data, r, model=model) for data in replies] or [np.empty_like(plain)]
+        )
+    finally:
+        # one reply per session: the key set is gone whether or not the replies were valid
+        hospital.discard_inference_key(model)
     rows_per_layout: dict[str, int] = {}
     for s in starts:
         rows = len(x[s : s + chunk])

@@ -185,6 +185,30 @@ class FlowerHospital:
         }
         self.context.state[CHAIN] = ConfigRecord({"json": json.dumps(body)})
 
+    def _inference_key_file(self) -> Path:
+        return Path(self.context.run_config["keys-dir"]) / f"he-cls-{self.client.client_id}.key"
+
+    def keep_inference_key(self, model) -> None:
+        """Keeps this he-cls session's secret key set between the request and the reply message
+        (each a separate ClientApp process) in the key folder, mode 0600."""
+        path = self._inference_key_file()
+        path.unlink(missing_ok=True)
+        self.client._inference_keys(model).save(path)
+
+    def restore_inference_key(self, model) -> None:
+        from ... import he
+
+        path = self._inference_key_file()
+        if not path.exists():
+            raise ProtocolError(f"{self.client.client_id} holds no he-cls key set for this reply")
+        self.client._session_keys[self.client._session_key_name(model)] = he.SecretContext.load(
+            path
+        )
+
+    def discard_inference_key(self, model) -> None:
+        self.client.end_inference(model)
+        self._inference_key_file().unlink(missing_ok=True)
+
     def keep_moments(self) -> None:
         self.context.state[MOMENTS] = ArrayRecord(
             {"mean": Array(self.client.mean), "std": Array(self.client.std)}
