@@ -62,3 +62,27 @@ def test_named_arrays_round_trip_to_the_weighted_mean(rng):
         )
     with pytest.raises(ValueRangeError):
         holders[0].contribute_arrays(arrays[0], label, weight=101, spec=spec)
+
+
+def test_the_readme_protocol_example_runs():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    (block,) = [
+        b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "hevit.protocol" in b
+    ]
+    scope: dict = {}
+    exec(compile(block, "README.md", "exec"), scope)
+    spec, holders = scope["spec"], scope["holders"]
+    params = holders[0].context("updates").params
+    sigma = flooding_value_sigma(
+        params,
+        coefficient_flooding_sigma(params, ciphertexts=1, summands=3, policy=holders[0].policy),
+    )
+    # each hospital sent the same update with weight 100: the mean is that update
+    tol = 7 * (sigma + he.reference.sum_tolerance(params, 3)) / spec.factor(params) / 300 * 2
+    assert abs(scope["weight"] - 300) <= tol * 300
+    for name, value in scope["update"].items():
+        assert scope["mean"][name].dtype == value.dtype
+        assert np.abs(scope["mean"][name] - value).max() <= tol + 1e-7
