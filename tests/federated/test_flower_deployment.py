@@ -45,7 +45,7 @@ from .test_secret_key_exposure import secret_key_chunks
 DIM, CLASSES = 48, 3
 #: SuperNodes of the deployment (the README's 10-node run: HEVIT_FLOWER_NODES=10)
 NODES = int(os.environ.get("HEVIT_FLOWER_NODES", "3"))
-TIMEOUT = 420
+TIMEOUT = 900
 
 
 def free_port() -> int:
