@@ -464,7 +464,7 @@ PYBIND11_MODULE(_core, m)
         .def_static(
             "compile",
             [](std::shared_ptr<PublicContext> context, const DoubleArray &weights, std::optional<DoubleArray> bias,
-               const std::string &layout, double input_norm_bound) {
+               const std::string &layout, double input_norm_bound, double max_abs_error) {
                 check_matrix(weights, "weights");
                 const auto out_dim = static_cast<std::size_t>(weights.shape(0));
                 const auto in_dim = static_cast<std::size_t>(weights.shape(1));
@@ -482,9 +482,10 @@ PYBIND11_MODULE(_core, m)
                 const Layout lay = parse_layout(layout);
                 py::gil_scoped_release release;
                 return std::make_shared<LinearPlan>(
-                    context, weights.data(), out_dim, in_dim, bias_ptr, lay, input_norm_bound);
+                    context, weights.data(), out_dim, in_dim, bias_ptr, lay, input_norm_bound, max_abs_error);
             },
-            py::arg("context"), py::arg("weights"), py::arg("bias"), py::arg("layout"), py::arg("input_norm_bound"))
+            py::arg("context"), py::arg("weights"), py::arg("bias"), py::arg("layout"), py::arg("input_norm_bound"),
+            py::arg("max_abs_error") = 0.0)
         .def(
             "apply",
             [](const LinearPlan &self, const EncryptedBatch &batch, int threads) {
@@ -505,6 +506,7 @@ PYBIND11_MODULE(_core, m)
         .def_property_readonly("rotation_steps", &LinearPlan::steps)
         .def_property_readonly("key_switches", &LinearPlan::key_switches)
         .def_property_readonly("weight_scale_bits", &LinearPlan::weight_scale_bits)
+        .def_property_readonly("output_error_bounds", &LinearPlan::output_error_bounds)
         .def_property_readonly("baby_rotations", &LinearPlan::baby_rotations)
         .def_property_readonly("giant_rotations", &LinearPlan::giant_rotations)
         .def_property_readonly("fold_rotations", &LinearPlan::fold_rotations)

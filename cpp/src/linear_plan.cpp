@@ -45,19 +45,25 @@ namespace hevit
 
     namespace
     {
-        PlanInput fresh_input(const PublicContext &context)
+        PlanInput fresh_input(const PublicContext &context, double max_abs_error)
         {
+            if (!std::isfinite(max_abs_error) || max_abs_error < 0)
+            {
+                throw ValueRangeError("max_abs_error must be a positive finite number (or 0 for the default rule)");
+            }
             PlanInput input;
             input.parms_id = context.data_parms_id();
             input.scale = context.scale();
+            input.max_abs_error = max_abs_error;
             return input;
         }
     } // namespace
 
     LinearPlan::LinearPlan(
         std::shared_ptr<const PublicContext> context, const double *weights, std::size_t out_dim, std::size_t in_dim,
-        const double *bias, Layout layout, double input_norm_bound)
-        : LinearPlan(context, weights, out_dim, in_dim, bias, layout, input_norm_bound, fresh_input(*context))
+        const double *bias, Layout layout, double input_norm_bound, double max_abs_error)
+        : LinearPlan(
+              context, weights, out_dim, in_dim, bias, layout, input_norm_bound, fresh_input(*context, max_abs_error))
     {}
 
     LinearPlan::LinearPlan(
