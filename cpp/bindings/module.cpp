@@ -341,8 +341,12 @@ PYBIND11_MODULE(_core, m)
             },
             py::arg("batches"), py::arg("threads"));
 
-    // Public-information views for security analysis (tests/he/test_key_recovery.py)
-    auto inspection = m.def_submodule("inspection", "coefficient-form views of public objects");
+    // Public-information views for security analysis, for tests only (tests/he, tests/attacks):
+    // their sampling loops hold the GIL and they are no part of the documented API.
+    auto inspection = m.def_submodule(
+        "inspection",
+        "Test-only: coefficient-form views of public objects (what an adversary holding the public "
+        "bytes can compute) for the security tests. Not part of hevit's API; the loops hold the GIL.");
     inspection.def(
         "ciphertext_coefficients",
         [](const EncryptedBatch &batch, std::size_t index) {

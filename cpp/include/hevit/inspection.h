@@ -9,7 +9,9 @@
 namespace hevit
 {
     /**
-    Read-only views of public objects in coefficient form, for security analysis.
+    Read-only views of public objects in coefficient form, for security analysis. Test-only
+    (the Python module hevit._core.inspection, used by tests/he and tests/attacks): no part of
+    hevit's documented API, and the bindings hold the GIL in their sampling loops.
 
     Everything here is computable by anyone holding the public bytes and the SEAL library: the
     ciphertext polynomials of an EncryptedBatch and the CKKS encoding of chosen values. The
