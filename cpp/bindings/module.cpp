@@ -341,12 +341,14 @@ PYBIND11_MODULE(_core, m)
             },
             py::arg("batches"), py::arg("threads"));
 
-    // Public-information views for security analysis, for tests only (tests/he, tests/attacks):
-    // their sampling loops hold the GIL and they are no part of the documented API.
+    // Public-information views for security analysis, for tests and attack evaluations only
+    // (tests/he, hevit.attacks.PublicAdversary): their sampling loops hold the GIL and they are no
+    // part of the documented API.
     auto inspection = m.def_submodule(
         "inspection",
         "Test-only: coefficient-form views of public objects (what an adversary holding the public "
-        "bytes can compute) for the security tests. Not part of hevit's API; the loops hold the GIL.");
+        "bytes can compute) for the security tests and hevit.attacks. Not part of hevit's API; the "
+        "loops hold the GIL.");
     inspection.def(
         "ciphertext_coefficients",
         [](const EncryptedBatch &batch, std::size_t index) {
@@ -380,7 +382,7 @@ PYBIND11_MODULE(_core, m)
             const std::string_view k = view_of(key);
             if (k.size() != 32)
             {
-                throw std::invalid_argument("key must be 32 bytes");
+                throw LayoutError("key must be 32 bytes");
             }
             ChaCha20Stream::Key key_bytes{};
             std::copy(k.begin(), k.end(), key_bytes.begin());
@@ -395,7 +397,7 @@ PYBIND11_MODULE(_core, m)
             const std::string_view sv = view_of(seed);
             if (sv.size() != sizeof(seal::prng_seed_type))
             {
-                throw std::invalid_argument("seed must be 64 bytes");
+                throw LayoutError("seed must be 64 bytes");
             }
             seal::prng_seed_type seed_words{};
             std::memcpy(seed_words.data(), sv.data(), sv.size());
