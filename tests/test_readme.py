@@ -16,7 +16,9 @@ def test_readme_api_example_runs_and_matches_numpy():
     scope: dict = {}
     exec(compile(blocks[0], "README.md", "exec"), scope)
     ref = he.reference.linear(scope["x"], scope["W"], scope["b"])
-    tol = he.reference.linear_tolerance(scope["params"], scope["W"], scope["x"], scope["plan"])
+    tol = he.reference.linear_tolerance(
+        scope["params"], scope["W"], scope["x"], scope["plan"], bias=scope["b"]
+    )
     assert scope["logits"].shape == (4, 3)
     assert np.abs(scope["logits"] - ref).max() <= tol
 

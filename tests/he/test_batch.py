@@ -260,7 +260,7 @@ def test_batch_layout_encodings_round_trip_and_evaluate(keys, rng, preset, rows,
     plan = he.LinearPlan.compile(pub, w, b, layout="batch")
     y = sk.decrypt(plan.apply(sk.encrypt(x, layout="batch")))
     assert np.abs(y - he.reference.linear(x, w, b)).max() <= he.reference.linear_tolerance(
-        params, w, x, plan
+        params, w, x, plan, bias=b
     )
 
 

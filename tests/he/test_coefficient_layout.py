@@ -46,7 +46,7 @@ def test_coefficient_plan_matches_numpy(coefficient_keys, rng, preset, out_dim, 
     assert out.shape == (3, out_dim) and out.layout == "coefficient"
     y = sk.decrypt(out)
     err = float(np.abs(y - he.reference.linear(x, w, b)).max())
-    tol = he.reference.linear_tolerance(sk.params, w, x, plan)
+    tol = he.reference.linear_tolerance(sk.params, w, x, plan, bias=b)
     assert err <= tol, f"max error {err:.3g} above derived tolerance {tol:.3g}"
     assert tol < 1e-4
 
@@ -77,7 +77,7 @@ def test_zero_weights_give_the_bias(coefficient_keys, rng):
     plan = he.LinearPlan.compile(sk.public_context(), np.zeros((3, 768)), b, layout="coefficient")
     x = rows_with_norm(rng, 2, 768, 1.0)
     y = sk.decrypt(plan.apply(sk.encrypt(x, layout="coefficient")))
-    tol = he.reference.linear_tolerance(sk.params, np.zeros((3, 768)), x, plan)
+    tol = he.reference.linear_tolerance(sk.params, np.zeros((3, 768)), x, plan, bias=b)
     np.testing.assert_allclose(y, np.tile(b, (2, 1)), atol=tol, rtol=0)
 
 

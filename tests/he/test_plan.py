@@ -48,7 +48,7 @@ def check_plan(sk, layout, w, b, x, *, threads=None):
     out = he.EncryptedBatch.from_bytes(out.to_bytes(), pub)
     y = sk.decrypt(out)
     ref = he.reference.linear(x, w, b)
-    tol = he.reference.linear_tolerance(sk.params, w, x, plan)
+    tol = he.reference.linear_tolerance(sk.params, w, x, plan, bias=b)
     err = float(np.abs(y - ref).max())
     assert err <= tol, f"max error {err:.3g} above derived tolerance {tol:.3g}"
     return plan, err
@@ -94,7 +94,10 @@ def test_all_zero_weights_give_the_bias(keys, rng, layout):
     plan = he.LinearPlan.compile(sk.public_context(), w, b, layout=layout)
     y = sk.decrypt(plan.apply(sk.encrypt(x, layout=layout)))
     np.testing.assert_allclose(
-        y, np.tile(b, (5, 1)), atol=he.reference.linear_tolerance(sk.params, w, x, plan), rtol=0
+        y,
+        np.tile(b, (5, 1)),
+        atol=he.reference.linear_tolerance(sk.params, w, x, plan, bias=b),
+        rtol=0,
     )
 
 
@@ -164,7 +167,7 @@ def test_sum_of_clients_needs_a_larger_input_bound(keys, rng):
     )
     y = sk.decrypt(plan3.apply(total))
     x = sum(xs)
-    tol = he.reference.linear_tolerance(sk.params, w, x, plan3) * np.sqrt(3)
+    tol = he.reference.linear_tolerance(sk.params, w, x, plan3, bias=b) * np.sqrt(3)
     assert np.abs(y - he.reference.linear(x, w, b)).max() <= tol
 
 
@@ -202,7 +205,7 @@ def test_plan_is_reusable_across_threads(keys, rng, layout):
     for t in threads:
         t.join()
     for x, y in zip(xs, results, strict=True):
-        tol = he.reference.linear_tolerance(sk.params, w, x, plan)
+        tol = he.reference.linear_tolerance(sk.params, w, x, plan, bias=b)
         assert np.abs(y - he.reference.linear(x, w, b)).max() <= tol
 
 
@@ -232,6 +235,18 @@ def test_bad_input_norm_bounds_raise_value_range_errors(keys, bad):
             layout="batch",
             input_norm_bound=bad,
         )
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf")])
+def test_the_core_refuses_bad_input_norm_bounds_instead_of_falling_back(keys, bad):
+    """The C++ core took any bound <= 0 (and NaN) as 'use max_norm': only 0 means that now."""
+    from hevit import _core
+
+    pub = keys.get("throughput").public_context()
+    with pytest.raises(ValueRangeError, match="input_norm_bound must be a positive finite number"):
+        _core.LinearPlan.compile(pub._core, np.ones((2, 3)), None, "batch", bad)
+    default = _core.LinearPlan.compile(pub._core, np.ones((2, 3)), None, "batch", 0.0)
+    assert default.input_norm_bound == pub.params.max_norm
 
 
 def test_reference_primes_are_the_contexts():

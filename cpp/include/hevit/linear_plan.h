@@ -96,7 +96,8 @@ namespace hevit
         /**
         @param weights row-major out_dim x in_dim
         @param bias out_dim values or nullptr
-        @param input_norm_bound bound on input row norms; <= 0 means the context's max_norm
+        @param input_norm_bound bound on input row norms; 0 means the context's max_norm (negative,
+        NaN or infinite: ValueRangeError)
         @param max_abs_error coefficient layout: largest error an output may carry (value units);
         0 for the default rule (see the class comment)
         @throws LayoutError, ValueRangeError (also for a negative or non-finite max_abs_error),
