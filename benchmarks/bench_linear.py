@@ -32,7 +32,9 @@ def check_logits(y, x, w, b, params, plan):
     ref = he.reference.linear(x, w, b)
     assert np.array_equal(y.argmax(axis=1), ref.argmax(axis=1))
     compact = he.reference.compact_tolerance(params) if plan.layout == "coefficient" else 0.0
-    assert np.abs(y - ref).max() <= he.reference.linear_tolerance(params, w, x, plan) + compact
+    assert (
+        np.abs(y - ref).max() <= he.reference.linear_tolerance(params, w, x, plan, bias=b) + compact
+    )
 
 
 SETUP_IDS = [f"{layout}/{preset}" for layout, preset in SETUPS]

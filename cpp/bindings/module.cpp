@@ -380,8 +380,14 @@ PYBIND11_MODULE(_core, m)
             },
             py::arg("batches"), py::arg("threads"));
 
-    // Public-information views for security analysis (tests/he/test_key_recovery.py)
-    auto inspection = m.def_submodule("inspection", "coefficient-form views of public objects");
+    // Public-information views for security analysis, for tests and attack evaluations only
+    // (tests/he, hevit.attacks.PublicAdversary): their sampling loops hold the GIL and they are no
+    // part of the documented API.
+    auto inspection = m.def_submodule(
+        "inspection",
+        "Test-only: coefficient-form views of public objects (what an adversary holding the public "
+        "bytes can compute) for the security tests and hevit.attacks. Not part of hevit's API; the "
+        "loops hold the GIL.");
     inspection.def(
         "ciphertext_coefficients",
         [](const EncryptedBatch &batch, std::size_t index) {
@@ -446,7 +452,7 @@ PYBIND11_MODULE(_core, m)
             const std::string_view k = view_of(key);
             if (k.size() != 32)
             {
-                throw std::invalid_argument("key must be 32 bytes");
+                throw LayoutError("key must be 32 bytes");
             }
             ChaCha20Stream::Key key_bytes{};
             std::copy(k.begin(), k.end(), key_bytes.begin());
@@ -461,7 +467,7 @@ PYBIND11_MODULE(_core, m)
             const std::string_view sv = view_of(seed);
             if (sv.size() != sizeof(seal::prng_seed_type))
             {
-                throw std::invalid_argument("seed must be 64 bytes");
+                throw LayoutError("seed must be 64 bytes");
             }
             seal::prng_seed_type seed_words{};
             std::memcpy(seed_words.data(), sv.data(), sv.size());
@@ -534,7 +540,7 @@ PYBIND11_MODULE(_core, m)
         .def_static(
             "compile",
             [](std::shared_ptr<PublicContext> context, const DoubleArray &weights, std::optional<DoubleArray> bias,
-               const std::string &layout, double input_norm_bound) {
+               const std::string &layout, double input_norm_bound, double max_abs_error) {
                 check_matrix(weights, "weights");
                 const auto out_dim = static_cast<std::size_t>(weights.shape(0));
                 const auto in_dim = static_cast<std::size_t>(weights.shape(1));
@@ -552,9 +558,10 @@ PYBIND11_MODULE(_core, m)
                 const Layout lay = parse_layout(layout);
                 py::gil_scoped_release release;
                 return std::make_shared<LinearPlan>(
-                    context, weights.data(), out_dim, in_dim, bias_ptr, lay, input_norm_bound);
+                    context, weights.data(), out_dim, in_dim, bias_ptr, lay, input_norm_bound, max_abs_error);
             },
-            py::arg("context"), py::arg("weights"), py::arg("bias"), py::arg("layout"), py::arg("input_norm_bound"))
+            py::arg("context"), py::arg("weights"), py::arg("bias"), py::arg("layout"), py::arg("input_norm_bound"),
+            py::arg("max_abs_error") = 0.0)
         .def(
             "apply",
             [](const LinearPlan &self, const EncryptedBatch &batch, int threads) {
@@ -575,6 +582,7 @@ PYBIND11_MODULE(_core, m)
         .def_property_readonly("rotation_steps", &LinearPlan::steps)
         .def_property_readonly("key_switches", &LinearPlan::key_switches)
         .def_property_readonly("weight_scale_bits", &LinearPlan::weight_scale_bits)
+        .def_property_readonly("output_error_bounds", &LinearPlan::output_error_bounds)
         .def_property_readonly("baby_rotations", &LinearPlan::baby_rotations)
         .def_property_readonly("giant_rotations", &LinearPlan::giant_rotations)
         .def_property_readonly("fold_rotations", &LinearPlan::fold_rotations)

@@ -16,12 +16,12 @@ namespace hevit
         const auto &cts = batch.ciphertexts();
         if (index >= cts.size())
         {
-            throw std::invalid_argument("ciphertext index out of range");
+            throw ValueRangeError("ciphertext index " + std::to_string(index) + " is out of range");
         }
         const seal::Ciphertext &ct = cts[index];
         if (ct.size() != 2 || !ct.is_ntt_form())
         {
-            throw std::invalid_argument("expected a size-2 ciphertext in NTT form");
+            throw LayoutError("expected a size-2 ciphertext in NTT form");
         }
         const auto cd = batch.context()->seal_context().get_context_data(ct.parms_id());
         const std::size_t n = ct.poly_modulus_degree();
@@ -43,7 +43,7 @@ namespace hevit
         const std::size_t n = context.params().poly_modulus_degree;
         if (index >= ciphertext_count(layout, rows, cols, n))
         {
-            throw std::invalid_argument("ciphertext index out of range");
+            throw ValueRangeError("ciphertext index " + std::to_string(index) + " is out of range");
         }
         seal::Plaintext pt;
         detail::encode_plain(context, values, rows, cols, layout, period, index, pt);

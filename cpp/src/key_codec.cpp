@@ -1,7 +1,9 @@
 // Copyright (c) hevit developers. MIT license.
 #include "hevit/key_codec.h"
 #include "hevit/errors.h"
+#include "hevit/modular.h"
 #include "hevit/wire.h"
+#include "seal/util/polyarithsmallmod.h"
 #include <algorithm>
 #include <string>
 
@@ -222,6 +224,86 @@ namespace hevit::detail
             }
             src += packed_size(n, primes[l].bit_count());
         }
+        check_ternary_key(key, context);
         return key;
+    }
+
+    void check_ternary_key(const seal::SecretKey &key, const seal::SEALContext &context)
+    {
+        const auto &cd = key_level(context);
+        const std::size_t n = cd.parms().poly_modulus_degree();
+        const auto &primes = cd.parms().coeff_modulus();
+        if (key.data().coeff_count() != n * primes.size())
+        {
+            throw SerializationError("corrupted secret key: wrong number of coefficients");
+        }
+        std::vector<std::int8_t> first(n);
+        std::vector<std::uint64_t> residue(n);
+        bool ok = true;
+        for (std::size_t l = 0; l < primes.size() && ok; l++)
+        {
+            std::copy_n(key.data().data() + l * n, n, residue.begin());
+            inverse_ntt(residue.data(), cd.small_ntt_tables()[l]);
+            const std::uint64_t q = primes[l].value();
+            for (std::size_t i = 0; i < n; i++)
+            {
+                const std::uint64_t r = residue[i];
+                const std::int8_t t = r == 0 ? 0 : (r == 1 ? 1 : (r == q - 1 ? -1 : 2));
+                // every limb must hold the same ternary polynomial: a limb that no decryption at
+                // the data level reads (the special prime's) is checked like the others
+                if (t == 2 || (l > 0 && t != first[i]))
+                {
+                    ok = false;
+                    break;
+                }
+                if (l == 0)
+                {
+                    first[i] = t;
+                }
+            }
+        }
+        std::fill(residue.begin(), residue.end(), 0);
+        std::fill(first.begin(), first.end(), 0);
+        if (!ok)
+        {
+            throw SerializationError(
+                "corrupted secret key: its limbs are not one ternary polynomial in every prime");
+        }
+    }
+
+    void check_key_pair(const seal::SecretKey &key, const seal::PublicKey &public_key, const seal::SEALContext &context)
+    {
+        const auto &cd = key_level(context);
+        const std::size_t n = cd.parms().poly_modulus_degree();
+        const auto &primes = cd.parms().coeff_modulus();
+        const seal::Ciphertext &pk = public_key.data();
+        if (pk.size() != 2 || pk.coeff_modulus_size() != primes.size() || pk.poly_modulus_degree() != n)
+        {
+            throw SerializationError("corrupted public key: not a key-level ciphertext of two polynomials");
+        }
+        std::vector<std::uint64_t> e(n);
+        bool ok = true;
+        for (std::size_t l = 0; l < primes.size() && ok; l++)
+        {
+            const seal::Modulus &q = primes[l];
+            // p0 + p1 s = -e at the key level (all primes): small only for the key that made p
+            seal::util::dyadic_product_coeffmod(pk.data(1) + l * n, key.data().data() + l * n, n, q, e.data());
+            seal::util::add_poly_coeffmod(e.data(), pk.data(0) + l * n, n, q, e.data());
+            inverse_ntt(e.data(), cd.small_ntt_tables()[l]);
+            for (std::size_t i = 0; i < n; i++)
+            {
+                const std::uint64_t magnitude = std::min(e[i], q.value() - e[i]);
+                if (magnitude > max_public_key_noise)
+                {
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        std::fill(e.begin(), e.end(), 0);
+        if (!ok)
+        {
+            throw SerializationError("corrupted SecretContext: the secret key does not belong to its public key");
+        }
     }
 } // namespace hevit::detail

@@ -45,26 +45,32 @@ namespace hevit
 
     namespace
     {
-        PlanInput fresh_input(const PublicContext &context)
+        PlanInput fresh_input(const PublicContext &context, double max_abs_error)
         {
+            if (!std::isfinite(max_abs_error) || max_abs_error < 0)
+            {
+                throw ValueRangeError("max_abs_error must be a positive finite number (or 0 for the default rule)");
+            }
             PlanInput input;
             input.parms_id = context.data_parms_id();
             input.scale = context.scale();
+            input.max_abs_error = max_abs_error;
             return input;
         }
     } // namespace
 
     LinearPlan::LinearPlan(
         std::shared_ptr<const PublicContext> context, const double *weights, std::size_t out_dim, std::size_t in_dim,
-        const double *bias, Layout layout, double input_norm_bound)
-        : LinearPlan(context, weights, out_dim, in_dim, bias, layout, input_norm_bound, fresh_input(*context))
+        const double *bias, Layout layout, double input_norm_bound, double max_abs_error)
+        : LinearPlan(
+              context, weights, out_dim, in_dim, bias, layout, input_norm_bound, fresh_input(*context, max_abs_error))
     {}
 
     LinearPlan::LinearPlan(
         std::shared_ptr<const PublicContext> context, const double *weights, std::size_t out_dim, std::size_t in_dim,
         const double *bias, Layout layout, double input_norm_bound, const PlanInput &input)
         : context_(std::move(context)), input_(input), layout_(layout), in_dim_(in_dim), out_dim_(out_dim),
-          input_norm_bound_(input_norm_bound > 0 ? input_norm_bound : context_->params().max_norm)
+          input_norm_bound_(detail::resolve_norm_bound(input_norm_bound, context_->params().max_norm))
     {
         if (!context_->seal_context().get_context_data(input_.parms_id) || !(input_.scale > 0))
         {
@@ -73,10 +79,6 @@ namespace hevit
         if (in_dim == 0 || out_dim == 0)
         {
             throw LayoutError("weights must be a non-empty (out_dim, in_dim) matrix");
-        }
-        if (!std::isfinite(input_norm_bound_))
-        {
-            throw ValueRangeError("input_norm_bound must be finite");
         }
         double sum_sq = 0.0;
         for (std::size_t k = 0; k < out_dim; k++)

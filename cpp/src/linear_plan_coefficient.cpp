@@ -4,6 +4,7 @@
 #include "hevit/linear_plan.h"
 #include "hevit/modular.h"
 #include "hevit/parallel.h"
+#include "seal/util/globals.h"
 #include "seal/util/ntt.h"
 #include "seal/util/polyarithsmallmod.h"
 #include <algorithm>
@@ -20,6 +21,66 @@ namespace hevit
         /** Fewest weight-scale bits a layer may get before it is refused. */
         constexpr double min_weight_scale_bits = 8.0;
     } // namespace
+
+    void LinearPlan::check_coefficient_precision(const double *weights, const double *bias, double weight_scale)
+    {
+        double frobenius_sq = 0.0;
+        for (std::size_t i = 0; i < out_dim_ * in_dim_; i++)
+        {
+            frobenius_sq += weights[i] * weights[i];
+        }
+        const double frobenius = std::sqrt(frobenius_sq);
+        // one fresh noise coefficient (SEAL's std) and the rounding of the value to an integer
+        const double sigma = std::hypot(seal::util::global_variables::noise_standard_deviation, std::sqrt(1.0 / 12.0));
+        const double noise = coefficient_error_sigmas * sigma * frobenius / input_.scale;
+        output_error_bounds_.assign(out_dim_, 0.0);
+        for (std::size_t k = 0; k < out_dim_; k++)
+        {
+            double row_sq = 0.0;
+            std::size_t nonzero = 0;
+            for (std::size_t i = 0; i < in_dim_; i++)
+            {
+                const double w = weights[k * in_dim_ + i];
+                row_sq += w * w;
+                nonzero += w != 0.0;
+            }
+            // weights rounded to 1/weight_scale meet at most sqrt(nnz) * bound of the input (L1
+            // by Cauchy-Schwarz); the rounded bias and the output rounding stay below 2 units
+            const double rounding = 0.5 / weight_scale * std::sqrt(static_cast<double>(nonzero)) * input_norm_bound_ +
+                                    2.0 / output_scale_;
+            const double error = noise + rounding;
+            output_error_bounds_[k] = error;
+            const double row_norm = std::sqrt(row_sq);
+            // the data-dependent part of output k: |w_k . x| <= ||w_k|| * bound (the bias is a
+            // public constant; a large one must not excuse burying the part that carries data)
+            const double bound = row_norm * input_norm_bound_;
+            const double allowed = input_.max_abs_error > 0
+                                       ? input_.max_abs_error
+                                       : std::ldexp(bound, -static_cast<int>(coefficient_min_output_precision_bits));
+            // a zero row's output is its bias whatever the input: no data precision to lose
+            const bool exempt = input_.max_abs_error <= 0 && row_sq == 0.0;
+            if (!exempt && error > allowed)
+            {
+                std::ostringstream out;
+                out << "coefficient layout: output " << k << " would carry errors up to " << error << " but ";
+                if (input_.max_abs_error > 0)
+                {
+                    out << "max_abs_error is " << input_.max_abs_error;
+                }
+                else
+                {
+                    out << "its data-dependent part reaches only " << bound
+                        << " (||w_k|| * input_norm_bound), so it would keep fewer than "
+                        << coefficient_min_output_precision_bits << " bits";
+                }
+                out << ". Every output's noise scales with ||W||_F of the whole head (" << frobenius
+                    << "), not with its own row (||w_" << k << "|| = " << row_norm
+                    << "); use the batch layout (its errors follow each row's own norm), balance the rows' norms, or "
+                       "pass a larger max_abs_error";
+                throw ParameterError(out.str());
+            }
+        }
+    }
 
     void LinearPlan::compile_coefficient(const double *weights, const double *bias)
     {
@@ -62,6 +123,7 @@ namespace hevit
         const double weight_scale = std::ldexp(1.0, static_cast<int>(e));
         output_scale_ = input_.scale * weight_scale;
         output_parms_id_ = input_.parms_id;
+        check_coefficient_precision(weights, bias, weight_scale);
 
         weight_poly_ntt_.assign(n, 0);
         bias_poly_ntt_.assign(n, 0);

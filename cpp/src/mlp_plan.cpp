@@ -89,7 +89,7 @@ namespace hevit
                 "the two-layer head needs at least three data primes (two rescales and the output level): use the "
                 "'mlp' preset");
         }
-        const double bound = input_norm_bound > 0 ? input_norm_bound : context_->params().max_norm;
+        const double bound = detail::resolve_norm_bound(input_norm_bound, context_->params().max_norm);
         double sum_fourth = 0.0;
         for (std::size_t u = 0; u < hidden; u++)
         {

@@ -2,6 +2,7 @@
 #include "hevit/prng.h"
 #include "hevit/errors.h"
 #include "seal/util/blake2.h"
+#include "seal/util/polyarithsmallmod.h"
 #include "seal/util/uintarithsmallmod.h"
 #include <algorithm>
 #include <cerrno>
@@ -275,6 +276,37 @@ namespace hevit
                     }
                 }
                 std::fill(words, words + 64, 0);
+            }
+        }
+
+        void expand_seed(const seal::SEALContext &context, const seal::prng_seed_type &seed, seal::Ciphertext &ct)
+        {
+            auto cd = context.get_context_data(ct.parms_id());
+            ChaCha20Stream stream(seed_key(seed), 1);
+            sample_uniform(stream, cd->parms(), ct.data(1));
+        }
+
+        void expand_seeds(
+            const seal::SEALContext &context, const seal::prng_seed_type *seeds, std::size_t count, seal::Ciphertext &ct)
+        {
+            expand_seed(context, seeds[0], ct);
+            if (count == 1)
+            {
+                return;
+            }
+            auto cd = context.get_context_data(ct.parms_id());
+            const auto &parms = cd->parms();
+            const std::size_t n = parms.poly_modulus_degree();
+            const auto &primes = parms.coeff_modulus();
+            std::vector<std::uint64_t> term(n * primes.size());
+            for (std::size_t j = 1; j < count; j++)
+            {
+                ChaCha20Stream stream(seed_key(seeds[j]), 1);
+                sample_uniform(stream, parms, term.data());
+                for (std::size_t l = 0; l < primes.size(); l++)
+                {
+                    seal::util::add_poly_coeffmod(term.data() + l * n, ct.data(1) + l * n, n, primes[l], ct.data(1) + l * n);
+                }
             }
         }
     } // namespace detail

@@ -305,23 +305,10 @@ namespace hevit
         {
             throw SerializationError("corrupted SecretContext: header does not match its public context");
         }
-        // The secret key must belong to the public key: a public-key encryption of zeros must
-        // decrypt to (nearly) zero. A foreign key decrypts it to values near the modulus.
-        seal::Plaintext zeros;
-        pub->encoder().encode(0.0, pub->data_parms_id(), pub->scale(), zeros);
-        seal::Ciphertext probe;
-        seal::Encryptor(pub->seal_context(), pub->public_key()).encrypt(zeros, probe);
-        seal::Plaintext decrypted;
-        seal::Decryptor(pub->seal_context(), secret_key).decrypt(probe, decrypted);
-        std::vector<std::complex<double>> values;
-        pub->encoder().decode(decrypted, values);
-        for (const auto &v : values)
-        {
-            if (!(std::abs(v) < 1.0))
-            {
-                throw SerializationError("corrupted SecretContext: the secret key does not belong to its public key");
-            }
-        }
+        // The secret key must be the one that made the public key, in every prime of the key level
+        // (a check by decrypting a fresh encryption reads only the data primes: a corrupted
+        // special-prime limb passed it, and would have made wrong evaluation keys)
+        detail::check_key_pair(secret_key, pub->public_key(), pub->seal_context());
         return std::make_shared<SecretContext>(std::move(pub), std::move(secret_key));
     }
 } // namespace hevit

@@ -183,8 +183,11 @@ def test_threads_give_identical_results(keys, rng):
     x = rows_with_norm(rng, 100, 64, 30.0)
     enc = sk.encrypt(x, layout="batch", threads=2)
     np.testing.assert_array_equal(sk.decrypt(enc, threads=1), sk.decrypt(enc, threads=2))
-    with pytest.raises(ValueError, match="threads must be >= 1"):
-        sk.decrypt(enc, threads=0)
+    for bad in (0, -1):
+        with pytest.raises(ValueRangeError, match=f"threads must be >= 1 .*got {bad}"):
+            sk.decrypt(enc, threads=bad)
+        with pytest.raises(ValueRangeError, match="threads must be >= 1"):
+            sk.encrypt(x, layout="batch", threads=bad)
 
 
 def test_thread_counts_past_the_limit_are_refused_not_started(keys, rng):
@@ -257,7 +260,7 @@ def test_batch_layout_encodings_round_trip_and_evaluate(keys, rng, preset, rows,
     plan = he.LinearPlan.compile(pub, w, b, layout="batch")
     y = sk.decrypt(plan.apply(sk.encrypt(x, layout="batch")))
     assert np.abs(y - he.reference.linear(x, w, b)).max() <= he.reference.linear_tolerance(
-        params, w, x, plan
+        params, w, x, plan, bias=b
     )
 
 

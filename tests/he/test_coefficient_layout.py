@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 
 from hevit import he
-from hevit.errors import HevitError, LayoutError, SerializationError
+from hevit.errors import (
+    HevitError,
+    LayoutError,
+    ParameterError,
+    SerializationError,
+    ValueRangeError,
+)
 from tests.helpers import rows_with_norm
 
 from .test_plan import random_layer
@@ -40,7 +46,7 @@ def test_coefficient_plan_matches_numpy(coefficient_keys, rng, preset, out_dim, 
     assert out.shape == (3, out_dim) and out.layout == "coefficient"
     y = sk.decrypt(out)
     err = float(np.abs(y - he.reference.linear(x, w, b)).max())
-    tol = he.reference.linear_tolerance(sk.params, w, x, plan)
+    tol = he.reference.linear_tolerance(sk.params, w, x, plan, bias=b)
     assert err <= tol, f"max error {err:.3g} above derived tolerance {tol:.3g}"
     assert tol < 1e-4
 
@@ -71,7 +77,7 @@ def test_zero_weights_give_the_bias(coefficient_keys, rng):
     plan = he.LinearPlan.compile(sk.public_context(), np.zeros((3, 768)), b, layout="coefficient")
     x = rows_with_norm(rng, 2, 768, 1.0)
     y = sk.decrypt(plan.apply(sk.encrypt(x, layout="coefficient")))
-    tol = he.reference.linear_tolerance(sk.params, np.zeros((3, 768)), x, plan)
+    tol = he.reference.linear_tolerance(sk.params, np.zeros((3, 768)), x, plan, bias=b)
     np.testing.assert_allclose(y, np.tile(b, (2, 1)), atol=tol, rtol=0)
 
 
@@ -244,3 +250,64 @@ def test_apply_compact_refuses_other_layouts(rng):
     plan = he.LinearPlan.compile(sk.public_context(), w, b, layout="batch")
     with pytest.raises(LayoutError, match="coefficient layout only"):
         plan.apply_compact(sk.encrypt(rows_with_norm(rng, 2, 16, 1.0), layout="batch"))
+
+
+def _one_large_row_head(rng, in_dim=768, large=1e5, small=0.1):
+    """Row 0 of norm ``large``, the others of norm ``small`` (the head of issue 26)."""
+    w = rng.standard_normal((3, in_dim))
+    w /= np.linalg.norm(w, axis=1, keepdims=True)
+    w[0] *= large
+    w[1:] *= small
+    return w
+
+
+def test_one_large_row_buries_the_other_outputs_and_compile_refuses(rng):
+    """Regression: every coefficient-layout output carries noise that scales with ||W||_F of the
+    whole head, so ||w_0|| = 1e5 buried the logits of rows of norm 0.1 (predictions of 64 rows
+    flipped in the coefficient layout, not in the batch layout). Compile now refuses such a head;
+    with an explicit tolerance above the error it compiles, and the errors it then shows reach
+    what public parameters predict for the small rows, which batch keeps far lower."""
+    params = he.CkksParams.preset("throughput", max_norm=1.0)
+    sk = he.SecretContext.generate(params)
+    pub = sk.public_context()
+    w = _one_large_row_head(rng)
+    with pytest.raises(ParameterError, match=r"output 1 would carry errors up to .* \|\|W\|\|_F"):
+        he.LinearPlan.compile(pub, w, layout="coefficient")
+    # the tolerance from public parameters alone: SIGMAS noise stds of one coefficient times ||W||_F
+    predicted = he.reference.coefficient_output_errors(params, w)
+    noise_only = he.reference.SIGMAS * he.reference.coefficient_noise_std(params) * 1e5
+    assert predicted.min() >= noise_only
+    # the rule: each output keeps 10 bits of its data-dependent bound ||w_k|| * max_norm
+    assert predicted[1] > 2.0**-10 * 0.1 * params.max_norm
+    x = rows_with_norm(rng, 64, 768, 1.0)
+    y = he.reference.linear(x, w)
+    plan = he.LinearPlan.compile(pub, w, layout="coefficient", max_abs_error=2 * predicted.max())
+    coefficient_y = sk.decrypt(plan.apply(sk.encrypt(x, layout="coefficient")))
+    assert np.abs(coefficient_y - y).max() <= predicted.max()
+    batch = he.LinearPlan.compile(pub, w, layout="batch")
+    batch_y = sk.decrypt(batch.apply(sk.encrypt(x, layout="batch")))
+
+    # the small rows' logits (std 0.1 / sqrt(768)) are buried in coefficient noise, not in batch:
+    # which of classes 1 and 2 wins flips for about a third of the rows
+    def flips(out):
+        return int(np.sum(np.sign(out[:, 1] - out[:, 2]) != np.sign(y[:, 1] - y[:, 2])))
+
+    assert flips(coefficient_y) > 10 and flips(batch_y) <= 2, (flips(coefficient_y), flips(batch_y))
+    with pytest.raises(ParameterError, match="max_abs_error is"):
+        he.LinearPlan.compile(pub, w, layout="coefficient", max_abs_error=0.5 * predicted.max())
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_compile_checks_the_caller_tolerance_against_public_errors(coefficient_keys, rng, preset):
+    """An ordinary head compiles by default; with max_abs_error the decision follows the error
+    derived from public parameters (reference.coefficient_output_errors), on either side."""
+    sk = coefficient_keys[preset]
+    pub = sk.public_context()
+    w, b = random_layer(rng, 3, 768)
+    he.LinearPlan.compile(pub, w, b, layout="coefficient")
+    predicted = he.reference.coefficient_output_errors(sk.params, w, bias=b).max()
+    he.LinearPlan.compile(pub, w, b, layout="coefficient", max_abs_error=1.01 * predicted)
+    with pytest.raises(ParameterError, match="max_abs_error is"):
+        he.LinearPlan.compile(pub, w, b, layout="coefficient", max_abs_error=0.99 * predicted)
+    with pytest.raises(ValueRangeError, match="max_abs_error must be a positive finite number"):
+        he.LinearPlan.compile(pub, w, b, layout="coefficient", max_abs_error=float("nan"))

@@ -81,7 +81,7 @@ def test_params_are_frozen_and_unknown_presets_fail():
     params = he.CkksParams.preset("throughput")
     with pytest.raises(dataclasses.FrozenInstanceError):
         params.scale_bits = 40  # type: ignore[misc]
-    with pytest.raises(ValueError, match="unknown preset 'fast'"):
+    with pytest.raises(ParameterError, match=r"unknown preset 'fast'; choose one of \['latency'"):
         he.CkksParams.preset("fast")
 
 

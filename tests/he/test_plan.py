@@ -48,7 +48,7 @@ def check_plan(sk, layout, w, b, x, *, threads=None):
     out = he.EncryptedBatch.from_bytes(out.to_bytes(), pub)
     y = sk.decrypt(out)
     ref = he.reference.linear(x, w, b)
-    tol = he.reference.linear_tolerance(sk.params, w, x, plan)
+    tol = he.reference.linear_tolerance(sk.params, w, x, plan, bias=b)
     err = float(np.abs(y - ref).max())
     assert err <= tol, f"max error {err:.3g} above derived tolerance {tol:.3g}"
     return plan, err
@@ -94,7 +94,10 @@ def test_all_zero_weights_give_the_bias(keys, rng, layout):
     plan = he.LinearPlan.compile(sk.public_context(), w, b, layout=layout)
     y = sk.decrypt(plan.apply(sk.encrypt(x, layout=layout)))
     np.testing.assert_allclose(
-        y, np.tile(b, (5, 1)), atol=he.reference.linear_tolerance(sk.params, w, x, plan), rtol=0
+        y,
+        np.tile(b, (5, 1)),
+        atol=he.reference.linear_tolerance(sk.params, w, x, plan, bias=b),
+        rtol=0,
     )
 
 
@@ -164,7 +167,7 @@ def test_sum_of_clients_needs_a_larger_input_bound(keys, rng):
     )
     y = sk.decrypt(plan3.apply(total))
     x = sum(xs)
-    tol = he.reference.linear_tolerance(sk.params, w, x, plan3) * np.sqrt(3)
+    tol = he.reference.linear_tolerance(sk.params, w, x, plan3, bias=b) * np.sqrt(3)
     assert np.abs(y - he.reference.linear(x, w, b)).max() <= tol
 
 
@@ -202,7 +205,7 @@ def test_plan_is_reusable_across_threads(keys, rng, layout):
     for t in threads:
         t.join()
     for x, y in zip(xs, results, strict=True):
-        tol = he.reference.linear_tolerance(sk.params, w, x, plan)
+        tol = he.reference.linear_tolerance(sk.params, w, x, plan, bias=b)
         assert np.abs(y - he.reference.linear(x, w, b)).max() <= tol
 
 
@@ -212,3 +215,74 @@ def test_compile_refuses_a_secret_context(keys):
         SecretKeyRefusedError, match=r"LinearPlan\.compile takes the server's PublicContext"
     ):
         he.LinearPlan.compile(sk, np.ones((1, 3)), layout="batch")
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf")])
+def test_bad_input_norm_bounds_raise_value_range_errors(keys, bad):
+    pub = keys.get("throughput").public_context()
+    with pytest.raises(ValueRangeError, match="input_norm_bound must be a positive finite number"):
+        he.LinearPlan.compile(pub, np.ones((2, 3)), layout="batch", input_norm_bound=bad)
+    mlp = he.SecretContext.generate(
+        he.CkksParams.preset("mlp", max_norm=1.0), conjugation=True, relinearization=True
+    )
+    with pytest.raises(ValueRangeError, match="input_norm_bound must be a positive finite number"):
+        he.MlpPlan.compile(
+            mlp.public_context(),
+            np.ones((4, 8)),
+            np.zeros(4),
+            np.ones((2, 4)),
+            np.zeros(2),
+            layout="batch",
+            input_norm_bound=bad,
+        )
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf")])
+def test_the_core_refuses_bad_input_norm_bounds_instead_of_falling_back(keys, bad):
+    """The C++ core took any bound <= 0 (and NaN) as 'use max_norm': only 0 means that now."""
+    from hevit import _core
+
+    pub = keys.get("throughput").public_context()
+    with pytest.raises(ValueRangeError, match="input_norm_bound must be a positive finite number"):
+        _core.LinearPlan.compile(pub._core, np.ones((2, 3)), None, "batch", bad)
+    default = _core.LinearPlan.compile(pub._core, np.ones((2, 3)), None, "batch", 0.0)
+    assert default.input_norm_bound == pub.params.max_norm
+
+
+def test_reference_primes_are_the_contexts():
+    """reference.coeff_modulus_primes re-derives SEAL's primes from the parameters alone (the
+    weight-scale formula below builds on it); the context holds the same ones."""
+    for name in he.PRESETS:
+        params = he.CkksParams.preset(name)
+        pub = he.SecretContext.generate(params).public_context()
+        assert he.reference.coeff_modulus_primes(params) == tuple(pub._core.primes), name
+
+
+@pytest.mark.parametrize(
+    "layout, norm",
+    [(lay, n) for lay in ("batch", "coefficient") for n in (1e-3, 0.3, 1.0, 3.0, 30.0, 1e3)]
+    + [("sample", n) for n in (1e-3, 0.3, 1.0, 3.0)],
+)
+def test_plan_weight_scale_is_the_one_derived_from_public_parameters(keys, rng, layout, norm):
+    """The weight scale linear_tolerance uses is re-derived from the parameters, the weights and
+    the norm bound (reference.expected_weight_scale_bits); here the plan's own value is checked
+    against it, separately, over heads whose outputs span many bit sizes."""
+    preset = {"batch": "throughput", "sample": "single-row", "coefficient": "latency"}[layout]
+    in_dim, out_dim = 64, 3
+    sk = context_for(keys, preset, layout, in_dim, out_dim)
+    w, b = random_layer(rng, out_dim, in_dim)
+    w *= norm
+    compared = 0
+    for bound in (None, 3 * sk.params.max_norm):
+        try:
+            plan = he.LinearPlan.compile(
+                sk.public_context(), w, b, layout=layout, input_norm_bound=bound
+            )
+        except ParameterError:
+            continue  # the largest heads do not fit some presets: nothing to compare
+        expected = he.reference.expected_weight_scale_bits(
+            sk.params, w, layout, bias=b, input_norm_bound=bound
+        )
+        assert plan.weight_scale_bits == expected, (layout, norm, bound)
+        compared += 1
+    assert compared, "no head of this size compiled: the comparison would be empty"

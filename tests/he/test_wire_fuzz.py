@@ -9,6 +9,7 @@ Two campaigns per serialized kind:
 
 import os
 import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -295,3 +296,74 @@ def test_hostile_key_files_stay_within_a_small_multiple_of_the_honest_size(prese
     )
     assert rejected == tried >= 50
     assert after - before < 2 * honest
+
+
+def _secret_key_blob_span(params) -> tuple[list[int], int]:
+    """Byte sizes of the secret key's limbs (special prime last) and their total: the key is the
+    last blob of a SecretContext's payload."""
+    n = params.poly_modulus_degree
+    limbs = [n * bits // 8 for bits in params.coeff_modulus_bits]
+    return limbs, sum(limbs)
+
+
+SECRET_KEY_MUTATIONS = int(os.environ.get("HEVIT_KEY_MUTATIONS", "300"))
+
+
+@pytest.mark.parametrize("preset", ["single-row", "throughput", "mlp"])
+def test_secret_key_byte_flips_never_load(preset):
+    """Regression: byte flips inside the secret-key blob with the checksum recomputed (so only
+    the key checks stand) loaded 7 times in 2,400 mutations: all in the special prime's limb,
+    which the old check (a public-key encryption of zeros must decrypt to about 0) never read,
+    since fresh ciphertexts live at the data level. Every limb is now checked to be the same
+    ternary polynomial and p0 + p1 s small at the key level. The campaign flips one random bit
+    of one random key byte per mutation; first it shows where flips land (every limb is hit) and
+    that the unmutated bytes load."""
+    params = he.CkksParams.preset(preset)
+    sk = he.SecretContext.generate(params)
+    blob = sk.to_bytes()
+    assert he.SecretContext.from_bytes(with_checksum(blob)).to_bytes() == blob
+    limbs, size = _secret_key_blob_span(params)
+    start = len(blob) - size
+    rng = np.random.default_rng(zlib.crc32(preset.encode()))
+    hits = [0] * len(limbs)
+    accepted = []
+    for _ in range(SECRET_KEY_MUTATIONS):
+        pos = int(rng.integers(start, len(blob)))
+        mutated = bytearray(blob)
+        mutated[pos] ^= 1 << int(rng.integers(0, 8))
+        offset, limb = pos - start, 0
+        while offset >= limbs[limb]:
+            offset -= limbs[limb]
+            limb += 1
+        hits[limb] += 1
+        try:
+            he.SecretContext.from_bytes(with_checksum(bytes(mutated)))
+        except HevitError:
+            continue
+        accepted.append((limb, offset))
+    assert all(hits), hits  # the campaign reached every limb, the special prime's included
+    assert accepted == [], f"{len(accepted)} of {SECRET_KEY_MUTATIONS} mutated keys loaded"
+
+
+def test_a_consistent_but_foreign_key_never_loads():
+    """A secret key that is a valid ternary key in every limb, but not the one that made the
+    public key (another key set's), is refused by the key-level check p0 + p1 s small."""
+    params = he.CkksParams.preset("single-row")
+    mine, other = he.SecretContext.generate(params), he.SecretContext.generate(params)
+    _, size = _secret_key_blob_span(params)
+    ours, theirs = mine.to_bytes(), other.to_bytes()
+    forged = ours[: len(ours) - size] + theirs[len(theirs) - size :]
+    with pytest.raises(HevitError, match="does not belong to its public key"):
+        he.SecretContext.from_bytes(with_checksum(forged))
+
+
+def test_a_special_prime_limb_of_another_key_never_loads():
+    """Only the special prime's limb swapped for another key's: every limb is ternary, the data
+    limbs still decrypt, and the limbs disagree: refused before the pair check."""
+    params = he.CkksParams.preset("single-row")
+    mine, other = he.SecretContext.generate(params), he.SecretContext.generate(params)
+    limbs, _ = _secret_key_blob_span(params)
+    ours, theirs = mine.to_bytes(), other.to_bytes()
+    forged = ours[: len(ours) - limbs[-1]] + theirs[len(theirs) - limbs[-1] :]
+    with pytest.raises(HevitError, match="not one ternary polynomial"):
+        he.SecretContext.from_bytes(with_checksum(forged))

@@ -120,14 +120,4 @@ namespace hevit
         std::vector<seal::Ciphertext> ciphertexts_;
         std::vector<seal::prng_seed_type> seeds_;
     };
-
-    namespace detail
-    {
-        /** Regenerates c1 of a seeded ciphertext from its seed (the same expansion encryption used). */
-        void expand_seed(const seal::SEALContext &context, const seal::prng_seed_type &seed, seal::Ciphertext &ct);
-
-        /** c1 = sum of the expansions of `count` seeds (a sum of fresh seeded ciphertexts). */
-        void expand_seeds(
-            const seal::SEALContext &context, const seal::prng_seed_type *seeds, std::size_t count, seal::Ciphertext &ct);
-    } // namespace detail
 } // namespace hevit

@@ -11,7 +11,10 @@
 namespace hevit
 {
     /**
-    Read-only views of public objects in coefficient form, for security analysis.
+    Read-only views of public objects in coefficient form, for security analysis. For tests and
+    attack evaluations only (the Python module hevit._core.inspection, used by tests/he and by
+    hevit.attacks.PublicAdversary): no part of hevit's documented API, and the bindings hold the
+    GIL in their sampling loops.
 
     Everything here is computable by anyone holding the public bytes and the SEAL library: the
     ciphertext polynomials of an EncryptedBatch and the CKKS encoding of chosen values. The
@@ -26,7 +29,7 @@ namespace hevit
         The two polynomials (c0, c1) of ciphertext `index`, reduced modulo the first prime, in
         coefficient (not NTT) form; 2 * N values.
 
-        @throws std::invalid_argument if index is out of range or the ciphertext has size != 2
+        @throws ValueRangeError if index is out of range, LayoutError if the ciphertext has size != 2
         */
         static std::vector<std::uint64_t> ciphertext_coefficients(const EncryptedBatch &batch, std::size_t index);
 
@@ -36,7 +39,7 @@ namespace hevit
         ciphertext `index` of `layout` at the context's fresh scale, modulo the first prime,
         in coefficient form; N values.
 
-        @throws std::invalid_argument on bad shapes (as encryption would)
+        @throws LayoutError on bad shapes (as encryption would), ValueRangeError for an index out of range
         */
         static std::vector<std::uint64_t> plaintext_coefficients(
             const PublicContext &context, const double *values, std::size_t rows, std::size_t cols, Layout layout,

@@ -51,6 +51,33 @@ namespace hevit::detail
 
     std::string encode_secret_key(const seal::SecretKey &key, const seal::SEALContext &context);
 
-    /** @throws SerializationError if bytes are not exactly one encoded secret key */
+    /**
+    @throws SerializationError if bytes are not exactly one encoded secret key, or if its limbs are
+    not one and the same ternary polynomial in every prime (check_ternary_key)
+    */
     seal::SecretKey decode_secret_key(std::string_view bytes, const seal::SEALContext &context);
+
+    /**
+    Checks that every limb of key (NTT form, key level: the special prime's limb included) is the
+    same polynomial with coefficients in {-1, 0, 1}. Decryption at the data level never reads the
+    special prime's limb, so a check by decryption alone lets a corrupted limb through.
+
+    @throws SerializationError otherwise
+    */
+    void check_ternary_key(const seal::SecretKey &key, const seal::SEALContext &context);
+
+    /**
+    Largest |e_i| accepted in p0 + p1 s = -e for a key pair. SEAL samples e from a centred
+    binomial (or clipped normal) distribution of std 3.2 whose values never exceed 21 in magnitude;
+    a foreign key, or one wrong in any limb, gives values spread over the whole prime.
+    */
+    constexpr std::uint64_t max_public_key_noise = 64;
+
+    /**
+    Checks that key is the secret key of public_key at the key level, in every prime: p0 + p1 s
+    has coefficients of magnitude at most max_public_key_noise.
+
+    @throws SerializationError otherwise
+    */
+    void check_key_pair(const seal::SecretKey &key, const seal::PublicKey &public_key, const seal::SEALContext &context);
 } // namespace hevit::detail

@@ -28,6 +28,9 @@ namespace hevit
         bool allow_unrescaled = false;
         /** Sample layout: baby/giant split with the fewest rotations (see rotation_steps). */
         bool fewest_key_switches = false;
+        /** Coefficient layout: largest error (value units) any output may carry; 0 for the
+        default rule (every output keeps coefficient_min_output_precision_bits of its bound). */
+        double max_abs_error = 0.0;
     };
 
     /**
@@ -58,6 +61,17 @@ namespace hevit
     Results never wrap the modulus: compile() sizes scales from a public bound on the L2 norm of
     the input rows (Cauchy-Schwarz: |y_k| <= ||w_k|| * bound + |b_k|) and refuses a layer that
     cannot fit.
+
+    Coefficient layout precision: the dense noise polynomial of the input meets every weight of
+    the head in the product, so every output carries noise of std sigma ||W||_F / input_scale
+    (sigma: one fresh secret-key noise coefficient and the rounding of the value), whatever its
+    own row's norm; the weight rounding adds at most 2^-(weight_scale_bits + 1) sqrt(nnz_k) bound.
+    compile() derives each output's error (coefficient_error_sigmas standard deviations plus the
+    worst-case rounding, output_error_bounds()) and refuses the head when one exceeds
+    2^-coefficient_min_output_precision_bits of the bound ||w_k|| bound on that output's
+    data-dependent part (zero rows, whose output is their bias, are exempt), or the caller's
+    max_abs_error: a head with one large row and small others would otherwise return logits
+    buried in noise.
     */
     class LinearPlan
     {
@@ -68,6 +82,13 @@ namespace hevit
         of the fewest baby steps (baby steps act on the input at its scale; at a large scale their
         key-switching noise does not matter).
         */
+        /** Bits of precision (relative to its bound) every coefficient-layout output must keep
+        when no max_abs_error is given. */
+        static constexpr double coefficient_min_output_precision_bits = 10.0;
+
+        /** Standard deviations of the noise the coefficient layout's error bound covers. */
+        static constexpr double coefficient_error_sigmas = 7.0;
+
         static std::vector<int> rotation_steps(
             const CkksParams &params, std::size_t in_dim, std::size_t out_dim, Layout layout,
             bool fewest_key_switches = false);
@@ -75,13 +96,18 @@ namespace hevit
         /**
         @param weights row-major out_dim x in_dim
         @param bias out_dim values or nullptr
-        @param input_norm_bound bound on input row norms; <= 0 means the context's max_norm
-        @throws LayoutError, ValueRangeError, MissingKeyError (naming the step), ParameterError
-        (layer does not fit the modulus)
+        @param input_norm_bound bound on input row norms; 0 means the context's max_norm (negative,
+        NaN or infinite: ValueRangeError)
+        @param max_abs_error coefficient layout: largest error an output may carry (value units);
+        0 for the default rule (see the class comment)
+        @throws LayoutError, ValueRangeError (also for a negative or non-finite max_abs_error),
+        MissingKeyError (naming the step), ParameterError (layer does not fit the modulus, or a
+        coefficient-layout output would carry more error than allowed)
         */
         LinearPlan(
             std::shared_ptr<const PublicContext> context, const double *weights, std::size_t out_dim,
-            std::size_t in_dim, const double *bias, Layout layout, double input_norm_bound);
+            std::size_t in_dim, const double *bias, Layout layout, double input_norm_bound,
+            double max_abs_error = 0.0);
 
         /**
         A plan whose inputs sit at input.parms_id and input.scale (a stage of a larger plan).
@@ -142,6 +168,9 @@ namespace hevit
         const std::vector<int> &steps() const noexcept { return steps_; }
         double input_norm_bound() const noexcept { return input_norm_bound_; }
         double output_norm_bound() const noexcept { return output_norm_bound_; }
+        /** Coefficient layout: the derived error bound of each output (value units, for fresh
+        secret-key encryptions within the norm bound); empty for the other layouts. */
+        const std::vector<double> &output_error_bounds() const noexcept { return output_error_bounds_; }
         /** log2 of the weight scale (batch layout, or sample layout with one data prime). */
         double weight_scale_bits() const noexcept { return weight_scale_bits_; }
         /** Key switches per ciphertext in apply (0 for the batch layout). */
@@ -161,6 +190,7 @@ namespace hevit
         void compile_batch(const double *weights, const double *bias);
         void compile_sample(const double *weights, const double *bias);
         void compile_coefficient(const double *weights, const double *bias);
+        void check_coefficient_precision(const double *weights, const double *bias, double weight_scale);
 
         std::shared_ptr<const PublicContext> context_;
         PlanInput input_;
@@ -186,6 +216,7 @@ namespace hevit
         // polynomial, both NTT-indexed) and the bias residues at those coefficients
         std::vector<std::uint64_t> value_rows_;
         std::vector<std::uint64_t> bias_values_;
+        std::vector<double> output_error_bounds_;
 
         // sample layout
         std::size_t period_ = 0; // D'

@@ -54,7 +54,8 @@ namespace hevit
         /**
         @param w1 row-major hidden x in_dim, b1 hidden values (or nullptr)
         @param w2 row-major out_dim x hidden, b2 out_dim values (or nullptr)
-        @param input_norm_bound bound on input row norms; <= 0 means the context's max_norm
+        @param input_norm_bound bound on input row norms; 0 means the context's max_norm (negative,
+        NaN or infinite: ValueRangeError)
         @throws MissingKeyError (relinearisation, conjugation or a rotation key missing),
         ParameterError (fewer than three data primes, or a stage that does not fit the modulus),
         LayoutError, ValueRangeError

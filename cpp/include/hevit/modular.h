@@ -1,11 +1,13 @@
 // Copyright (c) hevit developers. MIT license.
 #pragma once
 
+#include "hevit/errors.h"
 #include "seal/seal.h"
 #include "seal/util/ntt.h"
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 namespace hevit::detail
 {
@@ -31,6 +33,24 @@ namespace hevit::detail
     inline std::size_t seal_poly_bytes(std::size_t n, std::size_t prime_count, std::size_t poly_count)
     {
         return poly_count * prime_count * n * sizeof(std::uint64_t) + seal_header_slack;
+    }
+
+    /**
+    The input norm bound a plan compiles for: requested when positive, the context's max_norm for
+    0 (the documented default).
+
+    @throws ValueRangeError for a negative, NaN or infinite request (it once fell back to
+    max_norm silently)
+    */
+    inline double resolve_norm_bound(double requested, double max_norm)
+    {
+        if (!std::isfinite(requested) || requested < 0)
+        {
+            throw ValueRangeError(
+                "input_norm_bound must be a positive finite number (or 0 for the context's max_norm), got " +
+                std::to_string(requested));
+        }
+        return requested > 0 ? requested : max_norm;
     }
 
     /** Smallest l with 2^l >= v (0 for v <= 1). */

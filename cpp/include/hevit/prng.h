@@ -63,6 +63,13 @@ namespace hevit
         */
         void sample_uniform(ChaCha20Stream &stream, const seal::EncryptionParameters &parms, std::uint64_t *out);
 
+        /** Regenerates c1 of a seeded ciphertext from its seed (the same expansion encryption used). */
+        void expand_seed(const seal::SEALContext &context, const seal::prng_seed_type &seed, seal::Ciphertext &ct);
+
+        /** c1 = sum of the expansions of `count` seeds (a sum of fresh seeded ciphertexts). */
+        void expand_seeds(
+            const seal::SEALContext &context, const seal::prng_seed_type *seeds, std::size_t count, seal::Ciphertext &ct);
+
         /**
         Centred binomial noise with 21 + 21 bits (std sqrt(10.5), SEAL's distribution), the same
         value reduced into every prime of the level, n per prime, limb after limb.

@@ -16,7 +16,8 @@ The hevit wire format: every serialized object is a fixed header followed by a p
     6      1     object kind (ObjectKind)
     7      1     reserved, 0
     8      16    parameter fingerprint (BLAKE2b-128 of the canonical parameter encoding)
-    24     16    key-set id (BLAKE2b-128 of the public key), zero for objects without keys
+    24     16    key-set id (BLAKE2b-128 of every key: public, Galois, relinearisation), zero
+                 for objects without keys
     40     8     payload size in bytes
     48     16    payload checksum (checksum.h: four CRC-32C lanes), catches truncation and
                  accidental corruption

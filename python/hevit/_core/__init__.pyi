@@ -166,6 +166,7 @@ class LinearPlan:
         bias: typing.Annotated[numpy.typing.ArrayLike, numpy.float64] | None,
         layout: str,
         input_norm_bound: typing.SupportsFloat | typing.SupportsIndex,
+        max_abs_error: typing.SupportsFloat | typing.SupportsIndex = 0.0,
     ) -> LinearPlan: ...
     @staticmethod
     def rotation_steps_for(
@@ -199,6 +200,8 @@ class LinearPlan:
     def layout(self) -> str: ...
     @property
     def out_dim(self) -> int: ...
+    @property
+    def output_error_bounds(self) -> list[float]: ...
     @property
     def output_norm_bound(self) -> float: ...
     @property

@@ -6,7 +6,7 @@ from the code that really sends them; the attack modules consume observations.
 """
 
 from .analytic import invert_linear_layer, invert_patch_embedding
-from .ciphertext import decode_as_plaintext
+from .ciphertext import PublicAdversary, decode_as_plaintext
 from .distinguishing import GameResult, ciphertext_features, distinguishing_game
 from .optimization import feature_inversion, inverting_gradients
 from .threat_models import (
@@ -23,6 +23,7 @@ from .token_recovery import cosine_to_truth, recover_tokens
 __all__ = [
     "THREAT_MODELS",
     "GameResult",
+    "PublicAdversary",
     "ThreatModel",
     "ciphertext_features",
     "cosine_to_truth",

@@ -2,7 +2,11 @@
 
 The adversary picks two classes (or two images), receives many messages made under the real
 protocol from each, and trains a classifier on what it sees (a ridge classifier on standardised
-features: ciphertext bytes, or plaintext values for the unencrypted counterpart). Its advantage
+features: what :class:`hevit.attacks.PublicAdversary` computes from ciphertexts with the public
+parameters, i.e. c0 + c1 s' in coefficients for guessed keys s' and c0 - c0' for ciphertexts
+sharing a seed; raw ciphertext bytes, which have no power against broken encryption either; or
+plaintext values for the unencrypted counterpart). Positive controls in tests/attacks (no key, a
+zero key, a reused seed, a planted 8-sparse key guessed right) must leak to it. Its advantage
 is ``2 * accuracy - 1`` on held-out messages, with a Wilson interval (95% unless asked). Against
 semantically secure encryption the adversary must show no advantage (``leaks``: the interval lies
 above 0); the same adversary on the plaintext messages must win (that shows the test has power).

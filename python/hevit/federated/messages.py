@@ -94,8 +94,29 @@ class Message:
         ------
         hevit.errors.SerializationError
             Wrong magic or version, oversized or malformed header, sizes that do not add up to
-            the bytes received, bad shapes, unknown kinds or blob types.
+            the bytes received, bad shapes, unknown kinds or blob types; a header (meta included)
+            with NaN, Infinity or -Infinity, a number that overflows to inf (``1e999``), or a
+            key repeated in any object (JSON would keep the last one silently, so two readers
+            could see different values).
         """
+
+        def no_duplicate_keys(pairs):
+            obj = {}
+            for key, value in pairs:
+                if key in obj:
+                    raise SerializationError(f"key {key!r} is repeated in an object")
+                obj[key] = value
+            return obj
+
+        def no_constant(name):
+            raise SerializationError(f"{name} is not a JSON number")
+
+        def finite_float(text):
+            value = float(text)
+            if not math.isfinite(value):
+                raise SerializationError(f"{text} overflows to {value}")
+            return value
+
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise SerializationError(f"a message is bytes, got {type(data).__name__}")
         data = bytes(data)
@@ -117,7 +138,12 @@ class Message:
         if head_len > MAX_HEADER_BYTES or _PREFIX.size + head_len > len(data):
             raise SerializationError(f"message header length {head_len} is too large or truncated")
         try:
-            header = json.loads(data[_PREFIX.size : _PREFIX.size + head_len].decode("utf-8"))
+            header = json.loads(
+                data[_PREFIX.size : _PREFIX.size + head_len].decode("utf-8"),
+                object_pairs_hook=no_duplicate_keys,
+                parse_constant=no_constant,
+                parse_float=finite_float,
+            )
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             # ValueError covers JSONDecodeError and integers past Python's digit limit
             raise SerializationError(f"malformed message header: {exc}") from None

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
 
-from ..errors import LayoutError, ResourceError
+from ..errors import LayoutError, ResourceError, ValueRangeError
 
 LAYOUTS = ("batch", "sample", "coefficient")
 
@@ -55,7 +56,7 @@ def resolve_threads(threads: int | None) -> int:
             return min(os.cpu_count() or 1, MAX_THREADS)
     threads = int(threads)
     if threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
+        raise ValueRangeError(f"threads must be >= 1 (or None for every core), got {threads}")
     if threads > MAX_THREADS:
         raise ResourceError(f"threads={threads} is above the limit of {MAX_THREADS}")
     return threads
@@ -67,3 +68,12 @@ def as_bytes(data, *, what: str) -> bytes:
     if isinstance(data, (bytearray, memoryview)):
         return bytes(data)
     raise TypeError(f"{what} must be bytes, bytearray or memoryview, got {type(data).__name__}")
+
+
+def positive_finite(value, *, name: str) -> float:
+    """``value`` as a float, or :class:`hevit.errors.ValueRangeError` unless it is positive and
+    finite."""
+    number = float(value)
+    if not (math.isfinite(number) and number > 0):
+        raise ValueRangeError(f"{name} must be a positive finite number, got {value!r}")
+    return number

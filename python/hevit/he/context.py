@@ -69,7 +69,9 @@ class PublicContext:
 
     @property
     def keyset_id(self) -> bytes:
-        """16-byte identifier of the key set (hash of the public key)."""
+        """16-byte identifier of the key set: BLAKE2b-128 of every key it holds (the public key,
+        then the Galois and relinearisation keys), so a public key spliced with another key set's
+        evaluation keys is another key set."""
         return self._core.keyset_id
 
     @property

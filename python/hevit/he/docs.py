@@ -1,6 +1,7 @@
 """Documentation generated from the code, so the README cannot drift from it.
 
-``tests/test_readme.py`` compares the README's preset table with :func:`preset_table`.
+``tests/test_readme.py`` compares the README's preset table with :func:`preset_table` and its
+evaluation-key sizes with :func:`evaluation_key_sizes`.
 """
 
 from __future__ import annotations
@@ -9,10 +10,12 @@ from .flooding import FloodingPolicy, coefficient_flooding_sigma, flooding_value
 from .params import PRESET_PURPOSES, PRESETS, CkksParams
 from .reference import round_trip_tolerance
 
-__all__ = ["FLOODING_EXAMPLE", "preset_table"]
+__all__ = ["FLOODING_EXAMPLE", "KEY_SIZE_HEAD", "evaluation_key_sizes", "preset_table"]
 
 #: The released vector the flooding column describes: (values, summed encryptions).
 FLOODING_EXAMPLE = (1000, 3)
+#: The head whose key sets the README sizes: (in_dim, out_dim) and, per preset, the layout.
+KEY_SIZE_HEAD = (768, 3, {"latency": "sample", "single-row": "sample", "throughput": "batch"})
 
 
 def preset_table() -> str:
@@ -55,3 +58,34 @@ def preset_table() -> str:
             f"| {PRESET_PURPOSES[name]} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _size(nbytes: int) -> str:
+    if nbytes >= 10**6:
+        return f"{nbytes / 10**6:.2f} MB"
+    return f"{nbytes / 10**3:.1f} KB"
+
+
+def evaluation_key_sizes() -> str:
+    """The README's sentence on the evaluation keys a server holds: ``PublicContext.to_bytes()``
+    of key sets generated for exactly the rotation steps a ``KEY_SIZE_HEAD`` plan needs (sizes
+    follow from the parameters and the steps, not from the random keys)."""
+    from .context import SecretContext
+    from .plan import LinearPlan
+
+    in_dim, out_dim, layouts = KEY_SIZE_HEAD
+    parts = []
+    for name, layout in layouts.items():
+        params = CkksParams.preset(name)
+        steps = LinearPlan.required_rotation_steps(
+            params, in_dim=in_dim, out_dim=out_dim, layout=layout
+        )
+        size = _size(
+            len(SecretContext.generate(params, rotation_steps=steps).public_context().to_bytes())
+        )
+        if steps:
+            what = f"public key plus Galois keys for exactly the {layout}-layout plan's {len(steps)} rotation steps"
+        else:
+            what = f"public key only: the {layout} layout needs no evaluation key"
+        parts.append(f"`{name}` {size} ({what})")
+    return f"{in_dim} -> {out_dim} head, `PublicContext.to_bytes()`: " + ", ".join(parts) + "\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import _core
-from ._arrays import as_matrix, as_vector, check_layout
+from ._arrays import as_matrix, as_vector, check_layout, positive_finite
 from .batch import _server_core
 from .context import PublicContext
 from .params import CkksParams
@@ -93,11 +93,15 @@ class MlpPlan(CompiledPlan):
         hevit.errors.ParameterError
             Fewer than three data primes, or a stage whose values cannot fit the modulus at this
             input bound (the hidden pre-activations are bounded by ``||w1_u|| * bound + |b1_u|``).
+        hevit.errors.ValueRangeError
+            ``input_norm_bound`` is not a positive finite number.
         """
         core_ctx = _server_core(context, "MlpPlan.compile")
-        bound = 0.0 if input_norm_bound is None else float(input_norm_bound)
-        if input_norm_bound is not None and not bound > 0:
-            raise ValueError(f"input_norm_bound must be positive, got {input_norm_bound}")
+        bound = (
+            0.0
+            if input_norm_bound is None
+            else positive_finite(input_norm_bound, name="input_norm_bound")
+        )
         core = _core.MlpPlan.compile(
             core_ctx,
             as_matrix(w1, name="w1"),

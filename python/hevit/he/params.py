@@ -6,6 +6,7 @@ import warnings
 from dataclasses import dataclass, field
 
 from .. import _core
+from ..errors import ParameterError
 
 __all__ = [
     "DEPRECATED_PRESET_NAMES",
@@ -72,6 +73,11 @@ class CkksParams:
 
         The names ``batch`` and ``sample`` (which collided with the layouts of the same names) are
         deprecated aliases of ``throughput`` and ``single-row`` for one release.
+
+        Raises
+        ------
+        hevit.errors.ParameterError
+            An unknown name (the message lists the known ones).
         """
         if name in DEPRECATED_PRESET_NAMES:
             new = DEPRECATED_PRESET_NAMES[name]
@@ -85,7 +91,9 @@ class CkksParams:
         try:
             spec = PRESETS[name]
         except KeyError:
-            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+            raise ParameterError(
+                f"unknown preset {name!r}; choose one of {sorted(PRESETS)}"
+            ) from None
         kwargs = dict(spec)
         if max_norm is not None:
             kwargs["max_norm"] = max_norm
@@ -123,7 +131,12 @@ PRESETS: dict[str, dict] = {
     # Throughput: one 60-bit prime, no key switching; 7.5 bytes per value on the wire.
     "throughput": dict(poly_modulus_degree=4096, coeff_modulus_bits=(60,), scale_bits=26),
     # Lowest single-image latency: one data prime, so every rotation switches one digit; no
-    # rescale, the weights get a 2^23 scale sized from max_norm. Logit errors around 2e-4.
+    # rescale: the weights get the scale the prime leaves, floor(54 - 2.5 - 22 - log2 max|y_k|)
+    # bits in the sample layout (2 bits of headroom in the coefficient layout; max|y_k| =
+    # ||w_k|| max_norm + |b_k|), so it depends on the head: 2^23 in both layouts for the
+    # benchmarks' 768 -> 3 head (benchmarks/conftest.py make_head, rows of norm ~1), whose logits
+    # on 256 make_features rows err by up to 1.6e-4 in the sample layout and 5e-6 on 16 rows in
+    # the coefficient layout (measured with LinearPlan.compile / apply on that head).
     "latency": dict(poly_modulus_degree=4096, coeff_modulus_bits=(54, 55), scale_bits=22),
     # Precise single-image inference (coefficient layout, no key): one 60-bit prime and a 2^31
     # scale for L2-normalised rows (max_norm 1; he-cls tokens are). Input scale and weight scale

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .. import _core
-from ._arrays import as_matrix, as_vector, check_layout, resolve_threads
+from ._arrays import as_matrix, as_vector, check_layout, positive_finite, resolve_threads
 from .batch import CompactBatch, EncryptedBatch, _server_core
 from .params import CkksParams
 
@@ -59,7 +59,8 @@ class LinearPlan(CompiledPlan):
         128-bit lazy accumulation. No rotation and no evaluation key.
     sample
         Latency. Hybrid diagonal method with baby-step/giant-step rotations:
-        ``(baby-1) + (giant-1) + log2(D'/C')`` key switches per ciphertext, e.g. 10 for 768 -> 3.
+        ``(baby-1) + (giant-1) + log2(D'/C')`` key switches per ciphertext, e.g. 11 for 768 -> 3 at
+        N = 4096 (0 baby, 3 giant, 8 folds; :attr:`key_switches`).
     """
 
     __slots__ = ()
@@ -94,6 +95,7 @@ class LinearPlan(CompiledPlan):
         *,
         layout: str,
         input_norm_bound: float | None = None,
+        max_abs_error: float | None = None,
     ) -> LinearPlan:
         """Compiles ``W`` (out_dim, in_dim) and ``b`` (out_dim,) for ``context``.
 
@@ -105,21 +107,35 @@ class LinearPlan(CompiledPlan):
         input_norm_bound : float, optional
             Bound on the L2 norm of input rows; default the context's ``max_norm``. Pass
             ``k * max_norm`` to apply the plan to a sum of ``k`` client batches.
+        max_abs_error : float, optional
+            Coefficient layout: the largest error (value units) any output may carry. Every
+            output's noise there scales with ``||W||_F`` of the whole head, not with its own row
+            (see :attr:`output_error_bounds`); by default compile refuses a head in which an
+            output would keep fewer than 10 bits of precision relative to its bound
+            ``||w_k|| * input_norm_bound + |b_k|`` (a head with one large row and small others).
 
         Raises
         ------
         hevit.errors.MissingKeyError
             A rotation step without a Galois key (the message names it).
         hevit.errors.ParameterError
-            The layer's outputs cannot fit the modulus at this bound.
+            The layer's outputs cannot fit the modulus at this bound, or (coefficient layout) an
+            output would carry more error than its precision or ``max_abs_error`` allows.
+        hevit.errors.ValueRangeError
+            ``input_norm_bound`` or ``max_abs_error`` is not a positive finite number.
         """
         core_ctx = _server_core(context, "LinearPlan.compile")
         w = as_matrix(weights, name="weights")
         b = None if bias is None else as_vector(bias, name="bias")
-        bound = 0.0 if input_norm_bound is None else float(input_norm_bound)
-        if input_norm_bound is not None and not bound > 0:
-            raise ValueError(f"input_norm_bound must be positive, got {input_norm_bound}")
-        core = _core.LinearPlan.compile(core_ctx, w, b, check_layout(layout), bound)
+        bound = (
+            0.0
+            if input_norm_bound is None
+            else positive_finite(input_norm_bound, name="input_norm_bound")
+        )
+        tolerance = (
+            0.0 if max_abs_error is None else positive_finite(max_abs_error, name="max_abs_error")
+        )
+        core = _core.LinearPlan.compile(core_ctx, w, b, check_layout(layout), bound, tolerance)
         return cls(core, context)
 
     def apply_compact(self, batch: EncryptedBatch, *, threads: int | None = None) -> CompactBatch:
@@ -140,6 +156,12 @@ class LinearPlan(CompiledPlan):
     def shape(self) -> tuple[int, int]:
         """(out_dim, in_dim) of W."""
         return (self._core.out_dim, self._core.in_dim)
+
+    @property
+    def output_error_bounds(self) -> tuple[float, ...]:
+        """Coefficient layout: the error bound compile derived for each output (value units, for
+        fresh secret-key encryptions within the norm bound); empty for the other layouts."""
+        return tuple(self._core.output_error_bounds)
 
     @property
     def weight_scale_bits(self) -> float:

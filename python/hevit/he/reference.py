@@ -32,8 +32,11 @@ __all__ = [
     "SIGMAS",
     "batch_in_coefficients",
     "ckks_noise_std",
+    "coeff_modulus_primes",
     "coefficient_noise_std",
+    "coefficient_output_errors",
     "compact_tolerance",
+    "expected_weight_scale_bits",
     "fresh_noise_std",
     "fresh_value_noise_std",
     "linear",
@@ -159,7 +162,119 @@ def sum_tolerance(params: CkksParams, count: int, layout: str = "batch") -> floa
     return SIGMAS * fresh_value_noise_std(params, layout) * math.sqrt(count)
 
 
-def linear_tolerance(params: CkksParams, weights: np.ndarray, x: np.ndarray, plan) -> float:
+def _is_prime(value: int) -> bool:
+    """Deterministic Miller-Rabin for 64-bit integers (these bases suffice below 2^64)."""
+    if value < 2:
+        return False
+    bases = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37)
+    for p in bases:
+        if value % p == 0:
+            return value == p
+    d, r = value - 1, 0
+    while d % 2 == 0:
+        d, r = d // 2, r + 1
+    for a in bases:
+        x = pow(a, d, value)
+        if x in (1, value - 1):
+            continue
+        for _ in range(r - 1):
+            x = x * x % value
+            if x == value - 1:
+                break
+        else:
+            return False
+    return True
+
+
+def coeff_modulus_primes(params: CkksParams) -> tuple[int, ...]:
+    """The RNS primes these parameters give, derived as SEAL's ``CoeffModulus::Create`` does: for
+    each bit size b, as many primes congruent to 1 mod 2N as positions ask for b, counted down
+    from 2^b, then handed out smallest first (the special prime, last, gets the largest)."""
+    factor = 2 * params.poly_modulus_degree
+    pools: dict[int, list[int]] = {}
+    for bits in params.coeff_modulus_bits:
+        pool = pools.setdefault(bits, [])
+        # SEAL starts at the largest value below 2^b that is 1 mod 2N and steps down by 2N
+        value = pool[-1] - factor if pool else ((1 << bits) - 1) // factor * factor + 1
+        while value > 1 << (bits - 1) and not _is_prime(value):
+            value -= factor
+        if value <= 1 << (bits - 1):
+            raise ValueError(f"no {bits}-bit prime congruent to 1 mod {factor} left")
+        pool.append(value)
+    # SEAL pops each size's list from the back: the smallest prime goes to the first position
+    return tuple(pools[bits].pop() for bits in params.coeff_modulus_bits)
+
+
+def expected_weight_scale_bits(
+    params: CkksParams,
+    weights: np.ndarray,
+    layout: str,
+    *,
+    bias: np.ndarray | None = None,
+    input_norm_bound: float | None = None,
+) -> float:
+    """log2 of the weight scale a LinearPlan of fresh inputs should choose, re-derived from the
+    public parameters (their primes, :func:`coeff_modulus_primes`), the weights and the norm
+    bound: outputs bounded by ``max_k ||w_k|| * bound + |b_k|`` must stay below a quarter of the
+    data modulus (2.5 bits of headroom in slots, 2 in coefficients), and, in the batch layout,
+    the 128-bit accumulation of ``in_dim`` integer products below 2^125.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    bound = params.max_norm if input_norm_bound is None else float(input_norm_bound)
+    b = np.zeros(w.shape[0]) if bias is None else np.abs(np.asarray(bias, dtype=np.float64))
+    max_out = float(np.max(np.linalg.norm(w, axis=1) * bound + b))
+    bound_log = math.log2(max(max_out, 1.0))
+    primes = coeff_modulus_primes(params)
+    data = primes[:-1] if len(primes) > 1 else primes
+    modulus_log = sum(math.log2(q) for q in data)
+    max_w = float(np.max(np.abs(w)))
+    if layout == "coefficient":
+        capacity = modulus_log - 2.0 - params.scale_bits - bound_log
+        weight_cap = modulus_log - 2.0 - math.log2(max_w) if max_w > 0 else capacity
+        return float(math.floor(min(capacity, weight_cap, 62.0)))
+    if layout == "batch":
+        capacity = modulus_log - 2.5 - params.scale_bits - bound_log
+        int_bits = min(62.0, 125.0 - 60.0 - math.ceil(math.log2(max(w.shape[1], 2))))
+        int_cap = int_bits - math.log2(max_w) if max_w > 0 else capacity
+        return float(math.floor(min(capacity, int_cap)))
+    if layout == "sample":
+        if len(data) >= 2:
+            return math.log2(data[-1])  # diagonals encoded at the prime the rescale removes
+        return float(math.floor(min(60.0, modulus_log - 2.5 - params.scale_bits - bound_log)))
+    raise ValueError(f"unknown layout {layout!r}")
+
+
+def coefficient_output_errors(
+    params: CkksParams,
+    weights: np.ndarray,
+    *,
+    bias: np.ndarray | None = None,
+    input_norm_bound: float | None = None,
+) -> np.ndarray:
+    """Error bound of each output of a coefficient-layout plan on fresh secret-key encryptions of
+    rows within the norm bound, from public quantities: the dense input noise meets every
+    weight of the head, so every output gets SIGMAS * :func:`coefficient_noise_std` *
+    ``||W||_F``; the weight rounding at :func:`expected_weight_scale_bits` adds at most
+    ``0.5 / weight_scale * sqrt(nnz_k) * bound``, the rounded bias and output 2 units."""
+    w = np.asarray(weights, dtype=np.float64)
+    bound = params.max_norm if input_norm_bound is None else float(input_norm_bound)
+    weight_scale = 2.0 ** expected_weight_scale_bits(
+        params, w, "coefficient", bias=bias, input_norm_bound=bound
+    )
+    noise = SIGMAS * coefficient_noise_std(params) * float(np.linalg.norm(w))
+    nonzero = np.count_nonzero(w, axis=1)
+    rounding = 0.5 / weight_scale * np.sqrt(nonzero) * bound
+    return noise + rounding + 2.0 / (2.0**params.scale_bits * weight_scale)
+
+
+def linear_tolerance(
+    params: CkksParams,
+    weights: np.ndarray,
+    x: np.ndarray,
+    plan,
+    *,
+    bias: np.ndarray | None = None,
+) -> float:
     """Max abs error of ``plan.apply`` output (decrypted) against :func:`linear`.
 
     Parameters
@@ -168,12 +283,19 @@ def linear_tolerance(params: CkksParams, weights: np.ndarray, x: np.ndarray, pla
     weights : (out_dim, in_dim) array the plan was compiled from
     x : (rows, in_dim) plaintext inputs
     plan : LinearPlan
-        Supplies the layout, weight scale and rotation schedule.
+        Supplies what the caller asked for at compile (the layout and the input norm bound) and,
+        in the sample layout, the rotation schedule. The weight scale is not read from it: it is
+        re-derived from the parameters (:func:`expected_weight_scale_bits`).
+    bias : (out_dim,) array, optional
+        The bias the plan was compiled with (it enters the output bound the weight scale is
+        sized from).
     """
     w = np.asarray(weights, dtype=np.float64)
     x = np.asarray(x, dtype=np.float64)
     scale = 2.0**params.scale_bits
-    weight_scale = 2.0**plan.weight_scale_bits
+    weight_scale = 2.0 ** expected_weight_scale_bits(
+        params, w, plan.layout, bias=bias, input_norm_bound=plan._core.input_norm_bound
+    )
     row_norm = float(np.max(np.linalg.norm(w, axis=1)))
     x_norm = float(np.max(np.linalg.norm(x, axis=1)))
     # input noise through the layer (independent per feature)
@@ -192,10 +314,17 @@ def linear_tolerance(params: CkksParams, weights: np.ndarray, x: np.ndarray, pla
     if not np.any(w):
         # a zero layer's output is the bias encrypted fresh with the public key
         return public_round_trip_tolerance(params, plan.layout)
-    return SIGMAS * sample_output_noise_std(params, w, x_norm, plan)
+    return SIGMAS * sample_output_noise_std(params, w, x_norm, plan, weight_scale=weight_scale)
 
 
-def sample_output_noise_std(params: CkksParams, weights: np.ndarray, x_norm: float, plan) -> float:
+def sample_output_noise_std(
+    params: CkksParams,
+    weights: np.ndarray,
+    x_norm: float,
+    plan,
+    *,
+    weight_scale: float | None = None,
+) -> float:
     """Std of the error of one output of a sample-layout ``plan`` (random parts: input noise
     through the weights, diagonal encoding rounding, key switches of the baby steps on the input
     and of the giant steps and folds on the product, rescaling), for input rows of L2 norm at
@@ -203,7 +332,10 @@ def sample_output_noise_std(params: CkksParams, weights: np.ndarray, x_norm: flo
     w = np.asarray(weights, dtype=np.float64)
     n = params.poly_modulus_degree
     scale = 2.0**params.scale_bits
-    weight_scale = 2.0**plan.weight_scale_bits
+    if weight_scale is None:
+        # released-logit noise bounds (library use) trust the compiled plan's scale; the test
+        # oracle linear_tolerance passes the independently derived one
+        weight_scale = 2.0**plan.weight_scale_bits
     row_norm = float(np.max(np.linalg.norm(w, axis=1)))
     std = _fresh_std(params) * row_norm
     core = plan._core
