@@ -106,6 +106,16 @@ def registry() -> Registry:
     return _REGISTRY
 
 
+def ratio_words(peer_ms: float, ours_ms: float, digits: int = 1) -> str:
+    """How our time compares with a peer's, in words: "3.0x faster" or "3.0x slower" (never a
+    ratio below 1 called faster)."""
+    if not (peer_ms > 0 and ours_ms > 0):
+        raise ValueError(f"times must be positive, got {peer_ms} and {ours_ms}")
+    if ours_ms <= peer_ms:
+        return f"{peer_ms / ours_ms:.{digits}f}x faster"
+    return f"{ours_ms / peer_ms:.{digits}f}x slower"
+
+
 def _table(rows: list[Row]) -> tuple[str, list[dict]]:
     records = []
     for r in rows:
@@ -134,7 +144,7 @@ def _table(rows: list[Row]) -> tuple[str, list[dict]]:
             ratios.append(min(peers) if peers else None)
         for x in sorted(at_b, key=lambda x: x["ms_per_image"]):
             cells = [
-                f"{best / x['ms_per_image']:.1f}x faster"
+                ratio_words(best, x["ms_per_image"])
                 if best and x["impl"].startswith("hevit")
                 else ""
                 for best in ratios
@@ -161,7 +171,11 @@ def _table(rows: list[Row]) -> tuple[str, list[dict]]:
             torch_ms = next(
                 (y["ms_per_image"] for y in feats if y["impl"] == f"{model} torch"), None
             )
-            ratio = f"{torch_ms / x['ms_per_image']:.2f}x" if torch_ms else ""
+            ratio = (
+                ratio_words(torch_ms, x["ms_per_image"], digits=2)
+                if torch_ms and not x["impl"].endswith(" torch")
+                else ""
+            )
             cos = x.get("cls_cosine_to_fp32_min")
             lines.append(
                 f"| {model} | {x['impl'].split()[1]} | {x['ms_per_image']:.1f} | {1e3 / x['ms_per_image']:.2f} | "
@@ -179,7 +193,7 @@ def _table(rows: list[Row]) -> tuple[str, list[dict]]:
             peer = next((x["ms_per_image"] for x in at_v if x["impl"].startswith("tenseal")), None)
             for x in sorted(at_v, key=lambda x: x["ms_per_image"]):
                 ratio = (
-                    f"{peer / x['ms_per_image']:.1f}x faster"
+                    ratio_words(peer, x["ms_per_image"])
                     if peer and x["impl"].startswith("hevit")
                     else ""
                 )

@@ -35,6 +35,7 @@ def main(argv=None) -> int:
     variants = [False, True] if args.int8 else [False]
     features = {}
     for int8 in variants:
+        print(f"[{'int8' if int8 else 'fp32'}] extracting [CLS] tokens (progress bar per image)")
         features[int8] = extract_features(
             args.data,
             spec=spec,
@@ -42,12 +43,13 @@ def main(argv=None) -> int:
             limit_per_class=args.limit_per_class,
             cache_dir=args.cache_dir,
             seed=args.seed,
-            progress=False,
+            progress=True,
         )
     base = features[False]
     train, test = stratified_split(base.labels, test_fraction=0.3, seed=args.seed)
     for int8, fs in features.items():
         x, y = fs.features.astype(np.float64), fs.labels
+        print(f"[{'int8' if int8 else 'fp32'}] ridge head, then he-cls in every layout")
         report = run_encrypted_head(
             x[train],
             y[train],
@@ -61,6 +63,7 @@ def main(argv=None) -> int:
                 ("sample", "single-row"),
                 ("sample", "precise"),
             ),
+            progress=True,
         )
         label = "int8" if int8 else "fp32"
         print(

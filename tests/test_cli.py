@@ -191,9 +191,9 @@ def test_attack_job_on_the_pretrained_vit_writes_tables_grid_and_privacy_utility
             "10",
             "--out",
             str(out),
-            "--quiet",
         ]
     )
+    captured = capsys.readouterr()
     assert code == 0
     report = json.loads((out / "attack_report.json").read_text())
     assert report["budget"] == 2 and report["lpips"] is True
@@ -209,7 +209,14 @@ def test_attack_job_on_the_pretrained_vit_writes_tables_grid_and_privacy_utility
     assert "PSNR 52.26" in md and "What leaks by design" in md
     for png in ("attack_grid.png", "privacy_utility.png"):
         assert (out / png).stat().st_size > 1000
-    assert "privacy_utility.png" in capsys.readouterr().out
+    assert "privacy_utility.png" in captured.out
+    # progress: 2 feature inversions, inverting gradients at B = 1, 4, 8, the analytic
+    # inversion, the games, 2 DP points; the bar ends exactly at its total, and every
+    # optimisation attack shows its iterations
+    bars = [chunk for chunk in captured.err.split("\r") if chunk.startswith("attacks:")]
+    assert "| 9/9 [" in bars[-1] and not any("10/9" in b for b in bars)
+    for b in (1, 4, 8):
+        assert f"inverting gradients B={b}: 100%" in captured.err
 
 
 def test_extract_with_local_finetuning_records_it(tmp_path, capsys):

@@ -32,9 +32,14 @@ def test_lc25000_encrypted_head_example(tmp_path, monkeypatch, capsys):
         runpy.run_path(str(EXAMPLES / "lc25000_encrypted_head.py"), run_name="__main__")
     except SystemExit as exit_:
         assert exit_.code == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "[fp32] plaintext accuracy" in out and "[int8] plaintext accuracy" in out
     assert "cosine similarity to fp32" in out
+    # no long silence: a bar per image while extracting, a line as each layout starts and ends
+    assert "[fp32] extracting [CLS] tokens" in out and "15/15" in captured.err
+    for step in range(1, 5):
+        assert out.count(f"he-cls [{step}/4] layout") == 2 and f"he-cls [{step}/4] done in" in out
 
 
 def test_encrypted_head_job_serves_every_layout_through_the_federation_path(rng):

@@ -54,3 +54,165 @@ def test_readme_key_sizes_are_the_generated_ones():
         evaluation_key_sizes(),
         "key sizes (hevit.he.docs.evaluation_key_sizes())",
     )
+
+
+# ---------------------------------------------------------------- the README's shell commands
+def _segments():
+    """Every simple command of the README's bash blocks, as its list of words."""
+    import shlex
+
+    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+            lexer.whitespace_split = True
+            segment: list[str] = []
+            for word in [*lexer, ";"]:
+                if word in ("&&", "||", ";", "&", "|", ";;"):
+                    if segment:
+                        yield segment
+                    segment = []
+                else:
+                    segment.append(word)
+
+
+def _after(words, option):
+    return [words[k + 1] for k, w in enumerate(words[:-1]) if w == option]
+
+
+def _run_config(words, key):
+    """Paths named ``key='$PWD/PATH'`` in a `flwr run --run-config` string."""
+    config = " ".join(_after(words, "--run-config"))
+    return re.findall(rf"(?<![\w-]){re.escape(key)}='\$PWD/([^']+)'", config)
+
+
+def _writes(words) -> list[str]:
+    """What one command writes into the checkout (hevit outputs, features, Flower folders)."""
+    out: list[str] = []
+    if words[0] == "hevit":
+        out += _after(words, "--out") + _after(words, "--hospital-keys")
+        out += _after(words, "--server-keys")
+        if words[1] == "demo" and "--out" not in words:
+            out.append("hevit-demo")
+    if words[0] == "python" and "-c" in words:
+        out += re.findall(r"\.save\('([^']+)'\)", " ".join(words))
+    out += _run_config(words, "report-dir")
+    return out
+
+
+def _creates(words) -> list[str]:
+    """Folders a command creates besides its outputs (mkdir, FLWR_HOME, pytest's basetemp...)."""
+    made = [w for w in words[2:] if words[:2] == ["mkdir", "-p"]]
+    for w in words:
+        for prefix in ("FLWR_HOME=$PWD/", "--basetemp=", "--benchmark-json="):
+            if w.startswith(prefix):
+                made.append(w[len(prefix) :])
+    return made
+
+
+def _reads(words) -> list[str]:
+    read = (
+        _after(words, "--features") + _after(words, "--test-features")
+        if words[0] == "hevit"
+        else []
+    )
+    for key in ("features", "keys-dir", "server-keys-dir"):
+        read += _run_config(words, key)
+    return read
+
+
+def test_readme_never_writes_one_path_with_two_different_commands():
+    """Following the README top to bottom must not overwrite one result with another (it once
+    wrote the ViT-B and the ViT-Ti features to the same lc25000.npz)."""
+    writers: dict[str, set[str]] = {}
+    for words in _segments():
+        for path in _writes(words):
+            writers.setdefault(path, set()).add(" ".join(words))
+    assert len(writers) > 10
+    twice = {path: cmds for path, cmds in writers.items() if len(cmds) > 1}
+    assert not twice, twice
+
+
+def test_every_input_a_readme_command_reads_is_made_by_a_readme_command():
+    """--features, --test-features and the Flower runs' feature files and key folders."""
+    segments = list(_segments())
+    made = {path for words in segments for path in _writes(words)}
+    read = {path for words in segments for path in _reads(words)}
+    assert {"features.npz", "lc25000-vit-base-test.npz"} <= read
+    assert read <= made, read - made
+
+
+def test_everything_the_readme_writes_into_the_checkout_is_git_ignored():
+    """Keys, credentials, features and reports: one `git add -A` must not commit them."""
+    import subprocess
+
+    root = README.parent
+    paths = {
+        path
+        for words in _segments()
+        for path in _writes(words) + _creates(words)
+        if not path.startswith(("../", "/", "~"))
+    }
+    assert {"hospital-keys", "creds", "sim-hospital-keys", "flwr-cli"} <= paths
+    for path in sorted(paths):
+        probe = path if path.endswith((".npz", ".json")) else f"{path}/secret.key"
+        found = subprocess.run(
+            ["git", "-C", str(root), "check-ignore", "--no-index", "-q", probe], check=False
+        )
+        assert found.returncode == 0, f"{path} (written by a README command) is not git-ignored"
+
+
+def _readme_line(needle: str) -> str:
+    lines = [line for block in re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)
+             for line in block.replace("\\\n", " ").splitlines() if needle in line]  # fmt: skip
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_readme_benchmark_command_runs_in_a_fresh_checkout(tmp_path):
+    """The command as printed (minus its pip install), in a folder without benchmark-results/,
+    restricted to one benchmark: it must write the raw JSON and the comparison table."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    line = _readme_line("--benchmark-json")
+    command = line.split("&&", 1)[1].strip()  # the pip install step is the set-up section's
+    assert command.startswith("mkdir -p benchmark-results && python -m pytest benchmarks")
+    root = README.parent
+    (tmp_path / "benchmarks").symlink_to(root / "benchmarks")
+    shutil.copy(root / "pyproject.toml", tmp_path)
+    one = (
+        ' -k "test_encrypt_serialize and throughput-batch-1" --benchmark-max-time=0.001'
+        " --benchmark-min-rounds=1 --benchmark-warmup=off -p no:cacheprovider -q"
+    )
+    command = command.replace("python -m pytest", f"{sys.executable} -m pytest") + one
+    done = subprocess.run(
+        ["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    raw = json.loads((tmp_path / "benchmark-results" / "raw.json").read_text())
+    assert [b["name"] for b in raw["benchmarks"]] == ["test_encrypt_serialize[throughput-batch-1]"]
+    assert (tmp_path / "benchmark-results" / "comparison.md").read_text().strip()
+
+
+def test_readme_simulation_features_command_writes_what_the_text_says(tmp_path):
+    """2,000 rows of 48 dims in 3 classes, loadable as a FeatureSet."""
+    import subprocess
+    import sys
+
+    from hevit.features import FeatureSet
+
+    line = _readme_line(".save('features.npz')")
+    words = shlex_split(line)
+    assert words[:2] == ["python", "-c"]
+    subprocess.run([sys.executable, "-c", words[2]], cwd=tmp_path, check=True, timeout=120)
+    fs = FeatureSet.load(tmp_path / "features.npz")
+    assert fs.features.shape == (2000, 48) and len(fs.classes) == 3
+    assert set(np.unique(fs.labels)) == {0, 1, 2}
+
+
+def shlex_split(line: str) -> list[str]:
+    import shlex
+
+    return shlex.split(line)

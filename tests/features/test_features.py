@@ -365,3 +365,22 @@ def test_a_feature_file_that_expands_far_beyond_its_size_is_refused_unread(tmp_p
     assert path.stat().st_size < 8 * 2**20
     with pytest.raises(ResourceError, match="declares 1,073,741,824 bytes"):
         FeatureSet.load(path)
+
+
+def test_eight_view_extraction_reports_progress_every_few_images(vit_tiny, onnx_cache):
+    """With 8 views an ONNX call of batch_size images would run 8 x batch_size forward passes
+    between two progress updates; extract_folder runs batch_size // 8 images per call instead,
+    with the tokens of one call over all views of the whole batch."""
+    model, info = vit_tiny
+    exported = export_onnx(model, ViTSpec.make("vit_tiny_patch16_224"), info, cache_dir=onnx_cache)
+    extractor = ClsExtractor(exported, providers="cpu", tta=8)
+    folder = ImageFolder(require_lc25000(), limit_per_class=2)
+    passes = []
+    run = extractor._run
+    extractor._run = lambda batch: passes.append(len(batch)) or run(batch)
+    features = extractor.extract_folder(folder, batch_size=16, progress=False)
+    assert passes == [16, 16, 16]  # 6 images: 2 per call, 8 views each
+    whole = extractor.run(
+        preprocess_images([folder.load(i) for i in range(6)], extractor.preprocess)
+    )
+    np.testing.assert_allclose(features.features, whole, atol=1e-5)

@@ -51,9 +51,11 @@ def _start(shape, seed):
     return (0.5 * torch.randn(shape, generator=g)).requires_grad_(True)
 
 
-def _optimise(objective, shape, *, iterations: int, lr: float, seed: int) -> AttackTrace:
+def _optimise(
+    objective, shape, *, iterations: int, lr: float, seed: int, on_iteration=None
+) -> AttackTrace:
     """Adam on an image batch from a seeded random start, clamped to the normalised range; the
-    one loop both attacks share."""
+    one loop both attacks share. ``on_iteration()`` is called after every step (progress)."""
     import torch
 
     x = _start(shape, seed)
@@ -67,6 +69,8 @@ def _optimise(objective, shape, *, iterations: int, lr: float, seed: int) -> Att
         with torch.no_grad():
             x.clamp_(-3, 3)
         trace.objective.append(float(value.detach()))
+        if on_iteration is not None:
+            on_iteration()
     trace.image = x.detach().numpy()
     return trace
 
@@ -82,6 +86,7 @@ def inverting_gradients(
     tv_weight: float = 1e-2,
     seed: int = 0,
     parameter_names=None,
+    on_iteration=None,
 ) -> AttackTrace:
     """Geiping et al. (2020): minimise 1 - cos(grad(x_hat), observed) + tv * TV(x_hat).
 
@@ -94,6 +99,7 @@ def inverting_gradients(
     labels : the batch's labels (recoverable from the head's bias gradient for one image)
     image_shape : (B, 3, H, W)
     parameter_names : gradients to match (default: every observed parameter)
+    on_iteration : called after every optimisation step (e.g. a progress bar's update)
     """
     import torch
 
@@ -111,7 +117,14 @@ def inverting_gradients(
         return 1 - dot / (norm * target_norm + 1e-12) + tv_weight * total_variation(x)
 
     with _UnfusedAttention(model):
-        return _optimise(objective, image_shape, iterations=iterations, lr=lr, seed=seed)
+        return _optimise(
+            objective,
+            image_shape,
+            iterations=iterations,
+            lr=lr,
+            seed=seed,
+            on_iteration=on_iteration,
+        )
 
 
 def feature_inversion(
@@ -123,6 +136,7 @@ def feature_inversion(
     lr: float = 0.1,
     tv_weight: float = 1e-2,
     seed: int = 0,
+    on_iteration=None,
 ) -> AttackTrace:
     """Finds images whose [CLS] tokens point the way of ``target_cls`` (B, D): minimise
     1 - cos(cls(x), target) + tv * TV(x). The cosine makes the attack scale-free, so a token
@@ -136,4 +150,6 @@ def feature_inversion(
         cos = torch.nn.functional.cosine_similarity(cls, target, dim=1)
         return (1 - cos).mean() + tv_weight * total_variation(x)
 
-    return _optimise(objective, image_shape, iterations=iterations, lr=lr, seed=seed)
+    return _optimise(
+        objective, image_shape, iterations=iterations, lr=lr, seed=seed, on_iteration=on_iteration
+    )

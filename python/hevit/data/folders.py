@@ -101,6 +101,17 @@ class ImageFolder:
             classes.append(class_dir.name)
             records.extend(ImageRecord(p, len(classes) - 1) for p in files)
         if not classes:
+            loose = [
+                p
+                for p in self.root.iterdir()
+                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+            ]
+            if loose:
+                raise DataError(
+                    f"dataset folder {self.root} holds {len(loose)} images but no class "
+                    f"sub-folders: move each class's images into its own sub-folder "
+                    f"({self.root}/<class name>/{loose[0].name})"
+                )
             raise DataError(
                 f"dataset folder {self.root} is empty: expected one sub-folder of images per class"
             )

@@ -20,6 +20,7 @@ from .preprocess import preprocess_images
 __all__ = [
     "TTA_VIEWS",
     "ClsExtractor",
+    "ExtractionInterrupted",
     "FeatureSet",
     "dihedral_views",
     "gpu_visible",
@@ -49,6 +50,16 @@ def dihedral_views(batch: np.ndarray, views: int) -> np.ndarray:
 
 
 log = logging.getLogger(__name__)
+
+
+class ExtractionInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :meth:`ClsExtractor.extract_folder`; its message says how many images are
+    kept in the resume file (the same call resumes from there)."""
+
+
+#: A partial extraction is saved at least this often (and at Ctrl-C), so a killed run loses
+#: at most this much work.
+RESUME_SAVE_SECONDS = 30.0
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -273,24 +284,86 @@ class ClsExtractor:
     def extract_images(self, images) -> np.ndarray:
         return self.run(preprocess_images(list(images), self.preprocess))
 
+    def resume_key(self, folder, indices, batch_size: int) -> str:
+        """What a partial extraction must match to be resumed: the graph, views, provider, batch
+        size and every input file (path, size, modification time)."""
+        import hashlib
+
+        files = []
+        for i in indices:
+            path = Path(folder.paths[int(i)])
+            info = path.stat()
+            files.append((str(path), info.st_size, info.st_mtime_ns))
+        payload = json.dumps(
+            [
+                self.exported.key,
+                self.exported.onnx_path,
+                self.tta,
+                self.fp16,
+                self.provider,
+                int(batch_size),
+                files,
+            ]
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()
+
     def extract_folder(
-        self, folder, *, indices=None, batch_size: int = 16, progress: bool = True
+        self,
+        folder,
+        *,
+        indices=None,
+        batch_size: int = 16,
+        progress: bool = True,
+        resume_file=None,
     ) -> FeatureSet:
         """Streams ``folder`` (an :class:`hevit.data.ImageFolder`) in batches; memory stays at one
-        batch of images plus the (N, D) result."""
+        batch of images plus the (N, D) result. The progress bar counts images; with test-time
+        views each ONNX call runs ``batch_size`` forward passes (``batch_size // tta`` images).
+
+        ``resume_file``: rows done so far are saved there every ``RESUME_SAVE_SECONDS`` and at
+        Ctrl-C (then :class:`ExtractionInterrupted` is raised); a later call with the same file,
+        graph, images and options continues from them, and the file is removed once the
+        extraction completes."""
         from tqdm.auto import tqdm
 
         indices = np.arange(len(folder)) if indices is None else np.asarray(indices)
         out = np.empty((len(indices), self.exported.cls_dim), dtype=np.float32)
+        step = max(1, batch_size // self.tta)
+        key = self.resume_key(folder, indices, batch_size) if resume_file is not None else None
+        done = 0 if key is None else _load_partial(resume_file, key, out)
+        if done:
+            print(f"resuming: {done} of {len(indices)} images already extracted ({resume_file})")
         start = time.perf_counter()
+        first = done
+        saved_at = time.monotonic()
         bar = tqdm(
-            total=len(indices), unit="img", desc=f"[CLS] {self.provider}", disable=not progress
+            total=len(indices),
+            initial=done,
+            unit="img",
+            desc=f"[CLS] {self.provider}" + (f", {self.tta} views" if self.tta > 1 else ""),
+            disable=not progress,
         )
-        for lo in range(0, len(indices), batch_size):
-            chunk = indices[lo : lo + batch_size]
-            out[lo : lo + len(chunk)] = self.extract_images(folder.load(int(i)) for i in chunk)
-            bar.update(len(chunk))
+        try:
+            for lo in range(done, len(indices), step):
+                chunk = indices[lo : lo + step]
+                out[lo : lo + len(chunk)] = self.extract_images(folder.load(int(i)) for i in chunk)
+                done = lo + len(chunk)
+                bar.update(len(chunk))
+                if key is not None and time.monotonic() - saved_at > RESUME_SAVE_SECONDS:
+                    _save_partial(resume_file, key, out, done)
+                    saved_at = time.monotonic()
+        except KeyboardInterrupt:
+            bar.close()
+            if key is None or done == 0:
+                raise
+            _save_partial(resume_file, key, out, done)
+            raise ExtractionInterrupted(
+                f"{done} of {len(indices)} images extracted and kept in {resume_file}; run the "
+                "same command again to resume"
+            ) from None
         bar.close()
+        if resume_file is not None:
+            Path(resume_file).unlink(missing_ok=True)
         seconds = time.perf_counter() - start
         labels = folder.labels[indices]
         metadata = {
@@ -310,8 +383,41 @@ class ClsExtractor:
             "preprocess": self.exported.preprocess,
             "data": str(folder.root),
             "seconds": seconds,
-            "images_per_second": len(indices) / seconds if seconds > 0 else float("inf"),
+            "images_per_second": (len(indices) - first) / seconds if seconds > 0 else float("inf"),
+            "resumed_after_images": first,
         }
         return FeatureSet(
             out, labels, [folder.paths[int(i)] for i in indices], folder.classes, metadata
         )
+
+
+def _save_partial(path, key: str, out: np.ndarray, done: int) -> None:
+    """The first ``done`` rows, written atomically (a kill mid-write keeps the previous file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(path.name + ".tmp")
+    with open(staging, "wb") as f:
+        np.savez(f, key=np.array(key), rows=out[:done])
+    os.replace(staging, path)
+
+
+def _load_partial(path, key: str, out: np.ndarray) -> int:
+    """Copies the rows of a matching partial file into ``out``; returns how many (0: none, or a
+    file of another extraction, which is then left alone and logged)."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if str(data["key"]) != key:
+                log.warning("%s belongs to another extraction; starting from the first image", path)
+                return 0
+            rows = data["rows"]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        log.warning("%s is unreadable (%s); starting from the first image", path, exc)
+        return 0
+    if rows.ndim != 2 or rows.shape[1] != out.shape[1] or len(rows) > len(out):
+        log.warning("%s does not fit this extraction; starting from the first image", path)
+        return 0
+    out[: len(rows)] = rows
+    return len(rows)

@@ -24,6 +24,7 @@ __all__ = [
     "ViTSpec",
     "WeightsInfo",
     "build_model",
+    "check_model_name",
     "file_sha256",
 ]
 
@@ -95,6 +96,67 @@ class TokenSpec:
     def dim(self, model) -> int:
         width = int(model.num_features)
         return width if self.blocks is None else width * len(self.blocks)
+
+
+#: timm modules whose models are ViTs with a [CLS] token (what ClsTokenModel reads).
+VIT_MODULES = ("vision_transformer", "deit")
+
+
+def check_model_name(name: str) -> None:
+    """Raises ModelError unless ``name`` is a timm ViT hevit can take the [CLS] token of (no
+    model is built: this runs before any work)."""
+    import difflib
+
+    import timm
+
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models("vit_*"), n=3, cutoff=0.6)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ModelError(
+            f"unknown model {name!r}{hint}: give a timm ViT name such as vit_tiny_patch16_224 or "
+            "vit_base_patch16_224 (python -c \"import timm; print(timm.list_models('vit_*'))\" "
+            "lists them)"
+        )
+    if not timm.models.is_model_in_modules(name, list(VIT_MODULES)):
+        raise ModelError(
+            f"model {name!r} is not a ViT with a [CLS] token: give a timm ViT name such as "
+            "vit_tiny_patch16_224 or vit_base_patch16_224"
+        )
+
+
+def _hub_unreachable() -> str | None:
+    """Why the Hugging Face hub cannot be reached (one request, no retries), or None."""
+    from huggingface_hub import constants, get_session
+
+    try:
+        get_session().head(constants.ENDPOINT, timeout=5.0)
+    except Exception as exc:  # httpx raises one type per transport failure; any means unreachable
+        return f"{constants.ENDPOINT}: {exc}"
+    return None
+
+
+def _create_pretrained(timm, spec: ViTSpec, kwargs: dict):
+    """timm's pretrained weights: from the local Hugging Face cache without a network request,
+    else from the hub after one reachability check, so that an offline machine fails at once
+    instead of after huggingface_hub's retries (about a minute, each retry logged)."""
+    from huggingface_hub import constants
+
+    offline = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True  # is_offline_mode() reads this flag at every call
+    try:
+        return timm.create_model(spec.name, pretrained=True, **kwargs)
+    except Exception as exc:  # not cached: the hub client raises several types
+        cached_error = exc
+    finally:
+        constants.HF_HUB_OFFLINE = offline
+    reason = "HF_HUB_OFFLINE is set" if offline else _hub_unreachable()
+    if reason is not None:
+        raise ModelError(
+            f"could not load pretrained weights for {spec.describe()}: they are not in the local "
+            f"Hugging Face cache and the hub cannot be reached ({reason}); pass a local "
+            "checkpoint with --weights PATH or use --weights random"
+        ) from cached_error
+    return timm.create_model(spec.name, pretrained=True, **kwargs)
 
 
 def file_sha256(path) -> str:
@@ -205,7 +267,9 @@ def build_model(spec: ViTSpec = DEFAULT_VIT, *, weights: str | Path = "random", 
     kwargs.setdefault("num_classes", 0)
     if weights == "pretrained":
         try:
-            model = timm.create_model(spec.name, pretrained=True, **kwargs)
+            model = _create_pretrained(timm, spec, kwargs)
+        except ModelError:
+            raise
         except Exception as exc:  # the hub client raises many types; re-raise as one clear error
             raise ModelError(
                 f"could not load pretrained weights for {spec.describe()} from the model hub ({exc}); "

@@ -427,7 +427,16 @@ def run_attacks(
     seconds["token recovery"] = time.perf_counter() - t0
 
     shape = (n_images, 3, size, size)
-    bar = tqdm(total=6, desc="attacks", disable=not progress)
+    # one step per attack run: 2 feature inversions, one inverting-gradients run per batch size,
+    # the analytic inversion, the ciphertext games, one DP point per noise level and without DP
+    stages = 2 + len(ig_batches) + 1 + 1 + (1 + len(dp_noise))
+    bar = tqdm(total=stages, desc="attacks", unit="attack", disable=not progress)
+
+    def iterations(what: str):
+        """A per-iteration bar for one optimisation attack (they run for minutes on a CPU)."""
+        bar.set_postfix_str(what)
+        inner = tqdm(total=budget, desc=f"  {what}", unit="it", leave=False, disable=not progress)
+        return inner
 
     # 2. token -> image: feature inversion of the recovered and of the leaked tokens ---------
     for threat, setting, targets in (
@@ -436,7 +445,16 @@ def run_attacks(
     ):
         row = ImageRow(threat, "feature-inversion", setting)
         t0 = time.perf_counter()
-        trace = feature_inversion(clf, targets, image_shape=shape, iterations=budget, seed=seed)
+        inner = iterations(f"feature inversion ({threat})")
+        trace = feature_inversion(
+            clf,
+            targets,
+            image_shape=shape,
+            iterations=budget,
+            seed=seed,
+            on_iteration=inner.update,
+        )
+        inner.close()
         row.seconds = time.perf_counter() - t0
         row.objective_first_last.append((trace.objective[0], trace.objective[-1]))
         guesses = _to_unit(trace.image, preprocess)
@@ -467,6 +485,7 @@ def run_attacks(
             config=config,
         )
         t0 = time.perf_counter()
+        inner = iterations(f"inverting gradients B={b}")
         delta = plain_update_delta(client.update_message("plain-fedavg", tail, 1), tail, config)
         parts = np.split(-delta, np.cumsum(sizes)[:-1])
         observed = {
@@ -479,7 +498,9 @@ def run_attacks(
             image_shape=batch_images.shape,
             iterations=budget,
             seed=seed + b,
+            on_iteration=inner.update,
         )
+        inner.close()
         row = ImageRow("plain-fedavg", "inverting-gradients", f"full-model update, B={b}")
         row.seconds = time.perf_counter() - t0
         row.objective_first_last.append((trace.objective[0], trace.objective[-1]))
@@ -487,14 +508,13 @@ def run_attacks(
         guesses = _to_unit(trace.image, preprocess)
         for k in range(b):
             scorer.add(row, truths[k], guesses[k])
-        if b == 1:
-            grid["plain-fedavg\ninverting gradients B=1"] = list(guesses) + [
-                np.zeros_like(truth[0])
-            ] * (n_images - 1)
+        if b == 1:  # one victim image: the other columns stay empty (no tile drawn)
+            grid["plain-fedavg\ninverting gradients B=1"] = list(guesses)
         report.image_rows.append(row)
-    bar.update(1)
+        bar.update(1)
 
     # 4. the paper's setting: every parameter trainable, analytic inversion ----------------
+    bar.set_postfix_str("analytic inversion")
     row = ImageRow(THREAT_MODELS["paper-setting"].name, "analytic", "all parameters, B=1")
     t0 = time.perf_counter()
     guesses = []
@@ -514,6 +534,7 @@ def run_attacks(
     bar.update(1)
 
     # 5. ciphertext-only: distinguishing games and the labelled decoding baseline ------------
+    bar.set_postfix_str("distinguishing games")
     t0 = time.perf_counter()
     keys = FederationKeys.generate(dim=pool_x.shape[1], classes=classes)
     _games(report, keys, token, pool, labels, global_head, classes, config, game_trials, seed)
@@ -540,6 +561,7 @@ def run_attacks(
     bar.update(1)
 
     # 6. differential privacy against the attacks ----------------------------------------
+    bar.set_postfix_str("differential privacy")
     t0 = time.perf_counter()
     _dp_curve(
         report,
@@ -558,9 +580,9 @@ def run_attacks(
         budget,
         seed,
         scorer,
+        on_point=lambda: bar.update(1),
     )
     seconds["differential privacy"] = time.perf_counter() - t0
-    bar.update(2)
     bar.close()
     for r in report.image_rows:
         seconds[f"{r.threat}/{r.attack}/{r.setting}"] = r.seconds
@@ -648,6 +670,7 @@ def _dp_curve(
     budget,
     seed,
     scorer,
+    on_point=None,
 ) -> None:
     """Accuracy (3 hospitals on the pool, held-out 30%), the server's token recovery from a
     plain-fedavg update, a key holder's token recovery from the released he-fedavg aggregate,
@@ -731,66 +754,93 @@ def _dp_curve(
                 },
             )
         )
+        if on_point is not None:
+            on_point()
 
 
-def _save_grid(grid: dict[str, list[np.ndarray]], path: Path) -> None:
+def _save_grid(grid: dict[str, list[np.ndarray]], path: Path):
+    """One row per attack, one column per original image; a row with fewer images (an attack on
+    the first image only) leaves its other cells empty and says so, instead of black tiles."""
     names = list(grid)
     cols = len(grid["original"])
     fig, axes = agg_figure((1.8 * cols + 1.6, 1.8 * len(names)), len(names), cols)
     for r, name in enumerate(names):
         for c in range(cols):
             ax = axes[r][c]
-            ax.imshow(grid[name][c])
             ax.set_xticks([])
             ax.set_yticks([])
             if c == 0:
                 ax.set_ylabel(name, fontsize=7)
+            if c >= len(grid[name]):
+                for spine in ax.spines.values():
+                    spine.set_visible(False)
+                ax.text(
+                    0.5,
+                    0.5,
+                    f"attacks image 1 only\n(batch of {len(grid[name])})",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="grey",
+                    transform=ax.transAxes,
+                )
+                continue
+            ax.imshow(np.clip(grid[name][c], 0.0, 1.0), vmin=0.0, vmax=1.0)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
+    return fig
 
 
-def _save_privacy_utility(report: AttackReport, path: Path) -> None:
-    """One figure: what the attacks recover (left) and the accuracy (right) against epsilon."""
+def _save_privacy_utility(report: AttackReport, path: Path):
+    """One figure: what the attacks recover (left) and the accuracy (right) against epsilon.
+    Legends sit below the axes; plain-fedavg and he-fedavg often reach the same accuracy, so the
+    first is drawn wide with hollow markers and the second thin and dashed on top of it."""
     points = report.dp_points
     finite = [p.epsilon for p in points if not math.isinf(p.epsilon)]
     no_dp_at = 2 * max(finite) if finite else 1.0
     eps = [no_dp_at if math.isinf(p.epsilon) else p.epsilon for p in points]
-    fig, axes = agg_figure((11, 4), 1, 2)
+    labels = ["no DP" if math.isinf(p.epsilon) else f"{p.epsilon:.3g}" for p in points]
+    fig, axes = agg_figure((11, 4.8), 1, 2)
     left, right = axes[0]
+    wide = dict(ls="-", lw=3.0, marker="o", ms=10, mfc="none", mew=1.5, alpha=0.75)
+    thin = dict(ls="--", lw=1.3, marker="s", ms=4)
     left.plot(
         eps,
         [p.token_cosine["plain-fedavg"] for p in points],
-        "o-",
         label="token cos: server, plain-fedavg update",
+        clip_on=False,
+        **wide,
     )
     left.plot(
         eps,
         [p.token_cosine["he-fedavg"] for p in points],
-        "s-",
         label="token cos: key holder, he-fedavg aggregate",
+        clip_on=False,
+        **thin,
     )
     left.plot(
         eps,
         [p.inversion["ssim"] for p in points],
-        "^--",
+        "^:",
         label="SSIM of the inverted token (image 1)",
+        clip_on=False,
     )
-    left.set_xscale("log")
-    left.set_xlabel("epsilon (rightmost point: no DP)")
     left.set_ylabel("attack success")
     left.set_title("What the attacks recover")
-    left.legend(fontsize=7)
-    for strategy, marker in (("plain-fedavg", "o-"), ("he-fedavg", "s--")):
-        right.plot(eps, [p.accuracy[strategy] for p in points], marker, label=strategy)
-    right.set_xscale("log")
-    right.set_xlabel("epsilon (rightmost point: no DP)")
+    for strategy, style in (("plain-fedavg", wide), ("he-fedavg", thin)):
+        right.plot(
+            eps, [p.accuracy[strategy] for p in points], label=strategy, clip_on=False, **style
+        )
     right.set_ylabel(f"test accuracy after {report.dp_rounds} rounds")
     right.set_title("Utility")
-    right.legend(fontsize=7)
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    from matplotlib.ticker import NullFormatter
 
     for ax in (left, right):
-        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.set_xscale("log")
+        ax.set_xticks(eps, labels)
         ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("epsilon")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    return fig

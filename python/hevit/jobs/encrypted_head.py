@@ -80,9 +80,14 @@ def run_encrypted_head(
     layouts: tuple[tuple[str, str], ...] = (("batch", "throughput"), ("sample", "single-row")),
     ridge_alpha: float | None = None,
     threads: int | None = None,
+    progress: bool = False,
 ) -> EncryptedHeadReport:
     """Fits a ridge head on the (L2-normalised) training rows, then serves the test rows with
-    ``he-cls`` in each (layout, preset); ``ridge_alpha`` defaults to the federation's."""
+    ``he-cls`` in each (layout, preset); ``ridge_alpha`` defaults to the federation's.
+    ``progress``: one line per (layout, preset) as it starts and ends (keys, encryption and the
+    server's work take seconds each)."""
+    import time
+
     classes = int(max(y_train.max(), y_test.max()) + 1)
     alpha = FederatedConfig().ridge_alpha if ridge_alpha is None else float(ridge_alpha)
     head = centralized_ridge(normalize_rows(x_train), y_train, classes, alpha=alpha)
@@ -97,7 +102,14 @@ def run_encrypted_head(
         accuracy_plaintext=head.accuracy(normalize_rows(x_test), y_test),
         client_class_balance=class_balance(y_test, parts, classes).tolist(),
     )
-    for layout, preset in layouts:
+    for step, (layout, preset) in enumerate(layouts, start=1):
+        if progress:
+            print(
+                f"he-cls [{step}/{len(layouts)}] layout {layout}, preset {preset}: keys, then "
+                f"{len(x_test)} encrypted rows ...",
+                flush=True,
+            )
+        started = time.perf_counter()
         config = FederatedConfig(inference_preset=preset, inference_layout=layout, seed=seed)
         keys = FederationKeys.generate(
             inference_preset=preset, inference_layout=layout, dim=report.dim, classes=classes
@@ -108,4 +120,9 @@ def run_encrypted_head(
                 head, hospitals, keys.server_keys(), parts, x_test, y_test, config, threads=threads
             )
         )
+        if progress:
+            print(
+                f"he-cls [{step}/{len(layouts)}] done in {time.perf_counter() - started:.1f} s",
+                flush=True,
+            )
     return report

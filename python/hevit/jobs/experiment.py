@@ -157,16 +157,13 @@ class ExperimentReport:
         return "\n".join(lines)
 
     def markdown(self) -> str:
-        f = self.features
-        weights = f.get("weights", {})
         return "\n".join(
             [
                 "# hevit experiment",
                 "",
                 f"Data: {self.data}; {self.train_rows} training rows split over {self.clients} clients "
                 f"({self.partition}), {self.test_rows} held-out test rows; seed {self.seed}.",
-                f"Features: {f.get('model', {}).get('name', '?')} [CLS], weights: "
-                f"{weights.get('description', '?')}; execution provider {f.get('provider', '?')}.",
+                _features_line(self.features),
                 self._reference_line(),
                 *self._deployment_lines(),
                 "",
@@ -268,6 +265,8 @@ class ExperimentReport:
         )
 
     def write(self, out_dir) -> Path:
+        """Writes report.json, report.md and the plots into ``out_dir`` (created; files of the
+        same name are replaced: ``hevit`` refuses a non-empty folder unless ``--overwrite``)."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "report.json").write_text(
@@ -313,6 +312,40 @@ def _phase_seconds(strategy: dict, features: dict) -> dict[str, float]:
     )
 
 
+def _features_line(f: dict) -> str:
+    """Which model, weights, tokens and test-time augmentation made the features (report.md)."""
+    if not f or "model" not in f:
+        return "Features: unknown (features file without metadata)."
+    model = f["model"]
+    kwargs = ", ".join(f"{k}={v}" for k, v in sorted(model.get("kwargs", {}).items()))
+    name = f"{model.get('name', 'unknown model')}" + (f" ({kwargs})" if kwargs else "")
+    if "trainable_blocks" in f:
+        tokens = f"token sequences entering the last {f['trainable_blocks']} block(s)"
+    elif "tokens" not in f:
+        tokens = "tokens not recorded"
+    elif f["tokens"] == "cls":
+        tokens = "tokens cls (the final-norm [CLS])"
+    else:
+        blocks = f["tokens"].split(":", 1)[1].replace(",", ", ")
+        tokens = (
+            f"tokens {f['tokens']} (the [CLS] after blocks {blocks}, each normed, concatenated)"
+        )
+    tta = f.get("tta")
+    views = (
+        "test-time augmentation not recorded"
+        if tta is None
+        else "no test-time augmentation"
+        if tta == 1
+        else f"test-time augmentation: mean over {tta} rotations/flips"
+    )
+    weights = f.get("weights", {}).get("description", "weights not recorded")
+    int8 = "; int8 quantised" if f.get("int8") else ""
+    return (
+        f"Features: model {name}; weights: {weights}; {tokens}; {views}{int8}; execution "
+        f"provider {f.get('provider', 'not recorded')}."
+    )
+
+
 def _figure(figsize):
     fig, axes = agg_figure(figsize)
     return fig, axes[0][0]
@@ -322,52 +355,97 @@ def _label(entry: dict) -> str:
     return entry["strategy"] + (" (mlp)" if entry.get("head") == "mlp" else "")
 
 
-def _plot(report: ExperimentReport, out: Path) -> None:
-    fig, ax = _figure((6, 4))
+#: Line style per strategy: plain-fedavg and he-fedavg train the same head and often give the
+#: same numbers, so the one drawn first is wide, solid and hollow-marked, the next thin, dashed
+#: and small-marked on top of it; both stay visible when they coincide.
+_STYLES = {
+    "plain-fedavg": dict(ls="-", lw=3.0, marker="o", ms=10, mfc="none", mew=1.5, alpha=0.75),
+    "he-fedavg": dict(ls="--", lw=1.3, marker="s", ms=4),
+    "he-ridge": dict(ls=":", lw=1.5, marker="D", ms=7, mfc="none"),
+}
+
+
+def _style(entry: dict) -> dict:
+    style = dict(_STYLES.get(entry["strategy"], dict(ls="-.", marker="^", ms=6)))
+    if entry.get("head") == "mlp":  # the two-layer heads: a second colour family
+        style["color"] = {"plain-fedavg": "tab:red", "he-fedavg": "darkred"}.get(
+            entry["strategy"], "tab:pink"
+        )
+    else:
+        style["color"] = {
+            "plain-fedavg": "tab:blue",
+            "he-fedavg": "navy",
+            "he-ridge": "tab:green",
+        }.get(entry["strategy"], "tab:purple")
+    return style
+
+
+def _legend_outside(ax) -> None:
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, borderaxespad=0.0)
+
+
+def _plot(report: ExperimentReport, out: Path) -> dict:
+    """Writes the three PNGs; returns their figures by file name."""
+    from matplotlib.ticker import MaxNLocator
+
+    figures = {}
+    fig, ax = _figure((7.5, 4))
+    lowest = report.paper["plaintext_accuracy"]
     for s in report.strategies:
         rounds = [r["round"] for r in s["rounds"]]
-        ax.plot(rounds, [r["accuracy"] for r in s["rounds"]], marker="o", label=_label(s))
+        accuracy = [r["accuracy"] for r in s["rounds"]]
+        lowest = min([lowest, *accuracy])
+        ax.plot(rounds, accuracy, label=_label(s), clip_on=False, **_style(s))
     ax.axhline(
         report.paper["plaintext_accuracy"], color="grey", ls="--", lw=1, label="paper plaintext"
     )
+    # accuracy lives in [0, 1]: no margin above 1 (markers at 1.0 are drawn unclipped)
+    ax.set_ylim(max(0.0, lowest - 0.05), 1.0)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("round")
     ax.set_ylabel("test accuracy")
     ax.set_title("Accuracy per round")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "accuracy_per_round.png", dpi=120)
+    _legend_outside(ax)
+    figures["accuracy_per_round.png"] = fig
 
-    fig, ax = _figure((6, 4))
+    fig, ax = _figure((7.5, 4))
     for s in report.strategies:
         rounds = [r["round"] for r in s["rounds"]]
-        ax.plot(rounds, s["bytes_per_round"], marker="o", label=_label(s))
+        ax.plot(rounds, s["bytes_per_round"], label=_label(s), **_style(s))
     ax.axhline(report.paper["bytes_per_round"], color="grey", ls="--", lw=1, label="paper (326 KB)")
     ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("round")
     ax.set_ylabel("bytes per round (all clients, up + down)")
     ax.set_title("Traffic per round")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "bytes_per_round.png", dpi=120)
+    _legend_outside(ax)
+    figures["bytes_per_round.png"] = fig
 
-    fig, ax = _figure((7, 4))
+    fig, ax = _figure((8.5, 4))
     width = 0.8 / max(len(report.strategies), 1)
     for k, s in enumerate(report.strategies):
         sec = _phase_seconds(s, report.features)
+        style = _style(s)
         ax.bar(
             np.arange(len(PHASES)) + k * width,
             [max(sec[p], 1e-6) for p in PHASES],
             width,
             label=_label(s),
+            color=style["color"],
+            hatch={"-": "", "--": "//", ":": ".."}.get(style["ls"], "xx"),
+            edgecolor="white",
         )
     ax.set_xticks(np.arange(len(PHASES)) + width * (len(report.strategies) - 1) / 2)
     ax.set_xticklabels(PHASES)
     ax.set_yscale("log")
     ax.set_ylabel("wall seconds")
     ax.set_title("Latency per phase")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "latency_per_phase.png", dpi=120)
+    _legend_outside(ax)
+    figures["latency_per_phase.png"] = fig
+    for name, fig in figures.items():
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=120, bbox_inches="tight")
+    return figures
 
 
 def versions() -> dict:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 
 from ..data import ImageFolder
 from ..features import ClsExtractor, FeatureSet
-from ..features.export import export_onnx, quantize_int8
+from ..features.export import default_cache_dir, export_onnx, quantize_int8
 from ..features.vit import TokenSpec, ViTSpec, build_model
 
 __all__ = ["extract_features", "make_spec", "prepare_extractor"]
@@ -119,7 +120,12 @@ def extract_features(
     mean=None,
     std=None,
     crop_pct=None,
+    resume: bool = True,
 ) -> FeatureSet:
+    """[CLS] features of every image under ``data_dir`` (see :func:`prepare_extractor`).
+
+    ``resume``: a partial extraction is kept under the ONNX cache (``partial/``) at Ctrl-C and
+    every ``RESUME_SAVE_SECONDS``, and the same call later continues from it."""
     folder = ImageFolder(data_dir, limit_per_class=limit_per_class)
     print(f"data: {folder.root} ({len(folder)} images, classes {folder.class_counts()})")
     extractor = prepare_extractor(
@@ -139,7 +145,14 @@ def extract_features(
         std=std,
         crop_pct=crop_pct,
     )
-    features = extractor.extract_folder(folder, batch_size=batch_size, progress=progress)
+    resume_file = None
+    if resume:
+        key = extractor.resume_key(folder, np.arange(len(folder)), batch_size)
+        base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        resume_file = base / "partial" / f"{key[:24]}.npz"
+    features = extractor.extract_folder(
+        folder, batch_size=batch_size, progress=progress, resume_file=resume_file
+    )
     features.metadata["int8"] = int8
     features.metadata["seed"] = seed
     return features
