@@ -5,7 +5,7 @@ import pytest
 import timm
 import torch
 
-from hevit import metrics
+from hevit import he, metrics
 from hevit.attacks import (
     PublicAdversary,
     ciphertext_features,
@@ -143,7 +143,6 @@ def test_distinguishing_game_has_power_and_ciphertexts_do_not_leak(rng, global_h
     below 0 as a failure, it failed 1 run in 20)."""
     keys = FederationKeys.generate(dim=DIM, classes=CLASSES)
     config = FederatedConfig()
-    adversary = PublicAdversary(keys.inference.public_context())
     centres = rng.standard_normal((2, DIM))
     plain, cipher, raw = ([], []), ([], []), ([], [])
     for side in (0, 1):
@@ -151,8 +150,11 @@ def test_distinguishing_game_has_power_and_ciphertexts_do_not_leak(rng, global_h
             row = (centres[side] + 0.5 * rng.standard_normal(DIM))[None]
             client = victim_client(row, np.array([side]), classes=CLASSES, config=config, keys=keys)
             plain[side].append(client.preprocess(row)[0])
-            blob = message_payload(client.inference_request(row), "features")
-            cipher[side].append(adversary.features(blob))
+            request = client.inference_request(row)
+            blob = message_payload(request, "features")
+            # what the server holds: the session key set the request carries
+            session = he.PublicContext.from_bytes(message_payload(request, "context"))
+            cipher[side].append(PublicAdversary(session).features(blob))
             raw[side].append(ciphertext_features(blob, 1024))
     won = distinguishing_game(np.stack(plain[0]), np.stack(plain[1]), seed=0, confidence=0.999)
     hidden = distinguishing_game(np.stack(cipher[0]), np.stack(cipher[1]), seed=0, confidence=0.999)
