@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..errors import ProtocolError
 from ..protocol import HospitalIdentity, KeyHolder, Roster
@@ -262,14 +261,7 @@ def run_strategy(
             exchange_commitments(clients, task, state.round)
         records.append(_record(state, heads, x_test, y_test))
     dropouts = dropouts or {}
-    bar = tqdm(
-        total=rounds,
-        initial=len(records),
-        desc=strategy,
-        unit="round",
-        disable=not progress,
-        leave=False,
-    )
+    bar = _progress(total=rounds, initial=len(records), desc=strategy, enabled=progress)
     while server.last_completed_round < rounds:
         r = server.open_round()
         for c, head in zip(clients, heads, strict=True):
@@ -322,6 +314,33 @@ def _read_aggregate(
         c.read_fedavg_aggregate(aggregate, strategy, h, round_)
         for c, h in zip(clients, heads, strict=True)
     ]
+
+
+class _LogProgress:
+    """Round progress as log lines, where tqdm (an extra, not a core dependency) is missing."""
+
+    def __init__(self, total: int, initial: int, desc: str) -> None:
+        self.n, self.total, self.desc = initial, total, desc
+
+    def update(self, k: int) -> None:
+        self.n += k
+        log.info("%s: round %d of %d", self.desc, self.n, self.total)
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(*, total: int, initial: int, desc: str, enabled: bool):
+    """A tqdm bar when tqdm is installed, else one log line per round (said once, not silent)."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        if enabled:
+            log.info("tqdm is not installed (pip install 'hevit[vit]'): progress as log lines")
+        return _LogProgress(total, initial, desc)
+    return tqdm(
+        total=total, initial=initial, desc=desc, unit="round", disable=not enabled, leave=False
+    )
 
 
 def _new_session() -> str:
