@@ -186,7 +186,10 @@ def test_a_message_under_another_hospitals_id_is_rejected(federation, setup):
         0,
         "client-1",
         keys.inference.public_context().keyset_id.hex(),
-        {"features": keys.inference.encrypt(rows, layout="sample").to_bytes()},
+        {
+            "features": keys.inference.encrypt(rows, layout="sample").to_bytes(),
+            "context": keys.inference.public_context().to_bytes(),
+        },
     ).to_bytes()
     with pytest.raises(ProtocolError, match="claiming to be from 'client-1'"):
         inference.handle(request, expected_sender="client-2")

@@ -513,11 +513,23 @@ def test_an_insecure_deployment_runs_only_when_declared_and_its_report_says_so(
     read) unless run_config declares insecure=true; a declared run records the declaration and
     what the SuperLink and the node observed, and its report.md says so."""
     root, env = insecure_deployment
+    # one hospital: its own roster (quorum 1) beside the shared key sets
+    solo = root / "solo-hospital-keys"
+    if not solo.exists():
+        FederationKeys.load(root / "hospital-keys").save(solo)
+        FederationKeys.load(root / "hospital-keys").server_keys().to_files(
+            root / "solo-server-keys"
+        )
+        save_federation_identities(
+            solo, root / "solo-server-keys", federation="solo", hospitals=1, quorum=1
+        )
     plan = {
         "superlink": "insecure",
         "strategies": "he-ridge",
         "standardize": False,
         "num-clients": 1,
+        "keys-dir": str(solo),
+        "server-keys-dir": str(root / "solo-server-keys"),
     }
     with pytest.raises(AssertionError):
         flwr_run(root, env, "undeclared", **plan)
