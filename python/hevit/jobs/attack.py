@@ -716,11 +716,15 @@ def _dp_curve(
                 recovered0 = estimates[np.argmax(cosine_to_truth(victim.x, estimates))]
             # a key holder (another hospital) sees the flooded global model after one round of
             # the victim and two hospitals with their training rows
-            others = make_clients(x, y, parts[:2], classes=classes, keys=keys, config=one_round)
-            hospitals = [
-                victim_client(row, yy, classes=classes, config=one_round, keys=keys),
-                *others,
-            ]
+            # one federation (one roster): the victim's row is client-0's, the others' parts
+            hospitals = make_clients(
+                np.concatenate([row, x]),
+                np.concatenate([yy, y]),
+                [np.array([0]), *(np.asarray(p) + 1 for p in parts[:2])],
+                classes=classes,
+                keys=keys,
+                config=one_round,
+            )
             released = run_strategy(
                 "he-fedavg",
                 hospitals,
