@@ -541,11 +541,11 @@ def _validate_demo(args: argparse.Namespace) -> None:
 
     if args.per_class < 2:
         raise UsageError(f"--per-class {args.per_class}: give at least 2 tiles per class")
-    _check_model(args)
+    _check_output(args, "--out", args.out, folder=True)  # the cheap checks first: no torch yet
     _check_federated(args)
     labels = [c for c in range(len(SYNTHETIC_CLASSES)) for _ in range(args.per_class)]
     _check_rows(args, _held_out_rows(labels, args))
-    _check_output(args, "--out", args.out, folder=True)
+    _check_model(args)
 
 
 def _same_features(train, test) -> str | None:
@@ -586,6 +586,7 @@ def _validate_experiment(args: argparse.Namespace) -> None:
             "--cv folds the --data/--features set itself: drop --test-data, --test-features and "
             "--trainable-blocks"
         )
+    _check_output(args, "--out", args.out, folder=True)
     _check_federated(args)
     separate_test = bool(args.test_data or args.test_features)
     if args.features is not None:
@@ -608,23 +609,22 @@ def _validate_experiment(args: argparse.Namespace) -> None:
         _check_rows(args, len(labels) - -(-len(labels) // args.cv))
     else:
         _check_rows(args, len(labels) if separate_test else _held_out_rows(labels, args))
-    _check_output(args, "--out", args.out, folder=True)
 
 
 def _validate_extract(args: argparse.Namespace) -> None:
     from ..data import ImageFolder
 
-    _check_model(args)
     _check_output(args, "--out", args.out, folder=False)
     ImageFolder(args.data, limit_per_class=args.limit_per_class)
+    _check_model(args)
 
 
 def _validate_attack(args: argparse.Namespace) -> None:
     from ..data import ImageFolder
 
-    _check_model(args)
     _check_output(args, "--out", args.out, folder=True)
     ImageFolder(args.data)
+    _check_model(args)
 
 
 def _validate_keygen(args: argparse.Namespace) -> None:
