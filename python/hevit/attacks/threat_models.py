@@ -78,7 +78,16 @@ def victim_client(
     tokens, labels, *, classes: int, config: FederatedConfig, keys=None, clients: int = 3, **options
 ) -> HospitalClient:
     """The victim hospital holding ``tokens`` (rows, or token sequences for a ViT tail);
-    ``options`` go to :class:`~hevit.federated.HospitalClient` (e.g. ``dp_rng`` in tests)."""
+    ``options`` go to :class:`~hevit.federated.HospitalClient` (e.g. ``dp_rng`` in tests). With
+    ``keys`` it signs its contributions as the one hospital of its own roster (the messages an
+    observer sees are those of a real hospital)."""
+    if keys is not None and "keyholder" not in options:
+        from ..protocol import HospitalIdentity, KeyHolder, Roster
+
+        identity = HospitalIdentity.generate("victim")
+        options["keyholder"] = KeyHolder(
+            identity, Roster.of("threat-model", [identity]), keys, policy=config.flooding
+        )
     return HospitalClient(
         "victim",
         tokens,
