@@ -90,9 +90,7 @@ if(SEAL_FOUND)
   endif()
   if(_hevit_seal_problems)
     string(REPLACE ";" ", " _hevit_seal_problems "${_hevit_seal_problems}")
-    hevit_refuse_unpinned_seal(
-      "the installed SEAL found by find_package (${SEAL_DIR}) is not the pinned configuration: "
-      "${_hevit_seal_problems}")
+    hevit_refuse_unpinned_seal("the installed SEAL found by find_package (${SEAL_DIR}) is not the pinned configuration: ${_hevit_seal_problems}")
   endif()
   message(STATUS "hevit: using installed SEAL ${SEAL_VERSION} (${_hevit_seal_kind}) from ${SEAL_DIR}")
   set(HEVIT_SEAL_LINKAGE "${_hevit_seal_kind}, installed SEAL found by find_package (${SEAL_DIR})")
@@ -149,5 +147,11 @@ set(SEAL_BUILD_BENCH OFF CACHE BOOL "" FORCE)
 set(SEAL_BUILD_SEAL_C OFF CACHE BOOL "" FORCE)
 set(BUILD_SHARED_LIBS OFF CACHE BOOL "" FORCE)
 set(SEAL_THROW_ON_TRANSPARENT_CIPHERTEXT ON CACHE BOOL "" FORCE)
+# an installed SEAL that find_package rejected (say, one that needs zstd) leaves its settings as
+# normal variables, which would shadow the cache values above inside SEAL's own CMakeLists
+foreach(_hevit_option SEAL_BUILD_DEPS SEAL_USE_MSGSL SEAL_USE_INTEL_HEXL SEAL_USE_ZLIB SEAL_USE_ZSTD
+        SEAL_THROW_ON_TRANSPARENT_CIPHERTEXT)
+  unset(${_hevit_option})
+endforeach()
 add_subdirectory("${HEVIT_SEAL_SOURCE_DIR}" "${CMAKE_BINARY_DIR}/_deps/seal-build" EXCLUDE_FROM_ALL)
 add_library(hevit::seal ALIAS seal)
