@@ -13,7 +13,8 @@
 # source tree of another version. The result is the imported target hevit::seal and
 #   HEVIT_SEAL_LINKAGE        how SEAL was obtained and linked (compiled into _core.SEAL_LINKAGE)
 #   HEVIT_SEAL_LICENSE_FILES  SEAL's LICENSE and NOTICE, shipped in the wheel's .dist-info/licenses
-#                             (an installed SEAL does not install them: HEVIT_SEAL_LICENSE_DIR)
+#                             (an installed SEAL does not install them: a wheel takes those of the
+#                             pinned source, or of the folder HEVIT_SEAL_LICENSE_DIR names)
 
 option(HEVIT_USE_SYSTEM_SEAL "Use an installed SEAL 4.1.2 if find_package finds one" ON)
 option(HEVIT_ALLOW_UNPINNED_SEAL
@@ -63,6 +64,29 @@ function(hevit_seal_license_files dir)
   set(HEVIT_SEAL_LICENSE_FILES "${files}" PARENT_SCOPE)
 endfunction()
 
+# The pinned SEAL 4.1.2 tree, fetched once into the build tree; its path in `out_var`.
+function(hevit_fetch_pinned_seal out_var)
+  set(fetch_dir "${CMAKE_BINARY_DIR}/_deps/seal-src")
+  if(NOT EXISTS "${fetch_dir}/SEAL/CMakeLists.txt")
+    message(STATUS "hevit: fetching SEAL 4.1.2 source through pip's package index")
+    execute_process(
+      COMMAND "${Python_EXECUTABLE}" "${CMAKE_CURRENT_FUNCTION_LIST_DIR}/fetch_seal_source.py"
+              "${fetch_dir}"
+      RESULT_VARIABLE fetch_rc
+      OUTPUT_VARIABLE fetch_out
+      ERROR_VARIABLE fetch_err
+      OUTPUT_STRIP_TRAILING_WHITESPACE)
+    if(NOT fetch_rc EQUAL 0)
+      message(FATAL_ERROR
+        "hevit: could not obtain the SEAL 4.1.2 source through pip's package index:\n"
+        "${fetch_err}\n"
+        "Install SEAL 4.1.2 where find_package can see it, or set HEVIT_SEAL_SOURCE_DIR to a "
+        "SEAL 4.1.2 source tree.")
+    endif()
+  endif()
+  set(${out_var} "${fetch_dir}/SEAL" PARENT_SCOPE)
+endfunction()
+
 if(HEVIT_USE_SYSTEM_SEAL AND NOT HEVIT_SEAL_SOURCE_DIR)
   find_package(SEAL 4.1 CONFIG QUIET)
 endif()
@@ -94,30 +118,21 @@ if(SEAL_FOUND)
   endif()
   message(STATUS "hevit: using installed SEAL ${SEAL_VERSION} (${_hevit_seal_kind}) from ${SEAL_DIR}")
   set(HEVIT_SEAL_LINKAGE "${_hevit_seal_kind}, installed SEAL found by find_package (${SEAL_DIR})")
-  hevit_seal_license_files("${HEVIT_SEAL_LICENSE_DIR}")
+  set(_hevit_license_dir "${HEVIT_SEAL_LICENSE_DIR}")
+  if(NOT _hevit_license_dir AND SKBUILD_STATE STREQUAL "wheel"
+     AND SEAL_VERSION VERSION_EQUAL HEVIT_PINNED_SEAL_VERSION)
+    # SEAL's install has no LICENSE/NOTICE; the wheel takes those of the same release from the
+    # pinned source (a download of a few MB, nothing of it is compiled)
+    message(STATUS "hevit: the installed SEAL carries no LICENSE/NOTICE; using SEAL 4.1.2's from the pinned source")
+    hevit_fetch_pinned_seal(_hevit_license_dir)
+  endif()
+  hevit_seal_license_files("${_hevit_license_dir}")
   return()
 endif()
 
 if(NOT HEVIT_SEAL_SOURCE_DIR)
-  set(_hevit_seal_fetch_dir "${CMAKE_BINARY_DIR}/_deps/seal-src")
-  if(NOT EXISTS "${_hevit_seal_fetch_dir}/SEAL/CMakeLists.txt")
-    message(STATUS "hevit: fetching SEAL 4.1.2 source through pip's package index")
-    execute_process(
-      COMMAND "${Python_EXECUTABLE}" "${CMAKE_CURRENT_LIST_DIR}/fetch_seal_source.py"
-              "${_hevit_seal_fetch_dir}"
-      RESULT_VARIABLE _hevit_fetch_rc
-      OUTPUT_VARIABLE _hevit_fetch_out
-      ERROR_VARIABLE _hevit_fetch_err
-      OUTPUT_STRIP_TRAILING_WHITESPACE)
-    if(NOT _hevit_fetch_rc EQUAL 0)
-      message(FATAL_ERROR
-        "hevit: could not obtain the SEAL 4.1.2 source through pip's package index:\n"
-        "${_hevit_fetch_err}\n"
-        "Install SEAL 4.1.2 where find_package can see it, or set HEVIT_SEAL_SOURCE_DIR to a "
-        "SEAL 4.1.2 source tree.")
-    endif()
-  endif()
-  set(HEVIT_SEAL_SOURCE_DIR "${_hevit_seal_fetch_dir}/SEAL")
+  hevit_fetch_pinned_seal(_hevit_fetched_seal)
+  set(HEVIT_SEAL_SOURCE_DIR "${_hevit_fetched_seal}")
   set(HEVIT_SEAL_LINKAGE
     "static, built from source: the sha256-pinned pyfhel-3.5.0 sdist (its unmodified SEAL tree) fetched through pip's package index")
 else()
