@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import os
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+import hevit
 from hevit import he
 
 BASE_SEED = 20261121
+
+# CI tests the installed wheel (.ci/run): a hevit imported from this checkout's sources would
+# test the tree instead of the artefact, so it is refused rather than silently used
+if os.environ.get("HEVIT_TEST_INSTALLED") == "1":
+    _sources = Path(__file__).resolve().parents[1] / "python"
+    if _sources in Path(hevit.__file__).resolve().parents:
+        raise pytest.UsageError(
+            f"HEVIT_TEST_INSTALLED=1 but hevit was imported from the checkout ({hevit.__file__})"
+        )
 
 
 @pytest.fixture

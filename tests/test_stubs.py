@@ -3,9 +3,11 @@
 import ast
 from pathlib import Path
 
+import hevit
 from hevit import _core
 
-STUB = Path(__file__).resolve().parents[1] / "python" / "hevit" / "_core"
+#: the stubs of the installed package (a wheel's, in CI), beside the module they describe
+STUB = Path(hevit.__file__).resolve().parent / "_core"
 
 
 def _stub_names(path: Path) -> dict[str, set[str]]:

@@ -151,6 +151,8 @@ PYBIND11_MODULE(_core, m)
 
     m.attr("SEAL_VERSION") = std::to_string(SEAL_VERSION_MAJOR) + "." + std::to_string(SEAL_VERSION_MINOR) + "." +
                              std::to_string(SEAL_VERSION_PATCH);
+    // set by CMake (cmake/HevitSEAL.cmake): where this build's SEAL came from and how it is linked
+    m.attr("SEAL_LINKAGE") = HEVIT_SEAL_LINKAGE;
     m.def("max_secure_coeff_modulus_bits", &max_secure_coeff_modulus_bits, py::arg("poly_modulus_degree"));
     m.def(
         "payload_checksum",

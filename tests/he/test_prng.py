@@ -2,16 +2,12 @@
 ChaCha20 (the `cryptography` package) and the distributions the noise analysis assumes."""
 
 import numpy as np
-import pytest
 
 from hevit import _core, he
 
-cryptography = pytest.importorskip(
-    "cryptography", reason="the independent ChaCha20 reference (a flwr dependency)"
-)
-
 
 def reference_block(key: bytes, nonce_words: tuple[int, int, int], counter: int) -> bytes:
+    # cryptography is a core dependency (the protocol's signatures): the independent reference
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
     nonce = counter.to_bytes(4, "little") + b"".join(w.to_bytes(4, "little") for w in nonce_words)

@@ -15,6 +15,7 @@ import numpy.typing
 from . import inspection
 
 __all__: list[str] = [
+    "SEAL_LINKAGE",
     "SEAL_VERSION",
     "CompactBatch",
     "EncryptedBatch",
@@ -281,4 +282,6 @@ def validate_params(
     max_norm: typing.SupportsFloat | typing.SupportsIndex,
 ) -> None: ...
 
+#: how this build obtained SEAL and linked it (set by cmake/HevitSEAL.cmake)
+SEAL_LINKAGE: str
 SEAL_VERSION: str = "4.1.2"

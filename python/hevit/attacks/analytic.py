@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._optional import require
+
 __all__ = ["invert_linear_layer", "invert_patch_embedding"]
 
 
@@ -95,7 +97,8 @@ def _from_image(img: np.ndarray, grid: tuple[int, int, int, int]) -> np.ndarray:
 
 def _smoothest(x0: np.ndarray, null: np.ndarray, grid) -> np.ndarray:
     """Z minimising the squared neighbour differences of the image of x0 + null @ Z."""
-    from scipy.sparse.linalg import LinearOperator, cg
+    linalg = require("scipy.sparse.linalg", "attacks")
+    LinearOperator, cg = linalg.LinearOperator, linalg.cg
 
     k, cols = null.shape[1], x0.shape[1]
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._optional import require
+
 __all__ = ["AttackTrace", "feature_inversion", "inverting_gradients", "total_variation"]
 
 
@@ -45,7 +47,7 @@ class _UnfusedAttention:
 
 
 def _start(shape, seed):
-    import torch
+    torch = require("torch", "vit")
 
     g = torch.Generator().manual_seed(seed)
     return (0.5 * torch.randn(shape, generator=g)).requires_grad_(True)
@@ -56,7 +58,7 @@ def _optimise(
 ) -> AttackTrace:
     """Adam on an image batch from a seeded random start, clamped to the normalised range; the
     one loop both attacks share. ``on_iteration()`` is called after every step (progress)."""
-    import torch
+    torch = require("torch", "vit")
 
     x = _start(shape, seed)
     opt = torch.optim.Adam([x], lr=lr)
@@ -101,7 +103,7 @@ def inverting_gradients(
     parameter_names : gradients to match (default: every observed parameter)
     on_iteration : called after every optimisation step (e.g. a progress bar's update)
     """
-    import torch
+    torch = require("torch", "vit")
 
     names = list(parameter_names or observed)
     params = dict(model.named_parameters())
@@ -141,7 +143,7 @@ def feature_inversion(
     """Finds images whose [CLS] tokens point the way of ``target_cls`` (B, D): minimise
     1 - cos(cls(x), target) + tv * TV(x). The cosine makes the attack scale-free, so a token
     recovered only up to scale (from a head update) is as good as the leaked token itself."""
-    import torch
+    torch = require("torch", "vit")
 
     target = torch.from_numpy(np.asarray(target_cls, dtype=np.float32))
 

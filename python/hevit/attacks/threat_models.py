@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._optional import require
 from ..errors import ProtocolError
 from ..federated import FederatedConfig, HospitalClient, LinearHead
 from ..federated.messages import Message
@@ -129,7 +130,7 @@ def head_delta(delta: np.ndarray, classes: int, dim: int) -> tuple[np.ndarray, n
 def paper_setting_gradients(model, image: np.ndarray, labels) -> dict[str, np.ndarray]:
     """Gradients of the cross-entropy of ``image`` (B, 3, H, W) w.r.t. every parameter of a timm
     classifier: one local SGD step of the paper's setting (not a message hevit sends)."""
-    import torch
+    torch = require("torch", "vit")
 
     model.zero_grad(set_to_none=True)
     logits = model(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)))

@@ -769,10 +769,28 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: the line is built only when asked (it loads the compiled core)."""
+
+    def __init__(self, option_strings, dest, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from .. import build_info
+
+        print(build_info())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="hevit", description=DESCRIPTION, formatter_class=_HelpFormatter)
     parser.add_argument(
         "--debug", action="store_true", help="show the Python traceback of an error"
+    )
+    parser.add_argument(
+        "--version",
+        action=_VersionAction,
+        help="print hevit's version, the SEAL version and how SEAL was linked, and exit",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -992,6 +1010,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # `hevit --version` answers before the subcommands are built (their defaults import
+    # hevit.federated), so it works on any install, the bare core included
+    version_only = argparse.ArgumentParser(add_help=False)
+    version_only.add_argument("--version", action=_VersionAction)
+    version_only.parse_known_args(argv)
     args = build_parser().parse_args(argv)
     from ..errors import HevitError
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._optional import require
 from ..errors import DataError, ResourceError
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageFolder", "ImageRecord"]
@@ -30,7 +31,7 @@ MAX_IMAGE_PIXELS = 64_000_000
 
 def _to_rgb(img, path):
     """RGB from another PIL mode without clipping high-bit-depth data into white or black."""
-    from PIL import Image
+    Image = require("PIL.Image", "vit")
 
     mode = img.mode
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
@@ -146,7 +147,8 @@ class ImageFolder:
         8 bits, float images must hold values in [0, 1]; anything whose range is unknown is
         refused rather than clipped into a white or black image.
         """
-        from PIL import Image, UnidentifiedImageError
+        PIL = require("PIL", "vit")
+        Image, UnidentifiedImageError = PIL.Image, PIL.UnidentifiedImageError
 
         path = self.records[index].path
         try:

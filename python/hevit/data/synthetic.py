@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._optional import require
+
 __all__ = ["SYNTHETIC_CLASSES", "synthetic_tile", "write_synthetic_dataset"]
 
 SYNTHETIC_CLASSES = ("synthetic_benign", "synthetic_glandular", "synthetic_squamous")
@@ -141,7 +143,7 @@ def synthetic_tile(label: int, *, size: int = 224, seed: int = 0) -> np.ndarray:
 
 def write_synthetic_dataset(root, *, per_class: int = 40, size: int = 224, seed: int = 0) -> Path:
     """Writes ``root/<class>/<class>_<i>.png`` for every synthetic class and returns ``root``."""
-    from PIL import Image
+    Image = require("PIL.Image", "vit")
 
     root = Path(root)
     for label, name in enumerate(SYNTHETIC_CLASSES):

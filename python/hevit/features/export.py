@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._optional import require
 from ..errors import ModelError
 from .preprocess import PreprocessConfig
 from .vit import ClsTokenModel, TokenSpec, ViTSpec, WeightsInfo
@@ -60,7 +61,7 @@ class ExportedModel:
 
 
 def _cache_key(spec: ViTSpec, weights: WeightsInfo, tokens: TokenSpec) -> str:
-    import torch
+    torch = require("torch", "vit")
 
     payload = json.dumps(
         {
@@ -81,8 +82,8 @@ def parity_check(
     model, onnx_path: str, images: np.ndarray, tokens: TokenSpec | None = None
 ) -> float:
     """Max abs difference of the token outputs of PyTorch and ONNX Runtime (CPU) on ``images``."""
-    import onnxruntime as ort
-    import torch
+    ort = require("onnxruntime", "vit")
+    torch = require("torch", "vit")
 
     with torch.no_grad():
         ref = ClsTokenModel(model, tokens)(torch.from_numpy(images)).numpy()
@@ -112,7 +113,7 @@ def export_onnx(
     :class:`hevit.errors.ModelError` raised. ``mean``/``std`` override the model's timm data
     config in the recorded preprocessing, and so does ``crop_pct`` (none is part of the graph).
     """
-    import torch
+    torch = require("torch", "vit")
 
     tokens = tokens or TokenSpec()
     tokens.check(model)
@@ -177,7 +178,8 @@ def export_onnx(
 
 def quantize_int8(exported: ExportedModel) -> ExportedModel:
     """Dynamic int8 quantisation of the weights (ONNX Runtime), cached beside the fp32 graph."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    quantization = require("onnxruntime.quantization", "vit")
+    QuantType, quantize_dynamic = quantization.QuantType, quantization.quantize_dynamic
 
     src = Path(exported.onnx_path)
     dst = src.with_name(src.stem + ".int8.onnx")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._optional import require
 from ..errors import DataError, ModelError, ResourceError
 from .export import ExportedModel
 from .preprocess import preprocess_images
@@ -227,7 +228,7 @@ class ClsExtractor:
         tta: int = 1,
     ) -> None:
         dihedral_views(np.zeros((0, 3, 2, 2), np.float32), tta)  # validates tta before any work
-        import onnxruntime as ort
+        ort = require("onnxruntime", "vit")
 
         chosen, reason = select_providers(
             providers, available=ort.get_available_providers(), gpu=gpu_visible()
@@ -238,8 +239,10 @@ class ClsExtractor:
             )
         path = exported.onnx_path
         if fp16:
-            import onnx
-            from onnxruntime.transformers.float16 import convert_float_to_float16
+            onnx = require("onnx", "vit")
+            convert_float_to_float16 = require(
+                "onnxruntime.transformers.float16", "vit"
+            ).convert_float_to_float16
 
             fp16_path = str(Path(path).with_suffix(".fp16.onnx"))
             if not os.path.exists(fp16_path):
@@ -324,7 +327,7 @@ class ClsExtractor:
         Ctrl-C (then :class:`ExtractionInterrupted` is raised); a later call with the same file,
         graph, images and options continues from them, and the file is removed once the
         extraction completes."""
-        from tqdm.auto import tqdm
+        tqdm = require("tqdm.auto", "vit").tqdm
 
         indices = np.arange(len(folder)) if indices is None else np.asarray(indices)
         out = np.empty((len(indices), self.exported.cls_dim), dtype=np.float32)

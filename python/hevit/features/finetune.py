@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._optional import require
+
 __all__ = ["FinetuneResult", "finetune_vit"]
 
 log = logging.getLogger(__name__)
@@ -42,8 +44,8 @@ def finetune_vit(
     ``preprocess`` is the model's :class:`PreprocessConfig`. The temporary classification head is
     discarded afterwards; the model is left in eval mode.
     """
-    import torch
-    from tqdm.auto import tqdm
+    torch = require("torch", "vit")
+    tqdm = require("tqdm.auto", "vit").tqdm
 
     from .preprocess import preprocess_images
     from .vit import ClsTokenModel, cls_dim

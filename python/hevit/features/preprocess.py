@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .._optional import require
+
 __all__ = ["PreprocessConfig", "preprocess_images"]
 
 
@@ -41,7 +43,7 @@ class PreprocessConfig:
         """The model's timm data config (size, crop, interpolation, mean/std from its pretrained
         config; the input size follows an ``img_size`` override), with ``mean``/``std`` and
         ``crop_pct`` overridden when given. The one place hevit reads a timm data config."""
-        import timm
+        timm = require("timm", "vit")
 
         config = timm.data.resolve_data_config({}, model=model)
         patch_embed = getattr(model, "patch_embed", None)
@@ -75,7 +77,7 @@ class PreprocessConfig:
 
 
 def _resample(name: str):
-    from PIL import Image
+    Image = require("PIL.Image", "vit")
 
     table = {
         "bicubic": Image.Resampling.BICUBIC,

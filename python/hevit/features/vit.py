@@ -14,6 +14,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .._optional import require
 from ..errors import ModelError
 
 __all__ = [
@@ -226,11 +227,11 @@ def _check_state_fits(path: Path, spec: ViTSpec, own: dict, state: dict) -> None
 def _load_checkpoint(path: Path) -> tuple[dict, str | None]:
     """The state dict of a safetensors or torch checkpoint, and the ``source`` recorded in a
     safetensors file's metadata (None when there is none)."""
-    import torch
+    torch = require("torch", "vit")
 
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
-        from safetensors.torch import load_file
+        safe_open = require("safetensors", "vit").safe_open
+        load_file = require("safetensors.torch", "vit").load_file
 
         try:
             with safe_open(str(path), framework="pt") as f:
@@ -260,8 +261,8 @@ def build_model(spec: ViTSpec = DEFAULT_VIT, *, weights: str | Path = "random", 
         A path: a ``.safetensors`` or torch checkpoint; classifier-head keys that do not fit a
         headless model are dropped (and reported), every other mismatch is an error.
     """
-    import timm
-    import torch
+    timm = require("timm", "vit")
+    torch = require("torch", "vit")
 
     kwargs = dict(spec.kwargs)
     kwargs.setdefault("num_classes", 0)
@@ -318,7 +319,7 @@ def cls_dim(model) -> int:
 
 
 def _wrapper():
-    import torch
+    torch = require("torch", "vit")
 
     class ClsTokenModel(torch.nn.Module):
         """Images (B, 3, H, W) -> the model's pre-logits feature: for a ViT with a class token,
@@ -348,7 +349,7 @@ def _wrapper():
                     kept[number] = m.norm(x)[:, 0]
                 if len(kept) == len(self.tokens.blocks):
                     break
-            import torch
+            torch = require("torch", "vit")
 
             return torch.cat([kept[b] for b in self.tokens.blocks], dim=1)
 

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import metrics
+from .._optional import require
 from ..attacks import (
     THREAT_MODELS,
     ciphertext_features,
@@ -241,8 +242,8 @@ class AttackReport:
 # ---------------------------------------------------------------------------------- the model
 def _build_classifier(classes: int, *, model_name: str, overrides: dict, weights, seed: int):
     """The ViT the clients fine-tune, with a seeded classification head for their classes."""
-    import timm
-    import torch
+    timm = require("timm", "vit")
+    torch = require("torch", "vit")
 
     from ..features.vit import ViTSpec, build_model
 
@@ -260,7 +261,7 @@ def _build_classifier(classes: int, *, model_name: str, overrides: dict, weights
 
 def _cls_tokens(model, images: np.ndarray, batch: int = 16) -> np.ndarray:
     """Final-norm [CLS] tokens (what ``--tokens cls`` extracts) of preprocessed images."""
-    import torch
+    torch = require("torch", "vit")
 
     out = []
     with torch.no_grad():
@@ -274,7 +275,7 @@ def _front_and_tail(base, tail_module):
     """The adversary's copy of a ViT-tail federation as one torch module: the frozen front of
     ``base`` (patch and position embeddings) followed by the shared tail, whose parameters are
     named ``tail.<name>``."""
-    import torch
+    torch = require("torch", "vit")
 
     class FrontAndTail(torch.nn.Module):
         def __init__(self) -> None:
@@ -339,7 +340,7 @@ def run_attacks(
 ) -> AttackReport:
     """Runs the privacy evaluation (see the module docstring) and writes ``attack_report.json``,
     ``attack_report.md``, ``attack_grid.png`` and ``privacy_utility.png`` to ``out_dir``."""
-    from tqdm.auto import tqdm
+    tqdm = require("tqdm.auto", "vit").tqdm
 
     from ..features.preprocess import PreprocessConfig, preprocess_images
     from ..federated.tail import ViTTail, prefix_tokens
@@ -610,7 +611,7 @@ def _server_recovers(rows, labels, head: LinearHead, classes: int, config: Feder
 def _set_head(tail, head: LinearHead) -> None:
     """The tail's head takes the federation's global head (a zero head would leave the blocks
     without gradient, which is not the update a trained federation sends)."""
-    import torch
+    torch = require("torch", "vit")
 
     with torch.no_grad():
         tail.module.head.weight.copy_(torch.from_numpy(head.weights))
@@ -767,7 +768,7 @@ def _save_grid(grid: dict[str, list[np.ndarray]], path: Path):
     the first image only) leaves its other cells empty and says so, instead of black tiles."""
     names = list(grid)
     cols = len(grid["original"])
-    fig, axes = agg_figure((1.8 * cols + 1.6, 1.8 * len(names)), len(names), cols)
+    fig, axes = agg_figure((1.8 * cols + 1.6, 1.8 * len(names)), len(names), cols, extra="attacks")
     for r, name in enumerate(names):
         for c in range(cols):
             ax = axes[r][c]
@@ -804,7 +805,7 @@ def _save_privacy_utility(report: AttackReport, path: Path):
     no_dp_at = 2 * max(finite) if finite else 1.0
     eps = [no_dp_at if math.isinf(p.epsilon) else p.epsilon for p in points]
     labels = ["no DP" if math.isinf(p.epsilon) else f"{p.epsilon:.3g}" for p in points]
-    fig, axes = agg_figure((11, 4.8), 1, 2)
+    fig, axes = agg_figure((11, 4.8), 1, 2, extra="attacks")
     left, right = axes[0]
     wide = dict(ls="-", lw=3.0, marker="o", ms=10, mfc="none", mew=1.5, alpha=0.75)
     thin = dict(ls="--", lw=1.3, marker="s", ms=4)
@@ -837,7 +838,7 @@ def _save_privacy_utility(report: AttackReport, path: Path):
         )
     right.set_ylabel(f"test accuracy after {report.dp_rounds} rounds")
     right.set_title("Utility")
-    from matplotlib.ticker import NullFormatter
+    NullFormatter = require("matplotlib.ticker", "attacks").NullFormatter
 
     for ax in (left, right):
         ax.set_xscale("log")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._optional import require
 from ..data import (
     class_balance,
     client_parts,
@@ -278,7 +279,7 @@ class ExperimentReport:
 
 
 def _save_backbone(tail, path: Path, strategy: str) -> Path:
-    from safetensors.torch import save_file
+    save_file = require("safetensors.torch", "vit").save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(
@@ -347,7 +348,7 @@ def _features_line(f: dict) -> str:
 
 
 def _figure(figsize):
-    fig, axes = agg_figure(figsize)
+    fig, axes = agg_figure(figsize, extra="vit")
     return fig, axes[0][0]
 
 
@@ -454,9 +455,20 @@ def versions() -> dict:
 
     versions = {
         "python": platform.python_version(),
-        "SEAL": f"{_core.SEAL_VERSION} (statically linked)",
+        # how this build obtained and linked SEAL, compiled into _core by cmake/HevitSEAL.cmake
+        "SEAL": f"{_core.SEAL_VERSION} ({_core.SEAL_LINKAGE})",
     }
-    for dist in ("hevit", "numpy", "torch", "timm", "onnxruntime", "flwr", "dp-accounting"):
+    dists = (
+        "hevit",
+        "numpy",
+        "torch",
+        "timm",
+        "onnxruntime",
+        "onnxruntime-gpu",
+        "flwr",
+        "dp-accounting",
+    )
+    for dist in dists:
         try:
             versions[dist] = importlib_metadata.version(dist)
         except importlib_metadata.PackageNotFoundError:
@@ -682,7 +694,7 @@ def run_cross_validation(
     Returns the ``cross_validation`` entry of a report: ``folds``, ``seed``, ``rows`` and, per
     ``strategy/head``, the per-fold ``accuracy``, ``he_cls_accuracy`` and ``agreement`` lists.
     """
-    from tqdm.auto import tqdm
+    tqdm = require("tqdm.auto", "vit").tqdm
 
     config = options.get("config") or FederatedConfig(seed=seed)
     heads = tuple(options.get("heads") or (config.head,))

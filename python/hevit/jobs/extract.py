@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._optional import require
 from ..data import ImageFolder
 from ..features import ClsExtractor, FeatureSet
 from ..features.export import default_cache_dir, export_onnx, quantize_int8
@@ -182,7 +183,7 @@ def extract_tail_inputs(
     """
     import time
 
-    from tqdm.auto import tqdm
+    tqdm = require("tqdm.auto", "vit").tqdm
 
     from ..features.preprocess import PreprocessConfig, preprocess_images
     from ..federated.tail import ViTTail, prefix_tokens

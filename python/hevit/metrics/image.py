@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._optional import require
+
 __all__ = ["nmi", "nmi_skimage", "psnr", "ssim"]
 
 
@@ -26,7 +28,7 @@ def _check_range(data_range: float) -> float:
 
 def psnr(x_true, x_rec, *, data_range: float) -> float:
     """Peak signal-to-noise ratio in dB (``skimage.metrics.peak_signal_noise_ratio``)."""
-    from skimage.metrics import peak_signal_noise_ratio
+    peak_signal_noise_ratio = require("skimage.metrics", "attacks").peak_signal_noise_ratio
 
     a, b = _pair(x_true, x_rec)
     return float(peak_signal_noise_ratio(a, b, data_range=_check_range(data_range)))
@@ -34,7 +36,7 @@ def psnr(x_true, x_rec, *, data_range: float) -> float:
 
 def ssim(x_true, x_rec, *, data_range: float) -> float:
     """Structural similarity (``skimage.metrics.structural_similarity``), colour channels last."""
-    from skimage.metrics import structural_similarity
+    structural_similarity = require("skimage.metrics", "attacks").structural_similarity
 
     a, b = _pair(x_true, x_rec)
     channel_axis = -1 if a.ndim == 3 else None
@@ -76,7 +78,9 @@ def nmi(x_true, x_rec, *, data_range: float, bins: int = 32) -> float:
 
 def nmi_skimage(x_true, x_rec, *, bins: int = 100) -> float:
     """``skimage.metrics.normalized_mutual_information``: ``(H(A) + H(B)) / H(A, B)`` in [1, 2]."""
-    from skimage.metrics import normalized_mutual_information
+    normalized_mutual_information = require(
+        "skimage.metrics", "attacks"
+    ).normalized_mutual_information
 
     a, b = _pair(x_true, x_rec)
     return float(normalized_mutual_information(a, b, bins=bins))

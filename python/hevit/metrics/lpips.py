@@ -24,6 +24,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from .._optional import require
 from ..errors import ModelError
 
 __all__ = ["ALEXNET_SHA256", "Lpips", "alexnet_weights_path", "fetch_alexnet_weights", "lpips"]
@@ -133,7 +134,7 @@ class Lpips:
     """LPIPS-Alex as a reusable object (weights loaded once)."""
 
     def __init__(self) -> None:
-        import torch
+        torch = require("torch", "vit")
 
         w = _load_weights(alexnet_weights_path())
         alex = w["AlexNet_0"]
@@ -159,7 +160,7 @@ class Lpips:
         self._scale = torch.tensor(_SCALE).view(1, 3, 1, 1)
 
     def _features(self, x):
-        import torch.nn.functional as F
+        F = require("torch.nn.functional", "vit")
 
         (w0, b0), (w1, b1), (w2, b2), (w3, b3), (w4, b4) = self._convs
         x = (x - self._shift) / self._scale
@@ -174,8 +175,8 @@ class Lpips:
 
     def distance_tensor(self, a, b):
         """a, b: (B, 3, H, W) torch tensors in [-1, 1]; returns (B,) distances (differentiable)."""
-        import torch
-        import torch.nn.functional as F
+        torch = require("torch", "vit")
+        F = require("torch.nn.functional", "vit")
 
         total = 0
         for fa, fb, lin in zip(self._features(a), self._features(b), self._lins, strict=True):
@@ -185,7 +186,7 @@ class Lpips:
         return total.view(-1)
 
     def __call__(self, x_true, x_rec, *, data_range: float) -> float:
-        import torch
+        torch = require("torch", "vit")
 
         a = np.asarray(x_true, dtype=np.float32)
         b = np.asarray(x_rec, dtype=np.float32)
