@@ -108,8 +108,7 @@ def check_model_name(name: str) -> None:
     model is built: this runs before any work)."""
     import difflib
 
-    import timm
-
+    timm = require("timm", "vit")
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models("vit_*"), n=3, cutoff=0.6)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""

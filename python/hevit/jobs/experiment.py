@@ -387,7 +387,7 @@ def _legend_outside(ax) -> None:
 
 def _plot(report: ExperimentReport, out: Path) -> dict:
     """Writes the three PNGs; returns their figures by file name."""
-    from matplotlib.ticker import MaxNLocator
+    MaxNLocator = require("matplotlib.ticker", "vit").MaxNLocator
 
     figures = {}
     fig, ax = _figure((7.5, 4))
