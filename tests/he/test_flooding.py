@@ -97,51 +97,59 @@ def test_linear_noise_bound_covers_the_measured_noise_of_batch_plan_outputs(rng)
     assert max(norms) > bound / 10
 
 
-def test_decryption_budget_counts_per_key_set():
+def test_the_release_budget_counts_per_key_set_once_per_aggregate():
     from hevit.errors import DecryptionBudgetError
-    from hevit.he.flooding import DecryptionBudget
+    from hevit.protocol import ReleaseLedger
 
-    budget, policy = DecryptionBudget(), FloodingPolicy(max_decryptions=3)
-    assert [budget.spend(b"a", policy) for _ in range(3)] == [2, 1, 0]
+    ledger = ReleaseLedger()
+    assert [ledger.spend(b"a", bytes([k]) * 32, 3) for k in range(3)] == [2, 1, 0]
+    assert ledger.spend(b"a", bytes([0]) * 32, 3) == 0  # the same aggregate again: free
     with pytest.raises(DecryptionBudgetError, match="covers 3"):
-        budget.spend(b"a", policy)
-    assert budget.released(b"a") == 3 and budget.spend(b"b", policy) == 2
+        ledger.spend(b"a", bytes([9]) * 32, 3)
+    assert ledger.released(b"a") == 3 and ledger.spend(b"b", bytes(32), 3) == 2
 
 
-def _spend_in_another_process(path: str, spends: int, limit: int) -> int:
-    from hevit.he.flooding import DecryptionBudget
+def _spend_in_another_process(path: str, first: int, spends: int, limit: int) -> int:
+    from hevit.protocol import ReleaseLedger
 
-    budget, policy = DecryptionBudget(path), FloodingPolicy(max_decryptions=limit)
-    for _ in range(spends):
-        budget.spend(b"shared", policy)
+    ledger = ReleaseLedger(path)
+    for k in range(spends):
+        ledger.spend(b"shared", (first + k).to_bytes(32, "little"), limit)
     return spends
 
 
-def test_a_persistent_budget_counts_across_instances_processes_and_restarts(tmp_path):
+def test_a_persistent_ledger_counts_across_instances_processes_and_restarts(tmp_path):
     """Flower starts a ClientApp process per message: the count must live in the key folder,
     be shared under a lock, and refuse the release past the limit in any process."""
     from concurrent.futures import ProcessPoolExecutor
 
     from hevit.errors import DecryptionBudgetError, SerializationError
-    from hevit.he.flooding import DecryptionBudget
+    from hevit.protocol import ReleaseLedger
 
-    path = tmp_path / "keys" / "decryption-budget.json"
-    policy = FloodingPolicy(max_decryptions=90)
-    assert DecryptionBudget(path).spend(b"shared", policy) == 89
+    path = tmp_path / "keys" / "release-ledger-h.json"
+    assert ReleaseLedger(path).spend(b"shared", bytes(32), 90) == 89
     with ProcessPoolExecutor(max_workers=4) as pool:
-        done = list(pool.map(_spend_in_another_process, [str(path)] * 4, [20] * 4, [90] * 4))
+        done = list(
+            pool.map(
+                _spend_in_another_process, [str(path)] * 4, [1, 21, 41, 61], [20] * 4, [90] * 4
+            )
+        )
     assert sum(done) == 80
-    restarted = DecryptionBudget(path)  # a restart reads the count back
+    restarted = ReleaseLedger(path)  # a restart reads the count back
     assert restarted.released(b"shared") == 81 and restarted.released(b"other") == 0
-    assert [restarted.spend(b"shared", policy) for _ in range(9)][-1] == 0
+    left = [restarted.spend(b"shared", (100 + k).to_bytes(32, "little"), 90) for k in range(9)]
+    assert left[-1] == 0
     with pytest.raises(DecryptionBudgetError, match="covers 90"):
-        DecryptionBudget(path).spend(b"shared", policy)
-    path.write_text('{"format": "hevit-decryption-budget/1", "released": {"00": -5}}')
+        ReleaseLedger(path).spend(b"shared", (200).to_bytes(32, "little"), 90)
+    path.write_text(
+        '{"format": "hevit-release-ledger/1", "released": {"00": -5}, "digests": {}, '
+        '"commits": {}, "certified": {}, "reports": {}}'
+    )
     with pytest.raises(SerializationError, match="never reset silently"):
-        DecryptionBudget(path).spend(b"shared", policy)
+        ReleaseLedger(path).spend(b"shared", bytes(32), 90)
     path.write_text("{truncated")
     with pytest.raises(SerializationError, match="damaged"):
-        DecryptionBudget(path).released(b"shared")
+        ReleaseLedger(path).released(b"shared")
 
 
 @pytest.mark.parametrize("preset", ["latency", "throughput"])

@@ -52,11 +52,11 @@ coefficients moves by ``sigma / scale`` and a value in slots by ``sigma * sqrt(N
 
 Knobs (:class:`FloodingPolicy`): ``statistical_security_bits`` (default 40) and
 ``max_decryptions`` (default 2^16 released decryptions per key set). The bound covers ``q``
-releases only if someone counts them: :class:`DecryptionBudget` counts the releases of one key
-holder per key set and refuses the one past ``max_decryptions``
+releases only if someone counts them: :class:`hevit.protocol.ReleaseLedger` counts the releases
+of one key holder per key set, once per aggregate, and refuses the one past ``max_decryptions``
 (:class:`hevit.errors.DecryptionBudgetError`: generate a new key set). Given a file it counts
-across processes and restarts (hospitals whose keys live in a folder keep it there, as
-``decryption-budget.json``); without one it counts in memory, per process.
+across processes and restarts (a hospital keeps it in its key folder); without one it counts in
+memory, per process.
 
 The older float path (being retired)
 ------------------------------------
@@ -71,24 +71,18 @@ different noise. It stays until its callers move to :meth:`~hevit.he.SecretConte
 
 from __future__ import annotations
 
-import json
 import math
 import secrets
-import threading
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from .. import _core
-from .._files import atomic_write
-from ..errors import DecryptionBudgetError, ParameterError, SerializationError
+from ..errors import ParameterError
 from .params import CkksParams
 from .reference import SIGMAS, value_noise_std
 
 __all__ = [
-    "DecryptionBudget",
     "FloodingPolicy",
     "coefficient_flooding_sigma",
     "coefficient_noise_norm_bound",
@@ -152,91 +146,6 @@ class FloodingPolicy:
             "max_decryptions": int(self.max_decryptions),
             "precision_bits": self.precision_bits,
         }
-
-
-class DecryptionBudget:
-    """Counts one key holder's flooded releases per key set against ``max_decryptions``.
-
-    The flooding std covers ``policy.max_decryptions`` releases under one key set; the release past
-    that raises :class:`hevit.errors.DecryptionBudgetError` before anything is decrypted or sent.
-    Thread-safe.
-
-    Parameters
-    ----------
-    path : file that keeps the counts across processes and restarts, or ``None`` to count in
-        memory (one process). A persistent budget takes an exclusive lock on ``path + ".lock"``
-        for every spend and writes the new count atomically before the release happens, so
-        processes sharing a key folder (Flower starts one ClientApp process per message) count
-        together and a crash never loses a release. A damaged file raises
-        :class:`hevit.errors.SerializationError`; it is never reset silently.
-    """
-
-    def __init__(self, path=None) -> None:
-        self.path = None if path is None else Path(path)
-        self._released: dict[bytes, int] = {}
-        self._lock = threading.Lock()
-
-    def spend(self, keyset_id: bytes, policy: FloodingPolicy) -> int:
-        """Records one release under ``keyset_id``; returns how many remain."""
-        limit = int(policy.max_decryptions)
-        key = bytes(keyset_id)
-        with self._lock, self._file_lock():
-            counts = self._counts()
-            used = counts.get(key, 0)
-            if used >= limit:
-                raise DecryptionBudgetError(
-                    f"key set {key.hex()[:16]}...: {used} flooded decryptions already "
-                    f"released, the flooding policy covers {limit}; generate a new key set"
-                )
-            counts[key] = used + 1
-            if self.path is not None:
-                body = {k.hex(): v for k, v in counts.items()}
-                atomic_write(
-                    self.path, json.dumps({"format": _BUDGET_FORMAT, "released": body}).encode()
-                )
-            return limit - used - 1
-
-    def released(self, keyset_id: bytes) -> int:
-        """Releases recorded under ``keyset_id``."""
-        with self._lock, self._file_lock():
-            return self._counts().get(bytes(keyset_id), 0)
-
-    @contextmanager
-    def _file_lock(self):
-        if self.path is None:
-            yield
-            return
-        import fcntl  # POSIX; a persistent budget elsewhere fails here, loudly
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_name(self.path.name + ".lock"), "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-    def _counts(self) -> dict[bytes, int]:
-        if self.path is None:
-            return self._released
-        if not self.path.exists():
-            return {}
-        try:
-            state = json.loads(self.path.read_bytes())
-            if state.get("format") != _BUDGET_FORMAT:
-                raise ValueError("unknown format")
-            counts = {bytes.fromhex(k): v for k, v in state["released"].items()}
-            if not all(type(v) is int and v >= 0 for v in counts.values()):
-                raise ValueError("counts must be non-negative integers")
-            return counts
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise SerializationError(
-                f"decryption budget {self.path} is damaged ({exc}); it is never reset "
-                "silently: restore it, or generate a new key set and remove it"
-            ) from exc
-
-
-_BUDGET_FORMAT = "hevit-decryption-budget/1"
 
 
 #: Std of one fresh key-dependent noise coefficient in integer units: the centred binomial of

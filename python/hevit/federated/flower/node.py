@@ -14,7 +14,7 @@ Secret keys are not put there: the context travels between the SuperNode and eac
 process over Flower's local runtime API, which is not where a secret key belongs. They stay in
 the key folder (files 0600) and each process reads only the key set its message needs
 (:class:`~hevit.federated.keys.KeyFolder`: 9-25 ms per set, the two-layer head's set 0.29 s).
-The count of flooded releases lives beside the keys (``decryption-budget.json``), so it
+Each hospital's release ledger (commitments, release count) lives beside the keys (``release-ledger-<id>.json``), so it
 survives a SuperNode restart.
 """
 
