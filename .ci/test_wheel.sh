@@ -3,9 +3,9 @@
 #   bash .ci/test_wheel.sh WHEEL SCRATCH_DIR
 # a fresh venv with no compiler on PATH and no hevit source importable: the wheel with its core
 # dependencies only, the light-import check, the README's API example (.ci/check_wheel.py); then
-# the extras [all,test] into the same venv from the same wheel file, ruff, and the README's test
-# command against that installed hevit (HEVIT_TEST_INSTALLED=1: tests/conftest.py refuses a
-# hevit imported from this checkout). Every step is timed.
+# the extras [all,test] into the same venv from the same wheel file. .ci/run then lints and runs
+# the README's test command against that installed hevit (venv: SCRATCH_DIR/venv). Every step is
+# timed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHEEL=$(realpath "$1")
@@ -64,16 +64,3 @@ time "$VENV/bin/python" -m pip install "${WHEEL}[all,test]"
 "$VENV/bin/python" -m pip check
 du -sh "$VENV"
 (cd "$RUNDIR" && time python check_wheel.py --readme README.md)
-
-step "lint and format (ruff is pinned in the test extra)"
-time {
-  ruff check .
-  ruff format --check .
-}
-
-# The README's test command is `pip install ".[all,test]" && <pytest command>`: the install half
-# is the step above (from the wheel, not the checkout); the pytest half runs as written, with the
-# installed hevit (HEVIT_TEST_INSTALLED=1 makes tests/conftest.py refuse this checkout's sources).
-TEST_CMD=$(python .ci/readme_command.py README.md --after "Run the tests" --install '.[all,test]')
-step "README test command: $TEST_CMD"
-time HEVIT_TEST_INSTALLED=1 bash -c "$TEST_CMD"
