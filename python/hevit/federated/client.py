@@ -87,15 +87,7 @@ def commitment_from_bytes(data: bytes) -> tuple[CommitStatement, bytes]:
     try:
         if msg.kind != "commit":
             raise ValueError(f"a {msg.kind} message")
-        m = msg.meta["statement"]
-        statement = CommitStatement(
-            bytes.fromhex(m["federation"]),
-            m["session"],
-            m["task"],
-            m["round"],
-            bytes.fromhex(m["digest"]),
-            m["signer"],
-        )
+        statement = CommitStatement.from_meta(msg.meta["statement"])
         if statement.signer != msg.sender:
             raise ValueError("signed by another hospital than its sender")
         return statement, bytes.fromhex(msg.meta["signature"])
@@ -179,6 +171,8 @@ class HospitalClient:
         self.contributed: set[str] = set()
         #: he-cls key sets of the open sessions (made per session, discarded after it)
         self._session_keys: dict[str, he.SecretContext] = {}
+        #: sessions whose public key set went to the server with a request already
+        self._context_sent: set[str] = set()
         #: wall time spent here per phase ("train", "encrypt", "decrypt")
         self.seconds: dict[str, float] = defaultdict(float)
 
@@ -192,9 +186,12 @@ class HospitalClient:
 
     @property
     def noise_shares(self) -> int:
-        """How many DP noise shares a released aggregate is guaranteed to hold: the quorum (a
-        round may close with that many contributors), so every released aggregate carries at
-        least the nominal noise and epsilon from the nominal multiplier is an upper bound."""
+        """How many DP noise shares a released aggregate is guaranteed to hold: the roster's
+        quorum, the fewest contributors a key holder accepts (the run's own quorum without a
+        key holder), so every released aggregate carries at least the nominal noise and epsilon
+        from the nominal multiplier is an upper bound."""
+        if self.keyholder is not None:
+            return self.keyholder.roster.quorum
         return self.config.quorum or self.clients
 
     @property
@@ -235,7 +232,8 @@ class HospitalClient:
         )
         n = total[-1]
         if not n > 1:
-            raise ProtocolError(f"moments aggregate carries a row count of {n}")
+            # no value derived from the release in the message: it may reach the server
+            raise ProtocolError("the moments aggregate carries a row count of at most 1")
         mean = total[:d] / n
         var = np.maximum(total[d : 2 * d] / n - mean**2, 0.0)
         self.adopt_moments(mean, np.sqrt(var) + 1e-6)
@@ -312,7 +310,7 @@ class HospitalClient:
         weight = total[-1]
         if self.config.dp is None:
             if not weight > 0:
-                raise ProtocolError(f"aggregate carries a non-positive sample count {weight}")
+                raise ProtocolError("the aggregate carries a non-positive sample count")
             return head.with_vector(total[:-1] / weight)
         contributors = max(round(weight), 1)
         return head.with_vector(head.to_vector() + total[:-1] / contributors)
@@ -379,18 +377,25 @@ class HospitalClient:
         )
         with self._phase("encrypt"):
             blob = ctx.encrypt(rows, layout=layout).to_bytes()
+        blobs = {"features": blob}
+        name = self._session_key_name(model)
+        if name not in self._context_sent:
+            # the session's key set travels once, with its first request
+            blobs["context"] = ctx.public_context().to_bytes()
+            self._context_sent.add(name)
         return Message(
             "infer-request",
             "he-cls",
             round_,
             self.client_id,
             ctx.public_context().keyset_id.hex(),
-            {"features": blob, "context": ctx.public_context().to_bytes()},
+            blobs,
         ).to_bytes()
 
     def end_inference(self, model=None) -> None:
         """Discards this session's he-cls key set (its replies can no longer be decrypted)."""
         self._session_keys.pop(self._session_key_name(model), None)
+        self._context_sent.discard(self._session_key_name(model))
 
     def _session_key_name(self, model) -> str:
         return f"{self.session}/he-cls/{getattr(model, 'kind', 'linear')}"
@@ -545,14 +550,7 @@ class HospitalClient:
             msg.keyset_id,
             {},
             {
-                "statement": {
-                    "federation": statement.federation.hex(),
-                    "session": statement.session,
-                    "task": statement.task,
-                    "round": statement.round,
-                    "digest": statement.digest.hex(),
-                    "signer": statement.signer,
-                },
+                "statement": statement.to_meta(),
                 "signature": signature.hex(),
             },
         ).to_bytes()

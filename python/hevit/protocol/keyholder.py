@@ -306,8 +306,9 @@ class KeyHolder:
             raise ParameterError(
                 f"noise flooding at {self.policy.statistical_security_bits}-bit statistical "
                 f"security over {self.policy.max_decryptions} releases adds std {value_sigma:.3g} "
-                f"per value, above what this task tolerates ({max_sigma(values):.3g}); use a key "
-                "set with a larger scale"
+                "per value, above what this task tolerates (the tolerance is derived from the "
+                "released values, which never leave in a message); use a key set with a larger "
+                "scale"
             )
         return values
 
@@ -398,7 +399,7 @@ class ArraySpec:
         total = np.asarray(released, dtype=np.float64) / self.factor(params)
         weight = float(total[-1])
         if not weight > 0:
-            raise ProtocolError(f"a released sum of weight {weight}")
+            raise ProtocolError("a released sum of non-positive weight")
         out, start = {}, 0
         for name, shape, dtype in zip(self.names, self.shapes, self.dtypes, strict=True):
             size = int(np.prod(shape))
