@@ -17,8 +17,8 @@ from hevit.federated.messages import Message
 from hevit.federated.models import initial_head
 from hevit.federated.server import AggregationServer
 from hevit.federated.simulation import federation_roster
-from hevit.he.flooding import FloodingPolicy, coefficient_flooding_sigma
-from hevit.protocol import HospitalIdentity, Roster
+from hevit.he.flooding import FloodingPolicy, coefficient_flooding_sigma, flooding_value_sigma
+from hevit.protocol import ContributionStatement, HospitalIdentity, Roster
 
 CLASSES, DIM = 3, 16
 
@@ -262,6 +262,34 @@ def test_every_site_releases_the_same_bits_once(keys, rng):
     data = aggregate.to_bytes()
     first = [c.read_fedavg_aggregate(data, "he-fedavg", head, 1).to_vector() for c in clients]
     assert all(np.array_equal(v, first[0]) for v in first)
+    # positive control: sites that flood independently (a noise key of their own each) let
+    # the server average their copies: the mean of 3 releases carries sigma / sqrt(3)
+    verified = [
+        c.keyholder.verify(
+            aggregate.blobs["sum"],
+            [ContributionStatement.from_meta(m) for m in aggregate.meta["statements"]],
+            [bytes.fromhex(h) for h in aggregate.meta["signatures"]],
+            c.label("he-fedavg/linear", 1),
+            length=fedavg_vector_length(head),
+        )
+        for c in clients
+    ]
+    sk, params = keys.updates, keys.updates.params
+    sigma = coefficient_flooding_sigma(params, ciphertexts=1, summands=3, policy=FloodingPolicy())
+    exact = sk.decrypt(verified[0].batch).ravel()
+    independent = [
+        sk.decrypt_flooded(verified[0].batch, sigma=sigma, noise_key=bytes([k]) * 32).ravel()
+        for k in range(1, 4)
+    ]
+    value_sigma = flooding_value_sigma(params, sigma)
+    n = exact.size
+    margin = 5 / np.sqrt(2 * n)  # relative error of a sample std of n Gaussian values
+    single = np.std(independent[0] - exact) / value_sigma
+    averaged = np.std(np.mean(independent, axis=0) - exact) / value_sigma
+    assert abs(single - 1) < margin and abs(averaged * np.sqrt(3) - 1) < margin
+    # ours: the three sites' releases are the same bits, so their mean is any one of them
+    ours = [c.keyholder.release(v) for c, v in zip(clients, verified, strict=True)]
+    assert all(np.array_equal(v, ours[0]) for v in ours)
     kh = clients[0].keyholder
     spent = kh.ledger.released(keys.updates.public_context().keyset_id)
     again = clients[0].read_fedavg_aggregate(data, "he-fedavg", head, 1).to_vector()

@@ -600,7 +600,7 @@ def run_experiment(
     server_keys = keys.server_keys()
     server_checkpoints = None if checkpoint_dir is None else Path(checkpoint_dir) / "server"
     keygen = time.perf_counter() - t0
-    identities = _hospital_identities(checkpoint_dir, clients) if keys is not None else None
+    identities = _hospital_identities(checkpoint_dir, clients)
     if identities is None:
         from ..protocol import HospitalIdentity
 

@@ -157,6 +157,9 @@ _STATEMENT_KEYS = (
 )
 
 
+_COMMIT_KEYS = ("federation", "session", "task", "round", "digest", "signer")
+
+
 @dataclass(frozen=True)
 class CommitStatement:
     federation: bytes
@@ -175,6 +178,35 @@ class CommitStatement:
         _check_digest(self.digest, "digest")
         if not isinstance(self.round, int) or isinstance(self.round, bool) or self.round < 0:
             raise SerializationError("round must be a non-negative integer")
+
+    def to_meta(self) -> dict:
+        """JSON-safe form for a message header (rebuilt and re-encoded by the verifier)."""
+        return {
+            "federation": self.federation.hex(),
+            "session": self.session,
+            "task": self.task,
+            "round": self.round,
+            "digest": self.digest.hex(),
+            "signer": self.signer,
+        }
+
+    @classmethod
+    def from_meta(cls, meta) -> CommitStatement:
+        try:
+            if not isinstance(meta, dict) or set(meta) != set(_COMMIT_KEYS):
+                raise ValueError("wrong fields")
+            return cls(
+                bytes.fromhex(meta["federation"]),
+                meta["session"],
+                meta["task"],
+                meta["round"],
+                bytes.fromhex(meta["digest"]),
+                meta["signer"],
+            )
+        except (ValueError, TypeError, AttributeError) as exc:
+            if isinstance(exc, SerializationError):
+                raise
+            raise SerializationError(f"malformed commitment statement: {exc}") from None
 
     def to_bytes(self) -> bytes:
         return _encode(
